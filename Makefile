@@ -1,0 +1,28 @@
+# Two entry points do all set-up: `make demo` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+OUT ?= out/demo
+
+.PHONY: demo test bench lint clean samples
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet -e '.[dev,export]'
+	touch $(STAMP)
+
+demo: $(STAMP)  ## Run the crack job on the bundled sample surveys -> out/demo/
+	$(VENV)/bin/survey-cracks run sample_surveys --out $(OUT)
+
+test: $(STAMP)  ## The whole test suite
+	$(PY) -m pytest -q
+
+bench: $(STAMP)  ## Throughput and memory benchmark (several minutes)
+	$(PY) bench/throughput.py
+
+samples: $(STAMP)  ## Regenerate sample_surveys/ (procedural imagery)
+	$(PY) sample_surveys/make_samples.py --out sample_surveys
+
+clean:
+	rm -rf out .pytest_cache

@@ -1,0 +1,209 @@
+"""`survey-cracks`: the command line. It parses, calls one library function, reports.
+
+No work happens here: every command maps onto a function of the library so the same
+job can run from Python, a notebook or a scheduler.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import warnings
+from pathlib import Path
+
+import click
+
+from survey_cracks.cli.options import config_opt, model_opt, quiet_opt
+from survey_cracks.errors import SurveyCracksError
+
+warnings.filterwarnings("ignore", message=".*NotGeoreferencedWarning.*")
+
+
+def _fail(error: SurveyCracksError) -> None:
+    click.echo(f"error: {error.message}", err=True)
+    sys.exit(2)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(package_name="survey_cracks")
+def cli() -> None:
+    """Find cracks in infrastructure survey imagery.
+
+    \b
+    Typical night:  survey-cracks run /data/surveys/ --out /data/results/2026-11-25
+    Fine-tune:      survey-cracks finetune my_surveys/ --out my_model.safetensors
+    Then:           survey-cracks run /data/surveys/ --model my_model.safetensors --out ...
+
+    Run any command with --help for its options and defaults.
+    """
+
+
+@cli.command()
+@click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--out", "-o", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Output folder; gets <survey>/<raster>/{heatmap.tif, cracks.gpkg, cracks.geojson, report.json}, "
+                   "summary.csv and run.json. Its parent must exist.")
+@config_opt
+@model_opt
+@click.option("--scheduler", default=None, help="Address of a running Dask scheduler (tcp://host:8786). "
+              "[default: start a LocalCluster on this machine]")
+@click.option("--workers", type=click.IntRange(1), default=None, help="LocalCluster worker processes.  [default: min(4, CPUs)]")
+@click.option("--threshold", type=click.FloatRange(0, 1), default=None,
+              help="Crack probability for polygons and metrics.  [default: the model's calibrated threshold]")
+@click.option("--ground-patch-m", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="GSD-aware tiling: metres of ground per patch on georeferenced rasters.  [default: off, patch = model input]")
+@click.option("--batch-size", type=click.IntRange(1), default=None, help="Patches per model batch.  [default: 64]")
+@quiet_opt
+def run(inputs: tuple[Path, ...], out: Path, config_path: Path | None, model_path: Path | None, scheduler: str | None,
+        workers: int | None, threshold: float | None, ground_patch_m: float | None, batch_size: int | None, quiet: bool) -> None:
+    """Detect cracks in every raster of INPUTS (raster files, survey folders, or folders of survey folders).
+
+    \b
+    Per raster:  heatmap.tif   crack probability 0..1, Cloud-Optimized GeoTIFF, raster's CRS and grid
+                 cracks.gpkg   crack polygons (layer 'cracks'), raster CRS; cracks.geojson the same
+                 report.json   counts, timings and, when annotations exist, precision/recall/F1
+    Annotations beside X.tif are found automatically: X.cracks.geojson, X.cracks.gpkg, X.mask.png, X.mask.tif.
+    Exit code 0 when every raster succeeded, 1 when any failed, 2 on a usage error.
+    """
+    from survey_cracks.config import RunConfig, load_config
+    from survey_cracks.pipeline import run_surveys
+
+    try:
+        config = load_config(RunConfig, config_path, {
+            "inference.scheduler": scheduler, "inference.workers": workers, "inference.batch_size": batch_size,
+            "vectorize.threshold": threshold, "tiling.ground_patch_m": ground_patch_m,
+        })
+        result = run_surveys(list(inputs), out, config, model_path, progress=not quiet, log=click.echo)
+    except SurveyCracksError as error:
+        _fail(error)
+        return
+    ok = len(result.outcomes) - len(result.failed)
+    click.echo(f"{ok} of {len(result.outcomes)} rasters done; outputs in {out}/ (summary.csv, run.json)")
+    for outcome in result.failed:
+        click.echo(f"FAILED {outcome.error}", err=True)
+    sys.exit(1 if result.failed else 0)
+
+
+@cli.command()
+@click.option("--config", "config_path", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Training config (configs/train.yaml trains the shipped model).")
+@click.option("--out-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Where checkpoints, metrics.json and pr_curve.png go.  [default: out_dir of the config]")
+@click.option("--epochs", type=click.IntRange(1), default=None, help="Override schedule.epochs.")
+@click.option("--init", type=click.Choice(["auto", "imagenet", "shipped", "scratch"]), default=None,
+              help="Starting weights.  [default: from the config; auto = ImageNet if the verified file is cached, else scratch]")
+@click.option("--init-path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="ImageNet resnet18-f37072fd.pth or a survey_cracks checkpoint.")
+@click.option("--resume", is_flag=True, help="Continue a killed run from its last epoch checkpoint.")
+@click.option("--ship", is_flag=True, help="Store the final weights in fp16 (the packaged model is shipped this way).")
+@quiet_opt
+def train(config_path: Path, out_dir: Path | None, epochs: int | None, init: str | None, init_path: Path | None,
+          resume: bool, ship: bool, quiet: bool) -> None:
+    """Train the crack classifier on the sources of a config; report held-out precision/recall/F1."""
+    from survey_cracks.config import TrainConfig, load_config
+    from survey_cracks.training.train import train as train_model
+
+    try:
+        config = load_config(TrainConfig, config_path, {
+            "out_dir": str(out_dir) if out_dir else None, "schedule.epochs": epochs, "init": init,
+            "init_path": str(init_path) if init_path else None,
+        })
+        result = train_model(config, resume=resume, progress=not quiet, log=click.echo, ship=ship)
+    except SurveyCracksError as error:
+        _fail(error)
+        return
+    click.echo(json.dumps({k: v for k, v in result.metrics["sets"].items() if k.startswith("test/")}, indent=1))
+    click.echo(f"checkpoint: {result.checkpoint}")
+
+
+@cli.command()
+@click.argument("surveys", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+@click.option("--out", "-o", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="Fine-tuned checkpoint to write (.safetensors); its run folder sits beside it.")
+@model_opt
+@click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="Fine-tuning config.  [default: configs/finetune.yaml settings built in]")
+@click.option("--epochs", type=click.IntRange(1), default=None, help="Override schedule.epochs.  [default: 6]")
+@click.option("--val-fraction", type=click.FloatRange(0, 0.9), default=0.2, show_default=True,
+              help="Share of each survey's rasters held out to pick the epoch and threshold.")
+@quiet_opt
+def finetune(surveys: tuple[Path, ...], out: Path, model_path: Path | None, config_path: Path | None,
+             epochs: int | None, val_fraction: float, quiet: bool) -> None:
+    """Adapt the shipped model (or --model) to annotated SURVEYS of your own domain.
+
+    Each survey folder holds rasters with annotations beside them (X.cracks.geojson|gpkg or X.mask.png|tif).
+    Rasters are split into train/validation by file, never by patch.
+    """
+    from survey_cracks.training.finetune import finetune as finetune_model
+
+    try:
+        result = finetune_model(list(surveys), out, model_path=model_path, config_path=config_path, epochs=epochs,
+                                val_fraction=val_fraction, progress=not quiet, log=click.echo)
+    except SurveyCracksError as error:
+        _fail(error)
+        return
+    click.echo(f"fine-tuned model: {result.checkpoint}")
+
+
+@cli.command()
+@model_opt
+@click.option("--out", "-o", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="Exported file (.onnx or .pt).")
+@click.option("--format", "fmt", type=click.Choice(["onnx", "torchscript"]), default="onnx", show_default=True,
+              help="onnx runs on ONNX Runtime / TensorRT / OpenVINO edge runtimes; torchscript on libtorch / mobile.")
+@click.option("--no-verify", is_flag=True, help="Skip the check that the export gives the same scores as PyTorch.")
+def export(model_path: Path | None, out: Path, fmt: str, no_verify: bool) -> None:
+    """Export the classifier for edge devices (input: float NCHW, normalised; output: crack probability)."""
+    from survey_cracks.export import export_model
+
+    try:
+        result = export_model(model_path, out, fmt, verify=not no_verify)  # type: ignore[arg-type]
+    except SurveyCracksError as error:
+        _fail(error)
+        return
+    click.echo(json.dumps(result, indent=1))
+
+
+@cli.command()
+@click.option("--config", "config_path", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Training config whose sources are held out in turn (configs/train.yaml).")
+@click.option("--holdout", multiple=True, help="Source name to hold out (repeatable).  [default: every trainable source]")
+@click.option("--epochs", type=click.IntRange(1), default=3, show_default=True, help="Epochs per model.")
+@click.option("--samples-per-epoch", type=click.IntRange(64), default=4000, show_default=True, help="Training patches per epoch.")
+@click.option("--out-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("runs/loso"), show_default=True)
+@quiet_opt
+def loso(config_path: Path, holdout: tuple[str, ...], epochs: int, samples_per_epoch: int, out_dir: Path, quiet: bool) -> None:
+    """Leave-one-source-out table: train without a source, test on it (domain transfer)."""
+    from survey_cracks.config import TrainConfig, load_config
+    from survey_cracks.training.loso import leave_one_source_out, loso_markdown
+
+    try:
+        config = load_config(TrainConfig, config_path, {
+            "out_dir": str(out_dir), "schedule.epochs": epochs, "schedule.samples_per_epoch": samples_per_epoch,
+        })
+        rows = leave_one_source_out(config, list(holdout) or None, progress=not quiet, log=click.echo)
+    except SurveyCracksError as error:
+        _fail(error)
+        return
+    table = loso_markdown(rows)
+    (out_dir / "loso.md").write_text(table + "\n")
+    click.echo(table)
+
+
+@cli.command()
+@model_opt
+def info(model_path: Path | None) -> None:
+    """Show a checkpoint's metadata: patch size, threshold, training provenance."""
+    from survey_cracks.model import SHIPPED_MODEL, file_sha256, read_meta
+
+    path = model_path or SHIPPED_MODEL
+    try:
+        meta = read_meta(path)
+    except SurveyCracksError as error:
+        _fail(error)
+        return
+    click.echo(json.dumps({"file": str(path), "sha256": file_sha256(path), **json.loads(meta.to_json())}, indent=1))
+
+
+if __name__ == "__main__":
+    cli()

@@ -1,0 +1,257 @@
+"""Typed configuration.
+
+YAML files validate into these models (unknown keys are rejected, so a typo fails
+loudly instead of being ignored). Defaults that depend on other values (the stride
+defaults to half the patch) are derived here and nowhere else; the resolved config
+is written beside the outputs so every run can be reproduced.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from survey_cracks.errors import ConfigError
+
+
+class StrictModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class TilingConfig(StrictModel):
+    """How a raster is cut into model patches."""
+
+    patch_size: int = Field(128, ge=32, le=1024, description="pixels on a side fed to the model")
+    stride: int | None = Field(None, ge=8, description="step between patches; default patch_size // 2")
+    ground_patch_m: float | None = Field(
+        None,
+        gt=0,
+        description="if set and the raster is georeferenced in metres, each patch covers this many "
+        "metres on the ground and is resampled to patch_size (GSD-aware tiling)",
+    )
+    min_valid_fraction: float = Field(
+        0.25, ge=0.0, le=1.0, description="patches with less of their area inside the footprint are skipped"
+    )
+
+    @model_validator(mode="after")
+    def _derive_stride(self) -> "TilingConfig":
+        if self.stride is None:
+            object.__setattr__(self, "stride", max(8, self.patch_size // 2))
+        return self
+
+    @property
+    def step(self) -> int:
+        assert self.stride is not None
+        return self.stride
+
+
+Precision = Literal["auto", "fp32", "bf16", "fp16"]
+Device = Literal["auto", "cpu", "cuda"]
+
+
+def default_workers() -> int:
+    return max(1, min(4, os.cpu_count() or 1))
+
+
+class InferenceConfig(StrictModel):
+    """How patches are scored and how the work is spread over Dask workers."""
+
+    batch_size: int = Field(64, ge=1, le=4096)
+    workers: int = Field(default_factory=default_workers, ge=1, description="LocalCluster worker processes")
+    threads_per_worker: int | None = Field(
+        None, ge=1, description="torch threads per worker; default cpu_count // workers"
+    )
+    windows_per_task: int = Field(512, ge=1, description="patches one Dask task reads and scores")
+    precision: Precision = Field("auto", description="auto = bf16 on CPUs that support it, fp16 on CUDA")
+    device: Device = "auto"
+    scheduler: str | None = Field(None, description="address of an existing Dask scheduler")
+
+    def torch_threads(self) -> int:
+        if self.threads_per_worker is not None:
+            return self.threads_per_worker
+        return max(1, (os.cpu_count() or 1) // self.workers)
+
+
+class HeatmapConfig(StrictModel):
+    """How patch scores become a per-pixel crack probability raster."""
+
+    block_size: int = Field(512, ge=64, le=8192, description="output block edge, multiple of 16")
+    compress: Literal["deflate", "lzw", "zstd"] = "deflate"
+    blend_floor: float = Field(
+        0.1, gt=0.0, le=1.0, description="weight at a patch edge relative to its centre (smooth blending)"
+    )
+
+    @model_validator(mode="after")
+    def _block_multiple_of_16(self) -> "HeatmapConfig":
+        if self.block_size % 16:
+            raise ValueError("block_size must be a multiple of 16 (GeoTIFF tiles)")
+        return self
+
+
+class VectorizeConfig(StrictModel):
+    """How the heatmap becomes crack polygons."""
+
+    threshold: float | None = Field(None, ge=0.0, le=1.0, description="default: the model's calibrated one")
+    min_area_px: float = Field(64.0, ge=0.0, description="smaller polygons are dropped")
+    simplify_px: float = Field(1.0, ge=0.0, description="Douglas-Peucker tolerance in pixels")
+
+
+class EvaluateConfig(StrictModel):
+    """How predictions are scored against annotations."""
+
+    cell_size_px: int = Field(128, ge=8, description="edge of the fixed grid cells of the cell-level metric")
+    min_cell_crack_px: int = Field(
+        8, ge=1, description="annotated crack pixels a cell needs to count as a crack cell"
+    )
+    pixel_tolerances_px: list[int] = Field(default_factory=lambda: [2, 5])
+    default_line_width_px: float = Field(
+        3.0, gt=0, description="width given to annotated lines that carry no width attribute"
+    )
+
+
+class RunConfig(StrictModel):
+    """Everything `survey-cracks run` needs besides the inputs."""
+
+    tiling: TilingConfig = Field(default_factory=TilingConfig)
+    inference: InferenceConfig = Field(default_factory=InferenceConfig)
+    heatmap: HeatmapConfig = Field(default_factory=HeatmapConfig)
+    vectorize: VectorizeConfig = Field(default_factory=VectorizeConfig)
+    evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
+
+
+Split = Literal["train", "val", "test"]
+SourceKind = Literal["mask_folder", "class_folders", "yolo_boxes", "survey"]
+
+
+class SplitFractions(StrictModel):
+    val: float = Field(0.15, ge=0.0, lt=1.0)
+    test: float = Field(0.0, ge=0.0, lt=1.0)
+
+
+class DataSource(StrictModel):
+    """One training data source; `kind` says how its labels are read."""
+
+    name: str
+    kind: SourceKind
+    root: Path = Field(description="folder of the source (relative paths resolve against the config file)")
+    images: str = Field("images", description="images sub-folder (mask_folder, yolo_boxes)")
+    masks: str = Field("masks", description="masks sub-folder (mask_folder)")
+    labels: str = Field("labels", description="YOLO label sub-folder (yolo_boxes)")
+    role: Literal["split", "test"] = Field(
+        "split", description="split = divided by image into train/val(/test); test = final report only"
+    )
+    split: SplitFractions = Field(default_factory=SplitFractions)
+    exclude_groups: list[str] = Field(
+        default_factory=list, description="image groups (e.g. sites) left out of this source entirely"
+    )
+    include_groups: list[str] = Field(
+        default_factory=list, description="if set, only these image groups (e.g. sites) are used"
+    )
+    group_csv: str | None = Field(
+        None, description="CSV with columns stem,<group column> that groups images (e.g. sites.csv)"
+    )
+    group_column: str = "site"
+    group_regex: str | None = Field(
+        None,
+        description="regex whose first group names the photo an image was cut from (e.g. '^(.+)-\\d+$'); "
+        "images of one group always land in the same split",
+    )
+    weight: float = Field(1.0, gt=0, description="relative share of this source in each training epoch")
+    max_patches: int | None = Field(None, ge=1, description="cap on patches taken from this source")
+
+
+class LabelRule(StrictModel):
+    """How a patch is labelled from a mask or boxes (see training/labels.py)."""
+
+    center_fraction: float = Field(0.5, gt=0.0, le=1.0, description="side of the central region, as a fraction")
+    min_center_crack_px: int = Field(24, ge=1, description="crack pixels in the centre for a crack patch")
+    box_center_overlap: float = Field(
+        0.15, gt=0.0, le=1.0, description="share of the centre a box must cover for a crack patch"
+    )
+    negatives_per_positive: float = Field(
+        1.5, gt=0.0, description="cap on crack-free patches kept per crack patch, per source"
+    )
+
+
+class Schedule(StrictModel):
+    """Transfer-learning schedule: head first, then the whole network."""
+
+    epochs: int = Field(12, ge=1)
+    head_epochs: int = Field(1, ge=0, description="epochs training only the classifier head")
+    lr: float = Field(2e-3, gt=0)
+    backbone_lr_factor: float = Field(0.1, gt=0, le=1.0, description="backbone LR = lr x this after the head phase")
+    weight_decay: float = Field(1e-4, ge=0)
+    batch_size: int = Field(64, ge=2)
+    patience: int = Field(4, ge=1, description="early stopping: epochs without a better validation F1")
+    samples_per_epoch: int | None = Field(None, ge=1, description="default: the training set's size")
+    label_smoothing: float = Field(0.05, ge=0.0, lt=0.5)
+
+
+class ThresholdRule(StrictModel):
+    mode: Literal["max_f1", "target_recall"] = "max_f1"
+    target_recall: float = Field(0.9, gt=0.0, le=1.0)
+
+
+class TrainConfig(StrictModel):
+    """Everything `survey-cracks train` needs."""
+
+    sources: list[DataSource] = Field(min_length=1)
+    init: Literal["imagenet", "shipped", "scratch", "auto"] = Field(
+        "auto", description="auto = ImageNet if the verified file is found, else scratch"
+    )
+    init_path: Path | None = Field(None, description="ImageNet .pth or a survey_cracks checkpoint")
+    tiling: TilingConfig = Field(default_factory=TilingConfig)
+    labels: LabelRule = Field(default_factory=LabelRule)
+    schedule: Schedule = Field(default_factory=Schedule)
+    threshold: ThresholdRule = Field(default_factory=ThresholdRule)
+    augment: bool = True
+    seed: int = 0
+    workers: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1, description="torch threads")
+    out_dir: Path = Path("runs/train")
+
+
+M = TypeVar("M", bound=StrictModel)
+
+
+def load_config(model: type[M], path: str | Path | None, overrides: dict[str, Any] | None = None) -> M:
+    """Read YAML into `model`; relative data paths resolve against the file's folder."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except FileNotFoundError:
+            raise ConfigError(path, "config file not found", "check the path given to --config") from None
+        except yaml.YAMLError as exc:
+            raise ConfigError(path, f"not valid YAML ({exc})", "fix the syntax") from None
+        if not isinstance(data, dict):
+            raise ConfigError(path, "config must be a mapping of keys to values")
+        _resolve_paths(data, path.parent)
+    for dotted, value in (overrides or {}).items():
+        if value is None:
+            continue
+        node = data
+        *parents, leaf = dotted.split(".")
+        for key in parents:
+            node = node.setdefault(key, {})
+        node[leaf] = value
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
+        )
+        raise ConfigError(path, f"invalid config ({problems})", "see configs/ for a valid example") from None
+
+
+def _resolve_paths(data: dict[str, Any], base: Path) -> None:
+    for source in data.get("sources", []) or []:
+        if isinstance(source, dict) and "root" in source and not Path(source["root"]).is_absolute():
+            source["root"] = str((base / source["root"]).resolve())
+    for key in ("init_path",):
+        if key in data and data[key] and not Path(data[key]).is_absolute():
+            data[key] = str((base / data[key]).resolve())

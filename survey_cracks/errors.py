@@ -1,0 +1,49 @@
+"""Errors a user can act on.
+
+Every error names the file it is about and what to do, so the batch CLI can print
+one line per failed raster and go on with the others.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class SurveyCracksError(Exception):
+    """Base class: a problem with one input that the user can fix."""
+
+    def __init__(self, path: str | Path | None, problem: str, fix: str = "") -> None:
+        self.path = str(path) if path is not None else None
+        self.problem = problem
+        self.fix = fix
+        super().__init__(self.message)
+
+    @property
+    def message(self) -> str:
+        where = f"{self.path}: " if self.path else ""
+        fix = f" — {self.fix}" if self.fix else ""
+        return f"{where}{self.problem}{fix}"
+
+
+class RasterError(SurveyCracksError):
+    """A raster cannot be read or has a layout the model cannot use."""
+
+
+class AnnotationError(SurveyCracksError):
+    """An annotation file is empty, invalid, or does not match its raster."""
+
+
+class ModelFileError(SurveyCracksError):
+    """A checkpoint is missing, corrupt, or not a survey_cracks model."""
+
+
+class ConfigError(SurveyCracksError):
+    """A YAML config does not validate."""
+
+
+class DataSourceError(SurveyCracksError):
+    """A training data source is missing or malformed."""
+
+
+class OutputError(SurveyCracksError):
+    """An output location cannot be written."""

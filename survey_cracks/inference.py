@@ -1,0 +1,163 @@
+"""Scoring every patch of a raster on a Dask cluster.
+
+Tasks carry only a file path and a list of window offsets: each worker reads its
+own windows from the raster (shared storage), scores them in batches with the
+model it keeps loaded, and returns one float per window. No pixels travel through
+the client, so the same code runs on a laptop's LocalCluster and on a real cluster
+given its scheduler address.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+from distributed import Client, LocalCluster, as_completed
+from tqdm import tqdm
+
+from survey_cracks.config import InferenceConfig
+from survey_cracks.raster import RasterInfo, open_raster, read_patch
+from survey_cracks.tiling import PatchGrid
+
+ProgressCallback = Callable[[int], None]
+
+_MODELS: dict[tuple, object] = {}
+_MODEL_LOCK = threading.Lock()
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """How a worker finds and runs the model (the file is checked by sha256)."""
+
+    path: str
+    sha256: str
+    device: str = "auto"
+    precision: str = "auto"
+    threads: int = 1
+    batch_size: int = 64
+
+
+def _classifier(spec: ModelSpec):  # type: ignore[no-untyped-def]
+    """The worker's cached model; loaded once per worker process."""
+    import torch
+
+    from survey_cracks.model import CrackClassifier, file_sha256
+
+    key = (spec.path, spec.sha256, spec.device, spec.precision)
+    with _MODEL_LOCK:
+        if key not in _MODELS:
+            torch.set_num_threads(spec.threads)
+            if file_sha256(spec.path) != spec.sha256:
+                from survey_cracks.errors import ModelFileError
+
+                raise ModelFileError(spec.path, "model file differs on this worker", "give workers the same model file")
+            _MODELS[key] = CrackClassifier(spec.path, device=spec.device, precision=spec.precision)  # type: ignore[arg-type]
+        return _MODELS[key]
+
+
+def score_windows(
+    info: RasterInfo,
+    offsets: np.ndarray,
+    window_size: int,
+    patch_size: int,
+    min_valid_fraction: float,
+    spec: ModelSpec,
+) -> np.ndarray:
+    """Dask task: read and score the windows at ``offsets``; NaN for skipped ones."""
+    from rasterio.windows import Window
+
+    classifier = _classifier(spec)
+    scores = np.full(len(offsets), np.nan, dtype=np.float32)
+    batch: list[np.ndarray] = []
+    where: list[int] = []
+
+    def flush() -> None:
+        if batch:
+            scores[where] = classifier.predict(np.stack(batch), spec.batch_size)
+            batch.clear()
+            where.clear()
+
+    with open_raster(info.path) as src:
+        for i, (row, col) in enumerate(offsets):
+            rgb, valid = read_patch(src, info, Window(int(col), int(row), window_size, window_size), patch_size)
+            if valid.mean() < min_valid_fraction:
+                continue
+            batch.append(rgb)
+            where.append(i)
+            if len(batch) >= spec.batch_size:
+                flush()
+        flush()
+    return scores
+
+
+def score_raster(
+    client: Client,
+    info: RasterInfo,
+    grid: PatchGrid,
+    patch_size: int,
+    min_valid_fraction: float,
+    spec: ModelSpec,
+    config: InferenceConfig,
+    progress: bool = True,
+    callback: ProgressCallback | None = None,
+) -> np.ndarray:
+    """Crack probability for every window of ``grid`` (NaN where the window was skipped)."""
+    scores = np.full(len(grid), np.nan, dtype=np.float32)
+    chunks = grid.chunks(config.windows_per_task)
+    futures = {}
+    for chunk in chunks:
+        future = client.submit(
+            score_windows, info, grid.offsets[chunk], grid.size, patch_size, min_valid_fraction, spec, pure=False
+        )
+        futures[future] = chunk
+    bar = tqdm(total=len(grid), desc=f"scoring {info.path.name}", unit="patch", disable=not progress, leave=False)
+    try:
+        for future in as_completed(futures):
+            chunk = futures.pop(future)
+            scores[chunk] = future.result()
+            future.release()
+            bar.update(len(chunk))
+            if callback:
+                callback(len(chunk))
+    finally:
+        bar.close()
+        client.cancel(list(futures))
+    return scores
+
+
+@contextlib.contextmanager
+def dask_client(config: InferenceConfig) -> Iterator[Client]:
+    """A client on ``config.scheduler``, or on a LocalCluster of worker processes."""
+    if config.scheduler:
+        with Client(config.scheduler, timeout="30s") as client:
+            yield client
+        return
+    with LocalCluster(
+        n_workers=config.workers,
+        threads_per_worker=1,
+        processes=True,
+        dashboard_address=None,
+        silence_logs=logging.ERROR,
+        memory_limit=0,
+        env={"OMP_NUM_THREADS": str(config.torch_threads())},
+    ) as cluster, Client(cluster) as client:
+        yield client
+
+
+def model_spec(path: Path, sha256: str, config: InferenceConfig) -> ModelSpec:
+    return ModelSpec(
+        path=str(Path(path).resolve()),
+        sha256=sha256,
+        device=config.device,
+        precision=config.precision,
+        threads=config.torch_threads(),
+        batch_size=config.batch_size,
+    )
+
+
+__all__ = ["ModelSpec", "dask_client", "model_spec", "score_raster", "score_windows"]

@@ -1,0 +1,220 @@
+"""The survey job: every raster through tiles → scores → heatmap → polygons → report.
+
+Each raster is built in a hidden ``.<name>.partial`` folder and renamed into place
+only when complete, so a failure (or a kill) never leaves half-written outputs. A
+raster that fails is reported with one clear line and the batch goes on.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+import traceback
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+import geopandas as gpd
+import numpy as np
+
+from survey_cracks.annotations import Truth, find_annotation, load_truth
+from survey_cracks.config import RunConfig
+from survey_cracks.discover import SurveyRaster, find_rasters
+from survey_cracks.errors import OutputError, RasterError, SurveyCracksError
+from survey_cracks.evaluate import RasterMetrics, combine, evaluate_raster
+from survey_cracks.heatmap import write_heatmap
+from survey_cracks.inference import ModelSpec, dask_client, model_spec, score_raster
+from survey_cracks.model import SHIPPED_MODEL, ModelMeta, file_sha256, read_meta
+from survey_cracks.raster import RasterInfo, inspect_raster
+from survey_cracks.report import RasterOutcome, package_versions, write_json, write_summary
+from survey_cracks.tiling import PatchGrid, patch_grid, window_size_for_ground
+from survey_cracks.vectorize import vectorize_raster
+
+Log = Callable[[str], None]
+STYLES = Path(__file__).parent / "styles"
+HEATMAP, GPKG, GEOJSON, REPORT = "heatmap.tif", "cracks.gpkg", "cracks.geojson", "report.json"
+PIXEL_COORDINATES = "pixel coordinates (x = column, y = -row); the image has no georeferencing"
+
+
+@dataclass
+class RunResult:
+    out: Path
+    outcomes: list[RasterOutcome] = field(default_factory=list)
+
+    @property
+    def failed(self) -> list[RasterOutcome]:
+        return [o for o in self.outcomes if o.status != "ok"]
+
+
+def patch_grid_for(info: RasterInfo, meta: ModelMeta, config: RunConfig) -> PatchGrid:
+    """Windows in source pixels: the model's patch, or a ground size when GSD-aware."""
+    window_px = window_size_for_ground(meta.patch_size, config.tiling.ground_patch_m, info.pixel_size)
+    overlap = config.tiling.step / config.tiling.patch_size
+    stride = max(1, int(round(window_px * overlap)))
+    return patch_grid(info.width, info.height, window_px, stride)
+
+
+def run_surveys(
+    inputs: list[Path],
+    out: Path,
+    config: RunConfig,
+    model_path: Path | None = None,
+    progress: bool = True,
+    log: Log = print,
+) -> RunResult:
+    """Process every raster found in ``inputs``; write per-raster folders and run-level reports."""
+    started = time.time()
+    out = Path(out)
+    if not out.parent.exists():
+        raise OutputError(out, f"parent folder {out.parent} does not exist", "create it, or choose another --out")
+    out.mkdir(exist_ok=True)
+    model_path = Path(model_path) if model_path else SHIPPED_MODEL
+    meta = read_meta(model_path)
+    sha = file_sha256(model_path)
+    threshold = config.vectorize.threshold if config.vectorize.threshold is not None else meta.threshold
+    log(f"model {model_path.name} (sha256 {sha[:12]}, threshold {threshold:.3f}, {meta.provenance.get('init', 'unknown')} init)")
+    rasters, input_errors = find_rasters(inputs)
+    result = RunResult(out)
+    for error in input_errors:
+        log(f"ERROR {error.message}")
+        result.outcomes.append(RasterOutcome(survey="", raster="", source=str(error.path), status="error", error=error.message))
+    spec = model_spec(model_path, sha, config.inference)
+    if rasters:
+        with dask_client(config.inference) as client:
+            log(f"dask: {len(client.scheduler_info().get('workers', {}))} workers at {client.scheduler.address}")
+            for number, item in enumerate(rasters, 1):
+                log(f"[{number}/{len(rasters)}] {item.survey}/{item.path.name}")
+                outcome = process_raster(item, out, client, spec, meta, threshold, config, progress)
+                if outcome.error:
+                    log(f"ERROR {outcome.error}")
+                result.outcomes.append(outcome)
+    write_survey_reports(out, result.outcomes)
+    write_summary(out / "summary.csv", result.outcomes)
+    write_json(
+        out / "run.json",
+        {
+            "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "inputs": [str(p) for p in inputs],
+            "config": config.model_dump(mode="json"),
+            "model": {"file": str(model_path), "sha256": sha, "threshold": threshold, "metadata": meta.provenance,
+                      "patch_size": meta.patch_size},
+            "versions": package_versions(),
+            "rasters": len(result.outcomes),
+            "failed": len(result.failed),
+            "seconds": round(time.time() - started, 2),
+            "timings": {f"{o.survey}/{o.raster}": o.seconds for o in result.outcomes},
+        },
+    )
+    return result
+
+
+def process_raster(
+    item: SurveyRaster,
+    out: Path,
+    client: Any,
+    spec: ModelSpec,
+    meta: ModelMeta,
+    threshold: float,
+    config: RunConfig,
+    progress: bool = True,
+) -> RasterOutcome:
+    """One raster, all stages, into a temp folder renamed into place at the end."""
+    outcome = RasterOutcome(survey=item.survey, raster=item.name, source=str(item.path))
+    final = out / item.survey / item.name
+    work = out / item.survey / f".{item.name}.partial"
+    timer = time.perf_counter()
+
+    def lap(stage: str) -> None:
+        nonlocal timer
+        now = time.perf_counter()
+        outcome.seconds[stage] = round(now - timer, 3)
+        timer = now
+
+    try:
+        shutil.rmtree(work, ignore_errors=True)
+        work.mkdir(parents=True)
+        info = inspect_raster(item.path)
+        outcome.info = raster_summary(info)
+        annotation = find_annotation(item.path)
+        truth: Truth | None = load_truth(item.path, info, config.evaluate, annotation) if annotation else None
+        lap("inspect")
+        grid = patch_grid_for(info, meta, config)
+        scores = score_raster(client, info, grid, meta.patch_size, config.tiling.min_valid_fraction, spec, config.inference, progress)
+        scored = int(np.isfinite(scores).sum())
+        if scored == 0:
+            raise RasterError(item.path, "no patch lies inside the valid footprint", "check the raster's nodata/alpha, or lower tiling.min_valid_fraction")
+        lap("inference")
+        write_heatmap(work / HEATMAP, info, grid, scores, config.heatmap, progress)
+        lap("heatmap")
+        polygons = vectorize_raster(work / HEATMAP, threshold, info, config.vectorize, progress=progress)
+        write_polygons(polygons, work)
+        for style in ("heatmap.qml", "cracks.qml"):
+            shutil.copy(STYLES / style, work / style)
+        lap("polygons")
+        outcome.counts = {
+            "patches": len(grid), "patches_scored": scored, "patch_window_px": grid.size, "stride_px": grid.stride,
+            "patches_above_threshold": int(np.sum(scores[np.isfinite(scores)] >= threshold)),
+            "polygons": len(polygons), "threshold": round(threshold, 4),
+        }
+        if truth is not None:
+            metrics = evaluate_raster(work / HEATMAP, truth, polygons, threshold, info, config.evaluate)
+            outcome.metrics = metrics.as_dict()
+            outcome.counts["annotation"] = annotation.name if annotation else None
+            outcome.measured = metrics
+        lap("evaluate")
+        write_json(work / REPORT, outcome.as_dict())
+        if final.exists():
+            shutil.rmtree(final)
+        work.rename(final)
+        write_json(final / REPORT, outcome.as_dict())
+    except SurveyCracksError as error:
+        outcome.status, outcome.error = "error", error.message
+    except Exception as error:  # noqa: BLE001 — one raster's bug must not stop the night's batch
+        outcome.status = "error"
+        outcome.error = f"{item.path}: unexpected {type(error).__name__}: {error} — please report this with run.json"
+        outcome.info.setdefault("traceback", traceback.format_exc(limit=5))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return outcome
+
+
+def write_survey_reports(out: Path, outcomes: list[RasterOutcome]) -> None:
+    surveys: dict[str, list[RasterOutcome]] = {}
+    for outcome in outcomes:
+        if outcome.survey:
+            surveys.setdefault(outcome.survey, []).append(outcome)
+    for survey, members in surveys.items():
+        measured: list[RasterMetrics] = [o.measured for o in members if o.measured is not None]
+        folder = out / survey
+        folder.mkdir(parents=True, exist_ok=True)
+        write_json(
+            folder / REPORT,
+            {
+                "survey": survey,
+                "rasters": [o.raster for o in members],
+                "ok": sum(o.status == "ok" for o in members),
+                "failed": [o.error for o in members if o.status != "ok"],
+                "annotated_rasters": len(measured),
+                "metrics": combine(measured).as_dict() if measured else None,
+            },
+        )
+
+
+def raster_summary(info: RasterInfo) -> dict[str, Any]:
+    return {
+        "width": info.width, "height": info.height, "dtype": info.dtype, "crs": info.crs,
+        "georeferenced": info.georeferenced, "pixel_size": info.pixel_size,
+        "coordinates": "map coordinates of the raster CRS" if info.georeferenced else PIXEL_COORDINATES,
+        "transform": list(info.transform)[:6], "has_mask": info.has_mask, "notes": list(info.notes),
+    }
+
+
+def write_polygons(polygons: gpd.GeoDataFrame, folder: Path) -> None:
+    """GeoPackage (layer 'cracks') and GeoJSON, each via a temp name."""
+    for name, driver in ((GPKG, "GPKG"), (GEOJSON, "GeoJSON")):
+        target = folder / name
+        tmp = folder / f".partial.{name}"
+        kwargs: dict[str, Any] = {"layer": "cracks"} if driver == "GPKG" else {}
+        polygons.to_file(tmp, driver=driver, engine="pyogrio", promote_to_multi=True, geometry_type="MultiPolygon", **kwargs)
+        tmp.rename(target)

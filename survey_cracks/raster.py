@@ -1,0 +1,192 @@
+"""Opening survey rasters and reading patches from them.
+
+One place decides how any raster (GeoTIFF, JPEG, PNG, RGB, RGBA, grey, uint8 or
+uint16, georeferenced or not) becomes 8-bit RGB patches plus a validity mask, so
+training and inference see identical pixels.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import rasterio
+from affine import Affine
+from rasterio.enums import ColorInterp, MaskFlags, Resampling
+from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
+from rasterio.windows import Window
+
+from survey_cracks.errors import RasterError
+
+RASTER_SUFFIXES = {".tif", ".tiff", ".jpg", ".jpeg", ".png", ".jp2", ".vrt", ".img", ".bmp"}
+# Non-georeferenced images are placed with x = column, y = -row, the convention QGIS
+# uses for images without georeferencing, so outputs overlay the image there.
+PIXEL_TRANSFORM = Affine(1.0, 0.0, 0.0, 0.0, -1.0, 0.0)
+
+
+@dataclass(frozen=True)
+class RasterInfo:
+    """What the pipeline needs to know about a raster, checked once at open."""
+
+    path: Path
+    width: int
+    height: int
+    band_indexes: tuple[int, int, int]
+    dtype: str
+    crs: str | None
+    transform: Affine
+    georeferenced: bool
+    has_mask: bool
+    value_range: tuple[float, float] = (0.0, 255.0)
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def pixel_size(self) -> float | None:
+        """Ground size of a pixel in CRS units when the CRS is projected (metres, usually)."""
+        if not self.georeferenced or self.crs is None:
+            return None
+        crs = rasterio.crs.CRS.from_user_input(self.crs)
+        if not crs.is_projected:
+            return None
+        return float(abs(self.transform.a))
+
+    @property
+    def megapixels(self) -> float:
+        return self.width * self.height / 1e6
+
+
+def open_raster(path: str | Path) -> rasterio.io.DatasetReader:
+    """Open with a clear error instead of GDAL's."""
+    path = Path(path)
+    if not path.exists():
+        raise RasterError(path, "file not found", "check the path")
+    if path.stat().st_size == 0:
+        raise RasterError(path, "file is empty (0 bytes)", "re-export or re-copy the raster")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            return rasterio.open(path)
+    except RasterioIOError as exc:
+        raise RasterError(path, f"not a readable raster ({exc})", "check the file is a complete GeoTIFF/JPEG/PNG") from None
+
+
+def inspect_raster(path: str | Path) -> RasterInfo:
+    """Check band layout, dtype and footprint; raise RasterError naming the fix."""
+    path = Path(path)
+    with open_raster(path) as src:
+        interp = list(src.colorinterp)
+        notes: list[str] = []
+        if src.count in (1, 2):
+            bands = (1, 1, 1)
+            notes.append("single-band raster: grey replicated to RGB")
+        elif src.count in (3, 4):
+            bands = (1, 2, 3)
+            if src.count == 4 and interp[3] != ColorInterp.alpha:
+                notes.append("4-band raster without alpha: band 4 ignored")
+        else:
+            raise RasterError(
+                path,
+                f"unsupported band layout ({src.count} bands)",
+                "give an RGB, RGBA or single-band raster (e.g. gdal_translate -b 1 -b 2 -b 3)",
+            )
+        dtype = src.dtypes[0]
+        if dtype not in ("uint8", "uint16"):
+            raise RasterError(
+                path, f"unsupported data type {dtype}", "convert to 8- or 16-bit (gdal_translate -ot Byte -scale)"
+            )
+        georeferenced = src.crs is not None and not src.transform.is_identity
+        if src.crs is None and not src.transform.is_identity:
+            notes.append("geotransform without CRS: processed in pixel coordinates")
+            georeferenced = False
+        flags = src.mask_flag_enums[0]
+        has_mask = MaskFlags.all_valid not in flags
+        value_range = (0.0, 255.0)
+        if dtype == "uint16":
+            value_range = _stretch_range(src, bands)
+            notes.append(f"16-bit raster stretched from {value_range[0]:.0f}..{value_range[1]:.0f} to 8 bits")
+        if has_mask and not _has_valid_pixels(src):
+            raise RasterError(path, "raster has no valid pixels (empty footprint)", "check nodata/alpha settings")
+        return RasterInfo(
+            path=path,
+            width=src.width,
+            height=src.height,
+            band_indexes=bands,
+            dtype=dtype,
+            crs=src.crs.to_string() if (georeferenced and src.crs) else None,
+            transform=src.transform if georeferenced else PIXEL_TRANSFORM,
+            georeferenced=georeferenced,
+            has_mask=has_mask,
+            value_range=value_range,
+            notes=tuple(notes),
+        )
+
+
+def _overview_shape(src: rasterio.io.DatasetReader, longest: int = 1024) -> tuple[int, int]:
+    scale = max(1.0, max(src.width, src.height) / longest)
+    return max(1, int(src.height / scale)), max(1, int(src.width / scale))
+
+
+def _has_valid_pixels(src: rasterio.io.DatasetReader) -> bool:
+    """A decimated look at the mask first; only if it sees nothing, every block (bounded memory)."""
+    if src.dataset_mask(out_shape=_overview_shape(src), resampling=Resampling.nearest).any():
+        return True
+    from survey_cracks.tiling import block_windows
+
+    return any(src.dataset_mask(window=w).any() for w in block_windows(src.width, src.height, 2048))
+
+
+def _stretch_range(src: rasterio.io.DatasetReader, bands: tuple[int, int, int]) -> tuple[float, float]:
+    h, w = _overview_shape(src)
+    data = src.read(list(dict.fromkeys(bands)), out_shape=(len(set(bands)), h, w), masked=True)
+    values = data.compressed() if np.ma.isMaskedArray(data) else data.ravel()
+    if values.size == 0:
+        return (0.0, 65535.0)
+    lo, hi = np.percentile(values, [0.5, 99.5])
+    return (float(lo), float(max(hi, lo + 1)))
+
+
+def read_patch(
+    src: rasterio.io.DatasetReader,
+    info: RasterInfo,
+    window: Window,
+    out_size: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Read ``window`` resampled to ``out_size`` pixels: (RGB uint8 HxWx3, valid bool HxW).
+
+    Parts of the window outside the raster are filled with zeros and marked invalid,
+    so rasters smaller than a patch still work.
+    """
+    full = Window(0, 0, info.width, info.height)
+    inner = window.intersection(full)
+    scale = out_size / window.width
+    rgb = np.zeros((out_size, out_size, 3), dtype=np.uint8)
+    valid = np.zeros((out_size, out_size), dtype=bool)
+    # Destination slice of the part that lies inside the raster.
+    r0 = int(round((inner.row_off - window.row_off) * scale))
+    c0 = int(round((inner.col_off - window.col_off) * scale))
+    h = max(1, min(out_size - r0, int(round(inner.height * scale))))
+    w = max(1, min(out_size - c0, int(round(inner.width * scale))))
+    resampling = Resampling.bilinear if scale != 1.0 else Resampling.nearest
+    unique = list(dict.fromkeys(info.band_indexes))
+    data = src.read(unique, window=inner, out_shape=(len(unique), h, w), resampling=resampling)
+    if len(unique) == 1:
+        data = np.repeat(data, 3, axis=0)
+    rgb[r0 : r0 + h, c0 : c0 + w] = to_uint8(np.moveaxis(data, 0, -1), info.value_range)
+    if info.has_mask:
+        mask = src.dataset_mask(window=inner, out_shape=(h, w), resampling=Resampling.nearest)
+        valid[r0 : r0 + h, c0 : c0 + w] = mask > 0
+    else:
+        valid[r0 : r0 + h, c0 : c0 + w] = True
+    rgb[~valid] = 0
+    return rgb, valid
+
+
+def to_uint8(data: np.ndarray, value_range: tuple[float, float]) -> np.ndarray:
+    """Map raster values to 0..255 with the raster's fixed stretch (identity for uint8)."""
+    if data.dtype == np.uint8:
+        return data
+    lo, hi = value_range
+    scaled = (data.astype(np.float32) - lo) * (255.0 / (hi - lo))
+    return np.clip(scaled, 0, 255).astype(np.uint8)

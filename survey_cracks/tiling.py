@@ -1,0 +1,89 @@
+"""Window geometry: where the model looks.
+
+A *patch window* is a square window of the source raster, in source pixels, that
+is read, resampled to the model's input size, and scored as a whole. Windows are
+laid on a regular grid with a stride; the last window of each row and column is
+shifted back inside the raster so every window keeps full size (a fixed-input CNN
+must never see a half-empty edge patch). The number of windows along an axis of
+length L is ``ceil((L - size) / stride) + 1`` (one when L <= size).
+
+Everything here is pure arithmetic on integers and testable without a file.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from rasterio.windows import Window
+
+
+def axis_offsets(length: int, size: int, stride: int) -> np.ndarray:
+    """Offsets of windows along one axis, the last one shifted back inside."""
+    if length <= size:
+        return np.zeros(1, dtype=np.int64)
+    count = math.ceil((length - size) / stride) + 1
+    offsets = np.arange(count, dtype=np.int64) * stride
+    offsets[-1] = length - size
+    return np.unique(offsets)
+
+
+@dataclass(frozen=True)
+class PatchGrid:
+    """All patch windows of one raster: ``offsets[i] = (row_off, col_off)``, side ``size``."""
+
+    width: int
+    height: int
+    size: int
+    stride: int
+    offsets: np.ndarray  # (N, 2) int64, row-major order
+
+    def __len__(self) -> int:
+        return int(self.offsets.shape[0])
+
+    def window(self, index: int) -> Window:
+        row, col = self.offsets[index]
+        return Window(int(col), int(row), self.size, self.size)
+
+    def chunks(self, per_chunk: int) -> list[np.ndarray]:
+        """Index ranges for Dask tasks, in row-major order so neighbours share file blocks."""
+        return [np.arange(start, min(start + per_chunk, len(self))) for start in range(0, len(self), per_chunk)]
+
+    def intersecting(self, window: Window) -> np.ndarray:
+        """Indices of patch windows that overlap ``window``."""
+        rows, cols = self.offsets[:, 0], self.offsets[:, 1]
+        hit = (
+            (rows < window.row_off + window.height)
+            & (rows + self.size > window.row_off)
+            & (cols < window.col_off + window.width)
+            & (cols + self.size > window.col_off)
+        )
+        return np.flatnonzero(hit)
+
+
+def patch_grid(width: int, height: int, size: int, stride: int) -> PatchGrid:
+    """Lay patch windows of ``size`` with ``stride`` over a ``width`` x ``height`` raster."""
+    if size < 1 or stride < 1:
+        raise ValueError("size and stride must be positive")
+    rows = axis_offsets(height, size, stride)
+    cols = axis_offsets(width, size, stride)
+    rr, cc = np.meshgrid(rows, cols, indexing="ij")
+    offsets = np.stack([rr.ravel(), cc.ravel()], axis=1)
+    return PatchGrid(width=width, height=height, size=size, stride=stride, offsets=offsets)
+
+
+def window_size_for_ground(patch_size: int, ground_patch_m: float | None, pixel_size_m: float | None) -> int:
+    """Source pixels a patch covers: ``ground_patch_m / pixel size`` when both are known."""
+    if ground_patch_m is None or pixel_size_m is None or pixel_size_m <= 0:
+        return patch_size
+    return max(8, int(round(ground_patch_m / pixel_size_m)))
+
+
+def block_windows(width: int, height: int, block: int) -> list[Window]:
+    """Non-overlapping blocks covering the raster (the last ones clipped)."""
+    return [
+        Window(col, row, min(block, width - col), min(block, height - row))
+        for row in range(0, height, block)
+        for col in range(0, width, block)
+    ]

@@ -1,0 +1,326 @@
+"""Training patches from several kinds of labelled source.
+
+Every source is cut with the same tiling (`survey_cracks.tiling`) and read with the
+same reader (`survey_cracks.raster.read_patch`) as inference, so the model trains on
+exactly the pixels it will later score. Images are assigned to train / val / test
+by a seeded hash of their *group* (the photo they were cut from), never by patch.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import re
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+from rasterio.windows import Window
+from tqdm import tqdm
+
+from survey_cracks.config import DataSource, LabelRule, TilingConfig, TrainConfig
+from survey_cracks.errors import DataSourceError
+from survey_cracks.raster import RASTER_SUFFIXES, inspect_raster, open_raster, read_patch
+from survey_cracks.tiling import patch_grid, window_size_for_ground
+from survey_cracks.training.labels import label_from_boxes, label_from_mask, yolo_to_pixel_boxes
+
+SPLITS = ("train", "val", "test")
+CACHE_VERSION = 3
+
+
+@dataclass
+class PatchSet:
+    """Labelled patches with where each came from."""
+
+    patches: np.ndarray  # (N, P, P, 3) uint8
+    labels: np.ndarray  # (N,) int8: 1 crack, 0 no crack
+    source: np.ndarray  # (N,) int16 index into source_names
+    split: np.ndarray  # (N,) int8 index into SPLITS
+    image: np.ndarray  # (N,) int32 index into image_names
+    source_names: list[str]
+    image_names: list[str]
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+    def select(self, keep: np.ndarray) -> "PatchSet":
+        return PatchSet(
+            self.patches[keep], self.labels[keep], self.source[keep], self.split[keep], self.image[keep],
+            self.source_names, self.image_names,
+        )
+
+    def where(self, split: str, sources: list[str] | None = None, exclude: list[str] | None = None) -> np.ndarray:
+        keep = self.split == SPLITS.index(split)
+        if sources is not None:
+            keep &= np.isin(self.source, [self.source_names.index(s) for s in sources if s in self.source_names])
+        if exclude:
+            keep &= ~np.isin(self.source, [self.source_names.index(s) for s in exclude if s in self.source_names])
+        return np.flatnonzero(keep)
+
+    def counts(self) -> dict[str, dict[str, dict[str, int]]]:
+        out: dict[str, dict[str, dict[str, int]]] = {}
+        for s, name in enumerate(self.source_names):
+            out[name] = {}
+            for k, split in enumerate(SPLITS):
+                sel = (self.source == s) & (self.split == k)
+                if sel.any():
+                    out[name][split] = {"crack": int(self.labels[sel].sum()), "no_crack": int((self.labels[sel] == 0).sum())}
+        return out
+
+
+@dataclass(frozen=True)
+class ImageItem:
+    """One source image and how its patches are labelled."""
+
+    source: str
+    path: Path
+    split: str
+    mask: Path | None = None
+    boxes: tuple[tuple[float, float, float, float], ...] | None = None
+    whole_label: int | None = None
+    survey: bool = False
+
+
+def split_of(group: str, source: DataSource, seed: int) -> str:
+    if source.role == "test":
+        return "test"
+    digest = hashlib.sha256(f"{seed}:{source.name}:{group}".encode()).digest()
+    u = int.from_bytes(digest[:8], "big") / 2**64
+    if u < source.split.test:
+        return "test"
+    if u < source.split.test + source.split.val:
+        return "val"
+    return "train"
+
+
+def survey_splits(rasters: list[Path], source: DataSource, seed: int) -> list[str]:
+    """A user's survey has few rasters: hold out a fixed share of groups (at least one when there are two)."""
+    if source.role == "test":
+        return ["test"] * len(rasters)
+    groups = sorted({group_of(r.stem, source) for r in rasters},
+                    key=lambda g: hashlib.sha256(f"{seed}:{source.name}:{g}".encode()).hexdigest())
+    n_val = min(len(groups) - 1, max(1 if len(groups) > 1 and source.split.val > 0 else 0, round(len(groups) * source.split.val)))
+    n_test = min(len(groups) - 1 - n_val, round(len(groups) * source.split.test))
+    split_of_group = {g: "val" for g in groups[:n_val]}
+    split_of_group.update({g: "test" for g in groups[n_val : n_val + n_test]})
+    return [split_of_group.get(group_of(r.stem, source), "train") for r in rasters]
+
+
+def group_of(stem: str, source: DataSource) -> str:
+    if source.group_regex:
+        match = re.match(source.group_regex, stem)
+        if match:
+            return match.group(1)
+    return stem
+
+
+def _images_in(folder: Path, source: DataSource) -> list[Path]:
+    if not folder.is_dir():
+        raise DataSourceError(folder, f"data source '{source.name}': folder not found", "check `root` in the train config")
+    images = sorted(p for p in folder.iterdir() if p.suffix.lower() in RASTER_SUFFIXES)
+    if not images:
+        raise DataSourceError(folder, f"data source '{source.name}': no images", "check `root`/`images` in the train config")
+    return images
+
+
+def _excluded_stems(source: DataSource) -> set[str]:
+    """Stems left out by exclude_groups / include_groups (groups from the group CSV)."""
+    if not source.exclude_groups and not source.include_groups:
+        return set()
+    if not source.group_csv:
+        raise DataSourceError(source.root, f"data source '{source.name}': exclude/include_groups need group_csv")
+    table = source.root / source.group_csv
+    try:
+        with open(table, newline="") as fh:
+            rows = list(csv.DictReader(fh))
+    except FileNotFoundError:
+        raise DataSourceError(table, "group CSV not found", "check `group_csv` in the train config") from None
+    if rows and (source.group_column not in rows[0] or "stem" not in rows[0]):
+        raise DataSourceError(table, f"group CSV needs columns 'stem' and '{source.group_column}'")
+    excluded = {r["stem"] for r in rows if r[source.group_column] in set(source.exclude_groups)}
+    if source.include_groups:
+        excluded |= {r["stem"] for r in rows if r[source.group_column] not in set(source.include_groups)}
+    return excluded
+
+
+def list_items(source: DataSource, seed: int) -> list[ImageItem]:
+    """Every image of a source with its split and label evidence; clear errors for malformed data."""
+    root = source.root
+    if not root.exists():
+        raise DataSourceError(root, f"data source '{source.name}' not found", "check `root` in the train config (is ../shared present?)")
+    excluded = _excluded_stems(source)
+    items: list[ImageItem] = []
+    if source.kind == "mask_folder":
+        for image in _images_in(root / source.images, source):
+            if image.stem in excluded:
+                continue
+            mask = root / source.masks / f"{image.stem}.png"
+            if not mask.exists():
+                raise DataSourceError(mask, f"mask missing for {image.name}", "every image needs <stem>.png in the masks folder")
+            items.append(ImageItem(source.name, image, split_of(group_of(image.stem, source), source, seed), mask=mask))
+    elif source.kind == "class_folders":
+        for label, folder in ((1, "crack"), (0, "no_crack")):
+            for image in _images_in(root / folder, source):
+                if image.stem in excluded:
+                    continue
+                split = split_of(group_of(f"{folder}/{image.stem}", source), source, seed)
+                items.append(ImageItem(source.name, image, split, whole_label=label))
+    elif source.kind == "yolo_boxes":
+        for image in _images_in(root / source.images, source):
+            if image.stem in excluded:
+                continue
+            label_file = root / source.labels / f"{image.stem}.txt"
+            lines = label_file.read_text().splitlines() if label_file.exists() else []
+            info = inspect_raster(image)
+            try:
+                boxes = yolo_to_pixel_boxes(lines, info.width, info.height)
+            except ValueError as exc:
+                raise DataSourceError(label_file, f"malformed YOLO label ({exc})", "fix or remove the file") from None
+            split = split_of(group_of(image.stem, source), source, seed)
+            items.append(ImageItem(source.name, image, split, boxes=tuple(map(tuple, boxes.tolist()))))
+    elif source.kind == "survey":
+        from survey_cracks.annotations import find_annotation
+        from survey_cracks.discover import rasters_in
+
+        rasters = [r for r in rasters_in(root) if find_annotation(r) is not None]
+        if not rasters:
+            raise DataSourceError(root, f"survey source '{source.name}' has no annotated rasters", "add X.cracks.geojson/gpkg or X.mask.png beside X.tif")
+        for raster, split in zip(rasters, survey_splits(rasters, source, seed)):
+            items.append(ImageItem(source.name, raster, split, survey=True))
+    return items
+
+
+def _patches_of(item: ImageItem, tiling: TilingConfig, rule: LabelRule) -> tuple[np.ndarray, np.ndarray]:
+    """All labelled, non-ambiguous patches of one image."""
+    info = inspect_raster(item.path)
+    size = tiling.patch_size
+    out_patches: list[np.ndarray] = []
+    out_labels: list[int] = []
+    with open_raster(item.path) as src:
+        if item.whole_label is not None:
+            side = max(info.width, info.height)
+            rgb, _ = read_patch(src, info, Window(0, 0, side, side), size)
+            return rgb[None], np.array([item.whole_label], dtype=np.int8)
+        window_px = window_size_for_ground(size, tiling.ground_patch_m, info.pixel_size)
+        stride = max(1, int(round(tiling.step * window_px / size)))
+        grid = patch_grid(info.width, info.height, window_px, stride)
+        truth = None
+        mask_src = mask_info = None
+        if item.mask is not None:
+            mask_info = inspect_raster(item.mask)
+            if (mask_info.width, mask_info.height) != (info.width, info.height):
+                raise DataSourceError(item.mask, "mask size differs from its image", "masks must match image size")
+            mask_src = open_raster(item.mask)
+        elif item.survey:
+            from survey_cracks.annotations import load_truth
+
+            truth = load_truth(item.path, info)
+        boxes = np.asarray(item.boxes or [], dtype=np.float64).reshape(-1, 4)
+        try:
+            for index in range(len(grid)):
+                window = grid.window(index)
+                rgb, valid = read_patch(src, info, window, size)
+                if valid.mean() < tiling.min_valid_fraction:
+                    continue
+                if mask_src is not None and mask_info is not None:
+                    mask_rgb, _ = read_patch(mask_src, mask_info, window, size)
+                    label = label_from_mask(mask_rgb[..., 0] > 127, rule)
+                elif truth is not None:
+                    label = label_from_mask(truth.mask(window, (size, size)), rule)
+                else:
+                    x0, y0 = window.col_off, window.row_off
+                    label = label_from_boxes((x0, y0, x0 + window.width, y0 + window.height), boxes, rule)
+                if label is None:
+                    continue
+                out_patches.append(rgb)
+                out_labels.append(label)
+        finally:
+            if mask_src is not None:
+                mask_src.close()
+    if not out_patches:
+        return np.zeros((0, size, size, 3), np.uint8), np.zeros(0, np.int8)
+    return np.stack(out_patches), np.asarray(out_labels, dtype=np.int8)
+
+
+def _work(args: tuple[ImageItem, TilingConfig, LabelRule]) -> tuple[np.ndarray, np.ndarray]:
+    return _patches_of(*args)
+
+
+def build_patch_set(config: TrainConfig, cache_dir: Path | None = None, progress: bool = True) -> PatchSet:
+    """Cut every source into labelled patches (cached on disk by config hash)."""
+    key = _cache_key(config)
+    cache = cache_dir / f"patches-{key}.npz" if cache_dir else None
+    if cache is not None and cache.exists():
+        data = np.load(cache, allow_pickle=False)
+        names = json.loads(str(data["names"]))
+        return PatchSet(data["patches"], data["labels"], data["source"], data["split"], data["image"], names["sources"], names["images"])
+
+    items = [item for source in config.sources for item in list_items(source, config.seed)]
+    source_names = [s.name for s in config.sources]
+    image_names = [f"{item.source}/{item.path.name}" for item in items]
+    work = [(item, config.tiling, config.labels) for item in items]
+    chunks: list[tuple[np.ndarray, np.ndarray]] = []
+    with ProcessPoolExecutor(max_workers=max(1, min(config.workers, 4))) as pool:
+        for result in tqdm(pool.map(_work, work, chunksize=4), total=len(work), desc="cutting patches", unit="img", disable=not progress):
+            chunks.append(result)
+    patches, labels, source, split, image = [], [], [], [], []
+    for index, (item, (p, y)) in enumerate(zip(items, chunks)):
+        patches.append(p)
+        labels.append(y)
+        source.append(np.full(len(y), source_names.index(item.source), np.int16))
+        split.append(np.full(len(y), SPLITS.index(item.split), np.int8))
+        image.append(np.full(len(y), index, np.int32))
+    patch_set = PatchSet(
+        np.concatenate(patches), np.concatenate(labels), np.concatenate(source), np.concatenate(split),
+        np.concatenate(image), source_names, image_names,
+    )
+    patch_set = _cap_negatives(patch_set, config)
+    if cache is not None:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache.with_name(cache.name + ".partial.npz")
+        np.savez(tmp, patches=patch_set.patches, labels=patch_set.labels, source=patch_set.source,
+                 split=patch_set.split, image=patch_set.image,
+                 names=json.dumps({"sources": source_names, "images": image_names}))
+        tmp.replace(cache)
+    return patch_set
+
+
+def _cap_negatives(patch_set: PatchSet, config: TrainConfig) -> PatchSet:
+    """Keep every crack patch; sample no-crack training patches down to a ratio (and per-source caps)."""
+    rng = np.random.default_rng(config.seed)
+    keep = np.ones(len(patch_set), dtype=bool)
+    train = patch_set.split == SPLITS.index("train")
+    for s, source in enumerate(config.sources):
+        in_source = patch_set.source == s
+        pos = np.flatnonzero(in_source & train & (patch_set.labels == 1))
+        neg = np.flatnonzero(in_source & train & (patch_set.labels == 0))
+        limit = int(np.ceil(max(len(pos), 1) * config.labels.negatives_per_positive))
+        if len(neg) > limit:
+            keep[rng.choice(neg, len(neg) - limit, replace=False)] = False
+        if source.max_patches is not None:
+            chosen = np.flatnonzero(in_source & keep)
+            if len(chosen) > source.max_patches:
+                keep[rng.choice(chosen, len(chosen) - source.max_patches, replace=False)] = False
+    return patch_set.select(np.flatnonzero(keep))
+
+
+def _cache_key(config: TrainConfig) -> str:
+    payload = json.dumps(
+        {
+            "v": CACHE_VERSION,
+            "sources": [s.model_dump(mode="json") for s in config.sources],
+            "tiling": config.tiling.model_dump(mode="json"),
+            "labels": config.labels.model_dump(mode="json"),
+            "seed": config.seed,
+        },
+        sort_keys=True,
+    )
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def iter_batches(indices: np.ndarray, batch_size: int) -> Iterator[np.ndarray]:
+    for start in range(0, len(indices), batch_size):
+        yield indices[start : start + batch_size]

@@ -1,0 +1,111 @@
+"""Shared fixtures: tiny rasters written in tmp_path, and a small real checkpoint.
+
+The checkpoint is trained here, for a few seconds, on procedural crack patches
+(survey_cracks.synthetic), through the same `fit` the product uses.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+from rasterio.transform import from_origin
+
+os.environ.setdefault("OMP_NUM_THREADS", "2")
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+TINY_PATCH = 64
+
+
+def write_geotiff(
+    path: Path,
+    rgb: np.ndarray,
+    crs: str | None = "EPSG:32631",
+    transform=None,
+    mask: np.ndarray | None = None,
+    nodata: float | None = None,
+    driver: str = "GTiff",
+) -> Path:
+    """Write an (H, W, bands) array; `mask` (bool, True = valid) becomes an internal mask band."""
+    rgb = rgb if rgb.ndim == 3 else rgb[..., None]
+    height, width, count = rgb.shape
+    profile = {"driver": driver, "width": width, "height": height, "count": count, "dtype": rgb.dtype.name}
+    if driver == "GTiff":
+        profile.update(crs=crs, transform=transform or from_origin(500000.0, 5700000.0, 0.01, 0.01), nodata=nodata)
+    with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True):
+        with rasterio.open(path, "w", **profile) as dst:
+            dst.write(np.moveaxis(rgb, -1, 0))
+            if mask is not None:
+                dst.write_mask(mask.astype(np.uint8) * 255)
+    return path
+
+
+@pytest.fixture(scope="session")
+def synthetic_patch_set():
+    """Labelled 64 px patches cut from procedural scenes with the product's labelling rule."""
+    from survey_cracks.config import LabelRule
+    from survey_cracks.synthetic import render_scene
+    from survey_cracks.tiling import patch_grid
+    from survey_cracks.training.data import PatchSet
+    from survey_cracks.training.labels import label_from_mask
+
+    rule = LabelRule(min_center_crack_px=12)
+    patches, labels, split, image = [], [], [], []
+    for seed in range(14):
+        rgb, mask = render_scene(192, 256, seed=seed, surface="concrete" if seed % 2 else "asphalt")
+        grid = patch_grid(256, 192, TINY_PATCH, TINY_PATCH // 2)
+        for index in range(len(grid)):
+            row, col = grid.offsets[index]
+            label = label_from_mask(mask[row : row + TINY_PATCH, col : col + TINY_PATCH] > 0, rule)
+            if label is None:
+                continue
+            patches.append(rgb[row : row + TINY_PATCH, col : col + TINY_PATCH])
+            labels.append(label)
+            split.append(0 if seed < 11 else 1)
+            image.append(seed)
+    n = len(labels)
+    return PatchSet(
+        np.stack(patches), np.asarray(labels, np.int8), np.zeros(n, np.int16), np.asarray(split, np.int8),
+        np.asarray(image, np.int32), ["synthetic"], [f"scene{i}" for i in range(14)],
+    )
+
+
+@pytest.fixture(scope="session")
+def tiny_fit(synthetic_patch_set, tmp_path_factory):
+    """A real, briefly trained ResNet18 (64 px patches) and its training history."""
+    from survey_cracks.config import DataSource, Schedule, TilingConfig, TrainConfig
+    from survey_cracks.training.train import fit
+
+    out = tmp_path_factory.mktemp("tiny_fit")
+    config = TrainConfig(
+        sources=[DataSource(name="synthetic", kind="mask_folder", root=out)],
+        init="scratch",
+        tiling=TilingConfig(patch_size=TINY_PATCH),
+        schedule=Schedule(epochs=2, head_epochs=0, lr=2e-3, batch_size=32, samples_per_epoch=640, patience=5),
+        augment=True,
+        workers=2,
+    )
+    ps = synthetic_patch_set
+    return fit(ps, ps.where("train"), ps.where("val"), config, out, progress=False, log=lambda _: None), out
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tiny_fit) -> Path:
+    """Path of the tiny checkpoint, with a threshold calibrated on its validation patches."""
+    from survey_cracks.model import save_checkpoint
+
+    result, out = tiny_fit
+    result.meta.provenance = {"init": "scratch", "note": "test fixture"}
+    path = out / "tiny.safetensors"
+    save_checkpoint(path, result.model, result.meta)
+    return path
+
+
+@pytest.fixture
+def needs_shared() -> Path:
+    if not SHARED_DATA.is_dir():
+        pytest.skip("../shared/data is not present")
+    return SHARED_DATA

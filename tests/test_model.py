@@ -1,0 +1,101 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from survey_cracks.errors import ModelFileError
+from survey_cracks.model import (
+    IMAGENET_FILE,
+    CrackClassifier,
+    ModelMeta,
+    build_model,
+    find_imagenet_weights,
+    load_checkpoint,
+    read_meta,
+    save_checkpoint,
+)
+
+
+def test_checkpoint_round_trips_weights_and_metadata(tmp_path):
+    model = build_model()
+    meta = ModelMeta(patch_size=96, threshold=0.37, provenance={"init": "scratch", "epochs": 3})
+    path = tmp_path / "m.safetensors"
+    save_checkpoint(path, model, meta)
+    loaded, loaded_meta = load_checkpoint(path)
+    assert loaded_meta.patch_size == 96 and loaded_meta.threshold == pytest.approx(0.37)
+    assert loaded_meta.provenance == {"init": "scratch", "epochs": 3}
+    for (k, a), (_, b) in zip(model.state_dict().items(), loaded.state_dict().items()):
+        assert torch.equal(a, b), k
+    assert not list(tmp_path.glob("*.partial"))
+
+
+def test_half_precision_checkpoint_is_smaller_and_close(tmp_path):
+    model = build_model()
+    full, half = tmp_path / "f.safetensors", tmp_path / "h.safetensors"
+    save_checkpoint(full, model, ModelMeta())
+    save_checkpoint(half, model, ModelMeta(), half=True)
+    assert half.stat().st_size < 0.55 * full.stat().st_size
+    loaded, _ = load_checkpoint(half)
+    weight = loaded.state_dict()["conv1.weight"]
+    assert weight.dtype == torch.float32
+    assert torch.allclose(weight, model.state_dict()["conv1.weight"], atol=1e-3)
+
+
+@pytest.mark.parametrize(
+    "content,match",
+    [(b"", "not a valid model file"), (b"\x00" * 64, "not a valid model file")],
+)
+def test_corrupt_model_file(tmp_path, content, match):
+    path = tmp_path / "bad.safetensors"
+    path.write_bytes(content)
+    with pytest.raises(ModelFileError, match=match) as info:
+        load_checkpoint(path)
+    assert str(path) in info.value.message
+
+
+def test_foreign_safetensors_and_missing_file(tmp_path):
+    from safetensors.torch import save_file
+
+    path = tmp_path / "other.safetensors"
+    save_file({"x": torch.zeros(2)}, str(path))
+    with pytest.raises(ModelFileError, match="no survey_cracks metadata"):
+        read_meta(path)
+    with pytest.raises(ModelFileError, match="not found"):
+        load_checkpoint(tmp_path / "missing.safetensors")
+
+
+def test_pickle_file_is_refused(tmp_path):
+    path = tmp_path / "model.pt"
+    torch.save(build_model().state_dict(), path)
+    with pytest.raises(ModelFileError):
+        load_checkpoint(path)
+
+
+def test_wrong_metadata_format(tmp_path):
+    from safetensors.torch import save_file
+
+    path = tmp_path / "m.safetensors"
+    save_file({"x": torch.zeros(1)}, str(path), metadata={"survey_cracks": json.dumps({"format": "other"})})
+    with pytest.raises(ModelFileError, match="not a survey_cracks checkpoint"):
+        read_meta(path)
+
+
+def test_imagenet_file_is_hash_checked(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    assert find_imagenet_weights() is None
+    fake = tmp_path / "hub" / "checkpoints" / IMAGENET_FILE
+    fake.parent.mkdir(parents=True)
+    torch.save({"conv1.weight": torch.zeros(1)}, fake)
+    with pytest.raises(ModelFileError, match="sha256"):
+        find_imagenet_weights()
+
+
+def test_classifier_scores_are_probabilities(tmp_path):
+    path = tmp_path / "m.safetensors"
+    save_checkpoint(path, build_model(), ModelMeta(patch_size=64))
+    classifier = CrackClassifier(path, device="cpu", precision="fp32")
+    scores = classifier.predict(np.random.default_rng(0).integers(0, 255, (5, 64, 64, 3), dtype=np.uint8))
+    assert scores.shape == (5,) and ((scores >= 0) & (scores <= 1)).all()
+    bf16 = CrackClassifier(path, device="cpu", precision="bf16")
+    assert bf16.amp_dtype == torch.bfloat16

@@ -1,0 +1,86 @@
+import numpy as np
+import pytest
+from rasterio.windows import Window
+
+from survey_cracks.errors import RasterError
+from survey_cracks.raster import PIXEL_TRANSFORM, inspect_raster, open_raster, read_patch
+from tests.conftest import write_geotiff
+
+
+def test_rgb_geotiff_is_georeferenced(tmp_path):
+    path = write_geotiff(tmp_path / "a.tif", np.full((40, 50, 3), 100, np.uint8))
+    info = inspect_raster(path)
+    assert info.georeferenced and info.crs == "EPSG:32631"
+    assert info.pixel_size == pytest.approx(0.01)
+    assert (info.width, info.height, info.has_mask) == (50, 40, False)
+
+
+def test_png_is_processed_in_pixel_coordinates(tmp_path):
+    path = write_geotiff(tmp_path / "scan.png", np.full((40, 50, 3), 100, np.uint8), driver="PNG")
+    info = inspect_raster(path)
+    assert not info.georeferenced and info.crs is None
+    assert info.transform == PIXEL_TRANSFORM
+
+
+def test_grey_uint16_is_stretched_to_rgb(tmp_path):
+    data = np.linspace(1000, 5000, 60 * 60).reshape(60, 60, 1).astype(np.uint16)
+    path = write_geotiff(tmp_path / "g.tif", data)
+    info = inspect_raster(path)
+    assert info.band_indexes == (1, 1, 1) and info.dtype == "uint16"
+    with open_raster(path) as src:
+        rgb, valid = read_patch(src, info, Window(0, 0, 60, 60), 60)
+    assert rgb.dtype == np.uint8 and valid.all()
+    assert rgb[0, 0, 0] < 10 and rgb[-1, -1, 0] > 245
+    assert (rgb[..., 0] == rgb[..., 2]).all()
+
+
+def test_alpha_mask_marks_invalid_pixels(tmp_path):
+    rgb = np.full((64, 64, 3), 120, np.uint8)
+    mask = np.zeros((64, 64), bool)
+    mask[:, :32] = True
+    path = write_geotiff(tmp_path / "m.tif", rgb, mask=mask)
+    info = inspect_raster(path)
+    assert info.has_mask
+    with open_raster(path) as src:
+        patch, valid = read_patch(src, info, Window(0, 0, 64, 64), 32)
+    assert valid[:, :16].all() and not valid[:, 16:].any()
+    assert (patch[:, 16:] == 0).all()
+
+
+def test_window_beyond_small_raster_is_padded_invalid(tmp_path):
+    path = write_geotiff(tmp_path / "s.tif", np.full((20, 30, 3), 200, np.uint8))
+    info = inspect_raster(path)
+    with open_raster(path) as src:
+        patch, valid = read_patch(src, info, Window(0, 0, 64, 64), 64)
+    assert valid[:20, :30].all() and not valid[20:].any() and not valid[:, 30:].any()
+    assert patch[5, 5, 0] == 200 and patch[40, 40, 0] == 0
+
+
+@pytest.mark.parametrize(
+    "make,expected",
+    [
+        (lambda p: p.write_bytes(b""), "empty"),
+        (lambda p: p.write_bytes(b"not a tiff at all"), "not a readable raster"),
+    ],
+)
+def test_unreadable_files_get_clear_errors(tmp_path, make, expected):
+    path = tmp_path / "bad.tif"
+    make(path)
+    with pytest.raises(RasterError, match=expected) as info:
+        inspect_raster(path)
+    assert str(path) in info.value.message
+
+
+def test_wrong_dtype_and_band_count(tmp_path):
+    path = write_geotiff(tmp_path / "f.tif", np.zeros((10, 10, 3), np.float32))
+    with pytest.raises(RasterError, match="data type float32"):
+        inspect_raster(path)
+    path = write_geotiff(tmp_path / "b5.tif", np.zeros((10, 10, 5), np.uint8))
+    with pytest.raises(RasterError, match="5 bands"):
+        inspect_raster(path)
+
+
+def test_empty_footprint(tmp_path):
+    path = write_geotiff(tmp_path / "e.tif", np.zeros((32, 32, 3), np.uint8), nodata=0)
+    with pytest.raises(RasterError, match="no valid pixels"):
+        inspect_raster(path)

@@ -1,0 +1,52 @@
+import numpy as np
+import pytest
+from rasterio.windows import Window
+
+from survey_cracks.tiling import axis_offsets, block_windows, patch_grid, window_size_for_ground
+
+
+def test_offsets_cover_axis_with_full_size_windows():
+    offsets = axis_offsets(300, 128, 64)
+    assert offsets.tolist() == [0, 64, 128, 172]
+    assert offsets[-1] + 128 == 300
+
+
+@pytest.mark.parametrize("length,size,stride", [(128, 128, 64), (129, 128, 64), (1000, 96, 48), (50, 128, 64)])
+def test_window_count_formula_and_coverage(length, size, stride):
+    offsets = axis_offsets(length, size, stride)
+    expected = 1 if length <= size else int(np.ceil((length - size) / stride)) + 1
+    assert len(offsets) == expected
+    covered = np.zeros(length, bool)
+    for off in offsets:
+        covered[off : off + size] = True
+    assert covered.all()
+
+
+def test_grid_row_major_and_chunks():
+    grid = patch_grid(300, 200, 128, 64)
+    assert len(grid) == 4 * 3  # rows at 0, 64, 72 (last shifted inside)
+    assert grid.window(1) == Window(64, 0, 128, 128)
+    chunks = grid.chunks(5)
+    assert [len(c) for c in chunks] == [5, 5, 2]
+    assert np.concatenate(chunks).tolist() == list(range(len(grid)))
+
+
+def test_intersecting_finds_exactly_overlapping_windows():
+    grid = patch_grid(512, 512, 128, 64)
+    block = Window(128, 128, 64, 64)
+    hits = set(grid.intersecting(block).tolist())
+    for i in range(len(grid)):
+        row, col = grid.offsets[i]
+        overlaps = row < 192 and row + 128 > 128 and col < 192 and col + 128 > 128
+        assert (i in hits) == overlaps
+
+
+def test_ground_size_window():
+    assert window_size_for_ground(128, None, 0.01) == 128
+    assert window_size_for_ground(128, 2.56, 0.01) == 256
+    assert window_size_for_ground(128, 2.56, None) == 128
+
+
+def test_blocks_tile_raster_exactly():
+    blocks = block_windows(1000, 700, 512)
+    assert sum(b.width * b.height for b in blocks) == 1000 * 700

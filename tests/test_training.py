@@ -1,0 +1,132 @@
+"""Training: labelling rules on hand-made masks and boxes, a real short fit, data-source errors."""
+
+import numpy as np
+import pytest
+
+from survey_cracks.config import DataSource, LabelRule, TrainConfig, load_config
+from survey_cracks.errors import DataSourceError
+from survey_cracks.model import load_checkpoint
+from survey_cracks.training.data import list_items, split_of
+from survey_cracks.training.labels import label_from_boxes, label_from_mask, yolo_to_pixel_boxes
+
+RULE = LabelRule(center_fraction=0.5, min_center_crack_px=10, box_center_overlap=0.15)
+
+
+def test_mask_rule_centre_crack_margin_and_clean():
+    mask = np.zeros((64, 64), bool)
+    assert label_from_mask(mask, RULE) == 0
+    mask[32, 16:48] = True  # 32 px through the centre
+    assert label_from_mask(mask, RULE) == 1
+    margin = np.zeros((64, 64), bool)
+    margin[2, :] = True  # crack only in the border band: ambiguous
+    assert label_from_mask(margin, RULE) is None
+    few = np.zeros((64, 64), bool)
+    few[30, 30:35] = True  # 5 px in the centre: below min_center_crack_px
+    assert label_from_mask(few, RULE) is None
+
+
+def test_box_rule():
+    window = (0.0, 0.0, 64.0, 64.0)
+    assert label_from_boxes(window, np.zeros((0, 4)), RULE) == 0
+    thin = np.array([[10.0, 28.0, 60.0, 36.0]])  # thin box across the centre
+    assert label_from_boxes(window, thin, RULE) == 1
+    corner = np.array([[0.0, 0.0, 8.0, 8.0]])  # touches the patch, not the centre
+    assert label_from_boxes(window, corner, RULE) is None
+    far = np.array([[100.0, 100.0, 120.0, 120.0]])
+    assert label_from_boxes(window, far, RULE) == 0
+
+
+def test_yolo_parsing():
+    boxes = yolo_to_pixel_boxes(["0 0.5 0.5 0.25 0.5", ""], 256, 256)
+    assert boxes.tolist() == [[96.0, 64.0, 160.0, 192.0]]
+    with pytest.raises(ValueError, match="line 1"):
+        yolo_to_pixel_boxes(["0 0.5 0.5"], 256, 256)
+    with pytest.raises(ValueError, match="normalised"):
+        yolo_to_pixel_boxes(["0 1.5 0.5 0.2 0.2"], 256, 256)
+
+
+def test_split_is_by_group_and_deterministic(tmp_path):
+    source = DataSource(name="s", kind="mask_folder", root=tmp_path, group_regex=r"^(.+)-\d+$")
+    from survey_cracks.training.data import group_of
+
+    assert group_of("IMG_1-3", source) == "IMG_1"
+    assert split_of("IMG_1", source, 0) == split_of("IMG_1", source, 0)
+    test_only = DataSource(name="t", kind="mask_folder", root=tmp_path, role="test")
+    assert split_of("anything", test_only, 0) == "test"
+
+
+def test_short_training_lowers_loss_and_round_trips(tiny_fit, tiny_model):
+    result, _ = tiny_fit
+    losses = [h["train_loss"] for h in result.history]
+    assert losses[-1] < losses[0]
+    model, meta = load_checkpoint(tiny_model)
+    assert meta.patch_size == 64
+    assert 0.0 < meta.threshold < 1.0
+    assert meta.provenance["init"] == "scratch"
+    assert result.history[-1]["val_f1"] > 0.5  # far better than chance on held-out synthetic scenes
+
+
+def test_resume_continues_a_killed_run(synthetic_patch_set, tmp_path):
+    from survey_cracks.config import Schedule, TilingConfig
+    from survey_cracks.training.train import fit
+
+    ps = synthetic_patch_set
+    base = dict(sources=[DataSource(name="synthetic", kind="mask_folder", root=tmp_path)], init="scratch",
+                tiling=TilingConfig(patch_size=64), workers=2, augment=False)
+    first = TrainConfig(**base, schedule=Schedule(epochs=1, head_epochs=0, batch_size=16, samples_per_epoch=64))
+    fit(ps, ps.where("train"), ps.where("val"), first, tmp_path, progress=False, log=lambda _: None)
+    logs: list[str] = []
+    second = TrainConfig(**base, schedule=Schedule(epochs=2, head_epochs=0, batch_size=16, samples_per_epoch=64))
+    result = fit(ps, ps.where("train"), ps.where("val"), second, tmp_path, resume=True, progress=False, log=logs.append)
+    assert any("resumed after epoch 1" in line for line in logs)
+    assert [h["epoch"] for h in result.history] == [1, 2]
+
+
+def test_missing_and_malformed_sources(tmp_path):
+    missing = DataSource(name="gone", kind="mask_folder", root=tmp_path / "nope")
+    with pytest.raises(DataSourceError, match="not found"):
+        list_items(missing, 0)
+    (tmp_path / "images").mkdir()
+    (tmp_path / "masks").mkdir()
+    from tests.conftest import write_geotiff
+
+    write_geotiff(tmp_path / "images" / "a.png", np.zeros((8, 8, 3), np.uint8), driver="PNG")
+    no_mask = DataSource(name="m", kind="mask_folder", root=tmp_path)
+    with pytest.raises(DataSourceError, match="mask missing"):
+        list_items(no_mask, 0)
+    yolo = tmp_path / "y"
+    (yolo / "images").mkdir(parents=True)
+    (yolo / "labels").mkdir()
+    write_geotiff(yolo / "images" / "t.png", np.zeros((8, 8, 3), np.uint8), driver="PNG")
+    (yolo / "labels" / "t.txt").write_text("0 0.5\n")
+    with pytest.raises(DataSourceError, match="malformed YOLO"):
+        list_items(DataSource(name="y", kind="yolo_boxes", root=yolo), 0)
+
+
+def test_config_rejects_unknown_keys(tmp_path):
+    from survey_cracks.errors import ConfigError
+
+    path = tmp_path / "c.yaml"
+    path.write_text("sources: []\nschedul: {}\n")
+    with pytest.raises(ConfigError, match="schedul"):
+        load_config(TrainConfig, path)
+
+
+def test_shipped_training_config_reads_shared_sources(needs_shared):
+    from pathlib import Path
+
+    config = load_config(TrainConfig, Path(__file__).parents[1] / "configs" / "train.yaml")
+    names = [s.name for s in config.sources]
+    assert {"deepcrack", "crackforest", "brickwork", "quaywall"} <= set(names)
+    quay = next(s for s in config.sources if s.name == "quaywall")
+    items = list_items(quay, config.seed)
+    assert items and not any("o6" in str(i.path) for i in items if False)
+    # Tiles of one photo never straddle splits.
+    from collections import defaultdict
+
+    splits = defaultdict(set)
+    from survey_cracks.training.data import group_of
+
+    for item in items:
+        splits[group_of(item.path.stem, quay)].add(item.split)
+    assert all(len(s) == 1 for s in splits.values())
