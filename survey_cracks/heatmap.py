@@ -11,12 +11,15 @@ Cloud-Optimized GeoTIFF with overviews (BigTIFF when needed).
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import rasterio
 import rasterio.shutil
 
+from rasterio.errors import NotGeoreferencedWarning
 from rasterio.windows import Window
 from tqdm import tqdm
 
@@ -25,6 +28,7 @@ from survey_cracks.raster import RasterInfo
 from survey_cracks.tiling import PatchGrid, block_windows
 
 NODATA = -1.0
+BlockCallback = Callable[[Window, np.ndarray], None]
 
 
 def blend_weights(size: int, floor: float) -> np.ndarray:
@@ -35,6 +39,7 @@ def blend_weights(size: int, floor: float) -> np.ndarray:
 
 
 def heatmap_profile(info: RasterInfo, config: HeatmapConfig) -> dict:
+    """Tiled float32 staging profile; compression is applied by the COG copy."""
     return {
         "driver": "GTiff",
         "width": info.width,
@@ -47,8 +52,6 @@ def heatmap_profile(info: RasterInfo, config: HeatmapConfig) -> dict:
         "tiled": True,
         "blockxsize": config.block_size,
         "blockysize": config.block_size,
-        "compress": config.compress,
-        "predictor": 3,
         "BIGTIFF": "IF_SAFER",
     }
 
@@ -81,23 +84,22 @@ def write_heatmap(
     scores: np.ndarray,
     config: HeatmapConfig,
     progress: bool = True,
+    on_block: BlockCallback | None = None,
 ) -> Path:
-    """Write the heatmap COG at ``path`` (via temp names; nothing partial is left)."""
+    """Write the heatmap COG at ``path`` (via temp names; nothing partial is left).
+
+    ``on_block(window, values)`` sees every finished block (nodata = NODATA), so
+    polygons can be traced in the same pass instead of re-reading the file.
+    """
     path = Path(path)
     staging = path.with_name(f".{path.stem}.staging.tif")
     final_tmp = path.with_name(f".{path.stem}.partial.tif")
     weights = blend_weights(grid.size, config.blend_floor)
     try:
-        with rasterio.open(info.path) as src, rasterio.open(staging, "w", **heatmap_profile(info, config)) as dst:
-            blocks = block_windows(info.width, info.height, config.block_size)
-            for window in tqdm(blocks, desc="heatmap", unit="block", disable=not progress, leave=False):
-                total, weight = block_heatmap(window, grid, scores, weights)
-                out = np.full(total.shape, NODATA, dtype=np.float32)
-                assessed = weight > 0
-                if info.has_mask:
-                    assessed &= src.dataset_mask(window=window) > 0
-                np.divide(total, weight, out=out, where=assessed)
-                dst.write(out, 1, window=window)
+        with warnings.catch_warnings():
+            # Pixel-coordinate outputs carry x = column, y = -row on purpose (see raster.PIXEL_TRANSFORM).
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            _write_blocks(staging, info, grid, scores, weights, config, progress, on_block)
         rasterio.shutil.copy(
             staging,
             final_tmp,
@@ -115,5 +117,24 @@ def write_heatmap(
         for leftover in (staging, final_tmp):
             leftover.unlink(missing_ok=True)
     return path
+
+
+def _write_blocks(
+    staging: Path, info: RasterInfo, grid: PatchGrid, scores: np.ndarray, weights: np.ndarray,
+    config: HeatmapConfig, progress: bool, on_block: BlockCallback | None,
+) -> None:
+    # The staging file is uncompressed: the COG copy compresses once, not twice.
+    with rasterio.open(info.path) as src, rasterio.open(staging, "w", **heatmap_profile(info, config)) as dst:
+        blocks = block_windows(info.width, info.height, config.block_size)
+        for window in tqdm(blocks, desc="heatmap", unit="block", disable=not progress, leave=False):
+            total, weight = block_heatmap(window, grid, scores, weights)
+            out = np.full(total.shape, NODATA, dtype=np.float32)
+            assessed = weight > 0
+            if info.has_mask:
+                assessed &= src.dataset_mask(window=window) > 0
+            np.divide(total, weight, out=out, where=assessed)
+            dst.write(out, 1, window=window)
+            if on_block is not None:
+                on_block(window, out)
 
 

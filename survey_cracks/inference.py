@@ -17,11 +17,13 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 import numpy as np
+import rasterio
 from distributed import Client, LocalCluster, as_completed
+from rasterio.windows import Window
 from tqdm import tqdm
 
 from survey_cracks.config import InferenceConfig
-from survey_cracks.raster import RasterInfo, open_raster, read_patch
+from survey_cracks.raster import RasterInfo, open_raster, read_patch, read_window
 from survey_cracks.tiling import PatchGrid
 
 ProgressCallback = Callable[[int], None]
@@ -60,6 +62,31 @@ def _classifier(spec: ModelSpec):  # type: ignore[no-untyped-def]
         return _MODELS[key]
 
 
+def iter_patches(
+    src: rasterio.io.DatasetReader, info: RasterInfo, offsets: np.ndarray, window_size: int, patch_size: int
+) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+    """(index, rgb, valid) for each window at ``offsets``.
+
+    At native resolution the windows of one grid row are cut from a single strip
+    read (one GDAL call instead of hundreds); resampled (GSD-aware) windows are read
+    one by one. Either way the pixels equal those of `raster.read_patch`.
+    """
+    if window_size != patch_size:
+        for i, (row, col) in enumerate(offsets):
+            yield (i, *read_patch(src, info, Window(int(col), int(row), window_size, window_size), patch_size))
+        return
+    rows = offsets[:, 0]
+    for row in np.unique(rows):
+        members = np.flatnonzero(rows == row)
+        cols = offsets[members, 1]
+        left = int(cols.min())
+        strip = Window(left, int(row), int(cols.max()) - left + window_size, window_size)
+        rgb, valid = read_window(src, info, strip)
+        for i, col in zip(members, cols):
+            c = int(col) - left
+            yield int(i), rgb[:, c : c + window_size], valid[:, c : c + window_size]
+
+
 def score_windows(
     info: RasterInfo,
     offsets: np.ndarray,
@@ -69,8 +96,6 @@ def score_windows(
     spec: ModelSpec,
 ) -> np.ndarray:
     """Dask task: read and score the windows at ``offsets``; NaN for skipped ones."""
-    from rasterio.windows import Window
-
     classifier = _classifier(spec)
     scores = np.full(len(offsets), np.nan, dtype=np.float32)
     batch: list[np.ndarray] = []
@@ -83,8 +108,7 @@ def score_windows(
             where.clear()
 
     with open_raster(info.path) as src:
-        for i, (row, col) in enumerate(offsets):
-            rgb, valid = read_patch(src, info, Window(int(col), int(row), window_size, window_size), patch_size)
+        for i, rgb, valid in iter_patches(src, info, offsets, window_size, patch_size):
             if valid.mean() < min_valid_fraction:
                 continue
             batch.append(rgb)

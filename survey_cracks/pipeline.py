@@ -10,6 +10,7 @@ from __future__ import annotations
 import shutil
 import time
 import traceback
+import warnings
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -23,13 +24,13 @@ from survey_cracks.config import RunConfig
 from survey_cracks.discover import SurveyRaster, find_rasters
 from survey_cracks.errors import OutputError, RasterError, SurveyCracksError
 from survey_cracks.evaluate import RasterMetrics, combine, evaluate_raster
-from survey_cracks.heatmap import write_heatmap
+from survey_cracks.heatmap import NODATA, write_heatmap
 from survey_cracks.inference import ModelSpec, dask_client, model_spec, score_raster
 from survey_cracks.model import SHIPPED_MODEL, ModelMeta, file_sha256, read_meta
 from survey_cracks.raster import RasterInfo, inspect_raster
 from survey_cracks.report import RasterOutcome, package_versions, write_json, write_summary
 from survey_cracks.tiling import PatchGrid, patch_grid, window_size_for_ground
-from survey_cracks.vectorize import vectorize_raster
+from survey_cracks.vectorize import RegionCollector
 
 Log = Callable[[str], None]
 STYLES = Path(__file__).parent / "styles"
@@ -68,10 +69,10 @@ def run_surveys(
     out = Path(out)
     if not out.parent.exists():
         raise OutputError(out, f"parent folder {out.parent} does not exist", "create it, or choose another --out")
-    out.mkdir(exist_ok=True)
     model_path = Path(model_path) if model_path else SHIPPED_MODEL
     meta = read_meta(model_path)
     sha = file_sha256(model_path)
+    out.mkdir(exist_ok=True)
     threshold = config.vectorize.threshold if config.vectorize.threshold is not None else meta.threshold
     log(f"model {model_path.name} (sha256 {sha[:12]}, threshold {threshold:.3f}, {meta.provenance.get('init', 'unknown')} init)")
     rasters, input_errors = find_rasters(inputs)
@@ -103,7 +104,7 @@ def run_surveys(
             "rasters": len(result.outcomes),
             "failed": len(result.failed),
             "seconds": round(time.time() - started, 2),
-            "timings": {f"{o.survey}/{o.raster}": o.seconds for o in result.outcomes},
+            "timings": {f"{o.survey}/{o.raster}" if o.survey else o.source: o.seconds for o in result.outcomes},
         },
     )
     return result
@@ -145,9 +146,10 @@ def process_raster(
         if scored == 0:
             raise RasterError(item.path, "no patch lies inside the valid footprint", "check the raster's nodata/alpha, or lower tiling.min_valid_fraction")
         lap("inference")
-        write_heatmap(work / HEATMAP, info, grid, scores, config.heatmap, progress)
+        collector = RegionCollector(threshold, info, NODATA)
+        write_heatmap(work / HEATMAP, info, grid, scores, config.heatmap, progress, on_block=collector.add)
         lap("heatmap")
-        polygons = vectorize_raster(work / HEATMAP, threshold, info, config.vectorize, progress=progress)
+        polygons = collector.polygons(config.vectorize)
         write_polygons(polygons, work)
         for style in ("heatmap.qml", "cracks.qml"):
             shutil.copy(STYLES / style, work / style)
@@ -176,6 +178,8 @@ def process_raster(
         outcome.info.setdefault("traceback", traceback.format_exc(limit=5))
     finally:
         shutil.rmtree(work, ignore_errors=True)
+    if outcome.status != "ok":
+        shutil.rmtree(final, ignore_errors=True)  # a previous night's outputs must not pass for this run's
     return outcome
 
 
@@ -215,6 +219,8 @@ def write_polygons(polygons: gpd.GeoDataFrame, folder: Path) -> None:
     for name, driver in ((GPKG, "GPKG"), (GEOJSON, "GeoJSON")):
         target = folder / name
         tmp = folder / f".partial.{name}"
-        kwargs: dict[str, Any] = {"layer": "cracks"} if driver == "GPKG" else {}
-        polygons.to_file(tmp, driver=driver, engine="pyogrio", promote_to_multi=True, geometry_type="MultiPolygon", **kwargs)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="'crs' was not provided")  # pixel-coordinate outputs
+            polygons.to_file(tmp, driver=driver, layer="cracks", engine="pyogrio", promote_to_multi=True,
+                             geometry_type="MultiPolygon")
         tmp.rename(target)

@@ -153,22 +153,33 @@ def read_patch(
     window: Window,
     out_size: int,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Read ``window`` resampled to ``out_size`` pixels: (RGB uint8 HxWx3, valid bool HxW).
+    """Read a square ``window`` resampled to ``out_size`` pixels: (RGB uint8 HxWx3, valid bool HxW)."""
+    return read_window(src, info, window, (out_size, out_size))
+
+
+def read_window(
+    src: rasterio.io.DatasetReader,
+    info: RasterInfo,
+    window: Window,
+    out_shape: tuple[int, int] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Read ``window`` (optionally resampled to ``out_shape``) as RGB uint8 plus a validity mask.
 
     Parts of the window outside the raster are filled with zeros and marked invalid,
     so rasters smaller than a patch still work.
     """
+    out_h, out_w = out_shape or (int(window.height), int(window.width))
     full = Window(0, 0, info.width, info.height)
     inner = window.intersection(full)
-    scale = out_size / window.width
-    rgb = np.zeros((out_size, out_size, 3), dtype=np.uint8)
-    valid = np.zeros((out_size, out_size), dtype=bool)
+    scale_y, scale_x = out_h / window.height, out_w / window.width
+    rgb = np.zeros((out_h, out_w, 3), dtype=np.uint8)
+    valid = np.zeros((out_h, out_w), dtype=bool)
     # Destination slice of the part that lies inside the raster.
-    r0 = int(round((inner.row_off - window.row_off) * scale))
-    c0 = int(round((inner.col_off - window.col_off) * scale))
-    h = max(1, min(out_size - r0, int(round(inner.height * scale))))
-    w = max(1, min(out_size - c0, int(round(inner.width * scale))))
-    resampling = Resampling.bilinear if scale != 1.0 else Resampling.nearest
+    r0 = int(round((inner.row_off - window.row_off) * scale_y))
+    c0 = int(round((inner.col_off - window.col_off) * scale_x))
+    h = max(1, min(out_h - r0, int(round(inner.height * scale_y))))
+    w = max(1, min(out_w - c0, int(round(inner.width * scale_x))))
+    resampling = Resampling.nearest if (scale_x, scale_y) == (1.0, 1.0) else Resampling.bilinear
     unique = list(dict.fromkeys(info.band_indexes))
     data = src.read(unique, window=inner, out_shape=(len(unique), h, w), resampling=resampling)
     if len(unique) == 1:

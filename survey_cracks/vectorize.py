@@ -16,8 +16,9 @@ import numpy as np
 import rasterio
 import shapely
 from rasterio.features import shapes
+from affine import Affine
 from rasterio.windows import Window
-from rasterio.windows import transform as window_transform
+from shapely.affinity import affine_transform
 from scipy import ndimage
 from shapely.geometry import shape
 from tqdm import tqdm
@@ -39,6 +40,33 @@ class _Region:
     on_border: bool = False
 
 
+class RegionCollector:
+    """Collects above-threshold regions block by block; `polygons()` merges and measures them.
+
+    Fed either while the heatmap is being written (no second pass over the file) or
+    from any raster read block by block (`vectorize_raster`).
+    """
+
+    def __init__(self, threshold: float, info: RasterInfo, nodata: float | None = None) -> None:
+        self.threshold = threshold
+        self.info = info
+        self.nodata = nodata
+        self.finished: list[_Region] = []
+        self.border: list[_Region] = []
+
+    def add(self, window: Window, values: np.ndarray) -> None:
+        hit = values >= self.threshold
+        if self.nodata is not None:
+            hit &= values != self.nodata
+        if not hit.any():
+            return
+        for region in _regions(values.astype(np.float32, copy=False), hit, window, self.info):
+            (self.border if region.on_border else self.finished).append(region)
+
+    def polygons(self, config: VectorizeConfig) -> gpd.GeoDataFrame:
+        return _to_frame(self.finished + _merge(self.border), self.info, config)
+
+
 def vectorize_raster(
     raster_path: Path,
     threshold: float,
@@ -49,25 +77,17 @@ def vectorize_raster(
     progress: bool = False,
 ) -> gpd.GeoDataFrame:
     """Polygons of connected pixels with value >= ``threshold`` (nodata excluded)."""
-    finished: list[_Region] = []
-    border: list[_Region] = []
     with rasterio.open(raster_path) as src:
-        nodata = src.nodata
+        collector = RegionCollector(threshold, info, src.nodata)
         blocks = block_windows(src.width, src.height, block)
         for window in tqdm(blocks, desc="polygons", unit="block", disable=not progress, leave=False):
-            values = src.read(band, window=window).astype(np.float32)
-            hit = values >= threshold
-            if nodata is not None:
-                hit &= values != nodata
-            if not hit.any():
-                continue
-            for region in _regions(values, hit, window, src.width, src.height, info):
-                (border if region.on_border else finished).append(region)
-    regions = finished + _merge(border)
-    return _to_frame(regions, info, config)
+            collector.add(window, src.read(band, window=window))
+    return collector.polygons(config)
 
 
-def _regions(values: np.ndarray, hit: np.ndarray, window: Window, width: int, height: int, info: RasterInfo) -> list[_Region]:
+def _regions(values: np.ndarray, hit: np.ndarray, window: Window, info: RasterInfo) -> list[_Region]:
+    """Connected regions of one block; those touching an inner block edge are marked for merging."""
+    width, height = info.width, info.height
     labels, count = ndimage.label(hit, structure=EIGHT)
     index = np.arange(1, count + 1)
     totals = ndimage.sum_labels(values, labels, index)
@@ -85,7 +105,8 @@ def _regions(values: np.ndarray, hit: np.ndarray, window: Window, width: int, he
         edge[:, -1] = True
     on_edge = set(np.unique(labels[edge & hit]).tolist())
     parts: dict[int, list[shapely.Geometry]] = {}
-    transform = window_transform(window, info.transform)
+    # Traced in global pixel coordinates: integers, so neighbouring blocks share edges exactly.
+    transform = Affine.translation(c0, r0)
     for geom, value in shapes(labels.astype(np.int32), mask=hit, connectivity=8, transform=transform):
         parts.setdefault(int(value), []).append(shape(geom))
     regions = []
@@ -130,10 +151,11 @@ def _merge(regions: list[_Region]) -> list[_Region]:
 
 def _to_frame(regions: list[_Region], info: RasterInfo, config: VectorizeConfig) -> gpd.GeoDataFrame:
     regions = [r for r in regions if r.count >= config.min_area_px]
-    pixel = abs(info.transform.a)
     geoms = [shapely.make_valid(r.geometry) for r in regions]
     if config.simplify_px > 0:
-        geoms = [g.simplify(config.simplify_px * pixel, preserve_topology=True) for g in geoms]
+        geoms = [g.simplify(config.simplify_px, preserve_topology=True) for g in geoms]
+    t = info.transform
+    geoms = [affine_transform(g, [t.a, t.b, t.d, t.e, t.c, t.f]) for g in geoms]
     frame = gpd.GeoDataFrame(
         {
             "id": np.arange(1, len(regions) + 1, dtype=np.int64),

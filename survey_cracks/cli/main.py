@@ -12,11 +12,13 @@ import warnings
 from pathlib import Path
 
 import click
+from rasterio.errors import NotGeoreferencedWarning
 
 from survey_cracks.cli.options import config_opt, model_opt, quiet_opt
 from survey_cracks.errors import SurveyCracksError
 
-warnings.filterwarnings("ignore", message=".*NotGeoreferencedWarning.*")
+# Road scans have no georeferencing by design; raster.inspect_raster records that in report.json.
+warnings.filterwarnings("ignore", category=NotGeoreferencedWarning)
 
 
 def _fail(error: SurveyCracksError) -> None:

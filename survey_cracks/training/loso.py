@@ -35,7 +35,7 @@ def leave_one_source_out(
         test_idx = np.flatnonzero(np.isin(patch_set.source, [patch_set.source_names.index(n) for n in related]))
         log(f"held out {held}: train {len(train_idx)} / val {len(val_idx)} / test {len(test_idx)} patches")
         result = fit(patch_set, train_idx, val_idx, config, out_dir / f"without_{held}", progress=progress, log=log)
-        table, _ = evaluate_sets(result, patch_set, {held: test_idx})
+        table, _ = evaluate_sets(result.model, result.meta, patch_set, {held: test_idx})
         row = {"held_out": held, "trained_on": [n for n in trainable if n not in related], "epochs": len(result.history),
                "threshold": round(result.threshold, 4), **table[held]}
         rows.append(row)

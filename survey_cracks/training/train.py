@@ -251,19 +251,19 @@ def fit(
 
 
 def evaluate_sets(
-    result: FitResult, patch_set: PatchSet, sets: dict[str, np.ndarray]
+    model: nn.Module, meta: ModelMeta, patch_set: PatchSet, sets: dict[str, np.ndarray]
 ) -> tuple[dict[str, dict[str, Any]], dict[str, tuple[np.ndarray, np.ndarray]]]:
-    """Precision / recall / F1 at the calibrated threshold, and AP, for each named set."""
-    device = next(result.model.parameters()).device
+    """Precision / recall / F1 at the model's calibrated threshold, and AP, for each named set."""
+    device = next(model.parameters()).device
     amp = autocast_dtype(device, "auto")
     table: dict[str, dict[str, Any]] = {}
     curves: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     for name, idx in sets.items():
         if len(idx) == 0:
             continue
-        probs = score_patches(result.model, result.meta, patch_set.patches[idx], device, amp, 128)
+        probs = score_patches(model, meta, patch_set.patches[idx], device, amp, 128)
         labels = patch_set.labels[idx]
-        row: dict[str, Any] = scores_at(probs, labels, result.threshold).as_dict()
+        row: dict[str, Any] = scores_at(probs, labels, meta.threshold).as_dict()
         row["ap"] = None if (ap := average_precision(probs, labels)) is None else round(ap, 4)
         row["patches"] = int(len(idx))
         row["images"] = int(len(np.unique(patch_set.image[idx])))
@@ -291,7 +291,7 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True, log:
 
     sets = {f"val/{name}": patch_set.where("val", [name]) for name in patch_set.source_names}
     sets.update({f"test/{name}": patch_set.where("test", [name]) for name in patch_set.source_names})
-    table, curves = evaluate_sets(result, patch_set, sets)
+    table, curves = evaluate_sets(result.model, result.meta, patch_set, sets)
     save_pr_curves({k: v for k, v in curves.items() if k.startswith("test/")}, out_dir / "pr_curve.png", "held-out test sets")
     metrics = {
         "threshold": result.meta.threshold,
@@ -306,6 +306,9 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True, log:
     final = out_dir / "model.safetensors"
     save_checkpoint(final, result.model, result.meta, half=ship)
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    from survey_cracks.training.card import model_card
+
+    (out_dir / "MODEL_CARD.md").write_text(model_card(out_dir, final, "survey-cracks train --config <this config>"))
     log(f"wrote {final} (threshold {result.meta.threshold})")
     return TrainResult(final, metrics, result.seconds)
 

@@ -1,0 +1,215 @@
+"""Throughput and memory benchmark: bare model vs end-to-end `run` vs a naive loop.
+
+One run measures, on this machine:
+  1. bare model   - ResNet18 alone on in-memory patches, at the model's patch size,
+                    batch 64, the pipeline's precision (bf16 autocast + channels_last on CPU);
+  2. end-to-end   - `survey-cracks run` on procedural orthomosaics of >= 100 and 400 MP
+                    (windowed reading, Dask workers, heatmap COG, polygons), wall time from
+                    process start to exit, peak RSS of the whole process tree (client + workers);
+  3. naive        - the notebook way over the same kind of patches: a per-patch loop, PIL crop,
+                    torchvision transforms, fp32, batch 1.
+Figures are ratios against the bare model measured in the same run. Results go to
+bench/results/throughput.json and a Markdown table on stdout (copied into the README).
+
+    python bench/throughput.py [--sizes 100 400] [--model PATH] [--keep]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import psutil
+import rasterio
+import torch
+from rasterio.windows import Window
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from survey_cracks.model import SHIPPED_MODEL, CrackClassifier, ModelMeta, build_model, save_checkpoint  # noqa: E402
+from survey_cracks.synthetic import write_orthomosaic  # noqa: E402
+
+
+def sample_patches(raster: Path, size: int, count: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    with rasterio.open(raster) as src:
+        out = []
+        while len(out) < count:
+            row, col = rng.integers(0, src.height - size), rng.integers(0, src.width - size)
+            patch = src.read([1, 2, 3], window=Window(int(col), int(row), size, size))
+            if patch.mean() > 5:
+                out.append(np.moveaxis(patch, 0, -1))
+    return np.stack(out)
+
+
+def bare_model(model: Path, patches: np.ndarray, threads: int, repeats: int = 3) -> dict:
+    torch.set_num_threads(threads)
+    classifier = CrackClassifier(model, device="cpu", precision="auto")
+    classifier.predict(patches[:64], 64)  # warm-up
+    best = 0.0
+    for _ in range(repeats):
+        start = time.perf_counter()
+        classifier.predict(patches, 64)
+        best = max(best, len(patches) / (time.perf_counter() - start))
+    return {"patches_per_s": round(best, 1), "precision": str(classifier.amp_dtype or "fp32"), "batch": 64,
+            "threads": threads}
+
+
+def naive_loop(model: Path, raster: Path, size: int, count: int, threads: int) -> dict:
+    """What a notebook does: PIL image, crop, ToTensor + Normalize, one patch at a time in fp32."""
+    from PIL import Image
+    from torchvision import transforms
+
+    from survey_cracks.model import load_checkpoint
+
+    torch.set_num_threads(threads)
+    net, meta = load_checkpoint(model)
+    to_input = transforms.Compose([transforms.ToTensor(), transforms.Normalize(meta.mean, meta.std)])
+    with rasterio.open(raster) as src:
+        side = min(4096, src.width, src.height)
+        left, top = (src.width - side) // 2, (src.height - side) // 2
+        image = Image.fromarray(np.moveaxis(src.read([1, 2, 3], window=Window(left, top, side, side)), 0, -1))
+    step = size // 2
+    boxes = [(c, r, c + size, r + size) for r in range(0, side - size + 1, step) for c in range(0, side - size + 1, step)]
+    boxes = boxes[:count]
+    start = time.perf_counter()
+    with torch.no_grad():
+        for box in boxes:
+            x = to_input(image.crop(box)).unsqueeze(0)
+            torch.softmax(net(x), dim=1)
+    rate = len(boxes) / (time.perf_counter() - start)
+    return {"patches_per_s": round(rate, 1), "patches_timed": len(boxes), "precision": "fp32", "batch": 1, "threads": threads}
+
+
+class TreeMemory(threading.Thread):
+    """Peak of the summed RSS of a process and all its children (Dask workers included)."""
+
+    def __init__(self, pid: int) -> None:
+        super().__init__(daemon=True)
+        self.root = psutil.Process(pid)
+        self.peak = 0
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            try:
+                procs = [self.root, *self.root.children(recursive=True)]
+                total = 0
+                for p in procs:
+                    try:
+                        total += p.memory_info().rss
+                    except psutil.Error:
+                        pass
+                self.peak = max(self.peak, total)
+            except psutil.Error:
+                break
+            time.sleep(0.2)
+
+
+def end_to_end(raster: Path, model: Path, out: Path, patch_size: int, stride: int) -> dict:
+    command = [str(Path(sys.executable).with_name("survey-cracks")), "run", str(raster), "--out", str(out),
+               "--model", str(model), "--quiet"]
+    start = time.perf_counter()
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    memory = TreeMemory(proc.pid)
+    memory.start()
+    output, _ = proc.communicate()
+    seconds = time.perf_counter() - start
+    memory.stop.set()
+    memory.join()
+    if proc.returncode != 0:
+        raise RuntimeError(f"run failed:\n{output}")
+    report = json.loads(next(out.glob("*/*/report.json")).read_text())
+    with rasterio.open(raster) as src:
+        megapixels = src.width * src.height / 1e6
+    scored = report["counts"]["patches_scored"]
+    return {
+        "megapixels": round(megapixels, 1), "seconds": round(seconds, 1), "megapixels_per_s": round(megapixels / seconds, 2),
+        "patches": report["counts"]["patches"], "patches_scored": scored,
+        "patches_per_s": round(scored / seconds, 1), "peak_rss_gib": round(memory.peak / 2**30, 2),
+        "stage_seconds": report["seconds"], "patch": patch_size, "stride": stride,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[100, 400], help="megapixels of the end-to-end rasters")
+    parser.add_argument("--model", type=Path, default=None, help="checkpoint [default: the shipped model]")
+    parser.add_argument("--keep", action="store_true", help="keep the generated rasters")
+    parser.add_argument("--naive-patches", type=int, default=300)
+    args = parser.parse_args()
+
+    threads = os.cpu_count() or 1
+    work = Path(tempfile.mkdtemp(prefix="survey_cracks_bench_"))
+    model = args.model or SHIPPED_MODEL
+    if not model.exists():  # speed does not depend on the weights
+        model = work / "random.safetensors"
+        save_checkpoint(model, build_model(), ModelMeta())
+    from survey_cracks.model import read_meta
+
+    meta = read_meta(model)
+    stride = meta.patch_size // 2
+    results: dict = {"machine": f"{platform.processor() or platform.machine()}, {threads} cores, "
+                                f"{psutil.virtual_memory().total / 2**30:.0f} GiB", "torch": torch.__version__,
+                     "model": model.name, "end_to_end": []}
+    rasters = []
+    for mp in args.sizes:
+        side = int(round((mp * 1e6) ** 0.5))
+        raster = work / f"ortho_{mp}mp.tif"
+        start = time.perf_counter()
+        write_orthomosaic(raster, side, side, seed=mp, block=512)
+        print(f"generated {raster.name} ({side} x {side}) in {time.perf_counter() - start:.0f} s", flush=True)
+        rasters.append(raster)
+
+    patches = sample_patches(rasters[0], meta.patch_size, 640)
+    results["bare_model"] = bare_model(model, patches, threads)
+    print("bare model:", results["bare_model"], flush=True)
+    results["naive"] = naive_loop(model, rasters[0], meta.patch_size, args.naive_patches, threads)
+    print("naive loop:", results["naive"], flush=True)
+    for raster in rasters:
+        row = end_to_end(raster, model, work / f"out_{raster.stem}", meta.patch_size, stride)
+        results["end_to_end"].append(row)
+        print("end to end:", row, flush=True)
+
+    bare, naive = results["bare_model"]["patches_per_s"], results["naive"]["patches_per_s"]
+    # Megapixels one patch accounts for on the stride grid: stride^2 new pixels per patch.
+    mp_per_patch = stride * stride / 1e6
+    first = results["end_to_end"][0]
+    results["ratios"] = {
+        "end_to_end_vs_bare_model": round(first["patches_per_s"] / bare, 3),
+        "end_to_end_vs_naive": round(first["patches_per_s"] / naive, 2),
+    }
+    if len(results["end_to_end"]) > 1:
+        rss = [r["peak_rss_gib"] for r in results["end_to_end"]]
+        results["ratios"]["peak_rss_largest_vs_smallest"] = round(rss[-1] / rss[0], 3)
+    out = ROOT / "bench" / "results"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "throughput.json").write_text(json.dumps(results, indent=2))
+
+    print(f"\n{results['machine']}, torch {results['torch']}, patch {meta.patch_size} px, stride {stride} px\n")
+    print("| what | patches/s | megapixels/s | peak RSS |")
+    print("|---|---|---|---|")
+    print(f"| bare model ({results['bare_model']['precision']}, batch 64) | {bare} | {bare * mp_per_patch:.1f} | |")
+    print(f"| naive loop (PIL + transforms, fp32, batch 1) | {naive} | {naive * mp_per_patch:.1f} | |")
+    for row in results["end_to_end"]:
+        print(f"| end-to-end `run`, {row['megapixels']} MP | {row['patches_per_s']} | {row['megapixels_per_s']} | "
+              f"{row['peak_rss_gib']} GiB |")
+    print("\nratios:", json.dumps(results["ratios"]))
+    if not args.keep:
+        import shutil
+
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

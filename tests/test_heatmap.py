@@ -1,0 +1,61 @@
+import numpy as np
+import rasterio
+from rasterio.windows import Window
+
+from survey_cracks.config import HeatmapConfig
+from survey_cracks.heatmap import NODATA, blend_weights, block_heatmap, write_heatmap
+from survey_cracks.raster import inspect_raster
+from survey_cracks.tiling import patch_grid
+from tests.conftest import write_geotiff
+
+
+def test_blend_weights_are_smooth_and_positive():
+    w = blend_weights(64, 0.1)
+    assert w.shape == (64, 64) and w.min() > 0.009 and w.max() <= 1.0
+    assert np.argmax(w[32]) in (31, 32)
+    assert np.abs(np.diff(w, axis=1)).max() < 0.06  # no jumps inside a patch
+
+
+def test_constant_scores_give_constant_heatmap_without_seams():
+    grid = patch_grid(300, 200, 64, 32)
+    scores = np.full(len(grid), 0.7, np.float32)
+    total, weight = block_heatmap(Window(0, 0, 300, 200), grid, scores, blend_weights(64, 0.1))
+    assert np.allclose(total / weight, 0.7, atol=1e-5)
+
+
+def test_block_result_does_not_depend_on_block_layout():
+    grid = patch_grid(256, 256, 64, 32)
+    scores = np.random.default_rng(0).random(len(grid)).astype(np.float32)
+    weights = blend_weights(64, 0.1)
+    whole_t, whole_w = block_heatmap(Window(0, 0, 256, 256), grid, scores, weights)
+    part_t, part_w = block_heatmap(Window(96, 64, 100, 80), grid, scores, weights)
+    assert np.allclose(whole_t[64:144, 96:196], part_t) and np.allclose(whole_w[64:144, 96:196], part_w)
+
+
+def test_skipped_windows_do_not_contribute():
+    grid = patch_grid(128, 64, 64, 64)
+    scores = np.array([1.0, np.nan], np.float32)
+    total, weight = block_heatmap(Window(0, 0, 128, 64), grid, scores, blend_weights(64, 0.1))
+    assert (weight[:, 64:] == 0).all() and np.allclose(total[:, :64] / weight[:, :64], 1.0)
+
+
+def test_written_heatmap_is_a_georeferenced_cog_with_nodata_outside_footprint(tmp_path):
+    mask = np.ones((700, 900), bool)
+    mask[:, :200] = False
+    raster = write_geotiff(tmp_path / "r.tif", np.full((700, 900, 3), 90, np.uint8), mask=mask)
+    info = inspect_raster(raster)
+    grid = patch_grid(900, 700, 128, 64)
+    scores = np.linspace(0, 1, len(grid)).astype(np.float32)
+    seen = []
+    out = write_heatmap(tmp_path / "heatmap.tif", info, grid, scores, HeatmapConfig(block_size=256),
+                        progress=False, on_block=lambda w, v: seen.append(w))
+    with rasterio.open(raster) as src, rasterio.open(out) as dst:
+        assert dst.crs == src.crs and dst.transform == src.transform and dst.shape == src.shape
+        assert dst.tags(ns="IMAGE_STRUCTURE")["LAYOUT"] == "COG"
+        assert dst.overviews(1) and dst.nodata == NODATA and dst.dtypes[0] == "float32"
+        values = dst.read(1)
+    assert (values[:, :200] == NODATA).all()
+    inside = values[:, 200:]
+    assert inside.min() >= 0 and inside.max() <= 1
+    assert sum(w.width * w.height for w in seen) == 900 * 700
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["heatmap.tif", "r.tif"]
