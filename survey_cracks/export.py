@@ -49,7 +49,7 @@ def export_model(
     if fmt == "onnx":
         onnx_program = torch.onnx.export(
             wrapper, (example,), input_names=["patches"], output_names=["crack_probability"],
-            dynamic_shapes={"patches": {0: torch.export.Dim("batch", min=1, max=4096)}}, dynamo=True,
+            dynamic_shapes={"patches": {0: torch.export.Dim("batch", min=1, max=4096)}}, dynamo=True, verbose=False,
         )
         onnx_program.save(str(tmp))
         _add_onnx_metadata(tmp, meta.to_json())
