@@ -69,6 +69,7 @@ class InferenceConfig(StrictModel):
     precision: Precision = Field("auto", description="auto = bf16 on CPUs that support it, fp16 on CUDA")
     device: Device = "auto"
     scheduler: str | None = Field(None, description="address of an existing Dask scheduler")
+    gdal_cache_mb: int = Field(256, ge=16, description="GDAL block cache per process (MB): bounds memory")
 
     def torch_threads(self) -> int:
         if self.threads_per_worker is not None:

@@ -31,10 +31,15 @@ NODATA = -1.0
 BlockCallback = Callable[[Window, np.ndarray], None]
 
 
-def blend_weights(size: int, floor: float) -> np.ndarray:
-    """Separable raised-sine window: ``floor`` at the edges, 1 in the centre."""
+def blend_ramp(size: int, floor: float) -> np.ndarray:
+    """Raised-sine weight along one axis of a patch: ``floor`` at the edges, 1 in the centre."""
     ramp = np.sin(np.pi * (np.arange(size) + 0.5) / size).astype(np.float32)
-    ramp = floor + (1.0 - floor) * ramp
+    return (floor + (1.0 - floor) * ramp).astype(np.float32)
+
+
+def blend_weights(size: int, floor: float) -> np.ndarray:
+    """The 2-D weight of one patch (separable: the outer product of two ramps)."""
+    ramp = blend_ramp(size, floor)
     return np.outer(ramp, ramp)
 
 
@@ -56,24 +61,28 @@ def heatmap_profile(info: RasterInfo, config: HeatmapConfig) -> dict:
     }
 
 
+def _axis_weights(offsets: np.ndarray, start: int, length: int, ramp: np.ndarray) -> np.ndarray:
+    """(windows, pixels) weight of each window row/column at each pixel of the block."""
+    position = np.arange(start, start + length)[None, :] - offsets[:, None]
+    inside = (position >= 0) & (position < len(ramp))
+    return np.where(inside, ramp[np.clip(position, 0, len(ramp) - 1)], 0.0).astype(np.float32)
+
+
 def block_heatmap(
-    window: Window, grid: PatchGrid, scores: np.ndarray, weights: np.ndarray
+    window: Window, grid: PatchGrid, scores: np.ndarray, ramp: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Weighted score sum and weight sum for one output block."""
-    height, width = int(window.height), int(window.width)
-    total = np.zeros((height, width), dtype=np.float32)
-    weight = np.zeros((height, width), dtype=np.float32)
-    r0, c0 = int(window.row_off), int(window.col_off)
-    for index in grid.intersecting(window):
-        score = scores[index]
-        if not np.isfinite(score):
-            continue
-        row, col = (int(v) for v in grid.offsets[index])
-        top, left = max(row, r0), max(col, c0)
-        bottom, right = min(row + grid.size, r0 + height), min(col + grid.size, c0 + width)
-        kernel = weights[top - row : bottom - row, left - col : right - col]
-        total[top - r0 : bottom - r0, left - c0 : right - c0] += kernel * score
-        weight[top - r0 : bottom - r0, left - c0 : right - c0] += kernel
+    """Weighted score sum and weight sum for one output block.
+
+    The windows form a lattice and the weight is separable, so the sums over all
+    overlapping windows are two small matrix products: ``Wr.T @ S @ Wc``.
+    """
+    row_idx, col_idx = grid.lattice_overlap(window)
+    lattice = scores.reshape(len(grid.rows), len(grid.cols))[np.ix_(row_idx, col_idx)]
+    scored = np.isfinite(lattice)
+    wr = _axis_weights(grid.rows[row_idx], int(window.row_off), int(window.height), ramp)
+    wc = _axis_weights(grid.cols[col_idx], int(window.col_off), int(window.width), ramp)
+    total = wr.T @ np.where(scored, lattice, 0.0).astype(np.float32) @ wc
+    weight = wr.T @ scored.astype(np.float32) @ wc
     return total, weight
 
 
@@ -94,12 +103,12 @@ def write_heatmap(
     path = Path(path)
     staging = path.with_name(f".{path.stem}.staging.tif")
     final_tmp = path.with_name(f".{path.stem}.partial.tif")
-    weights = blend_weights(grid.size, config.blend_floor)
+    ramp = blend_ramp(grid.size, config.blend_floor)
     try:
         with warnings.catch_warnings():
             # Pixel-coordinate outputs carry x = column, y = -row on purpose (see raster.PIXEL_TRANSFORM).
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
-            _write_blocks(staging, info, grid, scores, weights, config, progress, on_block)
+            _write_blocks(staging, info, grid, scores, ramp, config, progress, on_block)
         rasterio.shutil.copy(
             staging,
             final_tmp,
@@ -120,14 +129,14 @@ def write_heatmap(
 
 
 def _write_blocks(
-    staging: Path, info: RasterInfo, grid: PatchGrid, scores: np.ndarray, weights: np.ndarray,
+    staging: Path, info: RasterInfo, grid: PatchGrid, scores: np.ndarray, ramp: np.ndarray,
     config: HeatmapConfig, progress: bool, on_block: BlockCallback | None,
 ) -> None:
     # The staging file is uncompressed: the COG copy compresses once, not twice.
     with rasterio.open(info.path) as src, rasterio.open(staging, "w", **heatmap_profile(info, config)) as dst:
         blocks = block_windows(info.width, info.height, config.block_size)
         for window in tqdm(blocks, desc="heatmap", unit="block", disable=not progress, leave=False):
-            total, weight = block_heatmap(window, grid, scores, weights)
+            total, weight = block_heatmap(window, grid, scores, ramp)
             out = np.full(total.shape, NODATA, dtype=np.float32)
             assessed = weight > 0
             if info.has_mask:

@@ -18,6 +18,7 @@ from typing import Any, Callable
 
 import geopandas as gpd
 import numpy as np
+import rasterio
 
 from survey_cracks.annotations import Truth, find_annotation, load_truth
 from survey_cracks.config import RunConfig
@@ -82,7 +83,7 @@ def run_surveys(
         result.outcomes.append(RasterOutcome(survey="", raster="", source=str(error.path), status="error", error=error.message))
     spec = model_spec(model_path, sha, config.inference)
     if rasters:
-        with dask_client(config.inference) as client:
+        with rasterio.Env(GDAL_CACHEMAX=config.inference.gdal_cache_mb), dask_client(config.inference) as client:
             log(f"dask: {len(client.scheduler_info().get('workers', {}))} workers at {client.scheduler.address}")
             for number, item in enumerate(rasters, 1):
                 log(f"[{number}/{len(rasters)}] {item.survey}/{item.path.name}")

@@ -31,46 +31,55 @@ def axis_offsets(length: int, size: int, stride: int) -> np.ndarray:
 
 @dataclass(frozen=True)
 class PatchGrid:
-    """All patch windows of one raster: ``offsets[i] = (row_off, col_off)``, side ``size``."""
+    """All patch windows of one raster: ``offsets[i] = (row_off, col_off)``, side ``size``.
+
+    The windows form a regular lattice, ``rows x cols`` in row-major order, so per-window
+    values reshape to ``(len(rows), len(cols))``.
+    """
 
     width: int
     height: int
     size: int
     stride: int
-    offsets: np.ndarray  # (N, 2) int64, row-major order
+    rows: np.ndarray  # row offsets of the window rows
+    cols: np.ndarray  # column offsets of the window columns
+
+    @property
+    def offsets(self) -> np.ndarray:
+        """(N, 2) int64 (row_off, col_off), row-major."""
+        rr, cc = np.meshgrid(self.rows, self.cols, indexing="ij")
+        return np.stack([rr.ravel(), cc.ravel()], axis=1)
 
     def __len__(self) -> int:
-        return int(self.offsets.shape[0])
+        return len(self.rows) * len(self.cols)
 
     def window(self, index: int) -> Window:
-        row, col = self.offsets[index]
+        row, col = self.rows[index // len(self.cols)], self.cols[index % len(self.cols)]
         return Window(int(col), int(row), self.size, self.size)
 
     def chunks(self, per_chunk: int) -> list[np.ndarray]:
         """Index ranges for Dask tasks, in row-major order so neighbours share file blocks."""
         return [np.arange(start, min(start + per_chunk, len(self))) for start in range(0, len(self), per_chunk)]
 
+    def lattice_overlap(self, window: Window) -> tuple[np.ndarray, np.ndarray]:
+        """Indices into ``rows`` and ``cols`` of the window rows / columns that overlap ``window``."""
+        r0, c0 = window.row_off, window.col_off
+        rows = np.flatnonzero((self.rows < r0 + window.height) & (self.rows + self.size > r0))
+        cols = np.flatnonzero((self.cols < c0 + window.width) & (self.cols + self.size > c0))
+        return rows, cols
+
     def intersecting(self, window: Window) -> np.ndarray:
-        """Indices of patch windows that overlap ``window``."""
-        rows, cols = self.offsets[:, 0], self.offsets[:, 1]
-        hit = (
-            (rows < window.row_off + window.height)
-            & (rows + self.size > window.row_off)
-            & (cols < window.col_off + window.width)
-            & (cols + self.size > window.col_off)
-        )
-        return np.flatnonzero(hit)
+        """Flat indices of patch windows that overlap ``window``."""
+        rows, cols = self.lattice_overlap(window)
+        return (rows[:, None] * len(self.cols) + cols[None, :]).ravel()
 
 
 def patch_grid(width: int, height: int, size: int, stride: int) -> PatchGrid:
     """Lay patch windows of ``size`` with ``stride`` over a ``width`` x ``height`` raster."""
     if size < 1 or stride < 1:
         raise ValueError("size and stride must be positive")
-    rows = axis_offsets(height, size, stride)
-    cols = axis_offsets(width, size, stride)
-    rr, cc = np.meshgrid(rows, cols, indexing="ij")
-    offsets = np.stack([rr.ravel(), cc.ravel()], axis=1)
-    return PatchGrid(width=width, height=height, size=size, stride=stride, offsets=offsets)
+    return PatchGrid(width=width, height=height, size=size, stride=stride,
+                     rows=axis_offsets(height, size, stride), cols=axis_offsets(width, size, stride))
 
 
 def window_size_for_ground(patch_size: int, ground_patch_m: float | None, pixel_size_m: float | None) -> int:

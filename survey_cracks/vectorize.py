@@ -89,10 +89,13 @@ def _regions(values: np.ndarray, hit: np.ndarray, window: Window, info: RasterIn
     """Connected regions of one block; those touching an inner block edge are marked for merging."""
     width, height = info.width, info.height
     labels, count = ndimage.label(hit, structure=EIGHT)
-    index = np.arange(1, count + 1)
-    totals = ndimage.sum_labels(values, labels, index)
-    counts = ndimage.sum_labels(hit, labels, index)
-    peaks = ndimage.maximum(values, labels, index)
+    # Per-label sum, count and max over the hit pixels only (bincount: no sorting).
+    lab, val = labels[hit], values[hit]
+    totals = np.bincount(lab, weights=val, minlength=count + 1)[1:]
+    counts = np.bincount(lab, minlength=count + 1)[1:]
+    peaks = np.full(count + 1, -np.inf)
+    np.maximum.at(peaks, lab, val)
+    peaks = peaks[1:]
     edge = np.zeros_like(hit)
     r0, c0 = int(window.row_off), int(window.col_off)
     if r0 > 0:

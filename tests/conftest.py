@@ -84,7 +84,7 @@ def tiny_fit(synthetic_patch_set, tmp_path_factory):
         sources=[DataSource(name="synthetic", kind="mask_folder", root=out)],
         init="scratch",
         tiling=TilingConfig(patch_size=TINY_PATCH),
-        schedule=Schedule(epochs=2, head_epochs=0, lr=2e-3, batch_size=32, samples_per_epoch=640, patience=5),
+        schedule=Schedule(epochs=3, head_epochs=0, lr=1e-3, batch_size=32, samples_per_epoch=960, patience=5),
         augment=True,
         workers=2,
     )

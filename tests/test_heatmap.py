@@ -3,7 +3,7 @@ import rasterio
 from rasterio.windows import Window
 
 from survey_cracks.config import HeatmapConfig
-from survey_cracks.heatmap import NODATA, blend_weights, block_heatmap, write_heatmap
+from survey_cracks.heatmap import NODATA, blend_ramp, blend_weights, block_heatmap, write_heatmap
 from survey_cracks.raster import inspect_raster
 from survey_cracks.tiling import patch_grid
 from tests.conftest import write_geotiff
@@ -19,23 +19,43 @@ def test_blend_weights_are_smooth_and_positive():
 def test_constant_scores_give_constant_heatmap_without_seams():
     grid = patch_grid(300, 200, 64, 32)
     scores = np.full(len(grid), 0.7, np.float32)
-    total, weight = block_heatmap(Window(0, 0, 300, 200), grid, scores, blend_weights(64, 0.1))
+    total, weight = block_heatmap(Window(0, 0, 300, 200), grid, scores, blend_ramp(64, 0.1))
     assert np.allclose(total / weight, 0.7, atol=1e-5)
 
 
 def test_block_result_does_not_depend_on_block_layout():
     grid = patch_grid(256, 256, 64, 32)
     scores = np.random.default_rng(0).random(len(grid)).astype(np.float32)
-    weights = blend_weights(64, 0.1)
-    whole_t, whole_w = block_heatmap(Window(0, 0, 256, 256), grid, scores, weights)
-    part_t, part_w = block_heatmap(Window(96, 64, 100, 80), grid, scores, weights)
+    ramp = blend_ramp(64, 0.1)
+    whole_t, whole_w = block_heatmap(Window(0, 0, 256, 256), grid, scores, ramp)
+    part_t, part_w = block_heatmap(Window(96, 64, 100, 80), grid, scores, ramp)
     assert np.allclose(whole_t[64:144, 96:196], part_t) and np.allclose(whole_w[64:144, 96:196], part_w)
+
+
+def test_lattice_sums_equal_the_window_by_window_sums():
+    grid = patch_grid(300, 230, 64, 32)
+    scores = np.random.default_rng(1).random(len(grid)).astype(np.float32)
+    scores[::7] = np.nan
+    window = Window(40, 50, 200, 150)
+    total, weight = block_heatmap(window, grid, scores, blend_ramp(64, 0.1))
+    kernel = blend_weights(64, 0.1)
+    ref_t, ref_w = np.zeros((150, 200)), np.zeros((150, 200))
+    for i in grid.intersecting(window):
+        if np.isnan(scores[i]):
+            continue
+        row, col = grid.offsets[i]
+        full_t, full_w = np.zeros((230, 300)), np.zeros((230, 300))
+        full_t[row : row + 64, col : col + 64] = kernel * scores[i]
+        full_w[row : row + 64, col : col + 64] = kernel
+        ref_t += full_t[50:200, 40:240]
+        ref_w += full_w[50:200, 40:240]
+    assert np.allclose(total, ref_t, atol=1e-4) and np.allclose(weight, ref_w, atol=1e-4)
 
 
 def test_skipped_windows_do_not_contribute():
     grid = patch_grid(128, 64, 64, 64)
     scores = np.array([1.0, np.nan], np.float32)
-    total, weight = block_heatmap(Window(0, 0, 128, 64), grid, scores, blend_weights(64, 0.1))
+    total, weight = block_heatmap(Window(0, 0, 128, 64), grid, scores, blend_ramp(64, 0.1))
     assert (weight[:, 64:] == 0).all() and np.allclose(total[:, :64] / weight[:, :64], 1.0)
 
 

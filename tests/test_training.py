@@ -63,7 +63,8 @@ def test_short_training_lowers_loss_and_round_trips(tiny_fit, tiny_model):
     assert meta.patch_size == 64
     assert 0.0 < meta.threshold < 1.0
     assert meta.provenance["init"] == "scratch"
-    assert result.history[-1]["val_f1"] > 0.5  # far better than chance on held-out synthetic scenes
+    # Always answering "crack" would score F1 = 2p/(1+p) ~ 0.35 at this prevalence.
+    assert result.history[-1]["val_f1"] > 0.6
 
 
 def test_resume_continues_a_killed_run(synthetic_patch_set, tmp_path):

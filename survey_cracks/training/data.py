@@ -9,6 +9,7 @@ by a seeded hash of their *group* (the photo they were cut from), never by patch
 from __future__ import annotations
 
 import csv
+import multiprocessing
 import hashlib
 import json
 import re
@@ -263,9 +264,14 @@ def build_patch_set(config: TrainConfig, cache_dir: Path | None = None, progress
     image_names = [f"{item.source}/{item.path.name}" for item in items]
     work = [(item, config.tiling, config.labels) for item in items]
     chunks: list[tuple[np.ndarray, np.ndarray]] = []
-    with ProcessPoolExecutor(max_workers=max(1, min(config.workers, 4))) as pool:
-        for result in tqdm(pool.map(_work, work, chunksize=4), total=len(work), desc="cutting patches", unit="img", disable=not progress):
-            chunks.append(result)
+    bar = dict(total=len(work), desc="cutting patches", unit="img", disable=not progress)
+    if len(work) < 64 or config.workers < 2:
+        chunks = [_work(args) for args in tqdm(work, **bar)]
+    else:
+        # spawn, not fork: forking a process whose torch/GDAL threads hold locks can deadlock the child.
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(max_workers=min(config.workers, 4), mp_context=context) as pool:
+            chunks = list(tqdm(pool.map(_work, work, chunksize=8), **bar))
     patches, labels, source, split, image = [], [], [], [], []
     for index, (item, (p, y)) in enumerate(zip(items, chunks)):
         patches.append(p)

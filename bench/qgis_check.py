@@ -1,0 +1,89 @@
+"""Open a run's outputs in headless QGIS, as an analyst would, and render a map.
+
+Needs Debian's PyQGIS (apt-get install python3-qgis qgis-providers) and runs with the
+system Python, not the project's virtualenv:
+
+    QT_QPA_PLATFORM=offscreen /usr/bin/python3 bench/qgis_check.py out/demo/quay_wall/quay_wall_ortho [--png map.png]
+
+It checks that heatmap.tif and cracks.gpkg load as valid layers with the raster's CRS,
+that the .qml styles beside them were applied by QGIS itself, and draws both over the
+source raster into a PNG.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+from qgis.core import (  # noqa: E402
+    QgsApplication,
+    QgsMapRendererParallelJob,
+    QgsMapSettings,
+    QgsProject,
+    QgsRasterLayer,
+    QgsVectorLayer,
+)
+from qgis.PyQt.QtCore import QSize  # noqa: E402
+from qgis.PyQt.QtGui import QColor  # noqa: E402
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("folder", type=Path, help="OUT/<survey>/<raster>")
+    parser.add_argument("--source", type=Path, default=None, help="the input raster, drawn underneath")
+    parser.add_argument("--png", type=Path, default=Path("qgis_map.png"))
+    args = parser.parse_args()
+
+    app = QgsApplication([], False)
+    app.initQgis()
+    report = json.loads((args.folder / "report.json").read_text())
+    heatmap = QgsRasterLayer(str(args.folder / "heatmap.tif"), "heatmap")
+    cracks = QgsVectorLayer(f"{args.folder / 'cracks.gpkg'}|layername=cracks", "cracks", "ogr")
+    geojson = QgsVectorLayer(str(args.folder / "cracks.geojson"), "cracks_geojson", "ogr")
+    result = {
+        "heatmap_valid": heatmap.isValid(),
+        "heatmap_crs": heatmap.crs().authid(),
+        "heatmap_renderer": heatmap.renderer().type() if heatmap.renderer() else None,
+        "cracks_valid": cracks.isValid(),
+        "cracks_crs": cracks.crs().authid(),
+        "cracks_features": cracks.featureCount(),
+        "cracks_renderer": cracks.renderer().type() if cracks.renderer() else None,
+        "cracks_fields": [f.name() for f in cracks.fields()],
+        "geojson_crs": geojson.crs().authid(),
+        "report_crs": report["raster_info"]["crs"],
+        "report_polygons": report["counts"]["polygons"],
+    }
+    layers = [cracks, heatmap]
+    if args.source:
+        source = QgsRasterLayer(str(args.source), "source")
+        layers.append(source)
+    project = QgsProject.instance()
+    for layer in layers:
+        project.addMapLayer(layer)
+    settings = QgsMapSettings()
+    settings.setLayers(layers)
+    settings.setDestinationCrs(heatmap.crs())
+    settings.setExtent(heatmap.extent())
+    settings.setOutputSize(QSize(1000, int(1000 * heatmap.height() / heatmap.width())))
+    settings.setBackgroundColor(QColor("white"))
+    job = QgsMapRendererParallelJob(settings)
+    job.start()
+    job.waitForFinished()
+    job.renderedImage().save(str(args.png))
+    result["png"] = str(args.png)
+    print(json.dumps(result, indent=1))
+    app.exitQgis()
+    expected_crs = result["report_crs"] or ""
+    ok = (result["heatmap_valid"] and result["cracks_valid"] and result["heatmap_crs"] == expected_crs
+          and result["cracks_crs"] == expected_crs and result["cracks_features"] == result["report_polygons"]
+          and result["heatmap_renderer"] == "singlebandpseudocolor" and result["cracks_renderer"] == "graduatedSymbol")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
