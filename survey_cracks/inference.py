@@ -46,20 +46,27 @@ class ModelSpec:
 
 
 def _classifier(spec: ModelSpec):  # type: ignore[no-untyped-def]
-    """The worker's cached model; loaded once per worker process."""
+    """The worker's cached model; loaded once per worker process.
+
+    On a real cluster the client's path may not exist on the worker: the worker's own
+    copy of the shipped model is used when its sha256 matches.
+    """
     import torch
 
-    from survey_cracks.model import CrackClassifier, file_sha256
+    from survey_cracks.errors import ModelFileError
+    from survey_cracks.model import SHIPPED_MODEL, CrackClassifier, file_sha256
 
     key = (spec.path, spec.sha256, spec.device, spec.precision)
     with _MODEL_LOCK:
         if key not in _MODELS:
             torch.set_num_threads(spec.threads)
-            if file_sha256(spec.path) != spec.sha256:
-                from survey_cracks.errors import ModelFileError
-
-                raise ModelFileError(spec.path, "model file differs on this worker", "give workers the same model file")
-            _MODELS[key] = CrackClassifier(spec.path, device=spec.device, precision=spec.precision)  # type: ignore[arg-type]
+            path = Path(spec.path)
+            if not path.is_file() and SHIPPED_MODEL.is_file() and file_sha256(SHIPPED_MODEL) == spec.sha256:
+                path = SHIPPED_MODEL
+            if not path.is_file() or file_sha256(path) != spec.sha256:
+                raise ModelFileError(spec.path, "model file missing or different on this Dask worker",
+                                     "put the same model file at the same path on every worker")
+            _MODELS[key] = CrackClassifier(path, device=spec.device, precision=spec.precision)  # type: ignore[arg-type]
         return _MODELS[key]
 
 

@@ -128,13 +128,22 @@ def _overview_shape(src: rasterio.io.DatasetReader, longest: int = 1024) -> tupl
     return max(1, int(src.height / scale)), max(1, int(src.width / scale))
 
 
-def _has_valid_pixels(src: rasterio.io.DatasetReader) -> bool:
-    """A decimated look at the mask first; only if it sees nothing, every block (bounded memory)."""
-    if src.dataset_mask(out_shape=_overview_shape(src), resampling=Resampling.nearest).any():
-        return True
-    from survey_cracks.tiling import block_windows
+def _has_valid_pixels(src: rasterio.io.DatasetReader, full_scan_limit: float = 50e6) -> bool:
+    """A decimated look at the mask; only small rasters are scanned block by block when it sees nothing.
 
-    return any(src.dataset_mask(window=w).any() for w in block_windows(src.width, src.height, 2048))
+    Reading a mask without overviews touches every block, seconds on a large raster,
+    so above ``full_scan_limit`` pixels an empty footprint is left for the pipeline
+    to report when no patch lies inside it.
+    """
+    if src.overviews(1) or src.width * src.height <= full_scan_limit:
+        if src.dataset_mask(out_shape=_overview_shape(src), resampling=Resampling.nearest).any():
+            return True
+        if src.width * src.height > full_scan_limit:
+            return False
+        from survey_cracks.tiling import block_windows
+
+        return any(src.dataset_mask(window=w).any() for w in block_windows(src.width, src.height, 2048))
+    return True
 
 
 def _stretch_range(src: rasterio.io.DatasetReader, bands: tuple[int, int, int]) -> tuple[float, float]:
