@@ -18,6 +18,7 @@ nothing is copied). Then:
 from __future__ import annotations
 
 import argparse
+import hashlib
 import csv
 import json
 import re
@@ -35,7 +36,7 @@ sys.path.insert(0, str(ROOT))
 
 from survey_cracks.config import DataSource, TrainConfig  # noqa: E402
 from survey_cracks.model import SHIPPED_MODEL, load_checkpoint  # noqa: E402
-from survey_cracks.training.data import build_patch_set, split_of  # noqa: E402
+from survey_cracks.training.data import build_patch_set  # noqa: E402
 from survey_cracks.training.labels import yolo_to_pixel_boxes  # noqa: E402
 from survey_cracks.training.train import evaluate_sets  # noqa: E402
 
@@ -49,10 +50,12 @@ def make_surveys(data: Path, out: Path, seed: int = 0) -> tuple[Path, Path]:
     for folder in (tune, held):
         shutil.rmtree(folder, ignore_errors=True)
         folder.mkdir(parents=True)
-    splitter = DataSource(name="o6", kind="survey", root=out, split={"val": 0.5, "test": 0.0})
+    photos = sorted({re.sub(r"_\d+_\d+$", "", s) for s in stems},
+                    key=lambda p: hashlib.sha256(f"{seed}:{p}".encode()).hexdigest())
+    held_photos = set(photos[: len(photos) // 2])  # tiles of one photo never straddle the split
     for stem in stems:
         photo = re.sub(r"_\d+_\d+$", "", stem)
-        folder = held if split_of(photo, splitter, seed) == "val" else tune
+        folder = held if photo in held_photos else tune
         image = data / "images" / f"{stem}.jpg"
         (folder / image.name).symlink_to(image.resolve())
         lines = (data / "labels" / f"{stem}.txt").read_text().splitlines()

@@ -8,12 +8,9 @@ The patch preprocessing lives here too, so training and inference share it.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 import torch
@@ -22,67 +19,26 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from torchvision.models import resnet18
 
+from survey_cracks.checkpoint import (  # noqa: F401  (re-exported: the model's public API)
+    ARCH,
+    CLASSES,
+    FORMAT,
+    IMAGENET_FILE,
+    IMAGENET_MEAN,
+    IMAGENET_SHA256,
+    IMAGENET_STD,
+    SHIPPED_MODEL,
+    ModelMeta,
+    file_sha256,
+    read_meta,
+)
 from survey_cracks.errors import ModelFileError
-
-ARCH = "resnet18"
-CLASSES = ("no_crack", "crack")
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-FORMAT = "survey_cracks.checkpoint/1"
-# torchvision's own ImageNet weights; verified by hash before use.
-IMAGENET_FILE = "resnet18-f37072fd.pth"
-IMAGENET_SHA256 = "f37072fd47e89c5e827621c5baffa7500819f7896bbacec160b1a16c560e07ec"
-SHIPPED_MODEL = Path(__file__).parent / "weights" / "crack_resnet18.safetensors"
-
-
-@dataclass
-class ModelMeta:
-    """What a checkpoint says about itself."""
-
-    arch: str = ARCH
-    classes: tuple[str, ...] = CLASSES
-    patch_size: int = 128
-    mean: tuple[float, float, float] = IMAGENET_MEAN
-    std: tuple[float, float, float] = IMAGENET_STD
-    threshold: float = 0.5
-    provenance: dict[str, Any] = field(default_factory=dict)
-
-    def to_json(self) -> str:
-        return json.dumps({"format": FORMAT, **asdict(self)}, sort_keys=True)
-
-    @classmethod
-    def from_json(cls, text: str, path: Path) -> "ModelMeta":
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError:
-            raise ModelFileError(path, "checkpoint metadata is not valid JSON", "re-export the model") from None
-        if data.pop("format", None) != FORMAT:
-            raise ModelFileError(path, "not a survey_cracks checkpoint", "train or fine-tune one with survey-cracks")
-        try:
-            meta = cls(**data)
-        except TypeError as exc:
-            raise ModelFileError(path, f"checkpoint metadata does not match ({exc})", "re-export the model") from None
-        meta.classes = tuple(meta.classes)
-        meta.mean = tuple(meta.mean)  # type: ignore[assignment]
-        meta.std = tuple(meta.std)  # type: ignore[assignment]
-        if meta.arch != ARCH or len(meta.classes) != 2:
-            raise ModelFileError(path, f"unsupported architecture {meta.arch} / classes {meta.classes}")
-        return meta
-
 
 def build_model(num_classes: int = 2) -> nn.Module:
     """ResNet18 with a fresh two-class head."""
     model = resnet18(weights=None)
     model.fc = nn.Linear(model.fc.in_features, num_classes)
     return model
-
-
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def find_imagenet_weights(path: str | Path | None = None) -> Path | None:
@@ -131,22 +87,6 @@ def save_checkpoint(path: str | Path, model: nn.Module, meta: ModelMeta, half: b
     return file_sha256(path)
 
 
-def read_meta(path: str | Path) -> ModelMeta:
-    """Metadata only, without loading tensors."""
-    path = Path(path)
-    from safetensors import safe_open
-
-    _check_exists(path)
-    try:
-        with safe_open(str(path), framework="pt") as fh:
-            header = fh.metadata() or {}
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise ModelFileError(path, f"not a valid model file ({exc})", "give a .safetensors checkpoint made by survey-cracks") from None
-    if "survey_cracks" not in header:
-        raise ModelFileError(path, "safetensors file has no survey_cracks metadata", "train or export it with survey-cracks")
-    return ModelMeta.from_json(header["survey_cracks"], path)
-
-
 def load_checkpoint(path: str | Path | None = None) -> tuple[nn.Module, ModelMeta]:
     """Load a checkpoint (default: the shipped model) as an fp32 model in eval mode."""
     path = Path(path) if path is not None else SHIPPED_MODEL
@@ -163,13 +103,6 @@ def load_checkpoint(path: str | Path | None = None) -> tuple[nn.Module, ModelMet
         raise ModelFileError(path, f"weights do not fit a ResNet18 ({str(exc)[:120]})", "re-export the model") from None
     model.eval()
     return model, meta
-
-
-def _check_exists(path: Path) -> None:
-    if not path.is_file():
-        if path == SHIPPED_MODEL:
-            raise ModelFileError(path, "the shipped model is missing from the package", "reinstall or pass --model")
-        raise ModelFileError(path, "model file not found", "check --model")
 
 
 def patches_to_tensor(patches: np.ndarray | torch.Tensor, meta: ModelMeta) -> torch.Tensor:

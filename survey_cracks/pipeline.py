@@ -27,7 +27,7 @@ from survey_cracks.errors import OutputError, RasterError, SurveyCracksError
 from survey_cracks.evaluate import RasterMetrics, combine, evaluate_raster
 from survey_cracks.heatmap import NODATA, write_heatmap
 from survey_cracks.inference import ModelSpec, dask_client, model_spec, score_raster
-from survey_cracks.model import SHIPPED_MODEL, ModelMeta, file_sha256, read_meta
+from survey_cracks.checkpoint import SHIPPED_MODEL, ModelMeta, file_sha256, read_meta
 from survey_cracks.raster import RasterInfo, inspect_raster
 from survey_cracks.report import RasterOutcome, package_versions, write_json, write_summary
 from survey_cracks.tiling import PatchGrid, patch_grid, window_size_for_ground

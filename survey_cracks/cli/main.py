@@ -196,7 +196,7 @@ def loso(config_path: Path, holdout: tuple[str, ...], epochs: int, samples_per_e
 @model_opt
 def info(model_path: Path | None) -> None:
     """Show a checkpoint's metadata: patch size, threshold, training provenance."""
-    from survey_cracks.model import SHIPPED_MODEL, file_sha256, read_meta
+    from survey_cracks.checkpoint import SHIPPED_MODEL, file_sha256, read_meta
 
     path = model_path or SHIPPED_MODEL
     try:
