@@ -13,6 +13,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)  ## Run the crack job on the bundled sample surveys -> out/demo/
+	mkdir -p $(dir $(OUT))
 	$(VENV)/bin/survey-cracks run sample_surveys --out $(OUT)
 
 test: $(STAMP)  ## The whole test suite

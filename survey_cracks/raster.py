@@ -199,8 +199,20 @@ def read_window(
         valid[r0 : r0 + h, c0 : c0 + w] = mask > 0
     else:
         valid[r0 : r0 + h, c0 : c0 + w] = True
-    rgb[~valid] = 0
+    fill_invalid(rgb, valid)
     return rgb, valid
+
+
+def fill_invalid(rgb: np.ndarray, valid: np.ndarray) -> None:
+    """Paint pixels outside the footprint with the mean colour of the valid ones, in place.
+
+    A black nodata border next to real pixels is a long dark straight edge: to a crack
+    classifier it looks like a crack, and the footprint outline lit up in the heatmap.
+    A flat fill of the surface's own colour has no such edge.
+    """
+    if valid.all():
+        return
+    rgb[~valid] = rgb[valid].mean(axis=0).astype(np.uint8) if valid.any() else 0
 
 
 def to_uint8(data: np.ndarray, value_range: tuple[float, float]) -> np.ndarray:
