@@ -16,7 +16,7 @@ import os
 import platform
 import subprocess
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
@@ -35,6 +35,7 @@ from survey_cracks.model import (
     ModelMeta,
     autocast_dtype,
     build_model,
+    file_sha256,
     find_imagenet_weights,
     load_checkpoint,
     load_imagenet_backbone,
@@ -89,8 +90,8 @@ def initialise(model: nn.Module, config: TrainConfig) -> Initialisation:
         source = config.init_path or SHIPPED_MODEL
         pretrained_model, meta = load_checkpoint(source)
         model.load_state_dict(pretrained_model.state_dict())
-        sha = meta.provenance.get("weights_sha256", "")
-        return Initialisation("shipped", f"survey_cracks model {Path(source).name} {sha[:12]}".strip(), True)
+        sha = file_sha256(source)
+        return Initialisation("shipped", f"survey_cracks model {Path(source).name} (sha256 {sha[:12]})", True)
     return Initialisation("scratch", "random init (asked for)", False)
 
 
@@ -111,7 +112,6 @@ class FitResult:
     seconds: float
     init: Initialisation
     threshold: float = 0.5
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def fit(
