@@ -71,19 +71,38 @@ def _axis_weights(offsets: np.ndarray, start: int, length: int, ramp: np.ndarray
 def block_heatmap(
     window: Window, grid: PatchGrid, scores: np.ndarray, ramp: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Weighted score sum and weight sum for one output block.
+    """Weighted score sum and weight sum for one output block."""
+    return BlockBlender(grid, scores, ramp).sums(window)
+
+
+class BlockBlender:
+    """Blends the scores of all windows over an output block.
 
     The windows form a lattice and the weight is separable, so the sums over all
-    overlapping windows are two small matrix products: ``Wr.T @ S @ Wc``.
+    overlapping windows are two small matrix products, ``Wr.T @ S @ Wc``. The row
+    and column weights are the same for every block of a block row or column, so
+    they are computed once each.
     """
-    row_idx, col_idx = grid.lattice_overlap(window)
-    lattice = scores.reshape(len(grid.rows), len(grid.cols))[np.ix_(row_idx, col_idx)]
-    scored = np.isfinite(lattice)
-    wr = _axis_weights(grid.rows[row_idx], int(window.row_off), int(window.height), ramp)
-    wc = _axis_weights(grid.cols[col_idx], int(window.col_off), int(window.width), ramp)
-    total = wr.T @ np.where(scored, lattice, 0.0).astype(np.float32) @ wc
-    weight = wr.T @ scored.astype(np.float32) @ wc
-    return total, weight
+
+    def __init__(self, grid: PatchGrid, scores: np.ndarray, ramp: np.ndarray) -> None:
+        self.grid, self.ramp = grid, ramp
+        self.lattice = scores.reshape(len(grid.rows), len(grid.cols))
+        self._row_weights: dict[tuple[int, int], np.ndarray] = {}
+        self._col_weights: dict[tuple[int, int], np.ndarray] = {}
+
+    def sums(self, window: Window) -> tuple[np.ndarray, np.ndarray]:
+        r0, c0, h, w = int(window.row_off), int(window.col_off), int(window.height), int(window.width)
+        row_idx, col_idx = self.grid.lattice_overlap(window)
+        if (r0, h) not in self._row_weights:
+            self._row_weights = {(r0, h): _axis_weights(self.grid.rows[row_idx], r0, h, self.ramp)}  # blocks come row by row
+        if (c0, w) not in self._col_weights:
+            self._col_weights[(c0, w)] = _axis_weights(self.grid.cols[col_idx], c0, w, self.ramp)
+        wr, wc = self._row_weights[(r0, h)], self._col_weights[(c0, w)]
+        lattice = self.lattice[np.ix_(row_idx, col_idx)]
+        scored = np.isfinite(lattice)
+        total = wr.T @ np.where(scored, lattice, 0.0).astype(np.float32) @ wc
+        weight = wr.T @ scored.astype(np.float32) @ wc
+        return total, weight
 
 
 def write_heatmap(
@@ -109,11 +128,13 @@ def write_heatmap(
             # Pixel-coordinate outputs carry x = column, y = -row on purpose (see raster.PIXEL_TRANSFORM).
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
             _write_blocks(staging, info, grid, scores, ramp, config, progress, on_block)
+        level = {} if config.compress == "lzw" else {"LEVEL": config.compress_level}
         rasterio.shutil.copy(
             staging,
             final_tmp,
             driver="COG",
             COMPRESS=config.compress.upper(),
+            **level,
             PREDICTOR="YES",
             BLOCKSIZE=config.block_size,
             OVERVIEWS="AUTO",
@@ -135,8 +156,9 @@ def _write_blocks(
     # The staging file is uncompressed: the COG copy compresses once, not twice.
     with rasterio.open(info.path) as src, rasterio.open(staging, "w", **heatmap_profile(info, config)) as dst:
         blocks = block_windows(info.width, info.height, config.block_size)
+        blender = BlockBlender(grid, scores, ramp)
         for window in tqdm(blocks, desc="heatmap", unit="block", disable=not progress, leave=False):
-            total, weight = block_heatmap(window, grid, scores, ramp)
+            total, weight = blender.sums(window)
             out = np.full(total.shape, NODATA, dtype=np.float32)
             assessed = weight > 0
             if info.has_mask:

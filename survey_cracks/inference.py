@@ -24,7 +24,7 @@ from rasterio.windows import Window
 from tqdm import tqdm
 
 from survey_cracks.config import InferenceConfig
-from survey_cracks.raster import RasterInfo, open_raster, read_patch, read_window
+from survey_cracks.raster import RasterInfo, fill_invalid, open_raster, read_patch, read_window
 from survey_cracks.tiling import PatchGrid
 
 ProgressCallback = Callable[[int], None]
@@ -71,28 +71,46 @@ def _classifier(spec: ModelSpec):  # type: ignore[no-untyped-def]
 
 
 def iter_patches(
-    src: rasterio.io.DatasetReader, info: RasterInfo, offsets: np.ndarray, window_size: int, patch_size: int
-) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
-    """(index, rgb, valid) for each window at ``offsets``.
+    src: rasterio.io.DatasetReader,
+    info: RasterInfo,
+    offsets: np.ndarray,
+    window_size: int,
+    patch_size: int,
+    min_valid_fraction: float = 0.0,
+) -> Iterator[tuple[int, np.ndarray]]:
+    """(index, rgb) for each window at ``offsets`` with enough valid pixels.
 
     At native resolution the windows of one grid row are cut from a single strip
     read (one GDAL call instead of hundreds); resampled (GSD-aware) windows are read
-    one by one. Either way the pixels equal those of `raster.read_patch`.
+    one by one. Either way each patch's pixels, nodata fill included, equal those of
+    `raster.read_patch`.
     """
     if window_size != patch_size:
         for i, (row, col) in enumerate(offsets):
-            yield (i, *read_patch(src, info, Window(int(col), int(row), window_size, window_size), patch_size))
+            rgb, valid = read_patch(src, info, Window(int(col), int(row), window_size, window_size), patch_size)
+            if np.count_nonzero(valid) >= min_valid_fraction * valid.size:
+                yield i, rgb
         return
+    needed = min_valid_fraction * window_size * window_size
     rows = offsets[:, 0]
     for row in np.unique(rows):
         members = np.flatnonzero(rows == row)
         cols = offsets[members, 1]
         left = int(cols.min())
         strip = Window(left, int(row), int(cols.max()) - left + window_size, window_size)
-        rgb, valid = read_window(src, info, strip)
+        rgb, valid = read_window(src, info, strip, fill=False)
+        # Column counts once per strip make each window's valid count a difference of sums.
+        valid_before = np.concatenate([[0], np.cumsum(np.count_nonzero(valid, axis=0))])
         for i, col in zip(members, cols):
             c = int(col) - left
-            yield int(i), rgb[:, c : c + window_size], valid[:, c : c + window_size]
+            count = valid_before[c + window_size] - valid_before[c]
+            if count < needed or count == 0:
+                continue
+            patch = rgb[:, c : c + window_size]
+            if count < valid.shape[0] * window_size:
+                patch = patch.copy()
+                fill_invalid(patch, valid[:, c : c + window_size])
+            yield int(i), patch
 
 
 def score_windows(
@@ -116,9 +134,7 @@ def score_windows(
             where.clear()
 
     with open_raster(info.path) as src:
-        for i, rgb, valid in iter_patches(src, info, offsets, window_size, patch_size):
-            if valid.mean() < min_valid_fraction:
-                continue
+        for i, rgb in iter_patches(src, info, offsets, window_size, patch_size, min_valid_fraction):
             batch.append(rgb)
             where.append(i)
             if len(batch) >= spec.batch_size:
@@ -176,8 +192,8 @@ def worker_settings(config: InferenceConfig) -> dict[str, object]:
         "distributed.worker.profile.enabled": False,
         # A whole mapping: dask.config.set would rewrite '_' to '-' in dotted keys.
         "distributed.nanny.pre-spawn-environ": {
-            "OMP_NUM_THREADS": str(config.torch_threads()),
-            "MKL_NUM_THREADS": str(config.torch_threads()),
+            "OMP_NUM_THREADS": str(config.torch_threads),
+            "MKL_NUM_THREADS": str(config.torch_threads),
             "GDAL_CACHEMAX": str(config.gdal_cache_mb),
         },
     }
@@ -192,7 +208,7 @@ def dask_client(config: InferenceConfig) -> Iterator[Client]:
         return
     with dask.config.set(worker_settings(config)), LocalCluster(
         n_workers=config.workers,
-        threads_per_worker=1,
+        threads_per_worker=config.worker_threads(),
         processes=True,
         dashboard_address=None,
         silence_logs=logging.ERROR,
@@ -207,7 +223,7 @@ def model_spec(path: Path, sha256: str, config: InferenceConfig) -> ModelSpec:
         sha256=sha256,
         device=config.device,
         precision=config.precision,
-        threads=config.torch_threads(),
+        threads=config.torch_threads,
         batch_size=config.batch_size,
     )
 

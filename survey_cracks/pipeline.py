@@ -83,7 +83,9 @@ def run_surveys(
         result.outcomes.append(RasterOutcome(survey="", raster="", source=str(error.path), status="error", error=error.message))
     spec = model_spec(model_path, sha, config.inference)
     if rasters:
-        with rasterio.Env(GDAL_CACHEMAX=config.inference.gdal_cache_mb), dask_client(config.inference) as client:
+        # rasterio passes an integer GDAL_CACHEMAX to GDALSetCacheMax64: bytes, not MB.
+        cache_bytes = config.inference.gdal_cache_mb * 2**20
+        with rasterio.Env(GDAL_CACHEMAX=cache_bytes), dask_client(config.inference) as client:
             log(f"dask: {len(client.scheduler_info().get('workers', {}))} workers at {client.scheduler.address}")
             for number, item in enumerate(rasters, 1):
                 log(f"[{number}/{len(rasters)}] {item.survey}/{item.path.name}")

@@ -171,11 +171,14 @@ def read_window(
     info: RasterInfo,
     window: Window,
     out_shape: tuple[int, int] | None = None,
+    fill: bool = True,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Read ``window`` (optionally resampled to ``out_shape``) as RGB uint8 plus a validity mask.
 
     Parts of the window outside the raster are filled with zeros and marked invalid,
-    so rasters smaller than a patch still work.
+    so rasters smaller than a patch still work. With ``fill`` the invalid pixels are
+    then painted by `fill_invalid`; a caller that cuts patches from a larger read
+    passes ``fill=False`` and fills each patch itself, as `read_patch` would.
     """
     out_h, out_w = out_shape or (int(window.height), int(window.width))
     full = Window(0, 0, info.width, info.height)
@@ -199,7 +202,8 @@ def read_window(
         valid[r0 : r0 + h, c0 : c0 + w] = mask > 0
     else:
         valid[r0 : r0 + h, c0 : c0 + w] = True
-    fill_invalid(rgb, valid)
+    if fill:
+        fill_invalid(rgb, valid)
     return rgb, valid
 
 

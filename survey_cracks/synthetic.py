@@ -897,7 +897,7 @@ def write_orthomosaic(
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     # a small block cache: written tiles are flushed, not hoarded (bounded RAM at any size)
-    with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True, GDAL_CACHEMAX=64), rasterio.open(path, "w", **profile) as dst:
+    with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True, GDAL_CACHEMAX=64 * 2**20), rasterio.open(path, "w", **profile) as dst:
         for row0 in range(0, height, block):
             bh = min(block, height - row0)
             for col0 in range(0, width, block):

@@ -57,9 +57,24 @@ class PatchGrid:
         row, col = self.rows[index // len(self.cols)], self.cols[index % len(self.cols)]
         return Window(int(col), int(row), self.size, self.size)
 
-    def chunks(self, per_chunk: int) -> list[np.ndarray]:
-        """Index ranges for Dask tasks, in row-major order so neighbours share file blocks."""
-        return [np.arange(start, min(start + per_chunk, len(self))) for start in range(0, len(self), per_chunk)]
+    def chunks(self, per_chunk: int, max_span_px: int = 4096) -> list[np.ndarray]:
+        """Flat window indices for Dask tasks: rectangles of the lattice, in row-major order.
+
+        A task spans at most ``max_span_px`` source pixels across, whatever the raster's
+        width, so the file blocks one task revisits (its strips overlap by the stride)
+        fit a small, fixed GDAL cache: memory stays flat from 100 MP to 10 GP.
+        """
+        span = max(1, (max_span_px - self.size) // self.stride + 1)
+        cols_per_chunk = max(1, min(len(self.cols), span, per_chunk))
+        rows_per_chunk = max(1, per_chunk // cols_per_chunk)
+        ncols = len(self.cols)
+        chunks = []
+        for r0 in range(0, len(self.rows), rows_per_chunk):
+            rows = np.arange(r0, min(r0 + rows_per_chunk, len(self.rows)))
+            for c0 in range(0, ncols, cols_per_chunk):
+                cols = np.arange(c0, min(c0 + cols_per_chunk, ncols))
+                chunks.append((rows[:, None] * ncols + cols[None, :]).ravel())
+        return chunks
 
     def lattice_overlap(self, window: Window) -> tuple[np.ndarray, np.ndarray]:
         """Indices into ``rows`` and ``cols`` of the window rows / columns that overlap ``window``."""

@@ -112,7 +112,7 @@ def cluster():
 HELP_EXPECTS = {
     (): ["run", "train", "finetune", "export", "loso", "info", "--version", "--help"],
     ("run",): ["INPUTS", "--out", "--config", "--model", "--scheduler", "--workers", "--threshold", "--ground-patch-m",
-               "--batch-size", "--quiet", "[default: min(4, CPUs)]", "[default: start a LocalCluster on this machine]",
+               "--batch-size", "--quiet", "--threads", "[default: CPUs // workers]", "[default: start a LocalCluster on this machine]",
                "[default: the model's calibrated threshold]", "[default: 64]", "[default: the shipped crack model]",
                "heatmap.tif", "cracks.gpkg", "summary.csv", "Exit code 0"],
     ("train",): ["--config", "--out-dir", "--epochs", "--init", "--init-path", "--resume", "--ship",

@@ -84,3 +84,27 @@ def test_empty_footprint(tmp_path):
     path = write_geotiff(tmp_path / "e.tif", np.zeros((32, 32, 3), np.uint8), nodata=0)
     with pytest.raises(RasterError, match="no valid pixels"):
         inspect_raster(path)
+
+
+@pytest.mark.parametrize("window_size", [32, 48])
+def test_strip_patches_equal_read_patch(tmp_path, window_size):
+    """Inference cuts patches from strips; training reads them one by one: same pixels, same skips."""
+    from survey_cracks.inference import iter_patches
+    from survey_cracks.tiling import patch_grid
+
+    rng = np.random.default_rng(3)
+    rgb = rng.integers(0, 255, (100, 130, 3), dtype=np.uint8)
+    yy, xx = np.mgrid[:100, :130]
+    footprint = (yy - 50) ** 2 + (xx - 65) ** 2 < 45**2  # a disc: corner windows partly or wholly outside
+    path = write_geotiff(tmp_path / "disc.tif", rgb, mask=footprint)
+    info = inspect_raster(path)
+    grid = patch_grid(info.width, info.height, window_size, 16)
+    with open_raster(path) as src:
+        cut = dict(iter_patches(src, info, grid.offsets, window_size, 32, min_valid_fraction=0.6))
+        for i in range(len(grid)):
+            patch, valid = read_patch(src, info, grid.window(i), 32)
+            if valid.mean() < 0.6:
+                assert i not in cut
+            else:
+                np.testing.assert_array_equal(cut[i], patch)
+    assert 0 < len(cut) < len(grid)

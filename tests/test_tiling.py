@@ -26,9 +26,19 @@ def test_grid_row_major_and_chunks():
     grid = patch_grid(300, 200, 128, 64)
     assert len(grid) == 4 * 3  # rows at 0, 64, 72 (last shifted inside)
     assert grid.window(1) == Window(64, 0, 128, 128)
-    chunks = grid.chunks(5)
-    assert [len(c) for c in chunks] == [5, 5, 2]
+    chunks = grid.chunks(5)  # a whole lattice row (4 windows) per task
+    assert [len(c) for c in chunks] == [4, 4, 4]
     assert np.concatenate(chunks).tolist() == list(range(len(grid)))
+
+
+def test_chunks_are_rectangles_of_bounded_width():
+    grid = patch_grid(20000, 3000, 128, 64)
+    chunks = grid.chunks(512, max_span_px=4096)
+    assert sorted(np.concatenate(chunks).tolist()) == list(range(len(grid)))  # each window exactly once
+    for chunk in chunks:
+        rows, cols = np.unique(chunk // len(grid.cols)), np.unique(chunk % len(grid.cols))
+        assert len(chunk) == len(rows) * len(cols) <= 512  # a full rectangle
+        assert grid.cols[cols[-1]] + grid.size - grid.cols[cols[0]] <= 4096
 
 
 def test_intersecting_finds_exactly_overlapping_windows():

@@ -49,7 +49,10 @@ def cli() -> None:
 @model_opt
 @click.option("--scheduler", default=None, help="Address of a running Dask scheduler (tcp://host:8786). "
               "[default: start a LocalCluster on this machine]")
-@click.option("--workers", type=click.IntRange(1), default=None, help="LocalCluster worker processes.  [default: min(4, CPUs)]")
+@click.option("--workers", type=click.IntRange(1), default=None,
+              help="LocalCluster worker processes; each loads torch (~0.8 GB).  [default: 1]")
+@click.option("--threads", type=click.IntRange(1), default=None,
+              help="Tasks each worker runs at once, one torch thread each.  [default: CPUs // workers]")
 @click.option("--threshold", type=click.FloatRange(0, 1), default=None,
               help="Crack probability for polygons and metrics.  [default: the model's calibrated threshold]")
 @click.option("--ground-patch-m", type=click.FloatRange(min=0, min_open=True), default=None,
@@ -57,7 +60,7 @@ def cli() -> None:
 @click.option("--batch-size", type=click.IntRange(1), default=None, help="Patches per model batch.  [default: 64]")
 @quiet_opt
 def run(inputs: tuple[Path, ...], out: Path, config_path: Path | None, model_path: Path | None, scheduler: str | None,
-        workers: int | None, threshold: float | None, ground_patch_m: float | None, batch_size: int | None, quiet: bool) -> None:
+        workers: int | None, threads: int | None, threshold: float | None, ground_patch_m: float | None, batch_size: int | None, quiet: bool) -> None:
     """Detect cracks in every raster of INPUTS (raster files, survey folders, or folders of survey folders).
 
     \b
@@ -72,7 +75,8 @@ def run(inputs: tuple[Path, ...], out: Path, config_path: Path | None, model_pat
 
     try:
         config = load_config(RunConfig, config_path, {
-            "inference.scheduler": scheduler, "inference.workers": workers, "inference.batch_size": batch_size,
+            "inference.scheduler": scheduler, "inference.workers": workers,
+            "inference.threads_per_worker": threads, "inference.batch_size": batch_size,
             "vectorize.threshold": threshold, "tiling.ground_patch_m": ground_patch_m,
         })
         result = run_surveys(list(inputs), out, config, model_path, progress=not quiet, log=click.echo)
