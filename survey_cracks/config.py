@@ -68,7 +68,7 @@ class InferenceConfig(StrictModel):
     )
     torch_threads: int = Field(1, ge=1, description="torch intra-op threads of each task")
     windows_per_task: int = Field(512, ge=1, description="patches one Dask task reads and scores")
-    precision: Precision = Field("auto", description="auto = bf16 on CPUs that support it, fp16 on CUDA")
+    precision: Precision = Field("auto", description="auto = fp16 on CUDA, bf16 on CPUs that run it natively (AVX-512 BF16/AMX), else fp32")
     device: Device = "auto"
     scheduler: str | None = Field(None, description="address of an existing Dask scheduler")
     gdal_cache_mb: int = Field(64, ge=8, description="GDAL block cache per process (MB): bounds memory")

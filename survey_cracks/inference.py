@@ -217,6 +217,18 @@ def dask_client(config: InferenceConfig) -> Iterator[Client]:
         yield client
 
 
+def worker_compute(client: Client, spec: ModelSpec) -> list[str]:
+    """What the workers run the model on (e.g. ``cpu fp32``, ``cuda fp16``), as each worker resolves ``auto``."""
+    return sorted(set(client.run(_compute_of, spec.device, spec.precision).values()))
+
+
+def _compute_of(device: str, precision: str) -> str:
+    from survey_cracks.model import autocast_dtype, pick_device, precision_name
+
+    resolved = pick_device(device)  # type: ignore[arg-type]
+    return f"{resolved.type} {precision_name(autocast_dtype(resolved, precision))}"
+
+
 def model_spec(path: Path, sha256: str, config: InferenceConfig) -> ModelSpec:
     return ModelSpec(
         path=str(Path(path).resolve()),
@@ -228,4 +240,4 @@ def model_spec(path: Path, sha256: str, config: InferenceConfig) -> ModelSpec:
     )
 
 
-__all__ = ["ModelSpec", "dask_client", "model_spec", "score_raster", "score_windows"]
+__all__ = ["ModelSpec", "dask_client", "model_spec", "score_raster", "score_windows", "worker_compute"]

@@ -127,15 +127,34 @@ def pick_device(device: Literal["auto", "cpu", "cuda"] = "auto") -> torch.device
     return torch.device("cpu")
 
 
+def cpu_has_fast_bf16() -> bool:
+    """Whether oneDNN runs bf16 natively on this CPU (AVX-512 BF16 / AMX class).
+
+    Elsewhere (AVX2-only CPUs) bf16 is emulated: measured here, ResNet18 at 128 px ran at 14 patches/s
+    in bf16 against ~100 in fp32, so ``auto`` must not pick it blindly.
+    """
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
 def autocast_dtype(device: torch.device, precision: str) -> torch.dtype | None:
-    """bf16 on CPUs (fast with oneDNN), fp16 on CUDA; None means plain fp32."""
+    """The autocast dtype for ``precision``; None means plain fp32.
+
+    ``auto``: fp16 on CUDA, bf16 on CPUs that run it natively, fp32 on other CPUs.
+    """
     if precision == "fp32":
         return None
     if device.type == "cuda":
         return torch.bfloat16 if precision == "bf16" else torch.float16
-    if precision in ("auto", "bf16"):
+    if precision == "bf16" or (precision == "auto" and cpu_has_fast_bf16()):
         return torch.bfloat16
     return None
+
+
+def precision_name(amp_dtype: torch.dtype | None) -> str:
+    return {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(amp_dtype, "fp32")  # type: ignore[arg-type]
 
 
 class CrackClassifier:

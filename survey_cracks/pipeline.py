@@ -26,7 +26,7 @@ from survey_cracks.discover import SurveyRaster, find_rasters
 from survey_cracks.errors import OutputError, RasterError, SurveyCracksError
 from survey_cracks.evaluate import RasterMetrics, combine, evaluate_raster
 from survey_cracks.heatmap import NODATA, write_heatmap
-from survey_cracks.inference import ModelSpec, dask_client, model_spec, score_raster
+from survey_cracks.inference import ModelSpec, dask_client, model_spec, score_raster, worker_compute
 from survey_cracks.checkpoint import SHIPPED_MODEL, ModelMeta, file_sha256, read_meta
 from survey_cracks.raster import RasterInfo, inspect_raster
 from survey_cracks.report import RasterOutcome, package_versions, write_json, write_summary
@@ -78,6 +78,7 @@ def run_surveys(
     log(f"model {model_path.name} (sha256 {sha[:12]}, threshold {threshold:.3f}, {meta.provenance.get('init', 'unknown')} init)")
     rasters, input_errors = find_rasters(inputs)
     result = RunResult(out)
+    compute: list[str] = []
     for error in input_errors:
         log(f"ERROR {error.message}")
         result.outcomes.append(RasterOutcome(survey="", raster="", source=str(error.path), status="error", error=error.message))
@@ -86,7 +87,9 @@ def run_surveys(
         # rasterio passes an integer GDAL_CACHEMAX to GDALSetCacheMax64: bytes, not MB.
         cache_bytes = config.inference.gdal_cache_mb * 2**20
         with rasterio.Env(GDAL_CACHEMAX=cache_bytes), dask_client(config.inference) as client:
-            log(f"dask: {len(client.scheduler_info().get('workers', {}))} workers at {client.scheduler.address}")
+            compute = worker_compute(client, spec)
+            log(f"dask: {len(client.scheduler_info().get('workers', {}))} workers at {client.scheduler.address}, "
+                f"model on {' / '.join(compute)}")
             for number, item in enumerate(rasters, 1):
                 log(f"[{number}/{len(rasters)}] {item.survey}/{item.path.name}")
                 outcome = process_raster(item, out, client, spec, meta, threshold, config, progress)
@@ -102,7 +105,7 @@ def run_surveys(
             "inputs": [str(p) for p in inputs],
             "config": config.model_dump(mode="json"),
             "model": {"file": str(model_path), "sha256": sha, "threshold": threshold, "metadata": meta.provenance,
-                      "patch_size": meta.patch_size},
+                      "patch_size": meta.patch_size, "compute": compute},
             "versions": package_versions(),
             "rasters": len(result.outcomes),
             "failed": len(result.failed),

@@ -244,6 +244,7 @@ def test_summary_and_run_json(default_run, surveys, tiny_model):
     run = json.loads((out / "run.json").read_text())
     assert run["model"]["sha256"] == hashlib.sha256(Path(tiny_model).read_bytes()).hexdigest()
     assert run["model"]["patch_size"] == 64
+    assert run["model"]["compute"] and all(c.split()[0] in ("cpu", "cuda") for c in run["model"]["compute"])
     assert run["rasters"] == 2 and run["failed"] == 0
     versions = run["versions"]
     assert versions["survey_cracks"] == metadata.version("survey_cracks")

@@ -40,7 +40,7 @@ def model_card(run_dir: Path, checkpoint: Path, command: str) -> str:
         f"- **Operating threshold**: {meta.threshold} (max F1 on the validation split; `survey-cracks run` uses it by default)",
         f"- **Training**: {prov.get('epochs_run')} epochs run, best epoch {prov.get('best_epoch')} (early stopping on "
         f"validation F1), {prov.get('train_seconds', 0) / 60:.0f} min on {prov.get('machine')} "
-        f"(bf16 autocast + channels_last), seed {prov.get('seed')}, torch {prov.get('torch')}",
+        f"({_precision_label(prov)} + channels_last), seed {prov.get('seed')}, torch {prov.get('torch')}",
         f"- **Trained at**: {prov.get('trained_at')}, commit {prov.get('git_commit')}",
         f"- **Reproduce**: `{command}`",
         "",
@@ -115,3 +115,8 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+
+
+def _precision_label(prov: dict) -> str:
+    precision = prov.get("precision", "bf16")  # models trained before the field existed ran bf16
+    return "fp32" if precision == "fp32" else f"{precision} autocast"

@@ -41,6 +41,7 @@ from survey_cracks.model import (
     load_imagenet_backbone,
     normalise,
     pick_device,
+    precision_name,
     save_checkpoint,
     score_patches,
 )
@@ -334,6 +335,7 @@ def provenance(config: TrainConfig, result: FitResult, table: dict[str, Any], co
         "git_commit": _git_commit(),
         "torch": torch.__version__,
         "machine": f"{platform.machine()} {os.cpu_count()} cpu",
+        "precision": precision_name(autocast_dtype(pick_device("auto"), "auto")),
     }
 
 
