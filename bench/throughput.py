@@ -1,8 +1,9 @@
 """Throughput and memory benchmark: bare model vs end-to-end `run` vs a naive loop.
 
 One run measures, on this machine:
-  1. bare model   - ResNet18 alone on in-memory patches, at the model's patch size,
-                    batch 64, the pipeline's precision (bf16 autocast + channels_last on CPU);
+  1. bare model   - ResNet18 alone on in-memory patches, at the model's patch size, batch 64:
+                    the fastest of PyTorch (bf16 where native, else fp32) and ONNX Runtime,
+                    one stream or one stream per core;
   2. end-to-end   - `survey-cracks run` on procedural orthomosaics of >= 100 and 400 MP
                     (windowed reading, Dask workers, heatmap COG, polygons), wall time from
                     process start to exit, peak RSS of the whole process tree (client + workers);
@@ -36,7 +37,14 @@ from rasterio.windows import Window
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from survey_cracks.model import SHIPPED_MODEL, CrackClassifier, ModelMeta, build_model, save_checkpoint  # noqa: E402
+from survey_cracks.model import (  # noqa: E402
+    SHIPPED_MODEL,
+    CrackClassifier,
+    ModelMeta,
+    build_model,
+    precision_name,
+    save_checkpoint,
+)
 from survey_cracks.synthetic import write_orthomosaic  # noqa: E402
 
 
@@ -53,29 +61,36 @@ def sample_patches(raster: Path, size: int, count: int, seed: int = 0) -> np.nda
 
 
 def bare_model(model: Path, patches: np.ndarray, threads: int, repeats: int = 3) -> dict:
-    """The model alone on in-memory patches, the faster of two ways to use the cores.
+    """The model alone on in-memory patches: the best of every engine and way to use the cores.
 
-    ``intra-op``: one stream of batches, torch using all cores per operation;
-    ``streams``: one stream per core, one torch thread each (how the pipeline's worker runs).
-    The better of the two is what the bare model allows on this machine.
+    Engines: PyTorch at the pipeline's precision (bf16 autocast + channels_last where the CPU runs
+    bf16 natively, else fp32) and ONNX Runtime fp32. Ways: ``intra-op`` (one stream of batches,
+    all cores per operation) and ``streams`` (one stream per core, one thread each: how the
+    pipeline's worker runs). The best of them is what the bare model allows on this machine.
     """
     from concurrent.futures import ThreadPoolExecutor
 
-    classifier = CrackClassifier(model, device="cpu", precision="auto")
+    from survey_cracks.export import OnnxCrackClassifier
+
+    torch_classifier = CrackClassifier(model, device="cpu", precision="auto")
+    torch_name = f"torch {precision_name(torch_classifier.amp_dtype)}"
     rates = {}
     for mode, streams in (("intra-op", 1), ("streams", threads)):
         torch.set_num_threads(threads if streams == 1 else 1)
+        engines = {torch_name: torch_classifier,
+                   "onnxruntime fp32": OnnxCrackClassifier(model, threads=threads if streams == 1 else 1)}
         parts = np.array_split(patches, streams)
-        with ThreadPoolExecutor(streams) as pool:
-            list(pool.map(lambda part: classifier.predict(part[:64], 64), parts))  # warm-up
-            best = 0.0
-            for _ in range(repeats):
-                start = time.perf_counter()
-                list(pool.map(lambda part: classifier.predict(part, 64), parts))
-                best = max(best, len(patches) / (time.perf_counter() - start))
-        rates[mode] = round(best, 1)
-    return {"patches_per_s": max(rates.values()), "by_mode": rates, "precision": str(classifier.amp_dtype or "fp32"),
-            "batch": 64, "threads": threads}
+        for engine, classifier in engines.items():
+            with ThreadPoolExecutor(streams) as pool:
+                list(pool.map(lambda part: classifier.predict(part[:64], 64), parts))  # warm-up
+                best = 0.0
+                for _ in range(repeats):
+                    start = time.perf_counter()
+                    list(pool.map(lambda part: classifier.predict(part, 64), parts))
+                    best = max(best, len(patches) / (time.perf_counter() - start))
+            rates[f"{engine} {mode}"] = round(best, 1)
+    fastest = max(rates, key=rates.get)
+    return {"patches_per_s": rates[fastest], "fastest": fastest, "by_mode": rates, "batch": 64, "threads": threads}
 
 
 def naive_loop(model: Path, raster: Path, size: int, count: int, threads: int) -> dict:
@@ -213,7 +228,7 @@ def main() -> None:
     print("| what | patches/s | megapixels/s | peak RSS |")
     print("|---|---|---|---|")
     modes = ", ".join(f"{k} {v}" for k, v in results["bare_model"]["by_mode"].items())
-    print(f"| bare model ({results['bare_model']['precision']}, batch 64; best of {modes}) | {bare} | "
+    print(f"| bare model (batch 64; best of {modes}) | {bare} | "
           f"{bare * mp_per_patch:.1f} | |")
     print(f"| naive loop (PIL + transforms, fp32, batch 1) | {naive} | {naive * mp_per_patch:.1f} | |")
     for row in results["end_to_end"]:

@@ -51,6 +51,7 @@ class TilingConfig(StrictModel):
 
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
 Device = Literal["auto", "cpu", "cuda"]
+Engine = Literal["auto", "torch", "onnxruntime"]
 
 
 class InferenceConfig(StrictModel):
@@ -66,10 +67,13 @@ class InferenceConfig(StrictModel):
     threads_per_worker: int | None = Field(
         None, ge=1, description="tasks run at once in each worker; default cpu_count // workers"
     )
-    torch_threads: int = Field(1, ge=1, description="torch intra-op threads of each task")
+    torch_threads: int = Field(1, ge=1, description="intra-op threads of each task (torch or ONNX Runtime)")
     windows_per_task: int = Field(512, ge=1, description="patches one Dask task reads and scores")
     precision: Precision = Field("auto", description="auto = fp16 on CUDA, bf16 on CPUs that run it natively (AVX-512 BF16/AMX), else fp32")
     device: Device = "auto"
+    engine: Engine = Field(
+        "auto", description="auto = ONNX Runtime when the model runs fp32 on a CPU (faster there), else PyTorch"
+    )
     scheduler: str | None = Field(None, description="address of an existing Dask scheduler")
     gdal_cache_mb: int = Field(64, ge=8, description="GDAL block cache per process (MB): bounds memory")
 

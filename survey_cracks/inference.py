@@ -10,6 +10,7 @@ given its scheduler address.
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import logging
 import threading
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ from rasterio.windows import Window
 from tqdm import tqdm
 
 from survey_cracks.config import InferenceConfig
+from survey_cracks.errors import ConfigError
 from survey_cracks.raster import RasterInfo, fill_invalid, open_raster, read_patch, read_window
 from survey_cracks.tiling import PatchGrid
 
@@ -41,6 +43,7 @@ class ModelSpec:
     sha256: str
     device: str = "auto"
     precision: str = "auto"
+    engine: str = "auto"
     threads: int = 1
     batch_size: int = 64
 
@@ -56,7 +59,7 @@ def _classifier(spec: ModelSpec):  # type: ignore[no-untyped-def]
     from survey_cracks.errors import ModelFileError
     from survey_cracks.model import SHIPPED_MODEL, CrackClassifier, file_sha256
 
-    key = (spec.path, spec.sha256, spec.device, spec.precision)
+    key = (spec.path, spec.sha256, spec.device, spec.precision, spec.engine)
     with _MODEL_LOCK:
         if key not in _MODELS:
             torch.set_num_threads(spec.threads)
@@ -66,7 +69,12 @@ def _classifier(spec: ModelSpec):  # type: ignore[no-untyped-def]
             if not path.is_file() or file_sha256(path) != spec.sha256:
                 raise ModelFileError(spec.path, "model file missing or different on this Dask worker",
                                      "put the same model file at the same path on every worker")
-            _MODELS[key] = CrackClassifier(path, device=spec.device, precision=spec.precision)  # type: ignore[arg-type]
+            if resolve_engine(spec.engine, spec.device, spec.precision) == "onnxruntime":
+                from survey_cracks.export import OnnxCrackClassifier
+
+                _MODELS[key] = OnnxCrackClassifier(path, threads=spec.threads)
+            else:
+                _MODELS[key] = CrackClassifier(path, device=spec.device, precision=spec.precision)  # type: ignore[arg-type]
         return _MODELS[key]
 
 
@@ -219,14 +227,32 @@ def dask_client(config: InferenceConfig) -> Iterator[Client]:
 
 def worker_compute(client: Client, spec: ModelSpec) -> list[str]:
     """What the workers run the model on (e.g. ``cpu fp32``, ``cuda fp16``), as each worker resolves ``auto``."""
-    return sorted(set(client.run(_compute_of, spec.device, spec.precision).values()))
+    return sorted(set(client.run(_compute_of, spec.device, spec.precision, spec.engine).values()))
 
 
-def _compute_of(device: str, precision: str) -> str:
+def _compute_of(device: str, precision: str, engine: str) -> str:
     from survey_cracks.model import autocast_dtype, pick_device, precision_name
 
+    engine = resolve_engine(engine, device, precision)
+    if engine == "onnxruntime":
+        return "cpu fp32 onnxruntime"
     resolved = pick_device(device)  # type: ignore[arg-type]
-    return f"{resolved.type} {precision_name(autocast_dtype(resolved, precision))}"
+    return f"{resolved.type} {precision_name(autocast_dtype(resolved, precision))} torch"
+
+
+def resolve_engine(engine: str, device: str, precision: str) -> str:
+    """``auto``: ONNX Runtime where the model would run fp32 on the CPU, PyTorch otherwise (CUDA, native bf16)."""
+    if engine != "auto":
+        if engine == "onnxruntime" and importlib.util.find_spec("onnxruntime") is None:
+            raise ConfigError(None, "inference.engine is onnxruntime but onnxruntime is not installed",
+                              "pip install onnxruntime, or set inference.engine: torch")
+        return engine
+    from survey_cracks.model import autocast_dtype, pick_device
+
+    resolved = pick_device(device)  # type: ignore[arg-type]
+    if resolved.type == "cpu" and autocast_dtype(resolved, precision) is None and importlib.util.find_spec("onnxruntime"):
+        return "onnxruntime"
+    return "torch"
 
 
 def model_spec(path: Path, sha256: str, config: InferenceConfig) -> ModelSpec:
@@ -235,9 +261,10 @@ def model_spec(path: Path, sha256: str, config: InferenceConfig) -> ModelSpec:
         sha256=sha256,
         device=config.device,
         precision=config.precision,
+        engine=config.engine,
         threads=config.torch_threads,
         batch_size=config.batch_size,
     )
 
 
-__all__ = ["ModelSpec", "dask_client", "model_spec", "score_raster", "score_windows", "worker_compute"]
+__all__ = ["ModelSpec", "dask_client", "model_spec", "score_raster", "resolve_engine", "score_windows", "worker_compute"]

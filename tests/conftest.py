@@ -7,6 +7,7 @@ The checkpoint is trained here, for a few seconds, on procedural crack patches
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,8 @@ import rasterio
 from rasterio.transform import from_origin
 
 os.environ.setdefault("OMP_NUM_THREADS", "2")
+# Converted (ONNX) models go to a throw-away cache; Dask workers and CLI subprocesses inherit it.
+os.environ.setdefault("SURVEY_CRACKS_CACHE", tempfile.mkdtemp(prefix="survey_cracks_test_cache_"))
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 TINY_PATCH = 64

@@ -1,0 +1,48 @@
+"""Inference engines: ONNX Runtime gives PyTorch's scores; ``auto`` picks by what the hardware runs fast."""
+
+import numpy as np
+import pytest
+import torch
+
+import survey_cracks.model as model_module
+from survey_cracks.export import OnnxCrackClassifier, cached_onnx
+from survey_cracks.inference import resolve_engine
+from survey_cracks.model import CrackClassifier, ModelMeta, build_model, save_checkpoint
+
+
+@pytest.fixture
+def checkpoint(tmp_path, monkeypatch):
+    monkeypatch.setenv("SURVEY_CRACKS_CACHE", str(tmp_path / "cache"))
+    torch.manual_seed(0)
+    path = tmp_path / "m.safetensors"
+    save_checkpoint(path, build_model(), ModelMeta(patch_size=64, threshold=0.4))
+    return path
+
+
+def test_onnxruntime_scores_equal_pytorch_fp32(checkpoint):
+    patches = np.random.default_rng(1).integers(0, 256, (70, 64, 64, 3), dtype=np.uint8)
+    expected = CrackClassifier(checkpoint, device="cpu", precision="fp32").predict(patches, 32)
+    onnx = OnnxCrackClassifier(checkpoint, threads=1)
+    got = onnx.predict(patches, 32)
+    assert got.shape == (70,) and got.dtype == np.float32
+    np.testing.assert_allclose(got, expected, atol=1e-4)
+    assert onnx.meta.threshold == 0.4 and onnx.meta.patch_size == 64
+
+
+def test_onnx_conversion_is_cached_per_model_file(checkpoint, tmp_path):
+    first = cached_onnx(checkpoint)
+    assert first.parent == tmp_path / "cache" / "onnx" and first.stat().st_size > 1_000_000
+    stamp = first.stat().st_mtime_ns
+    assert cached_onnx(checkpoint) == first and first.stat().st_mtime_ns == stamp  # not converted again
+    assert not list(first.parent.glob(".*partial"))  # no temp file left behind
+
+
+def test_auto_engine_is_onnxruntime_only_for_fp32_on_cpu(monkeypatch):
+    monkeypatch.setattr(model_module, "cpu_has_fast_bf16", lambda: False)
+    assert resolve_engine("auto", "cpu", "auto") == "onnxruntime"
+    assert resolve_engine("auto", "cpu", "bf16") == "torch"  # bf16 asked for: PyTorch runs it
+    assert resolve_engine("auto", "cuda", "auto") == "torch"
+    assert resolve_engine("torch", "cpu", "fp32") == "torch"
+    monkeypatch.setattr(model_module, "cpu_has_fast_bf16", lambda: True)
+    assert resolve_engine("auto", "cpu", "auto") == "torch"
+    assert resolve_engine("auto", "cpu", "fp32") == "onnxruntime"
