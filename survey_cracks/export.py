@@ -118,7 +118,7 @@ def cached_onnx(model_path: Path) -> Path:
 class OnnxCrackClassifier:
     """Scores patches with ONNX Runtime, same interface and scores (within 1e-3) as ``CrackClassifier``.
 
-    On CPUs without native bf16, ONNX Runtime ran ResNet18 fp32 at 1.4-1.7x eager PyTorch here
+    On CPUs without native bf16, ONNX Runtime ran ResNet18 fp32 at 1.2-1.3x eager PyTorch here
     (bench/throughput.py measures both).
     """
 

@@ -131,7 +131,7 @@ def cpu_has_fast_bf16() -> bool:
     """Whether oneDNN runs bf16 natively on this CPU (AVX-512 BF16 / AMX class).
 
     Elsewhere (AVX2-only CPUs) bf16 is emulated: measured here, ResNet18 at 128 px ran at 14 patches/s
-    in bf16 against ~100 in fp32, so ``auto`` must not pick it blindly.
+    in bf16 against ~110 in fp32, so ``auto`` must not pick it blindly.
     """
     try:
         return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
