@@ -131,3 +131,26 @@ def test_shipped_training_config_reads_shared_sources(needs_shared):
     for item in items:
         splits[group_of(item.path.stem, quay)].add(item.split)
     assert all(len(s) == 1 for s in splits.values())
+
+
+def test_evaluate_checkpoint_scores_held_out_splits_at_the_stored_threshold(
+    tiny_model, synthetic_patch_set, monkeypatch, tmp_path
+):
+    from survey_cracks.config import Schedule, TilingConfig
+    from survey_cracks.model import CrackClassifier
+    from survey_cracks.training import train as train_module
+
+    monkeypatch.setattr(train_module, "build_patch_set", lambda config, cache_dir=None, progress=True: synthetic_patch_set)
+    config = TrainConfig(sources=[DataSource(name="synthetic", kind="mask_folder", root=tmp_path)],
+                         tiling=TilingConfig(patch_size=64), schedule=Schedule(epochs=1), out_dir=tmp_path / "run")
+    table = train_module.evaluate_checkpoint(config, tiny_model, progress=False)
+
+    val = synthetic_patch_set.where("val")
+    assert set(table) >= {"val/synthetic"} and table["val/synthetic"]["patches"] == len(val)
+    classifier = CrackClassifier(tiny_model, device="cpu", precision="auto")  # the precision evaluate uses
+    predicted = classifier.predict(synthetic_patch_set.patches[val], 128) >= classifier.meta.threshold
+    truth = synthetic_patch_set.labels[val] == 1
+    tp = int((predicted & truth).sum())
+    row = table["val/synthetic"]
+    assert (row["tp"], row["fp"], row["fn"]) == (tp, int((predicted & ~truth).sum()), int((~predicted & truth).sum()))
+    assert row["f1"] == pytest.approx(2 * tp / (2 * tp + row["fp"] + row["fn"]), abs=1e-4)

@@ -123,6 +123,36 @@ def train(config_path: Path, out_dir: Path | None, epochs: int | None, init: str
 
 
 @cli.command()
+@click.option("--config", "config_path", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Training config whose validation and test splits are scored (configs/train.yaml).")
+@model_opt
+@click.option("--out", "-o", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Also write the table as JSON here.  [default: print only]")
+@quiet_opt
+def evaluate(config_path: Path, model_path: Path | None, out: Path | None, quiet: bool) -> None:
+    """Score a checkpoint on a training config's held-out splits at its calibrated threshold.
+
+    Patch-level precision, recall, F1 and AP per source; with the shipped model and configs/train.yaml
+    this checks the model card's held-out table against the weights in the package.
+    """
+    from survey_cracks.config import TrainConfig, load_config
+    from survey_cracks.training.train import evaluate_checkpoint
+
+    try:
+        table = evaluate_checkpoint(load_config(TrainConfig, config_path), model_path, progress=not quiet)
+    except SurveyCracksError as error:
+        _fail(error)
+        return
+    click.echo("| set | images | patches | precision | recall | F1 | AP |")
+    click.echo("|---|---|---|---|---|---|---|")
+    for name, row in sorted(table.items()):
+        click.echo(f"| {name} | {row['images']} | {row['patches']} | {row['precision']} | {row['recall']} | "
+                   f"{row['f1']} | {row['ap']} |")
+    if out:
+        out.write_text(json.dumps(table, indent=1))
+
+
+@cli.command()
 @click.argument("surveys", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
 @click.option("--out", "-o", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="Fine-tuned checkpoint to write (.safetensors); its run folder sits beside it.")

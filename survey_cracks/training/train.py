@@ -273,6 +273,26 @@ def evaluate_sets(
     return table, curves
 
 
+def held_out_sets(patch_set: PatchSet) -> dict[str, np.ndarray]:
+    """Each source's validation and test patches, named ``val/<source>`` and ``test/<source>``."""
+    sets = {f"val/{name}": patch_set.where("val", [name]) for name in patch_set.source_names}
+    sets.update({f"test/{name}": patch_set.where("test", [name]) for name in patch_set.source_names})
+    return sets
+
+
+def evaluate_checkpoint(
+    config: TrainConfig, model_path: Path | None = None, progress: bool = True
+) -> dict[str, dict[str, Any]]:
+    """A checkpoint's figures on a config's held-out splits, at its stored threshold.
+
+    Checks a model card's table against the weights actually shipped, without retraining.
+    """
+    model, meta = load_checkpoint(Path(model_path) if model_path else SHIPPED_MODEL)
+    patch_set = build_patch_set(config, cache_dir=Path(config.out_dir).parent / "cache", progress=progress)
+    table, _ = evaluate_sets(model, meta, patch_set, held_out_sets(patch_set))
+    return table
+
+
 @dataclass
 class TrainResult:
     checkpoint: Path
@@ -290,9 +310,7 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True, log:
     train_idx, val_idx = patch_set.where("train"), patch_set.where("val")
     result = fit(patch_set, train_idx, val_idx, config, out_dir, resume=resume, progress=progress, log=log)
 
-    sets = {f"val/{name}": patch_set.where("val", [name]) for name in patch_set.source_names}
-    sets.update({f"test/{name}": patch_set.where("test", [name]) for name in patch_set.source_names})
-    table, curves = evaluate_sets(result.model, result.meta, patch_set, sets)
+    table, curves = evaluate_sets(result.model, result.meta, patch_set, held_out_sets(patch_set))
     save_pr_curves({k: v for k, v in curves.items() if k.startswith("test/")}, out_dir / "pr_curve.png", "held-out test sets")
     metrics = {
         "threshold": result.meta.threshold,
