@@ -122,8 +122,6 @@ class OnnxCrackClassifier:
     (bench/throughput.py measures both).
     """
 
-    amp_dtype = None
-
     def __init__(self, path: str | Path | None = None, threads: int = 1) -> None:
         import onnxruntime as ort
 

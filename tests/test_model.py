@@ -104,7 +104,7 @@ def test_classifier_scores_are_probabilities(tmp_path):
 
 
 def test_auto_precision_uses_bf16_only_where_the_cpu_runs_it_natively(monkeypatch):
-    # Emulated bf16 ran ResNet18 about 7x slower than fp32 on an AVX2-only CPU.
+    # Emulated bf16 ran ResNet18 at 13.7 patches/s against ~110 in fp32 on an AVX2-only CPU.
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
     monkeypatch.setattr(model_module, "cpu_has_fast_bf16", lambda: False)
     assert autocast_dtype(cpu, "auto") is None

@@ -100,6 +100,11 @@ def model_card(run_dir: Path, checkpoint: Path, command: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _precision_label(prov: dict) -> str:
+    precision = prov.get("precision", "bf16")  # models trained before the field existed ran bf16
+    return "fp32" if precision == "fp32" else f"{precision} autocast"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run_dir", type=Path)
@@ -116,7 +121,3 @@ def main() -> None:
 if __name__ == "__main__":
     main()
 
-
-def _precision_label(prov: dict) -> str:
-    precision = prov.get("precision", "bf16")  # models trained before the field existed ran bf16
-    return "fp32" if precision == "fp32" else f"{precision} autocast"
