@@ -221,6 +221,11 @@ class TrainConfig(StrictModel):
     augment: bool = True
     seed: int = 0
     workers: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1, description="torch threads")
+    precision: Precision = Field(
+        "auto",
+        description="auto = bf16 autocast on CPUs with native bf16, fp16 on CUDA, else fp32; "
+        "fp32 gives the same run on any CPU kind that has the same kernels",
+    )
     out_dir: Path = Path("runs/train")
 
 

@@ -10,6 +10,7 @@ and `resume=True` continues a killed run from the last one.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -130,7 +131,8 @@ def fit(
     np.random.seed(config.seed)
     torch.set_num_threads(config.workers)
     device = pick_device("auto")
-    amp = autocast_dtype(device, "auto")
+    amp = autocast_dtype(device, config.precision)
+    log(f"precision: {precision_name(amp)} on {device.type}")
     out_dir.mkdir(parents=True, exist_ok=True)
     schedule = config.schedule
     if len(train_idx) == 0 or len(val_idx) == 0:
@@ -226,6 +228,7 @@ def fit(
             "val_f1": round(val.f1 or 0.0, 4), "val_precision": val.precision, "val_recall": val.recall,
             "val_threshold": round(threshold, 4), "val_ap": average_precision(val_probs, val_labels),
             "seconds": round(time.time() - started, 1),
+            "weights_sha256": weights_sha256(model),
         }
         history.append(record)
         log(json.dumps(record))
@@ -251,12 +254,21 @@ def fit(
     return FitResult(best, meta, history, best_epoch, history[-1]["seconds"] if history else 0.0, init, threshold)
 
 
+def weights_sha256(model: nn.Module) -> str:
+    """A fingerprint of the weights after an epoch: two runs of one config can be compared epoch by epoch."""
+    digest = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
 def evaluate_sets(
-    model: nn.Module, meta: ModelMeta, patch_set: PatchSet, sets: dict[str, np.ndarray]
+    model: nn.Module, meta: ModelMeta, patch_set: PatchSet, sets: dict[str, np.ndarray], precision: str = "auto"
 ) -> tuple[dict[str, dict[str, Any]], dict[str, tuple[np.ndarray, np.ndarray]]]:
     """Precision / recall / F1 at the model's calibrated threshold, and AP, for each named set."""
     device = next(model.parameters()).device
-    amp = autocast_dtype(device, "auto")
+    amp = autocast_dtype(device, precision)
     table: dict[str, dict[str, Any]] = {}
     curves: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     for name, idx in sets.items():
@@ -289,7 +301,7 @@ def evaluate_checkpoint(
     """
     model, meta = load_checkpoint(Path(model_path) if model_path else SHIPPED_MODEL)
     patch_set = build_patch_set(config, cache_dir=Path(config.out_dir).parent / "cache", progress=progress)
-    table, _ = evaluate_sets(model, meta, patch_set, held_out_sets(patch_set))
+    table, _ = evaluate_sets(model, meta, patch_set, held_out_sets(patch_set), config.precision)
     return table
 
 
@@ -310,7 +322,7 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True, log:
     train_idx, val_idx = patch_set.where("train"), patch_set.where("val")
     result = fit(patch_set, train_idx, val_idx, config, out_dir, resume=resume, progress=progress, log=log)
 
-    table, curves = evaluate_sets(result.model, result.meta, patch_set, held_out_sets(patch_set))
+    table, curves = evaluate_sets(result.model, result.meta, patch_set, held_out_sets(patch_set), config.precision)
     save_pr_curves({k: v for k, v in curves.items() if k.startswith("test/")}, out_dir / "pr_curve.png", "held-out test sets")
     metrics = {
         "threshold": result.meta.threshold,
@@ -353,7 +365,7 @@ def provenance(config: TrainConfig, result: FitResult, table: dict[str, Any], co
         "git_commit": _git_commit(),
         "torch": torch.__version__,
         "machine": f"{platform.machine()} {os.cpu_count()} cpu",
-        "precision": precision_name(autocast_dtype(pick_device("auto"), "auto")),
+        "precision": precision_name(autocast_dtype(pick_device("auto"), config.precision)),
     }
 
 
