@@ -21,6 +21,7 @@ import rasterio.shutil
 
 from rasterio.errors import NotGeoreferencedWarning
 from rasterio.windows import Window
+from threadpoolctl import threadpool_limits
 from tqdm import tqdm
 
 from survey_cracks.config import HeatmapConfig
@@ -154,7 +155,10 @@ def _write_blocks(
     config: HeatmapConfig, progress: bool, on_block: BlockCallback | None,
 ) -> None:
     # The staging file is uncompressed: the COG copy compresses once, not twice.
-    with rasterio.open(info.path) as src, rasterio.open(staging, "w", **heatmap_profile(info, config)) as dst:
+    # The blend's matrix products are tiny (a few windows by one block edge): BLAS threads
+    # cost far more to wake than the arithmetic, so the blocks are blended on one thread.
+    with rasterio.open(info.path) as src, rasterio.open(staging, "w", **heatmap_profile(info, config)) as dst, \
+            threadpool_limits(limits=1, user_api="blas"):
         blocks = block_windows(info.width, info.height, config.block_size)
         blender = BlockBlender(grid, scores, ramp)
         for window in tqdm(blocks, desc="heatmap", unit="block", disable=not progress, leave=False):
