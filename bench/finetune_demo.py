@@ -28,7 +28,6 @@ import sys
 from pathlib import Path
 
 import geopandas as gpd
-import numpy as np
 from shapely.geometry import box
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -70,7 +70,7 @@ def bare_model(model: Path, patches: np.ndarray, threads: int, repeats: int = 3)
     """
     from concurrent.futures import ThreadPoolExecutor
 
-    from survey_cracks.export import OnnxCrackClassifier
+    from survey_cracks.onnx_engine import OnnxCrackClassifier
 
     torch_classifier = CrackClassifier(model, device="cpu", precision="auto")
     torch_name = f"torch {precision_name(torch_classifier.amp_dtype)}"

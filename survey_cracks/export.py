@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from survey_cracks.errors import OutputError
-from survey_cracks.model import SHIPPED_MODEL, file_sha256, load_checkpoint, patches_to_tensor, read_meta
+from survey_cracks.model import SHIPPED_MODEL, file_sha256, load_checkpoint, patches_to_tensor
 
 
 class CrackProbability(nn.Module):
@@ -97,45 +97,3 @@ def verify_export(path: Path, fmt: str, reference: nn.Module, meta: Any, count: 
     if difference > 1e-3:
         raise OutputError(path, f"export disagrees with PyTorch (max difference {difference:.2e})", "report this; use --format torchscript")
     return round(difference, 8)
-
-
-def onnx_cache_dir() -> Path:
-    """Where converted models are kept (``SURVEY_CRACKS_CACHE``, else ``~/.cache/survey_cracks``)."""
-    if os.environ.get("SURVEY_CRACKS_CACHE"):
-        return Path(os.environ["SURVEY_CRACKS_CACHE"])
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "survey_cracks"
-
-
-def cached_onnx(model_path: Path) -> Path:
-    """The checkpoint as verified ONNX, converted once per model sha256 and reused by every worker and run."""
-    target = onnx_cache_dir() / "onnx" / f"{file_sha256(model_path)}.onnx"
-    if not target.is_file():
-        target.parent.mkdir(parents=True, exist_ok=True)
-        export_model(model_path, target, "onnx", verify=True)
-    return target
-
-
-class OnnxCrackClassifier:
-    """Scores patches with ONNX Runtime, same interface and scores (within 1e-3) as ``CrackClassifier``.
-
-    On CPUs without native bf16, ONNX Runtime ran ResNet18 fp32 at 1.2-1.3x eager PyTorch here
-    (bench/throughput.py measures both).
-    """
-
-    def __init__(self, path: str | Path | None = None, threads: int = 1) -> None:
-        import onnxruntime as ort
-
-        self.path = Path(path) if path is not None else SHIPPED_MODEL
-        self.meta = read_meta(self.path)
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        self.session = ort.InferenceSession(str(cached_onnx(self.path)), options, providers=["CPUExecutionProvider"])
-
-    def predict(self, patches: np.ndarray, batch_size: int = 64) -> np.ndarray:
-        """Crack probability per patch, float32 (N,); safe to call from several threads at once."""
-        out = np.zeros(len(patches), dtype=np.float32)
-        for start in range(0, len(patches), batch_size):
-            batch = patches_to_tensor(patches[start : start + batch_size], self.meta).contiguous().numpy()
-            out[start : start + len(batch)] = self.session.run(None, {"patches": batch})[0]
-        return out

@@ -24,6 +24,7 @@ from distributed import Client, LocalCluster, as_completed
 from rasterio.windows import Window
 from tqdm import tqdm
 
+from survey_cracks import hardware
 from survey_cracks.config import InferenceConfig
 from survey_cracks.errors import ConfigError
 from survey_cracks.raster import RasterInfo, fill_invalid, open_raster, read_patch, read_window
@@ -52,17 +53,15 @@ def _classifier(spec: ModelSpec):  # type: ignore[no-untyped-def]
     """The worker's cached model; loaded once per worker process.
 
     On a real cluster the client's path may not exist on the worker: the worker's own
-    copy of the shipped model is used when its sha256 matches.
+    copy of the shipped model is used when its sha256 matches. The ONNX Runtime path
+    never imports torch.
     """
-    import torch
-
+    from survey_cracks.checkpoint import SHIPPED_MODEL, file_sha256
     from survey_cracks.errors import ModelFileError
-    from survey_cracks.model import SHIPPED_MODEL, CrackClassifier, file_sha256
 
     key = (spec.path, spec.sha256, spec.device, spec.precision, spec.engine)
     with _MODEL_LOCK:
         if key not in _MODELS:
-            torch.set_num_threads(spec.threads)
             path = Path(spec.path)
             if not path.is_file() and SHIPPED_MODEL.is_file() and file_sha256(SHIPPED_MODEL) == spec.sha256:
                 path = SHIPPED_MODEL
@@ -70,10 +69,15 @@ def _classifier(spec: ModelSpec):  # type: ignore[no-untyped-def]
                 raise ModelFileError(spec.path, "model file missing or different on this Dask worker",
                                      "put the same model file at the same path on every worker")
             if resolve_engine(spec.engine, spec.device, spec.precision) == "onnxruntime":
-                from survey_cracks.export import OnnxCrackClassifier
+                from survey_cracks.onnx_engine import OnnxCrackClassifier
 
                 _MODELS[key] = OnnxCrackClassifier(path, threads=spec.threads)
             else:
+                import torch
+
+                from survey_cracks.model import CrackClassifier
+
+                torch.set_num_threads(spec.threads)
                 _MODELS[key] = CrackClassifier(path, device=spec.device, precision=spec.precision)  # type: ignore[arg-type]
         return _MODELS[key]
 
@@ -241,16 +245,19 @@ def _compute_of(device: str, precision: str, engine: str) -> str:
 
 
 def resolve_engine(engine: str, device: str, precision: str) -> str:
-    """``auto``: ONNX Runtime where the model would run fp32 on the CPU, PyTorch otherwise (CUDA, native bf16)."""
+    """``auto``: ONNX Runtime where the model would run fp32 on the CPU, PyTorch otherwise (CUDA, native bf16).
+
+    Decided from the hardware without importing torch (see `hardware`), as `model.pick_device`
+    and `model.autocast_dtype` decide it.
+    """
     if engine != "auto":
         if engine == "onnxruntime" and importlib.util.find_spec("onnxruntime") is None:
             raise ConfigError(None, "inference.engine is onnxruntime but onnxruntime is not installed",
                               "pip install onnxruntime, or set inference.engine: torch")
         return engine
-    from survey_cracks.model import autocast_dtype, pick_device
-
-    resolved = pick_device(device)  # type: ignore[arg-type]
-    if resolved.type == "cpu" and autocast_dtype(resolved, precision) is None and importlib.util.find_spec("onnxruntime"):
+    on_cpu = device == "cpu" or (device == "auto" and hardware.cuda_device_count() == 0)
+    cpu_autocast = precision == "bf16" or (precision == "auto" and hardware.cpu_has_native_bf16())
+    if on_cpu and not cpu_autocast and importlib.util.find_spec("onnxruntime"):
         return "onnxruntime"
     return "torch"
 

@@ -1,13 +1,16 @@
 """Inference engines: ONNX Runtime gives PyTorch's scores; ``auto`` picks by what the hardware runs fast."""
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import torch
 
-import survey_cracks.model as model_module
-from survey_cracks.export import OnnxCrackClassifier, cached_onnx
+from survey_cracks import hardware
 from survey_cracks.inference import resolve_engine
-from survey_cracks.model import CrackClassifier, ModelMeta, build_model, save_checkpoint
+from survey_cracks.model import CrackClassifier, ModelMeta, build_model, patches_to_tensor, save_checkpoint
+from survey_cracks.onnx_engine import OnnxCrackClassifier, cached_onnx, patches_to_array
 
 
 @pytest.fixture
@@ -38,11 +41,40 @@ def test_onnx_conversion_is_cached_per_model_file(checkpoint, tmp_path):
 
 
 def test_auto_engine_is_onnxruntime_only_for_fp32_on_cpu(monkeypatch):
-    monkeypatch.setattr(model_module, "cpu_has_fast_bf16", lambda: False)
+    monkeypatch.setattr(hardware, "cpu_has_native_bf16", lambda: False)
     assert resolve_engine("auto", "cpu", "auto") == "onnxruntime"
     assert resolve_engine("auto", "cpu", "bf16") == "torch"  # bf16 asked for: PyTorch runs it
     assert resolve_engine("auto", "cuda", "auto") == "torch"
+    monkeypatch.setattr(hardware, "cuda_device_count", lambda: 1)
+    assert resolve_engine("auto", "auto", "auto") == "torch"  # a GPU: PyTorch on CUDA
+    monkeypatch.setattr(hardware, "cuda_device_count", lambda: 0)
+    assert resolve_engine("auto", "auto", "auto") == "onnxruntime"
     assert resolve_engine("torch", "cpu", "fp32") == "torch"
-    monkeypatch.setattr(model_module, "cpu_has_fast_bf16", lambda: True)
+    monkeypatch.setattr(hardware, "cpu_has_native_bf16", lambda: True)
     assert resolve_engine("auto", "cpu", "auto") == "torch"
     assert resolve_engine("auto", "cpu", "fp32") == "onnxruntime"
+
+
+def test_numpy_normalisation_is_the_torch_arithmetic():
+    patches = np.random.default_rng(2).integers(0, 256, (3, 16, 16, 3), dtype=np.uint8)
+    meta = ModelMeta(patch_size=16)
+    expected = patches_to_tensor(patches, meta).contiguous().numpy()
+    np.testing.assert_array_equal(patches_to_array(patches, meta), expected)
+
+
+def test_onnxruntime_worker_path_never_imports_torch(checkpoint, tmp_path):
+    cached_onnx(checkpoint)  # converted here (that needs torch); a worker then needs numpy and onnxruntime only
+    script = f"""
+import sys
+import numpy as np
+from survey_cracks.checkpoint import file_sha256
+from survey_cracks.inference import ModelSpec, _classifier
+path = {str(checkpoint)!r}
+classifier = _classifier(ModelSpec(path, file_sha256(path), device="cpu", precision="fp32"))
+scores = classifier.predict(np.zeros((2, 64, 64, 3), dtype=np.uint8))
+assert scores.shape == (2,), scores
+assert "torch" not in sys.modules, "torch was imported"
+print("ok")
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-import survey_cracks.model as model_module
+from survey_cracks import hardware
 from survey_cracks.errors import ModelFileError
 from survey_cracks.model import (
     IMAGENET_FILE,
@@ -106,10 +106,10 @@ def test_classifier_scores_are_probabilities(tmp_path):
 def test_auto_precision_uses_bf16_only_where_the_cpu_runs_it_natively(monkeypatch):
     # Emulated bf16 ran ResNet18 at 13.7 patches/s against ~110 in fp32 on an AVX2-only CPU.
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
-    monkeypatch.setattr(model_module, "cpu_has_fast_bf16", lambda: False)
+    monkeypatch.setattr(hardware, "cpu_has_native_bf16", lambda: False)
     assert autocast_dtype(cpu, "auto") is None
     assert autocast_dtype(cpu, "bf16") == torch.bfloat16  # asked for explicitly
-    monkeypatch.setattr(model_module, "cpu_has_fast_bf16", lambda: True)
+    monkeypatch.setattr(hardware, "cpu_has_native_bf16", lambda: True)
     assert autocast_dtype(cpu, "auto") == torch.bfloat16
     assert autocast_dtype(cpu, "fp32") is None
     assert autocast_dtype(cuda, "auto") == torch.float16 and autocast_dtype(cuda, "bf16") == torch.bfloat16
