@@ -6,6 +6,7 @@ import pytest
 from survey_cracks.config import DataSource, LabelRule, TrainConfig, load_config
 from survey_cracks.errors import DataSourceError
 from survey_cracks.model import load_checkpoint
+from survey_cracks.training.train import weights_sha256
 from survey_cracks.training.data import list_items, split_of
 from survey_cracks.training.labels import label_from_boxes, label_from_mask, yolo_to_pixel_boxes
 
@@ -73,7 +74,7 @@ def test_resume_continues_a_killed_run(synthetic_patch_set, tmp_path):
 
     ps = synthetic_patch_set
     base = dict(sources=[DataSource(name="synthetic", kind="mask_folder", root=tmp_path)], init="scratch",
-                tiling=TilingConfig(patch_size=64), workers=2, augment=False)
+                tiling=TilingConfig(patch_size=64), workers=2, augment=False, precision="fp32")
     first = TrainConfig(**base, schedule=Schedule(epochs=1, head_epochs=0, batch_size=16, samples_per_epoch=64))
     fit(ps, ps.where("train"), ps.where("val"), first, tmp_path, progress=False, log=lambda _: None)
     logs: list[str] = []
@@ -81,6 +82,13 @@ def test_resume_continues_a_killed_run(synthetic_patch_set, tmp_path):
     result = fit(ps, ps.where("train"), ps.where("val"), second, tmp_path, resume=True, progress=False, log=logs.append)
     assert any("resumed after epoch 1" in line for line in logs)
     assert [h["epoch"] for h in result.history] == [1, 2]
+    # Seeded and exact: an uninterrupted run ends with the same weights, epoch by epoch.
+    whole = fit(ps, ps.where("train"), ps.where("val"), second, tmp_path / "whole", progress=False, log=lambda _: None)
+    fingerprints = [h["weights_sha256"] for h in result.history]
+    assert [h["weights_sha256"] for h in whole.history] == fingerprints
+    assert len(set(fingerprints)) == 2 and all(len(f) == 64 for f in fingerprints)
+    last, _ = load_checkpoint(tmp_path / "whole" / "last.safetensors")
+    assert weights_sha256(last) == fingerprints[-1]
 
 
 def test_missing_and_malformed_sources(tmp_path):
