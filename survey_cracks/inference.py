@@ -235,11 +235,10 @@ def worker_compute(client: Client, spec: ModelSpec) -> list[str]:
 
 
 def _compute_of(device: str, precision: str, engine: str) -> str:
+    if resolve_engine(engine, device, precision) == "onnxruntime":
+        return "cpu fp32 onnxruntime"  # decided without torch: a worker on this path never imports it
     from survey_cracks.model import autocast_dtype, pick_device, precision_name
 
-    engine = resolve_engine(engine, device, precision)
-    if engine == "onnxruntime":
-        return "cpu fp32 onnxruntime"
     resolved = pick_device(device)  # type: ignore[arg-type]
     return f"{resolved.type} {precision_name(autocast_dtype(resolved, precision))} torch"
 

@@ -68,8 +68,9 @@ def test_onnxruntime_worker_path_never_imports_torch(checkpoint, tmp_path):
 import sys
 import numpy as np
 from survey_cracks.checkpoint import file_sha256
-from survey_cracks.inference import ModelSpec, _classifier
+from survey_cracks.inference import ModelSpec, _classifier, _compute_of
 path = {str(checkpoint)!r}
+assert _compute_of("cpu", "fp32", "auto") == "cpu fp32 onnxruntime"  # what run.json records, asked of each worker
 classifier = _classifier(ModelSpec(path, file_sha256(path), device="cpu", precision="fp32"))
 scores = classifier.predict(np.zeros((2, 64, 64, 3), dtype=np.uint8))
 assert scores.shape == (2,), scores
