@@ -196,7 +196,12 @@ class Schedule(StrictModel):
     backbone_lr_factor: float = Field(0.1, gt=0, le=1.0, description="backbone LR = lr x this after the head phase")
     weight_decay: float = Field(1e-4, ge=0)
     batch_size: int = Field(64, ge=2)
-    patience: int = Field(4, ge=1, description="early stopping: epochs without a better validation F1")
+    patience: int = Field(4, ge=1, description="early stopping: epochs without a better validation F1 (keep: best_val_f1)")
+    keep: Literal["best_val_f1", "last"] = Field(
+        "best_val_f1",
+        description="which epoch's weights are kept: the best validation F1 (with early stopping), "
+        "or the last epoch of the full schedule (no early stopping; steadier when validation F1 is noisy)",
+    )
     samples_per_epoch: int | None = Field(None, ge=1, description="default: the training set's size")
     label_smoothing: float = Field(0.05, ge=0.0, lt=0.5)
 

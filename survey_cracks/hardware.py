@@ -36,6 +36,23 @@ def cuda_device_count() -> int:
     return count.value
 
 
+def _cpuinfo_value(*keys: str) -> str | None:
+    """The first value of one of ``keys`` in Linux /proc/cpuinfo (None elsewhere)."""
+    cpuinfo = Path("/proc/cpuinfo")
+    if platform.system() != "Linux" or not cpuinfo.is_file():
+        return None
+    for line in cpuinfo.read_text(errors="replace").splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in keys:
+            return value.strip()
+    return None
+
+
+def cpu_name() -> str:
+    """The CPU's model name: training figures are reproducible per kind of CPU, so the card names it."""
+    return _cpuinfo_value("model name", "Model") or platform.processor() or platform.machine()
+
+
 @lru_cache(maxsize=1)
 def cpu_has_native_bf16() -> bool:
     """Whether the CPU runs bf16 natively (AVX-512 BF16 / AMX class, Arm BF16).
@@ -43,12 +60,9 @@ def cpu_has_native_bf16() -> bool:
     Elsewhere bf16 is emulated: on an AVX2-only CPU ResNet18 at 128 px ran at 14 patches/s
     in bf16 against ~110 in fp32, so ``precision: auto`` must not pick it blindly.
     """
-    cpuinfo = Path("/proc/cpuinfo")
-    if platform.system() == "Linux" and cpuinfo.is_file():
-        for line in cpuinfo.read_text(errors="replace").splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() in ("flags", "Features"):
-                return bool(_BF16_FLAGS & set(value.split()))
+    flags = _cpuinfo_value("flags", "Features")
+    if flags is not None:
+        return bool(_BF16_FLAGS & set(flags.split()))
     import torch
 
     try:

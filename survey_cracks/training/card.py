@@ -38,8 +38,8 @@ def model_card(run_dir: Path, checkpoint: Path, command: str) -> str:
         f"{meta.patch_size} px RGB, ImageNet mean/std normalisation",
         f"- **Initialisation**: {prov.get('init_detail', prov.get('init'))}",
         f"- **Operating threshold**: {meta.threshold} (max F1 on the validation split; `survey-cracks run` uses it by default)",
-        f"- **Training**: {prov.get('epochs_run')} epochs run, best epoch {prov.get('best_epoch')} (early stopping on "
-        f"validation F1), {prov.get('train_seconds', 0) / 60:.0f} min on {prov.get('machine')} "
+        f"- **Training**: {prov.get('epochs_run')} epochs run, kept epoch {prov.get('best_epoch')} "
+        f"({_kept_label(prov)}), {prov.get('train_seconds', 0) / 60:.0f} min on {prov.get('machine')} "
         f"({_precision_label(prov)} + channels_last), seed {prov.get('seed')}, torch {prov.get('torch')}",
         f"- **Trained at**: {prov.get('trained_at')}, commit {prov.get('git_commit')}",
         f"- **Reproduce**: `{command}`",
@@ -67,7 +67,7 @@ def model_card(run_dir: Path, checkpoint: Path, command: str) -> str:
         "## Held-out results (patch level, at the operating threshold)",
         "",
         "Test sets are never used for training, model selection or the threshold. `val/*` rows are the validation",
-        "split (used for early stopping and the threshold), shown for comparison.",
+        "split (used for the threshold, and for early stopping when the best epoch is kept), shown for comparison.",
         "",
         "| set | images | patches | precision | recall | F1 | AP |",
         "|---|---|---|---|---|---|---|",
@@ -101,6 +101,12 @@ def model_card(run_dir: Path, checkpoint: Path, command: str) -> str:
         "  `--ground-patch-m` or fine-tune when your imagery is much finer or coarser.",
     ]
     return "\n".join(lines) + "\n"
+
+
+def _kept_label(prov: dict) -> str:
+    if prov.get("schedule", {}).get("keep") == "last":
+        return "the last epoch of the schedule, no early stopping"
+    return "best validation F1, early stopping"
 
 
 def _precision_label(prov: dict) -> str:

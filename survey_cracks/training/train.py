@@ -3,7 +3,7 @@
 `train(config)` builds the patch set, picks an initialisation (ImageNet, the
 shipped crack model, or scratch, and says which), trains the head alone, then the
 whole network at a lower backbone learning rate, keeps the epoch with the best
-validation F1, calibrates the operating threshold on validation and reports
+validation F1 (or the last epoch of the schedule, ``schedule.keep``), calibrates the operating threshold on validation and reports
 precision / recall / F1 / AP on each test set. A checkpoint is written every epoch
 and `resume=True` continues a killed run from the last one.
 """
@@ -28,6 +28,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
 from tqdm import tqdm
 
+from survey_cracks import hardware
 from survey_cracks.config import TrainConfig
 from survey_cracks.metrics import average_precision, choose_threshold, save_pr_curves, scores_at
 from survey_cracks.model import (
@@ -47,7 +48,7 @@ from survey_cracks.model import (
     score_patches,
 )
 from survey_cracks.training.augment import training_augmentation
-from survey_cracks.training.data import SPLITS, PatchSet, build_patch_set
+from survey_cracks.training.data import PatchSet, build_patch_set
 
 Log = Callable[[str], None]
 
@@ -126,7 +127,7 @@ def fit(
     progress: bool = True,
     log: Log = print,
 ) -> FitResult:
-    """Train on ``train_idx`` and keep the epoch with the best F1 on ``val_idx``."""
+    """Train on ``train_idx``; keep the epoch with the best F1 on ``val_idx``, or the last one (``schedule.keep``)."""
     torch.manual_seed(config.seed)
     np.random.seed(config.seed)
     torch.set_num_threads(config.workers)
@@ -189,7 +190,7 @@ def fit(
 
     started = time.time() - (history[-1]["seconds"] if history else 0.0)
     for epoch in range(start_epoch, schedule.epochs):
-        if stale >= schedule.patience:
+        if schedule.keep == "best_val_f1" and stale >= schedule.patience:
             log(f"early stop: no better validation F1 for {schedule.patience} epochs")
             break
         head_only = epoch < head_epochs
@@ -233,7 +234,7 @@ def fit(
         history.append(record)
         log(json.dumps(record))
         save_checkpoint(out_dir / "last.safetensors", model, meta)
-        if (val.f1 or 0.0) > best_f1:
+        if schedule.keep == "last" or (val.f1 or 0.0) > best_f1:
             best_f1, best_epoch, stale = val.f1 or 0.0, epoch, 0
             save_checkpoint(out_dir / "best.safetensors", model, meta)
         else:
@@ -316,6 +317,7 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True, log:
     """Build data, fit, calibrate, evaluate on held-out sets and write the final checkpoint."""
     out_dir = Path(config.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    commit = _git_commit()  # the code the run starts with, not whatever is checked out when it ends
     patch_set = build_patch_set(config, cache_dir=out_dir.parent / "cache", progress=progress)
     counts = patch_set.counts()
     log(f"patches: {json.dumps(counts)}")
@@ -333,7 +335,7 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True, log:
         "history": result.history,
         "patch_counts": counts,
     }
-    result.meta.provenance = provenance(config, result, table, counts)
+    result.meta.provenance = provenance(config, result, table, counts, commit)
     final = out_dir / "model.safetensors"
     save_checkpoint(final, result.model, result.meta, half=ship)
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
@@ -344,7 +346,9 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True, log:
     return TrainResult(final, metrics, result.seconds)
 
 
-def provenance(config: TrainConfig, result: FitResult, table: dict[str, Any], counts: dict[str, Any]) -> dict[str, Any]:
+def provenance(
+    config: TrainConfig, result: FitResult, table: dict[str, Any], counts: dict[str, Any], commit: str | None = None
+) -> dict[str, Any]:
     return {
         "init": result.init.kind,
         "init_detail": result.init.detail,
@@ -362,9 +366,9 @@ def provenance(config: TrainConfig, result: FitResult, table: dict[str, Any], co
         "seed": config.seed,
         "metrics": {k: {m: v[m] for m in ("precision", "recall", "f1", "ap")} for k, v in table.items()},
         "trained_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "git_commit": _git_commit(),
+        "git_commit": commit or _git_commit(),
         "torch": torch.__version__,
-        "machine": f"{platform.machine()} {os.cpu_count()} cpu",
+        "machine": f"{hardware.cpu_name()} ({platform.machine()}), {os.cpu_count()} cpu",
         "precision": precision_name(autocast_dtype(pick_device("auto"), config.precision)),
     }
 
