@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable
 
@@ -114,11 +115,15 @@ def write_heatmap(
     config: HeatmapConfig,
     progress: bool = True,
     on_block: BlockCallback | None = None,
+    meanwhile: Callable[[], None] | None = None,
 ) -> Path:
     """Write the heatmap COG at ``path`` (via temp names; nothing partial is left).
 
     ``on_block(window, values)`` sees every finished block (nodata = NODATA), so
     polygons can be traced in the same pass instead of re-reading the file.
+    ``meanwhile()`` runs on this thread while GDAL builds the COG in another: the copy
+    releases the GIL and keeps about one core busy, so work that needs only the blocks
+    (the polygons) overlaps it instead of following it.
     """
     path = Path(path)
     staging = path.with_name(f".{path.stem}.staging.tif")
@@ -129,25 +134,35 @@ def write_heatmap(
             # Pixel-coordinate outputs carry x = column, y = -row on purpose (see raster.PIXEL_TRANSFORM).
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
             _write_blocks(staging, info, grid, scores, ramp, config, progress, on_block)
-        level = {} if config.compress == "lzw" else {"LEVEL": config.compress_level}
-        rasterio.shutil.copy(
-            staging,
-            final_tmp,
-            driver="COG",
-            COMPRESS=config.compress.upper(),
-            **level,
-            PREDICTOR="YES",
-            BLOCKSIZE=config.block_size,
-            OVERVIEWS="AUTO",
-            OVERVIEW_RESAMPLING="AVERAGE",
-            BIGTIFF="IF_SAFER",
-            NUM_THREADS="ALL_CPUS",
-        )
+        with ThreadPoolExecutor(1, thread_name_prefix="cog") as pool:
+            copied = pool.submit(_copy_to_cog, staging, final_tmp, config)
+            try:
+                if meanwhile is not None:
+                    meanwhile()
+            finally:
+                copied.result()  # the copy finishes (or fails) before its files are cleaned up
         os.replace(final_tmp, path)
     finally:
         for leftover in (staging, final_tmp):
             leftover.unlink(missing_ok=True)
     return path
+
+
+def _copy_to_cog(staging: Path, target: Path, config: HeatmapConfig) -> None:
+    level = {} if config.compress == "lzw" else {"LEVEL": config.compress_level}
+    rasterio.shutil.copy(
+        staging,
+        target,
+        driver="COG",
+        COMPRESS=config.compress.upper(),
+        **level,
+        PREDICTOR="YES",
+        BLOCKSIZE=config.block_size,
+        OVERVIEWS="AUTO",
+        OVERVIEW_RESAMPLING="AVERAGE",
+        BIGTIFF="IF_SAFER",
+        NUM_THREADS="ALL_CPUS",
+    )
 
 
 def _write_blocks(

@@ -168,7 +168,8 @@ def score_raster(
 ) -> np.ndarray:
     """Crack probability for every window of ``grid`` (NaN where the window was skipped)."""
     scores = np.full(len(grid), np.nan, dtype=np.float32)
-    chunks = grid.chunks(config.windows_per_task)
+    slots = sum(client.nthreads().values()) or 1
+    chunks = tapered(grid.chunks(config.windows_per_task), slots)
     futures = {}
     offsets = grid.offsets
     for chunk in chunks:
@@ -189,6 +190,19 @@ def score_raster(
         bar.close()
         client.cancel(list(futures))
     return scores
+
+
+def tapered(chunks: list[np.ndarray], slots: int, pieces: int = 4) -> list[np.ndarray]:
+    """The same windows, with the last ``2 x slots`` tasks cut into ``pieces`` each.
+
+    Tasks run roughly in submission order; when the queue runs dry, the cluster's
+    slots finish their last tasks one by one while the others idle. Smaller last tasks
+    shorten that tail (a 512-window task is ~10 s of one core), and the raster's
+    remaining stages wait on it.
+    """
+    cut = max(0, len(chunks) - 2 * slots)
+    tail = [piece for chunk in chunks[cut:] for piece in np.array_split(chunk, min(pieces, len(chunk)))]
+    return chunks[:cut] + tail
 
 
 def worker_settings(config: InferenceConfig) -> dict[str, object]:
@@ -273,4 +287,6 @@ def model_spec(path: Path, sha256: str, config: InferenceConfig) -> ModelSpec:
     )
 
 
-__all__ = ["ModelSpec", "dask_client", "model_spec", "score_raster", "resolve_engine", "score_windows", "worker_compute"]
+__all__ = [
+    "ModelSpec", "dask_client", "model_spec", "score_raster", "resolve_engine", "score_windows", "tapered", "worker_compute",
+]

@@ -60,3 +60,16 @@ def test_ground_size_window():
 def test_blocks_tile_raster_exactly():
     blocks = block_windows(1000, 700, 512)
     assert sum(b.width * b.height for b in blocks) == 1000 * 700
+
+
+def test_tapered_tasks_keep_every_window_once_in_order_and_shrink_the_tail():
+    from survey_cracks.inference import tapered
+
+    grid = patch_grid(4000, 3000, 128, 64)
+    chunks = grid.chunks(512)
+    tasks = tapered(chunks, slots=2)
+    assert np.concatenate(tasks).tolist() == np.concatenate(chunks).tolist()  # same windows, same order
+    assert [len(t) for t in tasks[: len(chunks) - 4]] == [len(c) for c in chunks[:-4]]  # the head is untouched
+    assert len(tasks) == len(chunks) - 4 + 16
+    assert max(len(t) for t in tasks[-16:]) <= -(-max(len(c) for c in chunks[-4:]) // 4)
+    assert [t.tolist() for t in tapered(chunks[:1], slots=8)] == [p.tolist() for p in np.array_split(chunks[0], 4)]
