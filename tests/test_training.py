@@ -91,6 +91,22 @@ def test_resume_continues_a_killed_run(synthetic_patch_set, tmp_path):
     assert weights_sha256(last) == fingerprints[-1]
 
 
+def test_keep_last_runs_the_whole_schedule_and_keeps_its_last_epoch(synthetic_patch_set, tmp_path):
+    from survey_cracks.config import Schedule, TilingConfig
+    from survey_cracks.training.train import fit
+
+    ps = synthetic_patch_set
+    config = TrainConfig(
+        sources=[DataSource(name="synthetic", kind="mask_folder", root=tmp_path)], init="scratch",
+        tiling=TilingConfig(patch_size=64), workers=2, augment=False, precision="fp32",
+        schedule=Schedule(epochs=3, head_epochs=0, batch_size=16, samples_per_epoch=64, patience=1, keep="last"),
+    )
+    result = fit(ps, ps.where("train"), ps.where("val"), config, tmp_path, progress=False, log=lambda _: None)
+    assert [h["epoch"] for h in result.history] == [1, 2, 3]  # patience 1 does not stop it
+    assert result.best_epoch == 2  # zero-based: the last epoch
+    assert weights_sha256(result.model) == result.history[-1]["weights_sha256"]
+
+
 def test_missing_and_malformed_sources(tmp_path):
     missing = DataSource(name="gone", kind="mask_folder", root=tmp_path / "nope")
     with pytest.raises(DataSourceError, match="not found"):
