@@ -1,11 +1,12 @@
 import numpy as np
 import pytest
 import rasterio
+import shapely
 from rasterio.transform import from_origin
 
 from survey_cracks.config import VectorizeConfig
 from survey_cracks.raster import RasterInfo
-from survey_cracks.vectorize import COLUMNS, vectorize_raster
+from survey_cracks.vectorize import COLUMNS, simplify, vectorize_raster
 
 
 def _heatmap(tmp_path, values, crs="EPSG:32631", res=0.005, origin=(500000.0, 5700000.0)):
@@ -58,3 +59,17 @@ def test_geographic_crs_areas_are_in_square_metres(tmp_path):
     # 20 x 20 pixels of 1e-6 degrees at 52 N: 20e-6 deg is ~1.37 m east-west and ~2.23 m north-south
     assert frame.iloc[0]["unit"] == "m"
     assert frame.iloc[0]["area"] == pytest.approx(1.371 * 2.225, rel=0.03)
+
+
+def test_simplify_thins_staircases_and_keeps_thin_shapes():
+    # a pixel staircase (a diagonal crack outline): Douglas-Peucker removes the steps
+    stair = shapely.Polygon([p for i in range(40) for p in ((i, i), (i + 1, i))] + [(40, 40), (40, 45), (0, 45)])
+    # a bar thinner than the tolerance: Douglas-Peucker alone would collapse it to nothing
+    bar = shapely.Polygon([(0, 0), (20, 0.1), (40, 0), (40, 0.8), (20, 0.9), (0, 0.8)])
+    assert stair.is_valid
+    assert shapely.simplify(bar, 1.0, preserve_topology=False).is_empty
+    out = simplify(np.array([stair, bar], dtype=object), 1.0)
+    assert all(shapely.is_valid(out)) and not any(shapely.is_empty(out))
+    assert len(shapely.get_coordinates(out[0])) < len(shapely.get_coordinates(stair)) / 4
+    assert out[0].area == pytest.approx(stair.area, rel=0.05)
+    assert out[1].area >= bar.area / 4 and out[1].bounds[2] - out[1].bounds[0] == pytest.approx(40)
