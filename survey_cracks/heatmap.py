@@ -119,11 +119,11 @@ def write_heatmap(
 ) -> Path:
     """Write the heatmap COG at ``path`` (via temp names; nothing partial is left).
 
-    ``on_block(window, values)`` sees every finished block (nodata = NODATA), so
-    polygons can be traced in the same pass instead of re-reading the file.
-    ``meanwhile()`` runs on this thread while GDAL builds the COG in another: the copy
-    releases the GIL and keeps about one core busy, so work that needs only the blocks
-    (the polygons) overlaps it instead of following it.
+    ``on_block(window, values)`` sees every finished block (nodata = NODATA), then
+    ``meanwhile()`` runs. Both run on this thread while GDAL builds the COG in another:
+    the copy releases the GIL and keeps about one core busy, so work that needs only
+    the blocks (tracing and merging the polygons) overlaps it instead of following it.
+    The blocks are read back from the uncompressed staging file for that.
     """
     path = Path(path)
     staging = path.with_name(f".{path.stem}.staging.tif")
@@ -133,10 +133,12 @@ def write_heatmap(
         with warnings.catch_warnings():
             # Pixel-coordinate outputs carry x = column, y = -row on purpose (see raster.PIXEL_TRANSFORM).
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
-            _write_blocks(staging, info, grid, scores, ramp, config, progress, on_block)
+            _write_blocks(staging, info, grid, scores, ramp, config, progress)
         with ThreadPoolExecutor(1, thread_name_prefix="cog") as pool:
             copied = pool.submit(_copy_to_cog, staging, final_tmp, config)
             try:
+                if on_block is not None:
+                    _replay_blocks(staging, config, on_block)
                 if meanwhile is not None:
                     meanwhile()
             finally:
@@ -165,9 +167,16 @@ def _copy_to_cog(staging: Path, target: Path, config: HeatmapConfig) -> None:
     )
 
 
+def _replay_blocks(staging: Path, config: HeatmapConfig, on_block: BlockCallback) -> None:
+    with warnings.catch_warnings(), rasterio.open(staging) as src:
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        for window in block_windows(src.width, src.height, config.block_size):
+            on_block(window, src.read(1, window=window))
+
+
 def _write_blocks(
     staging: Path, info: RasterInfo, grid: PatchGrid, scores: np.ndarray, ramp: np.ndarray,
-    config: HeatmapConfig, progress: bool, on_block: BlockCallback | None,
+    config: HeatmapConfig, progress: bool,
 ) -> None:
     # The staging file is uncompressed: the COG copy compresses once, not twice.
     # The blend's matrix products are tiny (a few windows by one block edge): BLAS threads
@@ -184,7 +193,5 @@ def _write_blocks(
                 assessed &= src.dataset_mask(window=window) > 0
             np.divide(total, weight, out=out, where=assessed)
             dst.write(out, 1, window=window)
-            if on_block is not None:
-                on_block(window, out)
 
 

@@ -153,18 +153,19 @@ def process_raster(
             raise RasterError(item.path, "no patch lies inside the valid footprint", "check the raster's nodata/alpha, or lower tiling.min_valid_fraction")
         lap("inference")
         collector = RegionCollector(threshold, info, NODATA)
-        vectors: dict[str, gpd.GeoDataFrame] = {}
+        polygons: gpd.GeoDataFrame | None = None
 
         def polygons_while_compressing() -> None:
-            lap("heatmap")  # the blocks are written and traced; the COG copy has started
-            vectors["polygons"] = collector.polygons(config.vectorize)
-            write_polygons(vectors["polygons"], work)
+            nonlocal polygons
+            lap("heatmap")  # the blocks are written and traced, the latter while the COG copy runs
+            polygons = collector.polygons(config.vectorize)
+            write_polygons(polygons, work)
             for style in ("heatmap.qml", "cracks.qml"):
                 shutil.copy(STYLES / style, work / style)
 
         write_heatmap(work / HEATMAP, info, grid, scores, config.heatmap, progress, on_block=collector.add,
                       meanwhile=polygons_while_compressing)
-        polygons = vectors["polygons"]
+        assert polygons is not None  # set by polygons_while_compressing, which write_heatmap always runs
         lap("cog_and_polygons")
         outcome.counts = {
             "patches": len(grid), "patches_scored": scored, "patch_window_px": grid.size, "stride_px": grid.stride,
