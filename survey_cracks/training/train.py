@@ -347,7 +347,7 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True, log:
 
 
 def provenance(
-    config: TrainConfig, result: FitResult, table: dict[str, Any], counts: dict[str, Any], commit: str | None = None
+    config: TrainConfig, result: FitResult, table: dict[str, Any], counts: dict[str, Any], commit: str | None
 ) -> dict[str, Any]:
     return {
         "init": result.init.kind,
@@ -366,7 +366,7 @@ def provenance(
         "seed": config.seed,
         "metrics": {k: {m: v[m] for m in ("precision", "recall", "f1", "ap")} for k, v in table.items()},
         "trained_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "git_commit": commit or _git_commit(),
+        "git_commit": commit,
         "torch": torch.__version__,
         "machine": f"{hardware.cpu_name()} ({platform.machine()}), {os.cpu_count()} cpu",
         "precision": precision_name(autocast_dtype(pick_device("auto"), config.precision)),
