@@ -71,7 +71,7 @@ def _classifier(spec: ModelSpec):  # type: ignore[no-untyped-def]
             if resolve_engine(spec.engine, spec.device, spec.precision) == "onnxruntime":
                 from survey_cracks.onnx_engine import OnnxCrackClassifier
 
-                _MODELS[key] = OnnxCrackClassifier(path, threads=spec.threads)
+                _MODELS[key] = OnnxCrackClassifier(path, threads=spec.threads, sha256=spec.sha256)
             else:
                 import torch
 

@@ -23,9 +23,12 @@ def onnx_cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "survey_cracks"
 
 
-def cached_onnx(model_path: Path) -> Path:
-    """The checkpoint as verified ONNX, converted once per model sha256 and reused by every worker and run."""
-    target = onnx_cache_dir() / "onnx" / f"{file_sha256(model_path)}.onnx"
+def cached_onnx(model_path: Path, sha256: str | None = None) -> Path:
+    """The checkpoint as verified ONNX, converted once per model sha256 and reused by every worker and run.
+
+    ``sha256``: the file's, when the caller has just checked it (saves hashing it again).
+    """
+    target = onnx_cache_dir() / "onnx" / f"{sha256 or file_sha256(model_path)}.onnx"
     if not target.is_file():
         from survey_cracks.export import export_model
 
@@ -51,7 +54,7 @@ def patches_to_array(patches: np.ndarray, meta: ModelMeta) -> np.ndarray:
 class OnnxCrackClassifier:
     """Scores patches with ONNX Runtime, same interface and scores (within 1e-4) as ``model.CrackClassifier``."""
 
-    def __init__(self, path: str | Path | None = None, threads: int = 1) -> None:
+    def __init__(self, path: str | Path | None = None, threads: int = 1, sha256: str | None = None) -> None:
         import onnxruntime as ort
 
         self.path = Path(path) if path is not None else SHIPPED_MODEL
@@ -59,7 +62,7 @@ class OnnxCrackClassifier:
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
-        self.session = ort.InferenceSession(str(cached_onnx(self.path)), options, providers=["CPUExecutionProvider"])
+        self.session = ort.InferenceSession(str(cached_onnx(self.path, sha256)), options, providers=["CPUExecutionProvider"])
 
     def predict(self, patches: np.ndarray, batch_size: int = 64) -> np.ndarray:
         """Crack probability per patch, float32 (N,); safe to call from several threads at once."""
