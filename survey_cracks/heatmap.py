@@ -138,7 +138,7 @@ def write_heatmap(
             copied = pool.submit(_copy_to_cog, staging, final_tmp, config)
             try:
                 if on_block is not None:
-                    _replay_blocks(staging, config, on_block)
+                    _replay_blocks(staging, config, on_block, progress)
                 if meanwhile is not None:
                     meanwhile()
             finally:
@@ -167,10 +167,11 @@ def _copy_to_cog(staging: Path, target: Path, config: HeatmapConfig) -> None:
     )
 
 
-def _replay_blocks(staging: Path, config: HeatmapConfig, on_block: BlockCallback) -> None:
+def _replay_blocks(staging: Path, config: HeatmapConfig, on_block: BlockCallback, progress: bool) -> None:
     with warnings.catch_warnings(), rasterio.open(staging) as src:
         warnings.simplefilter("ignore", NotGeoreferencedWarning)
-        for window in block_windows(src.width, src.height, config.block_size):
+        blocks = block_windows(src.width, src.height, config.block_size)
+        for window in tqdm(blocks, desc="polygons", unit="block", disable=not progress, leave=False):
             on_block(window, src.read(1, window=window))
 
 

@@ -43,8 +43,8 @@ class _Region:
 class RegionCollector:
     """Collects above-threshold regions block by block; `polygons()` merges and measures them.
 
-    Fed either while the heatmap is being written (no second pass over the file) or
-    from any raster read block by block (`vectorize_raster`).
+    Fed the heatmap's blocks from its uncompressed staging file while GDAL builds the
+    COG (`heatmap.write_heatmap`), or any raster read block by block (`vectorize_raster`).
     """
 
     def __init__(self, threshold: float, info: RasterInfo, nodata: float | None = None) -> None:
@@ -109,7 +109,7 @@ def _regions(values: np.ndarray, hit: np.ndarray, window: Window, info: RasterIn
     on_edge = set(np.unique(labels[edge & hit]).tolist())
     parts: dict[int, list[shapely.Geometry]] = {}
     # Traced in global pixel coordinates: integers, so neighbouring blocks share edges exactly.
-    # Only the bounding box of the hits is scanned: tracing costs per pixel, hits are few.
+    # Only the bounding box of the hits is traced: the cost is per pixel scanned.
     rows, cols = np.flatnonzero(hit.any(axis=1)), np.flatnonzero(hit.any(axis=0))
     box = np.s_[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
     transform = Affine.translation(c0 + int(cols[0]), r0 + int(rows[0]))
