@@ -117,7 +117,7 @@ def _regions(values: np.ndarray, hit: np.ndarray, window: Window, info: RasterIn
         parts.setdefault(int(value), []).append(shape(geom))
     regions = []
     for label, polygons in parts.items():
-        geometry = polygons[0] if len(polygons) == 1 else shapely.union_all(polygons)
+        geometry = polygons[0] if len(polygons) == 1 else _dissolve(polygons)
         i = label - 1
         regions.append(_Region(geometry, float(totals[i]), int(counts[i]), float(peaks[i]), label in on_edge))
     return regions
