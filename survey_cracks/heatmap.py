@@ -30,7 +30,6 @@ from survey_cracks.raster import RasterInfo
 from survey_cracks.tiling import PatchGrid, block_windows
 
 NODATA = -1.0
-BlockCallback = Callable[[Window, np.ndarray], None]
 
 
 def blend_ramp(size: int, floor: float) -> np.ndarray:
@@ -114,16 +113,15 @@ def write_heatmap(
     scores: np.ndarray,
     config: HeatmapConfig,
     progress: bool = True,
-    on_block: BlockCallback | None = None,
-    meanwhile: Callable[[], None] | None = None,
+    meanwhile: Callable[[Path], None] | None = None,
 ) -> Path:
     """Write the heatmap COG at ``path`` (via temp names; nothing partial is left).
 
-    ``on_block(window, values)`` sees every finished block (nodata = NODATA), then
-    ``meanwhile()`` runs. Both run on this thread while GDAL builds the COG in another:
-    the copy releases the GIL and keeps about one core busy, so work that needs only
-    the blocks (tracing and merging the polygons) overlaps it instead of following it.
-    The blocks are read back from the uncompressed staging file for that.
+    ``meanwhile(staging)`` runs on this thread while GDAL builds the COG in another,
+    given the finished heatmap as an uncompressed GeoTIFF (same grid, nodata = NODATA)
+    that lives until it returns: the copy releases the GIL and keeps about one core
+    busy, so work that needs only the heatmap (tracing and merging the polygons)
+    overlaps it instead of following it.
     """
     path = Path(path)
     staging = path.with_name(f".{path.stem}.staging.tif")
@@ -137,10 +135,8 @@ def write_heatmap(
         with ThreadPoolExecutor(1, thread_name_prefix="cog") as pool:
             copied = pool.submit(_copy_to_cog, staging, final_tmp, config)
             try:
-                if on_block is not None:
-                    _replay_blocks(staging, config, on_block, progress)
                 if meanwhile is not None:
-                    meanwhile()
+                    meanwhile(staging)
             finally:
                 copied.result()  # the copy finishes (or fails) before its files are cleaned up
         os.replace(final_tmp, path)
@@ -165,14 +161,6 @@ def _copy_to_cog(staging: Path, target: Path, config: HeatmapConfig) -> None:
         BIGTIFF="IF_SAFER",
         NUM_THREADS="ALL_CPUS",
     )
-
-
-def _replay_blocks(staging: Path, config: HeatmapConfig, on_block: BlockCallback, progress: bool) -> None:
-    with warnings.catch_warnings(), rasterio.open(staging) as src:
-        warnings.simplefilter("ignore", NotGeoreferencedWarning)
-        blocks = block_windows(src.width, src.height, config.block_size)
-        for window in tqdm(blocks, desc="polygons", unit="block", disable=not progress, leave=False):
-            on_block(window, src.read(1, window=window))
 
 
 def _write_blocks(

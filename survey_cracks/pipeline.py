@@ -25,13 +25,13 @@ from survey_cracks.config import RunConfig
 from survey_cracks.discover import SurveyRaster, find_rasters
 from survey_cracks.errors import OutputError, RasterError, SurveyCracksError
 from survey_cracks.evaluate import RasterMetrics, combine, evaluate_raster
-from survey_cracks.heatmap import NODATA, write_heatmap
+from survey_cracks.heatmap import write_heatmap
 from survey_cracks.inference import ModelSpec, dask_client, model_spec, score_raster, worker_compute
 from survey_cracks.checkpoint import SHIPPED_MODEL, ModelMeta, file_sha256, read_meta
 from survey_cracks.raster import RasterInfo, inspect_raster
 from survey_cracks.report import RasterOutcome, package_versions, write_json, write_summary
 from survey_cracks.tiling import PatchGrid, patch_grid, window_size_for_ground
-from survey_cracks.vectorize import RegionCollector
+from survey_cracks.vectorize import vectorize_raster
 
 Log = Callable[[str], None]
 STYLES = Path(__file__).parent / "styles"
@@ -152,19 +152,18 @@ def process_raster(
         if scored == 0:
             raise RasterError(item.path, "no patch lies inside the valid footprint", "check the raster's nodata/alpha, or lower tiling.min_valid_fraction")
         lap("inference")
-        collector = RegionCollector(threshold, info, NODATA)
         polygons: gpd.GeoDataFrame | None = None
 
-        def polygons_while_compressing() -> None:
+        def polygons_while_compressing(staging: Path) -> None:
             nonlocal polygons
-            lap("heatmap")  # the blocks are written and traced, the latter while the COG copy runs
-            polygons = collector.polygons(config.vectorize)
+            lap("heatmap")  # the blocks are written; the COG copy now runs beside the tracing
+            polygons = vectorize_raster(staging, threshold, info, config.vectorize, block=config.heatmap.block_size,
+                                        progress=progress)
             write_polygons(polygons, work)
             for style in ("heatmap.qml", "cracks.qml"):
                 shutil.copy(STYLES / style, work / style)
 
-        write_heatmap(work / HEATMAP, info, grid, scores, config.heatmap, progress, on_block=collector.add,
-                      meanwhile=polygons_while_compressing)
+        write_heatmap(work / HEATMAP, info, grid, scores, config.heatmap, progress, meanwhile=polygons_while_compressing)
         assert polygons is not None  # set by polygons_while_compressing, which write_heatmap always runs
         lap("cog_and_polygons")
         outcome.counts = {

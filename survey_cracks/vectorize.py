@@ -13,7 +13,6 @@ from pathlib import Path
 
 import geopandas as gpd
 import numpy as np
-import rasterio
 import shapely
 from rasterio.features import shapes
 from affine import Affine
@@ -24,7 +23,7 @@ from shapely.geometry import shape
 from tqdm import tqdm
 
 from survey_cracks.config import VectorizeConfig
-from survey_cracks.raster import RasterInfo
+from survey_cracks.raster import RasterInfo, open_raster
 from survey_cracks.tiling import block_windows
 
 COLUMNS = ["id", "max_score", "mean_score", "area", "length", "unit", "geometry"]
@@ -43,8 +42,7 @@ class _Region:
 class RegionCollector:
     """Collects above-threshold regions block by block; `polygons()` merges and measures them.
 
-    Fed the heatmap's blocks from its uncompressed staging file while GDAL builds the
-    COG (`heatmap.write_heatmap`), or any raster read block by block (`vectorize_raster`).
+    Fed any raster block by block (`vectorize_raster`); memory grows with the cracks only.
     """
 
     def __init__(self, threshold: float, info: RasterInfo, nodata: float | None = None) -> None:
@@ -76,8 +74,11 @@ def vectorize_raster(
     block: int = 1024,
     progress: bool = False,
 ) -> gpd.GeoDataFrame:
-    """Polygons of connected pixels with value >= ``threshold`` (nodata excluded)."""
-    with rasterio.open(raster_path) as src:
+    """Polygons of connected pixels with value >= ``threshold`` (nodata excluded), read block by block.
+
+    The pipeline runs it on the heatmap's uncompressed staging file while GDAL builds the COG.
+    """
+    with open_raster(raster_path) as src:
         collector = RegionCollector(threshold, info, src.nodata)
         blocks = block_windows(src.width, src.height, block)
         for window in tqdm(blocks, desc="polygons", unit="block", disable=not progress, leave=False):

@@ -66,9 +66,14 @@ def test_written_heatmap_is_a_georeferenced_cog_with_nodata_outside_footprint(tm
     info = inspect_raster(raster)
     grid = patch_grid(900, 700, 128, 64)
     scores = np.linspace(0, 1, len(grid)).astype(np.float32)
-    seen = []
+    staged = []
+
+    def meanwhile(staging):  # the finished heatmap, uncompressed, while the COG is built
+        with rasterio.open(staging) as src:
+            staged.append((src.nodata, src.read(1)))
+
     out = write_heatmap(tmp_path / "heatmap.tif", info, grid, scores, HeatmapConfig(block_size=256),
-                        progress=False, on_block=lambda w, v: seen.append(w))
+                        progress=False, meanwhile=meanwhile)
     with rasterio.open(raster) as src, rasterio.open(out) as dst:
         assert dst.crs == src.crs and dst.transform == src.transform and dst.shape == src.shape
         assert dst.tags(ns="IMAGE_STRUCTURE")["LAYOUT"] == "COG"
@@ -77,5 +82,6 @@ def test_written_heatmap_is_a_georeferenced_cog_with_nodata_outside_footprint(tm
     assert (values[:, :200] == NODATA).all()
     inside = values[:, 200:]
     assert inside.min() >= 0 and inside.max() <= 1
-    assert sum(w.width * w.height for w in seen) == 900 * 700
+    assert staged[0][0] == NODATA and np.array_equal(staged[0][1], values)
+    assert not list(tmp_path.glob(".*"))  # staging and partial files are gone
     assert sorted(p.name for p in tmp_path.iterdir()) == ["heatmap.tif", "r.tif"]
