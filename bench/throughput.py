@@ -10,7 +10,7 @@ One run measures, on this machine:
   3. naive        - the notebook way over the same kind of patches: a per-patch loop, PIL crop,
                     torchvision transforms, fp32, batch 1.
 Figures are ratios against the bare model measured in the same run: once at the start (every
-engine and way), and, for the pipeline's own way, again just before and after each end-to-end run
+engine and way), and, for the fastest way, again just before and after each end-to-end run
 (`*_vs_bare_model_around_it`), since a shared machine's speed drifts over the benchmark. Results go to
 bench/results/throughput.json and a Markdown table on stdout (copied into the README).
 
@@ -62,6 +62,9 @@ def sample_patches(raster: Path, size: int, count: int, seed: int = 0) -> np.nda
     return np.stack(out)
 
 
+WAYS = ("intra-op", "streams")
+
+
 def bare_model(model: Path, patches: np.ndarray, threads: int, repeats: int = 3) -> dict:
     """The model alone on in-memory patches: the best of every engine and way to use the cores.
 
@@ -70,19 +73,30 @@ def bare_model(model: Path, patches: np.ndarray, threads: int, repeats: int = 3)
     all cores per operation) and ``streams`` (one stream per core, one thread each: how the
     pipeline's worker runs). The best of them is what the bare model allows on this machine.
     """
-    from survey_cracks.onnx_engine import OnnxCrackClassifier
-
-    torch_classifier = CrackClassifier(model, device="cpu", precision="auto")
-    torch_name = f"torch {precision_name(torch_classifier.amp_dtype)}"
-    rates = {}
-    for mode, streams in (("intra-op", 1), ("streams", threads)):
-        torch.set_num_threads(threads if streams == 1 else 1)
-        engines = {torch_name: torch_classifier,
-                   "onnxruntime fp32": OnnxCrackClassifier(model, threads=threads if streams == 1 else 1)}
-        for engine, classifier in engines.items():
-            rates[f"{engine} {mode}"] = _rate(classifier, patches, streams, repeats)
+    torch_name = f"torch {precision_name(CrackClassifier(model, device='cpu', precision='auto').amp_dtype)}"
+    rates = {f"{engine} {way}": bare_way(model, patches, threads, engine, way, repeats)
+             for way in WAYS for engine in (torch_name, "onnxruntime fp32")}
     fastest = max(rates, key=rates.get)
     return {"patches_per_s": rates[fastest], "fastest": fastest, "by_mode": rates, "batch": 64, "threads": threads}
+
+
+def bare_way(model: Path, patches: np.ndarray, threads: int, engine: str, way: str, repeats: int = 3) -> float:
+    """Patches/s of one engine ("torch ..." or "onnxruntime ...") used one way (see `WAYS`).
+
+    Also re-measured for the fastest way just before and after each end-to-end run: this
+    shared machine's speed drifts by up to +-10 % over a benchmark, and a bare figure taken
+    around a run is the fair denominator for that run.
+    """
+    from survey_cracks.onnx_engine import OnnxCrackClassifier
+
+    streams = 1 if way == "intra-op" else threads
+    engine_threads = threads if streams == 1 else 1
+    if engine.startswith("torch"):
+        torch.set_num_threads(engine_threads)
+        classifier = CrackClassifier(model, device="cpu", precision="auto")
+    else:
+        classifier = OnnxCrackClassifier(model, threads=engine_threads)
+    return _rate(classifier, patches, streams, repeats)
 
 
 def _rate(classifier, patches: np.ndarray, streams: int, repeats: int) -> float:  # type: ignore[no-untyped-def]
@@ -98,17 +112,6 @@ def _rate(classifier, patches: np.ndarray, streams: int, repeats: int) -> float:
             list(pool.map(lambda part: classifier.predict(part, 64), parts))
             best = max(best, len(patches) / (time.perf_counter() - start))
     return round(best, 1)
-
-
-def bare_onnx_streams(model: Path, patches: np.ndarray, threads: int, repeats: int = 3) -> float:
-    """The pipeline's own way (ONNX Runtime, one single-thread stream per core), re-measured around each run.
-
-    This shared machine's speed drifts by up to +-10 % over a benchmark; a bare figure taken
-    right before and right after an end-to-end run is the fair denominator for that run.
-    """
-    from survey_cracks.onnx_engine import OnnxCrackClassifier
-
-    return _rate(OnnxCrackClassifier(model, threads=1), patches, threads, repeats)
 
 
 def naive_loop(model: Path, raster: Path, size: int, count: int, threads: int) -> dict:
@@ -222,12 +225,11 @@ def main() -> None:
     print("bare model:", results["bare_model"], flush=True)
     results["naive"] = naive_loop(model, rasters[0], meta.patch_size, args.naive_patches, threads)
     print("naive loop:", results["naive"], flush=True)
-    bracket = results["bare_model"]["fastest"] == "onnxruntime fp32 streams"
+    engine, way = results["bare_model"]["fastest"].rsplit(" ", 1)
     for raster in rasters:
-        before = bare_onnx_streams(model, patches, threads) if bracket else None
+        before = bare_way(model, patches, threads, engine, way)
         row = end_to_end(raster, model, work / f"out_{raster.stem}", meta.patch_size, stride)
-        if bracket:
-            row["bare_around"] = round((before + bare_onnx_streams(model, patches, threads)) / 2, 1)
+        row["bare_around"] = round((before + bare_way(model, patches, threads, engine, way)) / 2, 1)
         results["end_to_end"].append(row)
         print("end to end:", row, flush=True)
 
@@ -238,8 +240,7 @@ def main() -> None:
     for row in results["end_to_end"]:
         size = f"{row['megapixels']:g}mp"
         results["ratios"][f"end_to_end_{size}_vs_bare_model"] = round(row["patches_per_s"] / bare, 3)
-        if "bare_around" in row:
-            results["ratios"][f"end_to_end_{size}_vs_bare_model_around_it"] = round(row["patches_per_s"] / row["bare_around"], 3)
+        results["ratios"][f"end_to_end_{size}_vs_bare_model_around_it"] = round(row["patches_per_s"] / row["bare_around"], 3)
         results["ratios"][f"end_to_end_{size}_vs_naive"] = round(row["patches_per_s"] / naive, 2)
     if len(results["end_to_end"]) > 1:
         rss = [r["peak_rss_gib"] for r in results["end_to_end"]]
