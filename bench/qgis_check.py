@@ -19,6 +19,9 @@ import sys
 from pathlib import Path
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+# QGIS computes band statistics to style the source raster; without this GDAL saves them
+# as X.tif.aux.xml beside the survey (the sample surveys must stay as generated).
+os.environ.setdefault("GDAL_PAM_ENABLED", "NO")
 
 from qgis.core import (  # noqa: E402
     QgsApplication,
