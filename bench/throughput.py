@@ -13,10 +13,12 @@ Figures are ratios against the bare model measured in the same run: once at the 
 engine and way, fastest pass), and, for the fastest way, again just before and after each
 end-to-end run, since a shared machine's speed drifts over the benchmark: as its fastest pass
 (`*_vs_bare_model_around_it`, a burst against a long run's average) and as total patches over total
-time of all passes (`*_vs_sustained_bare_model_around_it`, measured the way the run is). Results go
-to bench/results/throughput.json and a Markdown table on stdout (copied into the README).
+time of all passes (`*_vs_sustained_bare_model_around_it`, measured the way the run is). With
+`--repeats N` the end-to-end runs (and the naive loop) are measured in N alternating rounds and each
+ratio is the median over the rounds. Results go to bench/results/throughput.json and a Markdown
+table on stdout (copied into the README).
 
-    python bench/throughput.py [--sizes 100 400] [--model PATH] [--keep]
+    python bench/throughput.py [--sizes 100 400] [--repeats N] [--model PATH] [--keep]
 """
 
 from __future__ import annotations
@@ -208,13 +210,33 @@ def end_to_end(raster: Path, model: Path, out: Path, patch_size: int, stride: in
     }
 
 
+def round_ratios(rows: list[dict], bare: float) -> dict[str, float]:
+    """The target ratios of one round of end-to-end runs (one row per raster size)."""
+    ratios = {}
+    for row in rows:
+        size = f"{row['megapixels']:g}mp"
+        ratios[f"end_to_end_{size}_vs_bare_model"] = round(row["patches_per_s"] / bare, 3)
+        ratios[f"end_to_end_{size}_vs_bare_model_around_it"] = round(row["patches_per_s"] / row["bare_around"], 3)
+        ratios[f"end_to_end_{size}_vs_sustained_bare_model_around_it"] = round(
+            row["patches_per_s"] / row["bare_sustained_around"], 3)
+        ratios[f"end_to_end_{size}_vs_naive"] = round(row["patches_per_s"] / row["naive"], 2)
+    if len(rows) > 1:
+        ratios["peak_rss_largest_vs_smallest"] = round(rows[-1]["peak_rss_gib"] / rows[0]["peak_rss_gib"], 3)
+    return ratios
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="+", default=[100, 400], help="megapixels of the end-to-end rasters")
     parser.add_argument("--model", type=Path, default=None, help="checkpoint [default: the shipped model]")
     parser.add_argument("--keep", action="store_true", help="keep the generated rasters")
     parser.add_argument("--naive-patches", type=int, default=300)
+    parser.add_argument("--repeats", type=int, default=1,
+                        help="rounds of end-to-end runs (naive loop and bare model re-measured in each); "
+                             "ratios are then medians over the rounds [default: 1]")
     args = parser.parse_args()
+    if args.repeats < 1:
+        parser.error("--repeats must be at least 1")
 
     threads = os.cpu_count() or 1
     work = Path(tempfile.mkdtemp(prefix="survey_cracks_bench_"))
@@ -244,29 +266,30 @@ def main() -> None:
     results["naive"] = naive_loop(model, rasters[0], meta.patch_size, args.naive_patches, threads)
     print("naive loop:", results["naive"], flush=True)
     engine, way = results["bare_model"]["fastest"].rsplit(" ", 1)
-    for raster in rasters:
-        before = bare_way(model, patches, threads, engine, way, repeats=AROUND_PASSES)
-        row = end_to_end(raster, model, work / f"out_{raster.stem}", meta.patch_size, stride)
-        after = bare_way(model, patches, threads, engine, way, repeats=AROUND_PASSES)
-        row["bare_around"] = round((before.best + after.best) / 2, 1)
-        row["bare_sustained_around"] = round((before.sustained + after.sustained) / 2, 1)
-        results["end_to_end"].append(row)
-        print("end to end:", row, flush=True)
+    rounds = []
+    for number in range(args.repeats):
+        # Each round re-measures the naive loop too: on a shared machine it drifts as much as the rest.
+        naive = results["naive"] if number == 0 else naive_loop(model, rasters[0], meta.patch_size, args.naive_patches, threads)
+        rows = []
+        for raster in rasters:
+            before = bare_way(model, patches, threads, engine, way, repeats=AROUND_PASSES)
+            row = end_to_end(raster, model, work / f"out_{raster.stem}", meta.patch_size, stride)
+            after = bare_way(model, patches, threads, engine, way, repeats=AROUND_PASSES)
+            row["bare_around"] = round((before.best + after.best) / 2, 1)
+            row["bare_sustained_around"] = round((before.sustained + after.sustained) / 2, 1)
+            row["naive"], row["round"] = naive["patches_per_s"], number + 1
+            rows.append(row)
+            print("end to end:", row, flush=True)
+        results["end_to_end"] += rows
+        rounds.append(round_ratios(rows, results["bare_model"]["patches_per_s"]))
 
-    bare, naive = results["bare_model"]["patches_per_s"], results["naive"]["patches_per_s"]
+    bare, naive_rate = results["bare_model"]["patches_per_s"], results["naive"]["patches_per_s"]
     # Megapixels one patch accounts for on the stride grid: stride^2 new pixels per patch.
     mp_per_patch = stride * stride / 1e6
-    results["ratios"] = {}
-    for row in results["end_to_end"]:
-        size = f"{row['megapixels']:g}mp"
-        results["ratios"][f"end_to_end_{size}_vs_bare_model"] = round(row["patches_per_s"] / bare, 3)
-        results["ratios"][f"end_to_end_{size}_vs_bare_model_around_it"] = round(row["patches_per_s"] / row["bare_around"], 3)
-        results["ratios"][f"end_to_end_{size}_vs_sustained_bare_model_around_it"] = round(
-            row["patches_per_s"] / row["bare_sustained_around"], 3)
-        results["ratios"][f"end_to_end_{size}_vs_naive"] = round(row["patches_per_s"] / naive, 2)
-    if len(results["end_to_end"]) > 1:
-        rss = [r["peak_rss_gib"] for r in results["end_to_end"]]
-        results["ratios"]["peak_rss_largest_vs_smallest"] = round(rss[-1] / rss[0], 3)
+    # One round: its ratios. Several (--repeats): each ratio's median over the rounds, and every round.
+    results["ratios"] = {key: round(float(np.median([r[key] for r in rounds])), 3) for key in rounds[0]}
+    if len(rounds) > 1:
+        results["ratios_by_round"] = rounds
     out = ROOT / "bench" / "results"
     out.mkdir(parents=True, exist_ok=True)
     (out / "throughput.json").write_text(json.dumps(results, indent=2))
@@ -277,11 +300,12 @@ def main() -> None:
     modes = ", ".join(f"{k} {v}" for k, v in results["bare_model"]["by_mode"].items())
     print(f"| bare model (batch 64; best of {modes}) | {bare} | "
           f"{bare * mp_per_patch:.1f} | |")
-    print(f"| naive loop (PIL + transforms, fp32, batch 1) | {naive} | {naive * mp_per_patch:.1f} | |")
+    print(f"| naive loop (PIL + transforms, fp32, batch 1) | {naive_rate} | {naive_rate * mp_per_patch:.1f} | |")
     for row in results["end_to_end"]:
-        print(f"| bare model around the {row['megapixels']} MP run: fastest pass / sustained | "
+        run = f"{row['megapixels']} MP" + (f", round {row['round']} (naive loop {row['naive']})" if args.repeats > 1 else "")
+        print(f"| bare model around the {run} run: fastest pass / sustained | "
               f"{row['bare_around']} / {row['bare_sustained_around']} | | |")
-        print(f"| end-to-end `run`, {row['megapixels']} MP | {row['patches_per_s']} | {row['megapixels_per_s']} | "
+        print(f"| end-to-end `run`, {run} | {row['patches_per_s']} | {row['megapixels_per_s']} | "
               f"{row['peak_rss_gib']} GiB |")
     print("\nratios:", json.dumps(results["ratios"]))
     if not args.keep:
