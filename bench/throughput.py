@@ -48,6 +48,7 @@ from survey_cracks.model import (  # noqa: E402
     SHIPPED_MODEL,
     CrackClassifier,
     ModelMeta,
+    autocast_dtype,
     build_model,
     precision_name,
     save_checkpoint,
@@ -79,7 +80,8 @@ def bare_model(model: Path, patches: np.ndarray, threads: int, repeats: int = 3)
     all cores per operation) and ``streams`` (one stream per core, one thread each: how the
     pipeline's worker runs). The best of them is what the bare model allows on this machine.
     """
-    torch_name = f"torch {precision_name(CrackClassifier(model, device='cpu', precision='auto').amp_dtype)}"
+    # The precision CrackClassifier(device="cpu", precision="auto") runs at, without loading the model for it.
+    torch_name = f"torch {precision_name(autocast_dtype(torch.device('cpu'), 'auto'))}"
     rates = {f"{engine} {way}": bare_way(model, patches, threads, engine, way, repeats)
              for way in WAYS for engine in (torch_name, "onnxruntime fp32")}
     fastest = max(rates, key=lambda name: rates[name].best)
@@ -92,7 +94,7 @@ def bare_way(model: Path, patches: np.ndarray, threads: int, engine: str, way: s
     """Patches/s of one engine ("torch ..." or "onnxruntime ...") used one way (see `WAYS`).
 
     Also re-measured for the fastest way just before and after each end-to-end run: this
-    shared machine's speed drifts by up to +-10 % over a benchmark, and a bare figure taken
+    shared machine's speed drifts over a benchmark (see `_rate`), and a bare figure taken
     around a run is the fair denominator for that run.
     """
     from survey_cracks.onnx_engine import OnnxCrackClassifier
