@@ -96,7 +96,8 @@ def _regions(values: np.ndarray, hit: np.ndarray, window: Window, info: RasterIn
     counts = np.bincount(lab, minlength=count + 1)[1:]
     # Per-label maximum inside each label's bounding box: ufunc.at and ndimage.maximum
     # (a sort) cost 10-20 ms per block, about as much as the rest of the tracing.
-    peaks = np.array([values[box][labels[box] == i].max() for i, box in enumerate(ndimage.find_objects(labels), 1)])
+    boxes = ndimage.find_objects(labels)
+    peaks = np.array([values[box][labels[box] == i].max() for i, box in enumerate(boxes, 1)])
     edge = np.zeros_like(hit)
     r0, c0 = int(window.row_off), int(window.col_off)
     if r0 > 0:
@@ -111,9 +112,9 @@ def _regions(values: np.ndarray, hit: np.ndarray, window: Window, info: RasterIn
     parts: dict[int, list[shapely.Geometry]] = {}
     # Traced in global pixel coordinates: integers, so neighbouring blocks share edges exactly.
     # Only the bounding box of the hits is traced: the cost is per pixel scanned.
-    rows, cols = np.flatnonzero(hit.any(axis=1)), np.flatnonzero(hit.any(axis=0))
-    box = np.s_[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
-    transform = Affine.translation(c0 + int(cols[0]), r0 + int(rows[0]))
+    top, left = min(b[0].start for b in boxes), min(b[1].start for b in boxes)
+    box = np.s_[top : max(b[0].stop for b in boxes), left : max(b[1].stop for b in boxes)]
+    transform = Affine.translation(c0 + left, r0 + top)
     for geom, value in shapes(labels[box].astype(np.int32), mask=hit[box], connectivity=8, transform=transform):
         parts.setdefault(int(value), []).append(shape(geom))
     regions = []
