@@ -44,7 +44,7 @@ from rasterio.windows import Window
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from survey_cracks.model import (  # noqa: E402
+from survey_cracks.models.network import (  # noqa: E402
     SHIPPED_MODEL,
     CrackClassifier,
     ModelMeta,
@@ -97,7 +97,7 @@ def bare_way(model: Path, patches: np.ndarray, threads: int, engine: str, way: s
     shared machine's speed drifts over a benchmark (see `_rate`), and a bare figure taken
     around a run is the fair denominator for that run.
     """
-    from survey_cracks.onnx_engine import OnnxCrackClassifier
+    from survey_cracks.models.onnx_engine import OnnxCrackClassifier
 
     streams = 1 if way == "intra-op" else threads
     engine_threads = threads if streams == 1 else 1
@@ -141,7 +141,7 @@ def naive_loop(model: Path, raster: Path, size: int, count: int, threads: int) -
     from PIL import Image
     from torchvision import transforms
 
-    from survey_cracks.model import load_checkpoint
+    from survey_cracks.models.network import load_checkpoint
 
     torch.set_num_threads(threads)
     net, meta = load_checkpoint(model)
@@ -251,7 +251,7 @@ def main() -> None:
     if not model.exists():  # speed does not depend on the weights
         model = work / "random.safetensors"
         save_checkpoint(model, build_model(), ModelMeta())
-    from survey_cracks.model import read_meta
+    from survey_cracks.models.network import read_meta
 
     meta = read_meta(model)
     stride = meta.patch_size // 2

@@ -10,9 +10,7 @@ given its scheduler address.
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import logging
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
@@ -24,62 +22,13 @@ from distributed import Client, LocalCluster, as_completed
 from rasterio.windows import Window
 from tqdm import tqdm
 
-from survey_cracks import hardware
 from survey_cracks.config import InferenceConfig
-from survey_cracks.errors import ConfigError
-from survey_cracks.raster import RasterInfo, fill_invalid, open_raster, read_patch, read_window
-from survey_cracks.tiling import PatchGrid
+from survey_cracks.models.engines import ModelSpec, compute_of, load_engine
+from survey_cracks.raster import RasterInfo, fill_invalid, open_raster, read_context, read_patch, read_window
+from survey_cracks.tiling import ALIGN, ContextWindow, PatchGrid
 
 ProgressCallback = Callable[[int], None]
 
-_MODELS: dict[tuple, object] = {}
-_MODEL_LOCK = threading.Lock()
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    """How a worker finds and runs the model (the file is checked by sha256)."""
-
-    path: str
-    sha256: str
-    device: str = "auto"
-    precision: str = "auto"
-    engine: str = "auto"
-    threads: int = 1
-    batch_size: int = 64
-
-
-def _classifier(spec: ModelSpec):  # type: ignore[no-untyped-def]
-    """The worker's cached model; loaded once per worker process.
-
-    On a real cluster the client's path may not exist on the worker: the worker's own
-    copy of the shipped model is used when its sha256 matches. The ONNX Runtime path
-    never imports torch.
-    """
-    from survey_cracks.checkpoint import SHIPPED_MODEL, file_sha256
-    from survey_cracks.errors import ModelFileError
-
-    key = (spec.path, spec.sha256, spec.device, spec.precision, spec.engine)
-    with _MODEL_LOCK:
-        if key not in _MODELS:
-            path = Path(spec.path)
-            if not path.is_file() and SHIPPED_MODEL.is_file() and file_sha256(SHIPPED_MODEL) == spec.sha256:
-                path = SHIPPED_MODEL
-            if not path.is_file() or file_sha256(path) != spec.sha256:
-                raise ModelFileError(spec.path, "model file missing or different on this Dask worker",
-                                     "put the same model file at the same path on every worker")
-            if resolve_engine(spec.engine, spec.device, spec.precision) == "onnxruntime":
-                from survey_cracks.onnx_engine import OnnxCrackClassifier
-
-                _MODELS[key] = OnnxCrackClassifier(path, threads=spec.threads, sha256=spec.sha256)
-            else:
-                import torch
-
-                from survey_cracks.model import CrackClassifier
-
-                torch.set_num_threads(spec.threads)
-                _MODELS[key] = CrackClassifier(path, device=spec.device, precision=spec.precision)  # type: ignore[arg-type]
-        return _MODELS[key]
 
 
 def iter_patches(
@@ -134,7 +83,7 @@ def score_windows(
     spec: ModelSpec,
 ) -> np.ndarray:
     """Dask task: read and score the windows at ``offsets``; NaN for skipped ones."""
-    classifier = _classifier(spec)
+    classifier = load_engine(spec)
     scores = np.full(len(offsets), np.nan, dtype=np.float32)
     batch: list[np.ndarray] = []
     where: list[int] = []
@@ -153,6 +102,79 @@ def score_windows(
                 flush()
         flush()
     return scores
+
+
+@dataclass(frozen=True)
+class WindowMaps:
+    """What one window's trunk pass gives back for its core: only the core's pixels travel."""
+
+    core: Window
+    probability: np.ndarray | None  # (h, w) float16 per-pixel crack probability (mask mode), NaN outside the footprint
+    dense: np.ndarray  # (rows, cols) float32 patch scores of the 128 px patches centred in the core, 32 px apart
+    dense_origin: tuple[int, int]  # raster (row, col) offset of dense[0, 0]'s patch window
+
+
+def window_sums(values: np.ndarray, size: int, step: int, shape: tuple[int, int]) -> np.ndarray:
+    """Sum of ``values`` over each ``size`` x ``size`` window at ``step`` px: an integral image, (rows, cols) = ``shape``."""
+    integral = np.zeros((values.shape[0] + 1, values.shape[1] + 1), np.int64)
+    integral[1:, 1:] = values.cumsum(0).cumsum(1)
+    r, c = np.arange(shape[0]) * step, np.arange(shape[1]) * step
+    return (integral[np.ix_(r + size, c + size)] - integral[np.ix_(r, c + size)]
+            - integral[np.ix_(r + size, c)] + integral[np.ix_(r, c)])
+
+
+def segment_window(
+    info: RasterInfo, window: ContextWindow, spec: ModelSpec, keep_mask: bool, min_valid_fraction: float = 0.25
+) -> WindowMaps | None:
+    """Dask task: read a window with its margin, one trunk pass, keep the core; None outside the footprint."""
+    engine = load_engine(spec)
+    with open_raster(info.path) as src:
+        rgb, valid = read_context(src, info, window.read)
+    top, left = int(window.core.row_off - window.read.row_off), int(window.core.col_off - window.read.col_off)
+    core = (slice(top, top + int(window.core.height)), slice(left, left + int(window.core.width)))
+    if not valid[core].any():
+        return None
+    mask, dense = engine.segment(rgb)
+    probability = None
+    if keep_mask and mask is not None:
+        probability = np.where(valid[core], mask[core], np.nan).astype(np.float16)
+    # Dense position (i, j) is the patch at read offset (32 i, 32 j); keep those centred in the core.
+    patch = engine.meta.patch_size
+    centres_r = np.arange(dense.shape[0]) * ALIGN + patch // 2
+    centres_c = np.arange(dense.shape[1]) * ALIGN + patch // 2
+    rows = np.flatnonzero((centres_r >= top) & (centres_r < top + int(window.core.height)))
+    cols = np.flatnonzero((centres_c >= left) & (centres_c < left + int(window.core.width)))
+    kept = dense[np.ix_(rows, cols)].astype(np.float32)
+    # Patches mostly outside the footprint are skipped, as in patch mode.
+    counts = window_sums(valid, patch, ALIGN, dense.shape)
+    kept[counts[np.ix_(rows, cols)] < max(1, min_valid_fraction * patch * patch)] = np.nan
+    origin = (int(window.read.row_off) + int(rows[0]) * ALIGN if rows.size else 0,
+              int(window.read.col_off) + int(cols[0]) * ALIGN if cols.size else 0)
+    return WindowMaps(window.core, probability, kept, origin)
+
+
+def segment_raster(
+    client: Client,
+    info: RasterInfo,
+    windows: list[ContextWindow],
+    spec: ModelSpec,
+    keep_mask: bool = True,
+    min_valid_fraction: float = 0.25,
+    progress: bool = True,
+) -> Iterator[WindowMaps]:
+    """Every window of the raster through the network, yielded as the workers finish them (any order)."""
+    futures = [client.submit(segment_window, info, w, spec, keep_mask, min_valid_fraction, pure=False) for w in windows]
+    bar = tqdm(total=len(windows), desc=f"segmenting {info.path.name}", unit="window", disable=not progress, leave=False)
+    try:
+        for future in as_completed(futures):
+            maps = future.result()
+            future.release()
+            bar.update(1)
+            if maps is not None:
+                yield maps
+    finally:
+        bar.close()
+        client.cancel(futures)
 
 
 def score_raster(
@@ -245,34 +267,7 @@ def dask_client(config: InferenceConfig) -> Iterator[Client]:
 
 def worker_compute(client: Client, spec: ModelSpec) -> list[str]:
     """What the workers run the model on (e.g. ``cpu fp32``, ``cuda fp16``), as each worker resolves ``auto``."""
-    return sorted(set(client.run(_compute_of, spec.device, spec.precision, spec.engine).values()))
-
-
-def _compute_of(device: str, precision: str, engine: str) -> str:
-    if resolve_engine(engine, device, precision) == "onnxruntime":
-        return "cpu fp32 onnxruntime"  # decided without torch: a worker on this path never imports it
-    from survey_cracks.model import autocast_dtype, pick_device, precision_name
-
-    resolved = pick_device(device)  # type: ignore[arg-type]
-    return f"{resolved.type} {precision_name(autocast_dtype(resolved, precision))} torch"
-
-
-def resolve_engine(engine: str, device: str, precision: str) -> str:
-    """``auto``: ONNX Runtime where the model would run fp32 on the CPU, PyTorch otherwise (CUDA, native bf16).
-
-    Decided from the hardware without importing torch (see `hardware`), as `model.pick_device`
-    and `model.autocast_dtype` decide it.
-    """
-    if engine != "auto":
-        if engine == "onnxruntime" and importlib.util.find_spec("onnxruntime") is None:
-            raise ConfigError(None, "inference.engine is onnxruntime but onnxruntime is not installed",
-                              "pip install onnxruntime, or set inference.engine: torch")
-        return engine
-    on_cpu = device == "cpu" or (device == "auto" and hardware.cuda_device_count() == 0)
-    cpu_autocast = precision == "bf16" or (precision == "auto" and hardware.cpu_has_native_bf16())
-    if on_cpu and not cpu_autocast and importlib.util.find_spec("onnxruntime"):
-        return "onnxruntime"
-    return "torch"
+    return sorted(set(client.run(compute_of, spec.device, spec.precision, spec.engine).values()))
 
 
 def model_spec(path: Path, sha256: str, config: InferenceConfig) -> ModelSpec:
@@ -288,5 +283,5 @@ def model_spec(path: Path, sha256: str, config: InferenceConfig) -> ModelSpec:
 
 
 __all__ = [
-    "ModelSpec", "dask_client", "model_spec", "score_raster", "resolve_engine", "score_windows", "tapered", "worker_compute",
+    "ModelSpec", "dask_client", "model_spec", "score_raster", "score_windows", "segment_raster", "segment_window", "tapered", "WindowMaps", "worker_compute",
 ]

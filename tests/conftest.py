@@ -98,7 +98,7 @@ def tiny_fit(synthetic_patch_set, tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_model(tiny_fit) -> Path:
     """Path of the tiny checkpoint, with a threshold calibrated on its validation patches."""
-    from survey_cracks.model import save_checkpoint
+    from survey_cracks.models.network import save_checkpoint
 
     result, out = tiny_fit
     result.meta.provenance = {"init": "scratch", "note": "test fixture"}

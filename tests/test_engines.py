@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from survey_cracks import hardware
-from survey_cracks.inference import resolve_engine
-from survey_cracks.model import CrackClassifier, ModelMeta, build_model, patches_to_tensor, save_checkpoint
-from survey_cracks.onnx_engine import OnnxCrackClassifier, cached_onnx, patches_to_array
+from survey_cracks.models.engines import resolve_engine
+from survey_cracks.models.network import CrackClassifier, ModelMeta, build_model, patches_to_tensor, save_checkpoint
+from survey_cracks.models.onnx_engine import OnnxCrackClassifier, cached_onnx, patches_to_array
 
 
 @pytest.fixture
@@ -67,11 +67,11 @@ def test_onnxruntime_worker_path_never_imports_torch(checkpoint, tmp_path):
     script = f"""
 import sys
 import numpy as np
-from survey_cracks.checkpoint import file_sha256
-from survey_cracks.inference import ModelSpec, _classifier, _compute_of
+from survey_cracks.models.checkpoint import file_sha256
+from survey_cracks.models.engines import ModelSpec, compute_of, load_engine
 path = {str(checkpoint)!r}
-assert _compute_of("cpu", "fp32", "auto") == "cpu fp32 onnxruntime"  # what run.json records, asked of each worker
-classifier = _classifier(ModelSpec(path, file_sha256(path), device="cpu", precision="fp32"))
+assert compute_of("cpu", "fp32", "auto") == "cpu fp32 onnxruntime"  # what run.json records, asked of each worker
+classifier = load_engine(ModelSpec(path, file_sha256(path), device="cpu", precision="fp32"))
 scores = classifier.predict(np.zeros((2, 64, 64, 3), dtype=np.uint8))
 assert scores.shape == (2,), scores
 assert "torch" not in sys.modules, "torch was imported"

@@ -6,7 +6,7 @@ import torch
 
 from survey_cracks import hardware
 from survey_cracks.errors import ModelFileError
-from survey_cracks.model import (
+from survey_cracks.models.network import (
     IMAGENET_FILE,
     CrackClassifier,
     ModelMeta,

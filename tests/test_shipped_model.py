@@ -7,7 +7,7 @@ import pytest
 from click.testing import CliRunner
 
 from survey_cracks.cli.main import cli
-from survey_cracks.model import SHIPPED_MODEL, CrackClassifier, file_sha256, read_meta
+from survey_cracks.models.network import SHIPPED_MODEL, CrackClassifier, file_sha256, read_meta
 
 
 def test_shipped_model_is_packaged_with_its_metadata():

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from survey_cracks.checkpoint import SHIPPED_MODEL, ModelMeta, file_sha256, read_meta
+from survey_cracks.models.checkpoint import SHIPPED_MODEL, ModelMeta, file_sha256, read_meta
 
 
 def onnx_cache_dir() -> Path:
@@ -30,10 +30,23 @@ def cached_onnx(model_path: Path, sha256: str | None = None) -> Path:
     """
     target = onnx_cache_dir() / "onnx" / f"{sha256 or file_sha256(model_path)}.onnx"
     if not target.is_file():
-        from survey_cracks.export import export_model
+        from survey_cracks.models.export import export_model
 
         target.parent.mkdir(parents=True, exist_ok=True)
         export_model(model_path, target, "onnx", verify=True)
+    return target
+
+
+def cached_segmenter(model_path: Path, sha256: str | None = None) -> Path:
+    """The checkpoint's mask + dense graph as verified ONNX, converted once per model sha256."""
+    target = onnx_cache_dir() / "onnx" / f"{sha256 or file_sha256(model_path)}.segment.onnx"
+    if not target.is_file():
+        from survey_cracks.models.export import export_segmenter
+
+        target.parent.mkdir(parents=True, exist_ok=True)
+        partial = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+        export_segmenter(model_path, partial, verify=True)
+        os.replace(partial, target)
     return target
 
 
@@ -62,7 +75,9 @@ class OnnxCrackClassifier:
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
+        self.options, self.sha256 = options, sha256
         self.session = ort.InferenceSession(str(cached_onnx(self.path, sha256)), options, providers=["CPUExecutionProvider"])
+        self._segmenter = None
 
     def predict(self, patches: np.ndarray, batch_size: int = 64) -> np.ndarray:
         """Crack probability per patch, float32 (N,); safe to call from several threads at once."""
@@ -73,4 +88,17 @@ class OnnxCrackClassifier:
         return out
 
 
-__all__ = ["OnnxCrackClassifier", "cached_onnx", "onnx_cache_dir", "patches_to_array"]
+    def segment(self, window: np.ndarray) -> tuple[np.ndarray | None, np.ndarray]:
+        """uint8 (H, W, 3) -> (crack probability (H, W) or None without a decoder, dense patch scores), one trunk pass."""
+        if self._segmenter is None:
+            import onnxruntime as ort
+
+            self._segmenter = ort.InferenceSession(str(cached_segmenter(self.path, self.sha256)), self.options,
+                                                   providers=["CPUExecutionProvider"])
+        outputs = self._segmenter.run(None, {"windows": patches_to_array(window, self.meta)})
+        if len(outputs) == 1:
+            return None, outputs[0][0]
+        return outputs[0][0], outputs[1][0]
+
+
+__all__ = ["OnnxCrackClassifier", "cached_onnx", "cached_segmenter", "onnx_cache_dir", "patches_to_array"]

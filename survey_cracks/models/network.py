@@ -1,9 +1,17 @@
-"""The crack classifier: a torchvision ResNet18 and its checkpoint format.
+"""The crack network: a torchvision ResNet18 trunk with a patch head and a crack-mask decoder.
 
-A checkpoint is a safetensors file (tensors only, so loading never unpickles
-arbitrary objects) whose header carries the model's metadata as JSON: architecture,
-classes, patch size, normalisation, calibrated threshold and training provenance.
-The patch preprocessing lives here too, so training and inference share it.
+One trunk pass feeds two heads. The *patch head* is the classifier's pooled features +
+linear layer; applied densely (average pool of 4 x 4 cells + the same weights as a
+1 x 1 convolution) it gives the classifier's crack score for every 128 px patch at a
+32 px step. The *mask decoder* is torchvision's FeaturePyramidNetwork over the stem and
+layer1-layer4 (strides 2-32) and a small head predicting at stride 2, interpolated to
+full resolution: a per-pixel crack probability at almost no extra cost.
+
+Parameter names of the trunk and patch head are torchvision's ResNet18 names, so the
+patch classifiers trained before the decoder existed load as they are (``heads:
+patch``). A checkpoint is a safetensors file (tensors only, so loading never unpickles
+anything) whose header carries the metadata (see `checkpoint`). The patch
+preprocessing lives here too, so training and inference share it.
 """
 
 from __future__ import annotations
@@ -17,9 +25,11 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
+from torch.nn import functional as F
 from torchvision.models import resnet18
+from torchvision.ops import FeaturePyramidNetwork
 
-from survey_cracks.checkpoint import (  # noqa: F401  (re-exported: the model's public API)
+from survey_cracks.models.checkpoint import (  # noqa: F401  (re-exported: the model's public API)
     ARCH,
     CLASSES,
     FORMAT,
@@ -35,11 +45,85 @@ from survey_cracks.checkpoint import (  # noqa: F401  (re-exported: the model's 
 from survey_cracks import hardware
 from survey_cracks.errors import ModelFileError
 
-def build_model(num_classes: int = 2) -> nn.Module:
-    """ResNet18 with a fresh two-class head."""
-    model = resnet18(weights=None)
-    model.fc = nn.Linear(model.fc.in_features, num_classes)
-    return model
+TRUNK_STRIDE = 32
+TRUNK_CHANNELS = (64, 64, 128, 256, 512)  # stem (stride 2), layer1 (4), layer2 (8), layer3 (16), layer4 (32)
+
+
+class CrackNet(nn.Module):
+    """ResNet18 trunk, patch head (``fc``) and, when ``decoder_channels`` > 0, a crack-mask decoder."""
+
+    def __init__(self, num_classes: int = 2, decoder_channels: int = 0, patch_size: int = 128) -> None:
+        super().__init__()
+        trunk = resnet18(weights=None)
+        self.conv1, self.bn1, self.relu, self.maxpool = trunk.conv1, trunk.bn1, trunk.relu, trunk.maxpool
+        self.layer1, self.layer2, self.layer3, self.layer4 = trunk.layer1, trunk.layer2, trunk.layer3, trunk.layer4
+        self.avgpool = trunk.avgpool
+        self.fc = nn.Linear(512, num_classes)
+        self.patch_cells = max(1, patch_size // TRUNK_STRIDE)
+        self.decoder_channels = decoder_channels
+        if decoder_channels:
+            self.fpn = FeaturePyramidNetwork(list(TRUNK_CHANNELS), decoder_channels)
+            self.mask_head = nn.Sequential(
+                nn.Conv2d(decoder_channels, 16, 3, padding=1, bias=False),
+                nn.BatchNorm2d(16),
+                nn.ReLU(inplace=True),
+                nn.Conv2d(16, 1, 1),
+            )
+
+    def trunk(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Trunk features at strides 2, 4, 8, 16, 32."""
+        c1 = self.relu(self.bn1(self.conv1(x)))
+        c2 = self.layer1(self.maxpool(c1))
+        c3 = self.layer2(c2)
+        c4 = self.layer3(c3)
+        return [c1, c2, c3, c4, self.layer4(c4)]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Patch logits (N, classes): the classifier's interface."""
+        features = self.trunk(x)[-1]
+        return self.fc(torch.flatten(self.avgpool(features), 1))
+
+    def trunk_parameters(self) -> list[nn.Parameter]:
+        heads = {id(p) for p in self.head_parameters()} | {id(p) for p in self.decoder_parameters()}
+        return [p for p in self.parameters() if id(p) not in heads]
+
+    def head_parameters(self) -> list[nn.Parameter]:
+        return list(self.fc.parameters())
+
+    def decoder_parameters(self) -> list[nn.Parameter]:
+        if not self.decoder_channels:
+            return []
+        return list(self.fpn.parameters()) + list(self.mask_head.parameters())
+
+    def dense_logits(self, deepest: torch.Tensor) -> torch.Tensor:
+        """Patch logits (N, classes, h, w) for every patch at a 32 px step: position (i, j) is the patch at (32 i, 32 j)."""
+        pooled = F.avg_pool2d(deepest, self.patch_cells, stride=1)
+        return F.conv2d(pooled, self.fc.weight[:, :, None, None], self.fc.bias)
+
+    def mask_logits(self, features: list[torch.Tensor]) -> torch.Tensor:
+        """Per-pixel crack logit (N, 1, H, W), H and W the input's (a multiple of 32).
+
+        Predicted at stride 2 and interpolated bilinearly: a learnt sub-pixel unfolding
+        (pixel shuffle, transposed convolution) gives a flat surface a 2 px checkerboard.
+        """
+        levels = self.fpn({str(i): f for i, f in enumerate(features)})
+        return F.interpolate(self.mask_head(levels["0"]), scale_factor=2.0, mode="bilinear", align_corners=False)
+
+    def segment(self, x: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor]:
+        """One trunk pass: (mask logits (N, 1, H, W) or None without a decoder, dense patch logits (N, classes, H/32 - 3, W/32 - 3))."""
+        features = self.trunk(x)
+        mask = self.mask_logits(features) if self.decoder_channels else None
+        return mask, self.dense_logits(features[-1])
+
+
+def build_model(num_classes: int = 2, decoder_channels: int = 0, patch_size: int = 128) -> CrackNet:
+    """The network with fresh heads (a decoder when ``decoder_channels`` > 0)."""
+    return CrackNet(num_classes, decoder_channels, patch_size)
+
+
+def model_for(meta: ModelMeta) -> CrackNet:
+    """An untrained network of the shape a checkpoint's metadata describes."""
+    return build_model(len(meta.classes), meta.decoder_channels if meta.has_mask else 0, meta.patch_size)
 
 
 def find_imagenet_weights(path: str | Path | None = None) -> Path | None:
@@ -68,7 +152,7 @@ def load_imagenet_backbone(model: nn.Module, path: Path) -> None:
     state = torch.load(path, map_location="cpu", weights_only=True)
     state = {k: v for k, v in state.items() if not k.startswith("fc.")}
     missing, unexpected = model.load_state_dict(state, strict=False)
-    if unexpected or any(not k.startswith("fc.") for k in missing):
+    if unexpected or any(not k.startswith(("fc.", "fpn.", "mask_head.")) for k in missing):
         raise ModelFileError(path, "file is not a torchvision ResNet18 state dict")
 
 
@@ -96,7 +180,7 @@ def load_checkpoint(path: str | Path | None = None) -> tuple[nn.Module, ModelMet
         state = load_file(str(path))
     except (SafetensorError, OSError, ValueError) as exc:
         raise ModelFileError(path, f"model file is corrupt ({exc})", "re-download or re-train it") from None
-    model = build_model(len(meta.classes))
+    model = model_for(meta)
     state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
     try:
         model.load_state_dict(state)
@@ -164,6 +248,16 @@ class CrackClassifier:
     def predict(self, patches: np.ndarray, batch_size: int = 64) -> np.ndarray:
         """Crack probability per patch, float32 (N,)."""
         return score_patches(self.model, self.meta, patches, self.device, self.amp_dtype, batch_size)
+
+    @torch.inference_mode()
+    def segment(self, window: np.ndarray) -> tuple[np.ndarray | None, np.ndarray]:
+        """uint8 (H, W, 3) -> (crack probability (H, W) or None without a decoder, dense patch scores), one trunk pass."""
+        batch = patches_to_tensor(window[None], self.meta).to(self.device)
+        with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None):
+            mask, dense = self.model.segment(batch)
+        crack = self.meta.classes.index("crack")
+        probability = None if mask is None else torch.sigmoid(mask.float())[0, 0].cpu().numpy()
+        return probability, torch.softmax(dense.float(), dim=1)[0, crack].cpu().numpy()
 
 
 @torch.inference_mode()

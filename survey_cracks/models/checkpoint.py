@@ -19,13 +19,14 @@ from survey_cracks.errors import ModelFileError
 
 ARCH = "resnet18"
 CLASSES = ("no_crack", "crack")
+HEADS = ("patch", "mask")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 FORMAT = "survey_cracks.checkpoint/1"
 # torchvision's own ImageNet weights; verified by hash before use.
 IMAGENET_FILE = "resnet18-f37072fd.pth"
 IMAGENET_SHA256 = "f37072fd47e89c5e827621c5baffa7500819f7896bbacec160b1a16c560e07ec"
-SHIPPED_MODEL = Path(__file__).parent / "weights" / "crack_resnet18.safetensors"
+SHIPPED_MODEL = Path(__file__).parent.parent / "weights" / "crack_resnet18.safetensors"
 
 
 @dataclass
@@ -39,6 +40,19 @@ class ModelMeta:
     std: tuple[float, float, float] = IMAGENET_STD
     threshold: float = 0.5
     provenance: dict[str, Any] = field(default_factory=dict)
+    # Which outputs the network has: "patch" (crack/no-crack per patch, dense at stride 32)
+    # and "mask" (per-pixel crack probability from the decoder). Files written before the
+    # decoder existed carry no such key and are patch classifiers.
+    heads: tuple[str, ...] = ("patch",)
+    decoder_channels: int = 0
+    mask_threshold: float = 0.5
+    # Context (px, each side) a window needs for its centre to be unaffected by the window
+    # edge, measured when the decoder was trained (see models.network.measure_margin).
+    min_margin_px: int = 0
+
+    @property
+    def has_mask(self) -> bool:
+        return "mask" in self.heads
 
     def to_json(self) -> str:
         return json.dumps({"format": FORMAT, **asdict(self)}, sort_keys=True)
@@ -58,8 +72,11 @@ class ModelMeta:
         meta.classes = tuple(meta.classes)
         meta.mean = tuple(meta.mean)  # type: ignore[assignment]
         meta.std = tuple(meta.std)  # type: ignore[assignment]
+        meta.heads = tuple(meta.heads)
         if meta.arch != ARCH or len(meta.classes) != 2:
             raise ModelFileError(path, f"unsupported architecture {meta.arch} / classes {meta.classes}")
+        if not meta.heads or not set(meta.heads) <= set(HEADS) or (meta.has_mask and meta.decoder_channels < 1):
+            raise ModelFileError(path, f"unsupported heads {meta.heads}", "use a checkpoint made by this version of survey-cracks")
         return meta
 
 
