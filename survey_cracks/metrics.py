@@ -53,13 +53,26 @@ def scores_at(probabilities: np.ndarray, labels: np.ndarray, threshold: float) -
     )
 
 
+F1_TIE_TOLERANCE = 1e-9  # F1 values this close count as equal when choosing a threshold
+
+
 def choose_threshold(
     probabilities: np.ndarray,
     labels: np.ndarray,
     mode: Literal["max_f1", "target_recall"] = "max_f1",
     target_recall: float = 0.9,
 ) -> float:
-    """Operating threshold on validation data: max F1, or the highest one reaching a recall."""
+    """Operating threshold on validation data: max F1, or the highest one reaching a recall.
+
+    ``max_f1``: the candidates are the validation scores (a threshold ``t`` predicts
+    crack for ``score >= t``). On a small validation set many of them often give the
+    same, maximal F1 (equal within ``F1_TIE_TOLERANCE``); among those the one
+    **nearest 0.5** is returned (on an exact tie in distance, the lower one), the same
+    rule as the mask threshold (``training/segment.py``). Taking the lowest tied one
+    would push the operating point to the edge of the tied range (a calibrated 0.51
+    became 0.17 on a small survey) although nothing on the validation data asks
+    for it. With a single class in ``labels`` there is nothing to calibrate: 0.5.
+    """
     from sklearn.metrics import precision_recall_curve
 
     if labels.sum() == 0 or labels.sum() == len(labels):
@@ -70,7 +83,9 @@ def choose_threshold(
         ok = np.flatnonzero(recall >= target_recall)
         return float(thresholds[ok[-1]]) if ok.size else float(thresholds[0])
     f1 = 2 * precision * recall / np.maximum(precision + recall, 1e-12)
-    return float(thresholds[int(np.argmax(f1))])
+    tied = np.flatnonzero(f1 >= f1.max() - F1_TIE_TOLERANCE)
+    # thresholds ascend, so argmin picks the lower of two equally near ones.
+    return float(thresholds[tied[int(np.argmin(np.abs(thresholds[tied] - 0.5)))]])
 
 
 def average_precision(probabilities: np.ndarray, labels: np.ndarray) -> float | None:

@@ -5,7 +5,7 @@ import pytest
 
 from survey_cracks.config import DataSource, LabelRule, TrainConfig, load_config
 from survey_cracks.errors import DataSourceError
-from survey_cracks.model import load_checkpoint
+from survey_cracks.models.network import load_checkpoint
 from survey_cracks.training.train import weights_sha256
 from survey_cracks.training.data import list_items, split_of
 from survey_cracks.training.labels import label_from_boxes, label_from_mask, yolo_to_pixel_boxes
@@ -145,7 +145,15 @@ def test_shipped_training_config_reads_shared_sources(needs_shared):
     assert {"deepcrack", "crackforest", "brickwork", "quaywall"} <= set(names)
     quay = next(s for s in config.sources if s.name == "quaywall")
     items = list_items(quay, config.seed)
-    assert items and not any("o6" in str(i.path) for i in items if False)
+    # Site o6 (exclude_groups) is not among the items; without the exclusion it would be.
+    import csv
+
+    with open(quay.root / quay.group_csv, newline="") as fh:
+        o6 = {row["stem"] for row in csv.DictReader(fh) if row[quay.group_column] == "o6"}
+    assert items and o6
+    assert not any(i.path.stem in o6 for i in items)
+    unfiltered = list_items(quay.model_copy(update={"exclude_groups": []}), config.seed)
+    assert any(i.path.stem in o6 for i in unfiltered)
     # Tiles of one photo never straddle splits.
     from collections import defaultdict
 
@@ -161,7 +169,7 @@ def test_evaluate_checkpoint_scores_held_out_splits_at_the_stored_threshold(
     tiny_model, synthetic_patch_set, monkeypatch, tmp_path
 ):
     from survey_cracks.config import Schedule, TilingConfig
-    from survey_cracks.model import CrackClassifier
+    from survey_cracks.models.network import CrackClassifier
     from survey_cracks.training import train as train_module
 
     monkeypatch.setattr(train_module, "build_patch_set", lambda config, cache_dir=None, progress=True: synthetic_patch_set)
@@ -178,3 +186,62 @@ def test_evaluate_checkpoint_scores_held_out_splits_at_the_stored_threshold(
     row = table["val/synthetic"]
     assert (row["tp"], row["fp"], row["fn"]) == (tp, int((predicted & ~truth).sum()), int((~predicted & truth).sum()))
     assert row["f1"] == pytest.approx(2 * tp / (2 * tp + row["fp"] + row["fn"]), abs=1e-4)
+
+
+def _survey_with_one_mask(folder, crack: bool):
+    """A 192 x 256 image with a mask beside it: a vertical crack line, or an all-clean mask."""
+    from tests.conftest import write_geotiff
+
+    folder.mkdir(exist_ok=True)
+    write_geotiff(folder / "scan.png", np.full((192, 256, 3), 128, np.uint8), driver="PNG")
+    mask = np.zeros((192, 256, 1), np.uint8)
+    if crack:
+        mask[:, 126:130] = 255
+    write_geotiff(folder / "scan.mask.png", mask, driver="PNG")
+
+
+def test_patch_cache_is_rebuilt_when_an_annotation_changes(tmp_path):
+    from survey_cracks.config import SplitFractions, TilingConfig
+    from survey_cracks.training.data import _cache_key, build_patch_set
+
+    survey = tmp_path / "survey"
+    _survey_with_one_mask(survey, crack=True)
+    config = TrainConfig(
+        sources=[DataSource(name="s", kind="survey", root=survey, split=SplitFractions(val=0.0, test=0.0))],
+        tiling=TilingConfig(patch_size=64), workers=1,
+    )
+    cache = tmp_path / "cache"
+    first = build_patch_set(config, cache_dir=cache, progress=False)
+    assert first.labels.sum() > 0
+    key = _cache_key(config)
+    assert _cache_key(config) == key  # nothing changed: the cache is reused
+    assert build_patch_set(config, cache_dir=cache, progress=False).labels.tolist() == first.labels.tolist()
+
+    _survey_with_one_mask(survey, crack=False)  # the annotation is corrected: no crack after all
+    assert _cache_key(config) != key
+    second = build_patch_set(config, cache_dir=cache, progress=False)
+    assert len(second) > 0 and second.labels.sum() == 0
+    assert len(list(cache.glob("patches-*.npz"))) == 2
+
+
+def test_cache_key_covers_every_input_file_of_each_source_kind(tmp_path):
+    import os
+
+    from survey_cracks.training.data import _cache_key
+
+    for sub in ("images", "masks", "labels", "crack", "no_crack"):
+        (tmp_path / sub).mkdir()
+        (tmp_path / sub / "a.txt").write_text("x")
+    (tmp_path / "sites.csv").write_text("stem,site\n")
+    for kind, edited in (("mask_folder", "masks"), ("mask_folder", "images"), ("yolo_boxes", "labels"),
+                         ("class_folders", "no_crack")):
+        config = TrainConfig(sources=[DataSource(name="s", kind=kind, root=tmp_path)])
+        key = _cache_key(config)
+        target = tmp_path / edited / "a.txt"
+        stat = target.stat()
+        os.utime(target, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000))  # same size, newer
+        assert _cache_key(config) != key, (kind, edited)
+    csv_source = DataSource(name="s", kind="yolo_boxes", root=tmp_path, group_csv="sites.csv")
+    key = _cache_key(TrainConfig(sources=[csv_source]))
+    (tmp_path / "sites.csv").write_text("stem,site\na,o6\n")
+    assert _cache_key(TrainConfig(sources=[csv_source])) != key

@@ -4,6 +4,8 @@ Every source is cut with the same tiling (`survey_cracks.tiling`) and read with 
 same reader (`survey_cracks.raster.read_patch`) as inference, so the model trains on
 exactly the pixels it will later score. Images are assigned to train / val / test
 by a seeded hash of their *group* (the photo they were cut from), never by patch.
+A user's survey with a single annotated raster is the one exception: it has no
+raster to hold out, so a strip of it is (see `survey_splits`).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import csv
 import multiprocessing
 import hashlib
 import json
+import os
 import re
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -29,7 +32,7 @@ from survey_cracks.tiling import patch_grid, window_size_for_ground
 from survey_cracks.training.labels import label_from_boxes, label_from_mask, yolo_to_pixel_boxes
 
 SPLITS = ("train", "val", "test")
-CACHE_VERSION = 3
+CACHE_VERSION = 4  # 4: input-file fingerprints in the key; single-raster surveys split by strip
 
 
 @dataclass
@@ -83,6 +86,15 @@ class ImageItem:
     boxes: tuple[tuple[float, float, float, float], ...] | None = None
     whole_label: int | None = None
     survey: bool = False
+    # Share of the raster along its longer side, (start, end) in 0..1: only patch windows lying
+    # wholly inside it are cut. Set when one raster is split into a training part and a held-out strip.
+    part: tuple[float, float] | None = None
+
+    @property
+    def name(self) -> str:
+        if self.part is None:
+            return f"{self.source}/{self.path.name}"
+        return f"{self.source}/{self.path.name}[{self.part[0]:.2f}-{self.part[1]:.2f} of its longer side]"
 
 
 def split_of(group: str, source: DataSource, seed: int) -> str:
@@ -98,7 +110,11 @@ def split_of(group: str, source: DataSource, seed: int) -> str:
 
 
 def survey_splits(rasters: list[Path], source: DataSource, seed: int) -> list[str]:
-    """A user's survey has few rasters: hold out a fixed share of groups (at least one when there are two)."""
+    """A user's survey has few rasters: hold out a fixed share of groups (at least one when there are two).
+
+    With a single group (one annotated raster) no raster can be held out: `list_items`
+    then splits the raster itself (`strip_parts`).
+    """
     if source.role == "test":
         return ["test"] * len(rasters)
     groups = sorted({group_of(r.stem, source) for r in rasters},
@@ -108,6 +124,16 @@ def survey_splits(rasters: list[Path], source: DataSource, seed: int) -> list[st
     split_of_group = {g: "val" for g in groups[:n_val]}
     split_of_group.update({g: "test" for g in groups[n_val : n_val + n_test]})
     return [split_of_group.get(group_of(r.stem, source), "train") for r in rasters]
+
+
+def strip_parts(val_fraction: float) -> dict[str, tuple[float, float]]:
+    """Train / val shares of a raster along its longer side: the last ``val_fraction`` is held out.
+
+    Patches are cut inside each part only (`_patches_of`), so no validation patch shares
+    a pixel with a training patch; windows that would straddle the cut are not used.
+    """
+    cut = 1.0 - val_fraction
+    return {"train": (0.0, cut), "val": (cut, 1.0)}
 
 
 def group_of(stem: str, source: DataSource) -> str:
@@ -189,8 +215,14 @@ def list_items(source: DataSource, seed: int) -> list[ImageItem]:
         rasters = [r for r in rasters_in(root) if find_annotation(r) is not None]
         if not rasters:
             raise DataSourceError(root, f"survey source '{source.name}' has no annotated rasters", "add X.cracks.geojson/gpkg or X.mask.png beside X.tif")
-        for raster, split in zip(rasters, survey_splits(rasters, source, seed)):
-            items.append(ImageItem(source.name, raster, split, survey=True))
+        single = len({group_of(r.stem, source) for r in rasters}) == 1
+        if single and source.role != "test" and source.split.val > 0:
+            for raster in rasters:
+                for split, part in strip_parts(source.split.val).items():
+                    items.append(ImageItem(source.name, raster, split, survey=True, part=part))
+        else:
+            for raster, split in zip(rasters, survey_splits(rasters, source, seed)):
+                items.append(ImageItem(source.name, raster, split, survey=True))
     return items
 
 
@@ -208,6 +240,9 @@ def _patches_of(item: ImageItem, tiling: TilingConfig, rule: LabelRule) -> tuple
         window_px = window_size_for_ground(size, tiling.ground_patch_m, info.pixel_size)
         stride = max(1, int(round(tiling.step * window_px / size)))
         grid = patch_grid(info.width, info.height, window_px, stride)
+        offset = (0, 0)  # (row, col) of the grid's origin in the raster
+        if item.part is not None:
+            grid, offset = _part_grid(item, info.width, info.height, window_px, stride)
         truth = None
         mask_src = mask_info = None
         if item.mask is not None:
@@ -223,6 +258,8 @@ def _patches_of(item: ImageItem, tiling: TilingConfig, rule: LabelRule) -> tuple
         try:
             for index in range(len(grid)):
                 window = grid.window(index)
+                if offset != (0, 0):
+                    window = Window(window.col_off + offset[1], window.row_off + offset[0], window.width, window.height)
                 rgb, valid = read_patch(src, info, window, size)
                 if valid.mean() < tiling.min_valid_fraction:
                     continue
@@ -246,6 +283,27 @@ def _patches_of(item: ImageItem, tiling: TilingConfig, rule: LabelRule) -> tuple
     return np.stack(out_patches), np.asarray(out_labels, dtype=np.int8)
 
 
+def _part_grid(item: ImageItem, width: int, height: int, window_px: int, stride: int):
+    """The patch grid of one part of a raster (``item.part``) and its (row, col) origin."""
+    assert item.part is not None
+    length = max(width, height)
+    if length < 2 * window_px:
+        folder = item.path.parent
+        raise DataSourceError(
+            folder,
+            f"survey '{item.source}' has one annotated raster ({item.path.name}, {width} x {height} px), too small "
+            f"to hold out a validation strip of a {window_px} px patch beside its training part",
+            f"add a second annotated raster to {folder} (validation needs patches training never sees)",
+        )
+    # The cut, in pixels, leaves at least one whole window on each side of it.
+    start, end = (min(max(round(f * length), window_px), length - window_px) if 0.0 < f < 1.0 else round(f * length)
+                  for f in item.part)
+    span = end - start
+    if width >= height:
+        return patch_grid(span, height, window_px, stride), (0, start)
+    return patch_grid(width, span, window_px, stride), (start, 0)
+
+
 def _work(args: tuple[ImageItem, TilingConfig, LabelRule]) -> tuple[np.ndarray, np.ndarray]:
     return _patches_of(*args)
 
@@ -261,7 +319,7 @@ def build_patch_set(config: TrainConfig, cache_dir: Path | None = None, progress
 
     items = [item for source in config.sources for item in list_items(source, config.seed)]
     source_names = [s.name for s in config.sources]
-    image_names = [f"{item.source}/{item.path.name}" for item in items]
+    image_names = [item.name for item in items]
     work = [(item, config.tiling, config.labels) for item in items]
     chunks: list[tuple[np.ndarray, np.ndarray]] = []
     bar = dict(total=len(work), desc="cutting patches", unit="img", disable=not progress)
@@ -313,11 +371,42 @@ def _cap_negatives(patch_set: PatchSet, config: TrainConfig) -> PatchSet:
     return patch_set.select(np.flatnonzero(keep))
 
 
+def _source_files(source: DataSource) -> list[Path]:
+    """Every file a source's patches and labels are read from (folders that do not exist are left out)."""
+    root = source.root
+    if source.kind == "survey":
+        folders = [root]  # rasters, their annotations (X.cracks.*, X.mask.*) and sidecars (.aux.xml, .tfw)
+    elif source.kind == "mask_folder":
+        folders = [root / source.images, root / source.masks]
+    elif source.kind == "class_folders":
+        folders = [root / "crack", root / "no_crack"]
+    else:
+        folders = [root / source.images, root / source.labels]
+    files = [Path(entry.path) for folder in folders if folder.is_dir() for entry in os.scandir(folder) if entry.is_file()]
+    if source.group_csv:
+        files.append(root / source.group_csv)
+    return sorted(files)
+
+
+def _fingerprint(files: list[Path]) -> str:
+    """(path, size, mtime_ns) of each file: cheap, and changes whenever a file is edited or replaced."""
+    digest = hashlib.sha256()
+    for path in files:
+        try:
+            stat = path.stat()
+            digest.update(f"{path}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+        except OSError:
+            digest.update(f"{path}\0missing\n".encode())
+    return digest.hexdigest()
+
+
 def _cache_key(config: TrainConfig) -> str:
+    """Config and input files: editing an image, mask, annotation or label file gives a new key."""
     payload = json.dumps(
         {
             "v": CACHE_VERSION,
             "sources": [s.model_dump(mode="json") for s in config.sources],
+            "files": [_fingerprint(_source_files(s)) for s in config.sources],
             "tiling": config.tiling.model_dump(mode="json"),
             "labels": config.labels.model_dump(mode="json"),
             "seed": config.seed,
