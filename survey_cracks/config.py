@@ -62,6 +62,20 @@ class InferenceConfig(StrictModel):
     per core, and tasks never fight over cores.
     """
 
+    mode: Literal["auto", "mask", "dense", "patch"] = Field(
+        "auto",
+        description="mask = per-pixel crack probability from the decoder (auto when the model has one); "
+        "dense = the patch head at every 32 px from one trunk pass per window; patch = each 128 px patch on its own",
+    )
+    window_px: int = Field(
+        1024, ge=128, le=8192,
+        description="core of a mask/dense window (multiple of 32); peak memory per task grows with (window + 2 margin)^2",
+    )
+    margin_px: int | None = Field(
+        None, ge=0,
+        description="context read around each window's core (multiple of 32); default: what the model needs, "
+        "measured when its decoder was trained (`survey-cracks info`); smaller is an error",
+    )
     batch_size: int = Field(64, ge=1, le=4096)
     workers: int = Field(1, ge=1, description="LocalCluster worker processes (each loads torch once)")
     threads_per_worker: int | None = Field(
@@ -76,6 +90,12 @@ class InferenceConfig(StrictModel):
     )
     scheduler: str | None = Field(None, description="address of an existing Dask scheduler")
     gdal_cache_mb: int = Field(64, ge=8, description="GDAL block cache per process (MB): bounds memory")
+
+    @model_validator(mode="after")
+    def _windows_multiple_of_32(self) -> "InferenceConfig":
+        if self.window_px % 32 or (self.margin_px is not None and self.margin_px % 32):
+            raise ValueError("window_px and margin_px must be multiples of 32 (the trunk's stride)")
+        return self
 
     def worker_threads(self) -> int:
         if self.threads_per_worker is not None:
@@ -106,8 +126,24 @@ class VectorizeConfig(StrictModel):
     """How the heatmap becomes crack polygons."""
 
     threshold: float | None = Field(None, ge=0.0, le=1.0, description="default: the model's calibrated one")
-    min_area_px: float = Field(64.0, ge=0.0, description="smaller polygons are dropped")
+    min_area_px: float | None = Field(
+        None, ge=0.0, description="smaller polygons are dropped; default 16 px in mask mode (a 2 px crack 8 px long), 64 in patch/dense mode"
+    )
     simplify_px: float = Field(1.0, ge=0.0, description="Douglas-Peucker tolerance in pixels")
+
+    def for_mode(self, mode: str) -> "VectorizeConfig":
+        """This config with the mode's defaults filled in."""
+        if self.min_area_px is not None:
+            return self
+        return self.model_copy(update={"min_area_px": 16.0 if mode == "mask" else 64.0})
+
+
+class CentrelineConfig(StrictModel):
+    """How crack regions become centrelines (pixel units)."""
+
+    min_spur_px: float = Field(10.0, ge=0.0, description="dangling branches shorter than this are pruned")
+    min_length_px: float = Field(10.0, ge=0.0, description="isolated lines shorter than this are dropped")
+    simplify_px: float = Field(0.7, ge=0.0, description="Douglas-Peucker tolerance on the final lines (ends kept)")
 
 
 class EvaluateConfig(StrictModel):
@@ -117,7 +153,14 @@ class EvaluateConfig(StrictModel):
     min_cell_crack_px: int = Field(
         8, ge=1, description="annotated crack pixels a cell needs to count as a crack cell"
     )
-    pixel_tolerances_px: list[int] = Field(default_factory=lambda: [2, 5])
+    pixel_tolerances_px: list[int] = Field(default_factory=lambda: [0, 2, 5])
+    centreline_tolerance_px: int = Field(2, ge=0, description="tolerance of centreline completeness/correctness/quality")
+    object_tolerance_px: float = Field(2.0, ge=0, description="annotated and predicted objects are grown by this before overlaps are measured")
+    object_overlap: float = Field(
+        0.5, gt=0.0, le=1.0,
+        description="share of a predicted polygon that must lie on one annotated object for it to be correct "
+        "(and of an annotated object on one polygon for it to be found)",
+    )
     default_line_width_px: float = Field(
         3.0, gt=0, description="width given to annotated lines that carry no width attribute"
     )
@@ -130,6 +173,7 @@ class RunConfig(StrictModel):
     inference: InferenceConfig = Field(default_factory=InferenceConfig)
     heatmap: HeatmapConfig = Field(default_factory=HeatmapConfig)
     vectorize: VectorizeConfig = Field(default_factory=VectorizeConfig)
+    centrelines: CentrelineConfig = Field(default_factory=CentrelineConfig)
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
 
 
@@ -232,6 +276,46 @@ class TrainConfig(StrictModel):
         "fp32 gives the same run on any CPU kind that has the same kernels",
     )
     out_dir: Path = Path("runs/train")
+
+
+class MaskSchedule(StrictModel):
+    """Decoder first with the trunk frozen, then the whole network at a low rate (see training/segment.py)."""
+
+    decoder_steps: int = Field(2000, ge=0, description="steps training the decoder alone (trunk and patch head frozen)")
+    joint_steps: int = Field(1500, ge=0, description="steps training everything, both losses")
+    batch_size: int = Field(8, ge=1)
+    crop_size: int = Field(256, ge=64, le=1024, description="training crop edge (multiple of 32): the decoder's context")
+    lr: float = Field(1e-3, gt=0, description="decoder learning rate (cosine-decayed within each phase)")
+    trunk_lr_factor: float = Field(0.1, gt=0, le=1.0, description="trunk and patch head rate = lr x this in the joint phase")
+    weight_decay: float = Field(1e-4, ge=0)
+    dice_weight: float = Field(1.0, ge=0, description="soft Dice loss weight beside pixel BCE")
+    patch_loss_weight: float = Field(0.3, ge=0, description="weight of the patch head's loss in the joint phase")
+    checkpoint_every: int = Field(250, ge=1, description="steps between resumable checkpoints and validation")
+    scale_jitter: tuple[float, float] = Field((0.7, 1.4), description="random rescale of each crop (other GSDs)")
+
+    @model_validator(mode="after")
+    def _crop_multiple_of_32(self) -> "MaskSchedule":
+        if self.crop_size % 32:
+            raise ValueError("crop_size must be a multiple of 32")
+        return self
+
+
+class MaskTrainConfig(StrictModel):
+    """Everything `survey-cracks train-mask` needs: the crack-mask decoder on a patch classifier's trunk."""
+
+    sources: list[DataSource] = Field(min_length=1)
+    init: Literal["shipped", "imagenet", "scratch", "auto"] = Field(
+        "shipped", description="trunk start: the shipped crack classifier (or init_path), ImageNet, or scratch"
+    )
+    init_path: Path | None = Field(None, description="a survey_cracks checkpoint (init: shipped) or ImageNet .pth")
+    decoder_channels: int = Field(32, ge=8, le=256, description="FPN width")
+    schedule: MaskSchedule = Field(default_factory=MaskSchedule)
+    labels: LabelRule = Field(default_factory=LabelRule)
+    tolerance_px: int = Field(2, ge=0, description="pixel tolerance of the validation F1 that picks the mask threshold")
+    augment: bool = True
+    seed: int = 0
+    workers: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1, description="torch threads")
+    out_dir: Path = Path("runs/mask")
 
 
 M = TypeVar("M", bound=StrictModel)

@@ -22,14 +22,17 @@ cells counted.
 **object** — annotated crack objects are groups of annotation features (or of
 8-connected mask pixels) that touch or overlap; predicted objects are the
 predicted polygons. Annotated objects are clipped to the raster's extent (not to
-the footprint). An object *hits* another when their geometries intersect
-(touching counts). recall = annotated objects hit by at least one predicted
-polygon / annotated objects; precision = predicted polygons hitting at least one
-annotated object / predicted polygons; F1 = harmonic mean of that precision and
-recall. Reported: ``tp`` = predicted polygons that hit, ``fp`` = predicted
-polygons that hit nothing, ``fn`` = annotated objects missed, ``tp_truth`` =
-annotated objects hit, and the counts ``annotated_objects`` (= tp_truth + fn)
-and ``predicted_objects`` (= tp + fp).
+the footprint). Both are grown by ``object_tolerance_px`` (a thin crack traced a
+pixel or two off its annotation still overlaps it). A predicted polygon is
+*correct* when at least ``object_overlap`` of its area lies on one single grown
+annotated object; an annotated object is *found* when at least
+``object_overlap`` of its area lies on one single grown predicted polygon. So one
+big polygon spread over two cracks (or over a crack and its surroundings) is not
+correct, and a crack only grazed by a polygon is not found. precision = correct
+polygons / predicted polygons; recall = found objects / annotated objects; F1 =
+their harmonic mean. Reported: ``tp`` = correct polygons, ``fp`` = the other
+polygons, ``tp_truth`` = found objects, ``fn`` = the other annotated objects, and
+the counts ``annotated_objects`` and ``predicted_objects``.
 
 **pixel@Npx** (one per N in ``pixel_tolerances_px``) — distances are Euclidean
 between pixel centres. precision = predicted crack pixels within N px of an
@@ -39,7 +42,15 @@ within N px of a predicted crack pixel / annotated crack pixels. Reported:
 ``tp_truth`` = annotated pixels within N px, ``fn`` = the other annotated pixels,
 with ``predicted_px`` and ``annotated_px``. Computed block by block with an N px
 halo (each pixel counted once, in its own block), so the figures do not depend on
-the block size.
+the block size. N = 0 is exact pixel overlap.
+
+**centreline@Npx** (N = ``centreline_tolerance_px``) — Wiedemann's measures on the
+one-pixel skeletons of the predicted and the annotated crack pixels (see
+`metrics_pixels`): completeness = annotated centreline pixels within N px of a
+predicted centreline, correctness = predicted centreline pixels within N px of an
+annotated one, quality = matched annotated / (annotated + unmatched predicted)
+centreline pixels. Skeletons are taken per block with a 16 px halo (they can
+differ from a whole-raster skeleton by a pixel where a crack crosses a block edge).
 
 Survey totals (:func:`combine`) add the counts of all rasters and recompute the
 ratios from the sums (micro-average), so large rasters weigh more than small ones.
@@ -51,7 +62,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import cv2
 import geopandas as gpd
 import numpy as np
 import rasterio
@@ -61,8 +71,11 @@ from rasterio.windows import Window
 
 from survey_cracks.annotations import Truth
 from survey_cracks.config import EvaluateConfig
+
+SKELETON_HALO = 16  # px of context around a block for its skeleton to match the whole raster's
 from survey_cracks.errors import RasterError
 from survey_cracks.metrics import Scores
+from survey_cracks.metrics_pixels import centreline_counts, centreline_scores, tolerant_counts
 from survey_cracks.raster import RasterInfo, open_raster
 from survey_cracks.tiling import block_windows
 
@@ -97,6 +110,8 @@ class RasterMetrics:
     object_counts: dict[str, int]
     pixel: dict[int, Scores]
     cell_counts: dict[str, int] = field(default_factory=dict)
+    centreline: MatchScores | None = None
+    centreline_tolerance: int = 2
 
     def as_dict(self) -> dict[str, dict[str, Any]]:
         """``{"cell": ..., "object": ..., "pixel_2px": ..., ...}`` for JSON/CSV reports."""
@@ -112,6 +127,12 @@ class RasterMetrics:
                 "tolerance_px": tolerance,
                 "predicted_px": scores.tp + scores.fp,
                 "annotated_px": annotated,
+            }
+        if self.centreline is not None:
+            c = self.centreline
+            out[f"centreline_{self.centreline_tolerance}px"] = {
+                **centreline_scores(np.array([c.tp, c.fp, c.fn, c.tp_truth])),
+                "tolerance_px": self.centreline_tolerance,
             }
         return out
 
@@ -132,10 +153,11 @@ def evaluate_raster(
     cell = config.cell_size_px
     # Blocks hold whole cells, so a cell is never split between two blocks.
     step = max(cell, (block // cell) * cell)
-    halo = max(tolerances, default=0)
-    discs = {n: _disc(n) for n in tolerances}
+    line_tolerance = config.centreline_tolerance_px
+    halo = max(max(tolerances, default=0), line_tolerance + SKELETON_HALO)
     cell_tp = cell_fp = cell_fn = cells = 0
     pixel_counts = {n: np.zeros(4, dtype=np.int64) for n in tolerances}  # tp, fp, fn, tp_truth
+    line_counts = np.zeros(4, dtype=np.int64)
     with open_raster(heatmap_path) as src:
         if (src.width, src.height) != (info.width, info.height):
             raise RasterError(
@@ -159,44 +181,67 @@ def evaluate_raster(
             c = _cell_counts(heat[core_slice], valid[core_slice], annotated_px[core_slice], threshold, config)
             cell_tp, cell_fp, cell_fn, cells = cell_tp + c[0], cell_fp + c[1], cell_fn + c[2], cells + c[3]
 
-            pred_core, truth_core = predicted_px[core_slice], annotated_px[core_slice]
-            n_pred, n_truth = int(pred_core.sum()), int(truth_core.sum())
+            counted = np.zeros(heat.shape, dtype=bool)
+            counted[core_slice] = True
             for n in tolerances:
-                near_truth = _dilate(annotated_px, discs[n])[core_slice]
-                near_pred = _dilate(predicted_px, discs[n])[core_slice]
-                tp = int(np.count_nonzero(pred_core & near_truth))
-                tp_truth = int(np.count_nonzero(truth_core & near_pred))
-                pixel_counts[n] += (tp, n_pred - tp, n_truth - tp_truth, tp_truth)
+                pixel_counts[n] += tolerant_counts(predicted_px, annotated_px, n, counted)
+            if predicted_px.any() or annotated_px.any():
+                line_counts += centreline_counts(predicted_px, annotated_px, line_tolerance, counted)
 
-    object_scores, object_counts = object_match(truth.objects(), predicted, info)
+    object_scores, object_counts = object_match(truth.objects(), predicted, info, config)
     return RasterMetrics(
         cell=Scores(cell_tp, cell_fp, cell_fn),
         object=object_scores,
         object_counts=object_counts,
         pixel={n: MatchScores(int(v[0]), int(v[1]), int(v[2]), int(v[3])) for n, v in pixel_counts.items()},
         cell_counts={"cells": cells},
+        centreline=MatchScores(*(int(v) for v in line_counts)),
+        centreline_tolerance=line_tolerance,
     )
 
 
 def object_match(
-    annotated: gpd.GeoDataFrame, predicted: gpd.GeoDataFrame, info: RasterInfo
+    annotated: gpd.GeoDataFrame, predicted: gpd.GeoDataFrame, info: RasterInfo, config: EvaluateConfig | None = None
 ) -> tuple[MatchScores, dict[str, int]]:
-    """Object-level hits between annotated objects and predicted polygons (intersection)."""
+    """Correct polygons and found objects by majority overlap (see the module docstring)."""
+    config = config or EvaluateConfig()
     truth_geoms = _geometries(annotated, info)
     pred_geoms = _geometries(predicted, info)
-    truth_hit = np.zeros(len(truth_geoms), dtype=bool)
-    pred_hit = np.zeros(len(pred_geoms), dtype=bool)
-    if len(truth_geoms) and len(pred_geoms):
-        pairs = shapely.STRtree(pred_geoms).query(truth_geoms, predicate="intersects")
-        truth_hit[pairs[0]] = True
-        pred_hit[pairs[1]] = True
+    grow = config.object_tolerance_px * (abs(info.transform.a) if info.georeferenced else 1.0)
+    pred_ok = _majority_on_one(pred_geoms, truth_geoms, grow, config.object_overlap)
+    truth_ok = _majority_on_one(truth_geoms, pred_geoms, grow, config.object_overlap)
     scores = MatchScores(
-        tp=int(pred_hit.sum()),
-        fp=int((~pred_hit).sum()),
-        fn=int((~truth_hit).sum()),
-        tp_truth=int(truth_hit.sum()),
+        tp=int(pred_ok.sum()),
+        fp=int((~pred_ok).sum()),
+        fn=int((~truth_ok).sum()),
+        tp_truth=int(truth_ok.sum()),
     )
     return scores, {"annotated_objects": len(truth_geoms), "predicted_objects": len(pred_geoms)}
+
+
+def _majority_on_one(subjects: np.ndarray, others: np.ndarray, grow: float, share: float) -> np.ndarray:
+    """For each subject: does at least ``share`` of its area lie on one single ``other`` grown by ``grow``?
+
+    Lines and points count by length and count; areas by area.
+    """
+    ok = np.zeros(len(subjects), dtype=bool)
+    if not len(subjects) or not len(others):
+        return ok
+    grown = shapely.buffer(others, grow) if grow > 0 else others
+    subject_idx, other_idx = shapely.STRtree(grown).query(subjects, predicate="intersects")
+    if not len(subject_idx):
+        return ok
+    overlap = shapely.intersection(subjects[subject_idx], grown[other_idx])
+    measure = _size(subjects)
+    fraction = _size(overlap) / np.maximum(measure[subject_idx], 1e-12)
+    np.logical_or.at(ok, subject_idx, fraction >= share - 1e-9)
+    return ok
+
+
+def _size(geoms: np.ndarray) -> np.ndarray:
+    """Area of areal geometries, length of lines, 1 for points: what 'a share of it' means for each."""
+    area, length = shapely.area(geoms), shapely.length(geoms)
+    return np.where(area > 0, area, np.where(length > 0, length, 1.0))
 
 
 def combine(metrics: list[RasterMetrics]) -> RasterMetrics:
@@ -208,6 +253,10 @@ def combine(metrics: list[RasterMetrics]) -> RasterMetrics:
     cell_counts: dict[str, int] = {"cells": 0}
     tolerances = sorted({n for m in metrics for n in m.pixel})
     pixel: dict[int, Scores] = {n: zero for n in tolerances}
+    line_tolerances = {m.centreline_tolerance for m in metrics if m.centreline is not None}
+    if len(line_tolerances) > 1:
+        raise ValueError(f"cannot combine centreline metrics computed with different tolerances ({sorted(line_tolerances)})")
+    centreline: MatchScores | None = zero if line_tolerances else None
     for m in metrics:
         missing = set(tolerances) - set(m.pixel)
         if missing:
@@ -217,7 +266,10 @@ def combine(metrics: list[RasterMetrics]) -> RasterMetrics:
         object_counts = _add_counts(object_counts, m.object_counts)
         cell_counts = _add_counts(cell_counts, m.cell_counts)
         pixel = {n: pixel[n] + m.pixel[n] for n in tolerances}
-    return RasterMetrics(cell=cell, object=obj, object_counts=object_counts, pixel=pixel, cell_counts=cell_counts)
+        if centreline is not None and m.centreline is not None:
+            centreline = centreline + m.centreline
+    return RasterMetrics(cell=cell, object=obj, object_counts=object_counts, pixel=pixel, cell_counts=cell_counts,
+                         centreline=centreline, centreline_tolerance=line_tolerances.pop() if line_tolerances else 2)
 
 
 def _add_counts(a: dict[str, int], b: dict[str, int]) -> dict[str, int]:
@@ -269,15 +321,3 @@ def _read_padded(src: rasterio.io.DatasetReader, window: Window, info: RasterInf
         r, c = row0 - int(window.row_off), col0 - int(window.col_off)
         out[r : r + data.shape[0], c : c + data.shape[1]] = data
     return out
-
-
-def _disc(radius: int) -> np.ndarray:
-    """Pixels whose centre lies within ``radius`` px (Euclidean) of the centre one."""
-    yy, xx = np.mgrid[-radius : radius + 1, -radius : radius + 1]
-    return (xx * xx + yy * yy <= radius * radius).astype(np.uint8)
-
-
-def _dilate(mask: np.ndarray, disc: np.ndarray) -> np.ndarray:
-    if disc.shape == (1, 1) or not mask.any():
-        return mask
-    return cv2.dilate(mask.astype(np.uint8), disc).astype(bool)

@@ -106,6 +106,62 @@ class BlockBlender:
         return total, weight
 
 
+class StagedHeatmap:
+    """The heatmap under construction: an uncompressed tiled GeoTIFF on the raster's grid.
+
+    Stages write it window by window (`write`), in any order; `publish` turns it into
+    the COG at ``path``. Until then nothing exists under the final name, and leaving the
+    context without publishing removes every temporary file.
+    """
+
+    def __init__(self, path: Path, info: RasterInfo, config: HeatmapConfig) -> None:
+        self.path, self.info, self.config = Path(path), info, config
+        self.staging = self.path.with_name(f".{self.path.stem}.staging.tif")
+        self._partial = self.path.with_name(f".{self.path.stem}.partial.tif")
+        self._dst: rasterio.io.DatasetWriter | None = None
+
+    def __enter__(self) -> "StagedHeatmap":
+        with warnings.catch_warnings():
+            # Pixel-coordinate outputs carry x = column, y = -row on purpose (see raster.PIXEL_TRANSFORM).
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            self._dst = rasterio.open(self.staging, "w", **heatmap_profile(self.info, self.config))
+        return self
+
+    def write(self, window: Window, values: np.ndarray) -> None:
+        """Crack probability for ``window``; NaN (outside the footprint) is stored as nodata."""
+        assert self._dst is not None, "use StagedHeatmap as a context manager"
+        out = np.asarray(values, dtype=np.float32)
+        out = np.where(np.isfinite(out), out, NODATA).astype(np.float32)
+        self._dst.write(out, 1, window=window)
+
+    def publish(self, meanwhile: Callable[[Path], None] | None = None) -> Path:
+        """Build the COG and move it into place.
+
+        ``meanwhile(staging)`` runs on this thread while GDAL builds the COG in another,
+        given the finished heatmap as an uncompressed GeoTIFF (same grid, nodata = NODATA)
+        that lives until it returns: the copy releases the GIL and keeps about one core
+        busy, so work that needs only the heatmap (tracing and merging the polygons)
+        overlaps it instead of following it.
+        """
+        assert self._dst is not None
+        self._dst.close()
+        with ThreadPoolExecutor(1, thread_name_prefix="cog") as pool:
+            copied = pool.submit(_copy_to_cog, self.staging, self._partial, self.config)
+            try:
+                if meanwhile is not None:
+                    meanwhile(self.staging)
+            finally:
+                copied.result()  # the copy finishes (or fails) before its files are cleaned up
+        os.replace(self._partial, self.path)
+        return self.path
+
+    def __exit__(self, *exc: object) -> None:
+        if self._dst is not None and not self._dst.closed:
+            self._dst.close()
+        for leftover in (self.staging, self._partial):
+            leftover.unlink(missing_ok=True)
+
+
 def write_heatmap(
     path: Path,
     info: RasterInfo,
@@ -115,35 +171,10 @@ def write_heatmap(
     progress: bool = True,
     meanwhile: Callable[[Path], None] | None = None,
 ) -> Path:
-    """Write the heatmap COG at ``path`` (via temp names; nothing partial is left).
-
-    ``meanwhile(staging)`` runs on this thread while GDAL builds the COG in another,
-    given the finished heatmap as an uncompressed GeoTIFF (same grid, nodata = NODATA)
-    that lives until it returns: the copy releases the GIL and keeps about one core
-    busy, so work that needs only the heatmap (tracing and merging the polygons)
-    overlaps it instead of following it.
-    """
-    path = Path(path)
-    staging = path.with_name(f".{path.stem}.staging.tif")
-    final_tmp = path.with_name(f".{path.stem}.partial.tif")
-    ramp = blend_ramp(grid.size, config.blend_floor)
-    try:
-        with warnings.catch_warnings():
-            # Pixel-coordinate outputs carry x = column, y = -row on purpose (see raster.PIXEL_TRANSFORM).
-            warnings.simplefilter("ignore", NotGeoreferencedWarning)
-            _write_blocks(staging, info, grid, scores, ramp, config, progress)
-        with ThreadPoolExecutor(1, thread_name_prefix="cog") as pool:
-            copied = pool.submit(_copy_to_cog, staging, final_tmp, config)
-            try:
-                if meanwhile is not None:
-                    meanwhile(staging)
-            finally:
-                copied.result()  # the copy finishes (or fails) before its files are cleaned up
-        os.replace(final_tmp, path)
-    finally:
-        for leftover in (staging, final_tmp):
-            leftover.unlink(missing_ok=True)
-    return path
+    """The heatmap COG of patch scores blended over their windows (see `StagedHeatmap.publish` for ``meanwhile``)."""
+    with StagedHeatmap(path, info, config) as staged:
+        _write_blocks(staged, info, grid, scores, blend_ramp(grid.size, config.blend_floor), config, progress)
+        return staged.publish(meanwhile)
 
 
 def _copy_to_cog(staging: Path, target: Path, config: HeatmapConfig) -> None:
@@ -164,14 +195,13 @@ def _copy_to_cog(staging: Path, target: Path, config: HeatmapConfig) -> None:
 
 
 def _write_blocks(
-    staging: Path, info: RasterInfo, grid: PatchGrid, scores: np.ndarray, ramp: np.ndarray,
+    staged: StagedHeatmap, info: RasterInfo, grid: PatchGrid, scores: np.ndarray, ramp: np.ndarray,
     config: HeatmapConfig, progress: bool,
 ) -> None:
     # The staging file is uncompressed: the COG copy compresses once, not twice.
     # The blend's matrix products are tiny (a few windows by one block edge): BLAS threads
     # cost far more to wake than the arithmetic, so the blocks are blended on one thread.
-    with rasterio.open(info.path) as src, rasterio.open(staging, "w", **heatmap_profile(info, config)) as dst, \
-            threadpool_limits(limits=1, user_api="blas"):
+    with rasterio.open(info.path) as src, threadpool_limits(limits=1, user_api="blas"):
         blocks = block_windows(info.width, info.height, config.block_size)
         blender = BlockBlender(grid, scores, ramp)
         for window in tqdm(blocks, desc="heatmap", unit="block", disable=not progress, leave=False):
@@ -181,6 +211,6 @@ def _write_blocks(
             if info.has_mask:
                 assessed &= src.dataset_mask(window=window) > 0
             np.divide(total, weight, out=out, where=assessed)
-            dst.write(out, 1, window=window)
+            staged.write(window, out)
 
 

@@ -21,21 +21,23 @@ import numpy as np
 import rasterio
 
 from survey_cracks.annotations import Truth, find_annotation, load_truth
+from survey_cracks.centrelines import attach_centrelines, trace_centrelines
 from survey_cracks.config import RunConfig
 from survey_cracks.discover import SurveyRaster, find_rasters
-from survey_cracks.errors import OutputError, RasterError, SurveyCracksError
+from survey_cracks.errors import ConfigError, ModelFileError, OutputError, RasterError, SurveyCracksError
 from survey_cracks.evaluate import RasterMetrics, combine, evaluate_raster
-from survey_cracks.heatmap import write_heatmap
-from survey_cracks.inference import ModelSpec, dask_client, model_spec, score_raster, worker_compute
-from survey_cracks.checkpoint import SHIPPED_MODEL, ModelMeta, file_sha256, read_meta
+from survey_cracks.heatmap import StagedHeatmap, write_heatmap
+from survey_cracks.inference import ModelSpec, dask_client, model_spec, score_raster, segment_raster, worker_compute
+from survey_cracks.models.checkpoint import SHIPPED_MODEL, ModelMeta, file_sha256, read_meta
+from survey_cracks.qgis_styles import STYLES, embed_layer_styles
 from survey_cracks.raster import RasterInfo, inspect_raster
 from survey_cracks.report import RasterOutcome, package_versions, write_json, write_summary
-from survey_cracks.tiling import PatchGrid, patch_grid, window_size_for_ground
+from survey_cracks.tiling import ALIGN, PatchGrid, context_windows, patch_grid, window_size_for_ground
 from survey_cracks.vectorize import vectorize_raster
 
 Log = Callable[[str], None]
-STYLES = Path(__file__).parent / "styles"
 HEATMAP, GPKG, GEOJSON, REPORT = "heatmap.tif", "cracks.gpkg", "cracks.geojson", "report.json"
+CENTRELINES_GEOJSON = "centrelines.geojson"
 PIXEL_COORDINATES = "pixel coordinates (x = column, y = -row); the image has no georeferencing"
 
 
@@ -57,6 +59,45 @@ def patch_grid_for(info: RasterInfo, meta: ModelMeta, config: RunConfig) -> Patc
     return patch_grid(info.width, info.height, window_px, stride)
 
 
+Mode = str  # "mask", "dense" or "patch"
+
+
+def resolve_mode(requested: str, meta: ModelMeta, model_path: Path) -> Mode:
+    """``auto``: per-pixel masks when the checkpoint has a decoder, else today's patch scores."""
+    if requested == "auto":
+        return "mask" if meta.has_mask else "patch"
+    if requested == "mask" and not meta.has_mask:
+        raise ModelFileError(model_path, "inference.mode is mask but this checkpoint has no mask decoder",
+                             "use --mode dense or patch, or a model trained with train-mask")
+    return requested
+
+
+def context_margin(meta: ModelMeta, mode: Mode, config: RunConfig, model_path: Path) -> int:
+    """Context each window needs: the model's measured margin, at least half a patch in dense mode."""
+    needed = max(meta.min_margin_px, meta.patch_size // 2 if mode == "dense" else 0, 32)
+    needed = -(-needed // 32) * 32
+    margin = config.inference.margin_px
+    if margin is None:
+        return needed
+    if margin < needed:
+        raise ConfigError(model_path, f"inference.margin_px {margin} is below the {needed} px of context this model "
+                          f"needs in {mode} mode (measured when it was trained)", f"set margin_px >= {needed}, or leave it unset")
+    return margin
+
+
+def output_threshold(meta: ModelMeta, mode: Mode, config: RunConfig) -> float:
+    if config.vectorize.threshold is not None:
+        return config.vectorize.threshold
+    return meta.mask_threshold if mode == "mask" else meta.threshold
+
+
+def dense_lattice(info: RasterInfo, patch: int) -> PatchGrid:
+    """Every 128 px patch at a 32 px step whose centre lies in the raster (offsets may be negative)."""
+    rows = np.arange(-(patch // 2), info.height - patch // 2, ALIGN, dtype=np.int64)
+    cols = np.arange(-(patch // 2), info.width - patch // 2, ALIGN, dtype=np.int64)
+    return PatchGrid(width=info.width, height=info.height, size=patch, stride=ALIGN, rows=rows, cols=cols)
+
+
 def run_surveys(
     inputs: list[Path],
     out: Path,
@@ -74,8 +115,11 @@ def run_surveys(
     meta = read_meta(model_path)
     sha = file_sha256(model_path)
     out.mkdir(exist_ok=True)
-    threshold = config.vectorize.threshold if config.vectorize.threshold is not None else meta.threshold
-    log(f"model {model_path.name} (sha256 {sha[:12]}, threshold {threshold:.3f}, {meta.provenance.get('init', 'unknown')} init)")
+    mode = resolve_mode(config.inference.mode, meta, model_path)
+    margin = context_margin(meta, mode, config, model_path) if mode != "patch" else 0
+    threshold = output_threshold(meta, mode, config)
+    log(f"model {model_path.name} (sha256 {sha[:12]}, heads {'+'.join(meta.heads)}, {meta.provenance.get('init', 'unknown')} init); "
+        f"mode {mode}, threshold {threshold:.3f}" + (f", windows {config.inference.window_px} px + {margin} px context" if margin else ""))
     rasters, input_errors = find_rasters(inputs)
     result = RunResult(out)
     compute: list[str] = []
@@ -92,7 +136,7 @@ def run_surveys(
                 f"model on {' / '.join(compute)}")
             for number, item in enumerate(rasters, 1):
                 log(f"[{number}/{len(rasters)}] {item.survey}/{item.path.name}")
-                outcome = process_raster(item, out, client, spec, meta, threshold, config, progress)
+                outcome = process_raster(item, out, client, spec, meta, threshold, config, progress, mode, margin)
                 if outcome.error:
                     log(f"ERROR {outcome.error}")
                 result.outcomes.append(outcome)
@@ -105,7 +149,9 @@ def run_surveys(
             "inputs": [str(p) for p in inputs],
             "config": config.model_dump(mode="json"),
             "model": {"file": str(model_path), "sha256": sha, "threshold": threshold, "metadata": meta.provenance,
-                      "patch_size": meta.patch_size, "compute": compute},
+                      "patch_size": meta.patch_size, "heads": list(meta.heads), "compute": compute},
+            "mode": mode,
+            "window": {"core_px": config.inference.window_px, "margin_px": margin} if mode != "patch" else None,
             "versions": package_versions(),
             "rasters": len(result.outcomes),
             "failed": len(result.failed),
@@ -125,6 +171,8 @@ def process_raster(
     threshold: float,
     config: RunConfig,
     progress: bool = True,
+    mode: Mode = "patch",
+    margin: int = 0,
 ) -> RasterOutcome:
     """One raster, all stages, into a temp folder renamed into place at the end."""
     outcome = RasterOutcome(survey=item.survey, raster=item.name, source=str(item.path))
@@ -146,31 +194,65 @@ def process_raster(
         annotation = find_annotation(item.path)
         truth: Truth | None = load_truth(item.path, info, config.evaluate, annotation) if annotation else None
         lap("inspect")
-        grid = patch_grid_for(info, meta, config)
-        scores = score_raster(client, info, grid, meta.patch_size, config.tiling.min_valid_fraction, spec, config.inference, progress)
-        scored = int(np.isfinite(scores).sum())
-        if scored == 0:
-            raise RasterError(item.path, "no patch lies inside the valid footprint", "check the raster's nodata/alpha, or lower tiling.min_valid_fraction")
-        lap("inference")
         polygons: gpd.GeoDataFrame | None = None
 
+        lines: gpd.GeoDataFrame | None = None
+
         def polygons_while_compressing(staging: Path) -> None:
-            nonlocal polygons
-            lap("heatmap")  # the blocks are written; the COG copy now runs beside the tracing
-            polygons = vectorize_raster(staging, threshold, info, config.vectorize, block=config.heatmap.block_size,
-                                        progress=progress)
-            write_polygons(polygons, work)
-            for style in ("heatmap.qml", "cracks.qml"):
+            nonlocal polygons, lines
+            lap("heatmap")  # the heatmap is staged; the COG copy now runs beside the tracing
+            polygons = vectorize_raster(staging, threshold, info, config.vectorize.for_mode(mode),
+                                        block=config.heatmap.block_size, progress=progress)
+            if mode == "mask":  # patch-level blobs have no meaningful centreline
+                lines = trace_centrelines(staging, threshold, info, config.centrelines,
+                                          block=config.heatmap.block_size, progress=progress)
+                polygons, lines = attach_centrelines(polygons, lines)
+            write_vectors(polygons, lines, work)
+            for style in ("heatmap.qml", "cracks.qml", "centrelines.qml") if lines is not None else ("heatmap.qml", "cracks.qml"):
                 shutil.copy(STYLES / style, work / style)
 
-        write_heatmap(work / HEATMAP, info, grid, scores, config.heatmap, progress, meanwhile=polygons_while_compressing)
-        assert polygons is not None  # set by polygons_while_compressing, which write_heatmap always runs
+        if mode == "mask":
+            windows = context_windows(info.width, info.height, config.inference.window_px, margin)
+            done = 0
+            with StagedHeatmap(work / HEATMAP, info, config.heatmap) as staged:
+                for maps in segment_raster(client, info, windows, spec, True, config.tiling.min_valid_fraction, progress):
+                    staged.write(maps.core, maps.probability)
+                    done += 1
+                if done == 0:
+                    raise RasterError(item.path, "no window lies inside the valid footprint", "check the raster's nodata/alpha")
+                lap("inference")
+                staged.publish(meanwhile=polygons_while_compressing)
+            counts = {"windows": len(windows), "windows_processed": done, "window_px": config.inference.window_px,
+                      "margin_px": margin}
+        else:
+            if mode == "dense":
+                grid = dense_lattice(info, meta.patch_size)
+                scores = np.full(len(grid), np.nan, dtype=np.float32)
+                lattice = scores.reshape(len(grid.rows), len(grid.cols))
+                windows = context_windows(info.width, info.height, config.inference.window_px, margin)
+                for maps in segment_raster(client, info, windows, spec, False, config.tiling.min_valid_fraction, progress):
+                    r = (maps.dense_origin[0] - int(grid.rows[0])) // ALIGN
+                    c = (maps.dense_origin[1] - int(grid.cols[0])) // ALIGN
+                    lattice[r : r + maps.dense.shape[0], c : c + maps.dense.shape[1]] = maps.dense
+            else:
+                grid = patch_grid_for(info, meta, config)
+                scores = score_raster(client, info, grid, meta.patch_size, config.tiling.min_valid_fraction, spec,
+                                      config.inference, progress)
+            scored = int(np.isfinite(scores).sum())
+            if scored == 0:
+                raise RasterError(item.path, "no patch lies inside the valid footprint", "check the raster's nodata/alpha, or lower tiling.min_valid_fraction")
+            lap("inference")
+            write_heatmap(work / HEATMAP, info, grid, scores, config.heatmap, progress, meanwhile=polygons_while_compressing)
+            counts = {
+                "patches": len(grid), "patches_scored": scored, "patch_window_px": grid.size, "stride_px": grid.stride,
+                "patches_above_threshold": int(np.sum(scores[np.isfinite(scores)] >= threshold)),
+            }
+        assert polygons is not None  # set by polygons_while_compressing, which publishing always runs
         lap("cog_and_polygons")
-        outcome.counts = {
-            "patches": len(grid), "patches_scored": scored, "patch_window_px": grid.size, "stride_px": grid.stride,
-            "patches_above_threshold": int(np.sum(scores[np.isfinite(scores)] >= threshold)),
-            "polygons": len(polygons), "threshold": round(threshold, 4),
-        }
+        outcome.counts = {"mode": mode, **counts, "polygons": len(polygons), "threshold": round(threshold, 4)}
+        if lines is not None:
+            outcome.counts.update(centrelines=len(lines), crack_length=round(float(lines["length"].sum()), 4),
+                                  unit=str(lines["unit"].iloc[0]) if len(lines) else ("m" if info.georeferenced else "px"))
         if truth is not None:
             metrics = evaluate_raster(work / HEATMAP, truth, polygons, threshold, info, config.evaluate)
             outcome.metrics = metrics.as_dict()
@@ -226,13 +308,21 @@ def raster_summary(info: RasterInfo) -> dict[str, Any]:
     }
 
 
-def write_polygons(polygons: gpd.GeoDataFrame, folder: Path) -> None:
-    """GeoPackage (layer 'cracks') and GeoJSON, each via a temp name."""
-    for name, driver in ((GPKG, "GPKG"), (GEOJSON, "GeoJSON")):
-        target = folder / name
-        tmp = folder / f".partial.{name}"
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="'crs' was not provided")  # pixel-coordinate outputs
-            polygons.to_file(tmp, driver=driver, layer="cracks", engine="pyogrio", promote_to_multi=True,
-                             geometry_type="MultiPolygon")
-        tmp.rename(target)
+def write_vectors(polygons: gpd.GeoDataFrame, lines: gpd.GeoDataFrame | None, folder: Path) -> None:
+    """cracks.gpkg (layers 'cracks' and, in mask mode, 'centrelines'), cracks.geojson and centrelines.geojson.
+
+    Each file is written under a temp name and renamed, so no half-written file is left.
+    """
+    layers = [("cracks", polygons, "MultiPolygon")] + ([("centrelines", lines, "LineString")] if lines is not None else [])
+    gpkg_tmp = folder / f".partial.{GPKG}"
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="'crs' was not provided")  # pixel-coordinate outputs
+        for layer, frame, geometry_type in layers:
+            frame.to_file(gpkg_tmp, driver="GPKG", layer=layer, engine="pyogrio", promote_to_multi=layer == "cracks",
+                          geometry_type=geometry_type)
+            tmp = folder / f".partial.{layer}.geojson"
+            frame.to_file(tmp, driver="GeoJSON", engine="pyogrio", promote_to_multi=layer == "cracks",
+                          geometry_type=geometry_type)
+            tmp.rename(folder / (GEOJSON if layer == "cracks" else CENTRELINES_GEOJSON))
+    embed_layer_styles(gpkg_tmp, {layer: f"{layer}.qml" for layer, _, _ in layers})
+    gpkg_tmp.rename(folder / GPKG)

@@ -207,6 +207,26 @@ def read_window(
     return rgb, valid
 
 
+def read_context(
+    src: rasterio.io.DatasetReader, info: RasterInfo, window: Window
+) -> tuple[np.ndarray, np.ndarray]:
+    """Read ``window``, which may reach past the raster's edges, for a fully-convolutional network.
+
+    Outside the raster the image is mirrored (an edge of flat colour would look like a
+    long straight crack); nodata inside the raster is painted by `fill_invalid`. The
+    validity mask is False outside the raster and outside the footprint.
+    """
+    inner = window.intersection(Window(0, 0, info.width, info.height))
+    rgb, valid = read_window(src, info, inner)
+    top, left = int(inner.row_off - window.row_off), int(inner.col_off - window.col_off)
+    bottom, right = int(window.height) - top - rgb.shape[0], int(window.width) - left - rgb.shape[1]
+    if top or left or bottom or right:
+        pad = ((top, bottom), (left, right))
+        rgb = np.pad(rgb, (*pad, (0, 0)), mode="symmetric")
+        valid = np.pad(valid, pad, constant_values=False)
+    return rgb, valid
+
+
 def fill_invalid(rgb: np.ndarray, valid: np.ndarray) -> None:
     """Paint pixels outside the footprint with the mean colour of the valid ones, in place.
 

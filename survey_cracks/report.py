@@ -15,9 +15,10 @@ from pathlib import Path
 from typing import Any
 
 SUMMARY_COLUMNS = [
-    "survey", "raster", "status", "error", "georeferenced", "crs", "width", "height", "patches", "patches_scored",
-    "polygons", "threshold", "cell_precision", "cell_recall", "cell_f1", "object_precision", "object_recall",
-    "object_f1", "pixel_2px_f1", "pixel_5px_f1", "seconds",
+    "survey", "raster", "status", "error", "georeferenced", "crs", "width", "height", "mode", "patches", "patches_scored",
+    "polygons", "centrelines", "crack_length", "unit", "threshold", "cell_precision", "cell_recall", "cell_f1",
+    "object_precision", "object_recall", "object_f1", "pixel_0px_f1", "pixel_2px_f1", "pixel_5px_f1",
+    "centreline_completeness", "centreline_correctness", "centreline_quality", "seconds",
 ]
 PACKAGES = ["survey_cracks", "torch", "torchvision", "rasterio", "geopandas", "shapely", "dask", "distributed", "numpy", "opencv-python-headless"]
 
@@ -43,15 +44,22 @@ class RasterOutcome:
         def pick(level: str, key: str) -> Any:
             return (m.get(level) or {}).get(key)
 
+        line = next((key for key in m if key.startswith("centreline_")), "centreline")
+
         return {
             "survey": self.survey, "raster": self.raster, "status": self.status, "error": self.error or "",
             "georeferenced": self.info.get("georeferenced"), "crs": self.info.get("crs") or "",
             "width": self.info.get("width"), "height": self.info.get("height"),
             "patches": self.counts.get("patches"), "patches_scored": self.counts.get("patches_scored"),
-            "polygons": self.counts.get("polygons"), "threshold": self.counts.get("threshold"),
+            "mode": self.counts.get("mode"), "polygons": self.counts.get("polygons"),
+            "centrelines": self.counts.get("centrelines"), "crack_length": self.counts.get("crack_length"),
+            "unit": self.counts.get("unit"), "threshold": self.counts.get("threshold"),
             "cell_precision": pick("cell", "precision"), "cell_recall": pick("cell", "recall"), "cell_f1": pick("cell", "f1"),
             "object_precision": pick("object", "precision"), "object_recall": pick("object", "recall"),
-            "object_f1": pick("object", "f1"), "pixel_2px_f1": pick("pixel_2px", "f1"), "pixel_5px_f1": pick("pixel_5px", "f1"),
+            "object_f1": pick("object", "f1"), "pixel_0px_f1": pick("pixel_0px", "f1"),
+            "pixel_2px_f1": pick("pixel_2px", "f1"), "pixel_5px_f1": pick("pixel_5px", "f1"),
+            "centreline_completeness": pick(line, "completeness"), "centreline_correctness": pick(line, "correctness"),
+            "centreline_quality": pick(line, "quality"),
             "seconds": round(sum(self.seconds.values()), 2),
         }
 

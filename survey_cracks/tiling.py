@@ -111,3 +111,40 @@ def block_windows(width: int, height: int, block: int) -> list[Window]:
         for row in range(0, height, block)
         for col in range(0, width, block)
     ]
+
+
+ALIGN = 32  # the trunk's stride: windows aligned to it see the same pixels at the same phase
+
+
+@dataclass(frozen=True)
+class ContextWindow:
+    """A window the network runs on: ``read`` is ``core`` grown by a margin of context each side.
+
+    The network's output is kept for ``core`` only (clipped to the raster), where it no
+    longer depends on the window's edge; cores tile the raster without overlap, so
+    neighbouring windows agree at their borders and no blending is needed.
+    """
+
+    core: Window
+    read: Window
+
+
+def context_windows(width: int, height: int, core: int, margin: int) -> list[ContextWindow]:
+    """Cores of ``core`` px (multiples of 32, aligned to the raster origin) with ``margin`` px of context.
+
+    Every ``read`` window has the same size, ``min(core, raster side rounded up to 32) +
+    2 margin``, so one network input shape serves the whole raster; parts of it outside
+    the raster are filled by the reader (reflection).
+    """
+    if core % ALIGN or margin % ALIGN or core <= 0 or margin < 0:
+        raise ValueError(f"core ({core}) and margin ({margin}) must be multiples of {ALIGN}")
+    core_h = min(core, -(-height // ALIGN) * ALIGN)
+    core_w = min(core, -(-width // ALIGN) * ALIGN)
+    return [
+        ContextWindow(
+            core=Window(col, row, min(core_w, width - col), min(core_h, height - row)),
+            read=Window(col - margin, row - margin, core_w + 2 * margin, core_h + 2 * margin),
+        )
+        for row in range(0, height, core_h)
+        for col in range(0, width, core_w)
+    ]

@@ -183,7 +183,7 @@ def simplify(geoms: np.ndarray, tolerance: float) -> np.ndarray:
 
 
 def _to_frame(regions: list[_Region], info: RasterInfo, config: VectorizeConfig) -> gpd.GeoDataFrame:
-    regions = [r for r in regions if r.count >= config.min_area_px]
+    regions = [r for r in regions if r.count >= (config.min_area_px or 0.0)]
     geoms = shapely.make_valid(np.array([r.geometry for r in regions], dtype=object))
     if config.simplify_px > 0:
         geoms = simplify(geoms, config.simplify_px)

@@ -125,13 +125,15 @@ def test_cell_counts_with_nodata(raster: Path, tmp_path: Path, block: int) -> No
 
 
 def test_object_metric_on_hand_made_polygons(raster: Path, tmp_path: Path) -> None:
-    annotated = [px_box(10, 10, 40, 20), px_box(60, 10, 90, 20), px_box(200, 150, 220, 160)]
+    """Majority overlap, objects grown by 2 px (fractions worked out below, in pixels)."""
+    annotated = [px_box(10, 10, 40, 20), px_box(60, 10, 90, 20), px_box(200, 150, 220, 160)]  # A1, A2, A3
     predicted = [
-        px_box(30, 12, 70, 18),  # hits the first two annotated objects
-        px_box(15, 15, 20, 30),  # hits the first again
-        px_box(120, 100, 130, 110),  # hits nothing
-        px_box(250, 20, 260, 30),  # hits nothing
+        px_box(30, 12, 70, 18),  # spans A1 and A2: 72 of 240 px2 on each grown one (0.3) -> not correct
+        px_box(12, 11, 38, 19),  # inside A1 -> correct; A1 lies wholly on it grown -> A1 found
+        px_box(120, 100, 130, 110),  # on nothing -> not correct
+        px_box(205, 152, 215, 158),  # inside A3 -> correct; A3: 140 of 200 px2 on it grown (0.7) -> found
     ]
+    # A2: only 120 of 300 px2 on the spanning polygon grown (0.4) -> not found.
     frame = gpd.GeoDataFrame(geometry=annotated, crs=CRS_UTM)
     frame.to_file(tmp_path / "site.cracks.gpkg")
     heatmap = write(tmp_path / "heat.tif", np.zeros((H, W), dtype=np.float32), nodata=-1)
@@ -149,6 +151,17 @@ def test_object_metric_on_hand_made_polygons(raster: Path, tmp_path: Path) -> No
     scores, counts = object_match(truth.objects(), no_polygons(), info)
     assert scores == MatchScores(0, 0, 3, 0) and scores.recall == 0.0 and scores.precision is None
     assert counts == {"annotated_objects": 3, "predicted_objects": 0}
+
+
+def test_one_big_polygon_over_two_cracks_is_not_a_correct_detection(raster: Path, tmp_path: Path) -> None:
+    gpd.GeoDataFrame(geometry=[px_box(10, 10, 40, 20), px_box(60, 10, 90, 20)], crs=CRS_UTM).to_file(
+        tmp_path / "site.cracks.gpkg")
+    info = inspect_raster(raster)
+    big = gpd.GeoDataFrame(geometry=[px_box(10, 10, 90, 20)], crs=CRS_UTM)  # 320 of 800 px2 on each grown crack
+    scores, _ = object_match(load_truth(raster, info).objects(), big, info)
+    assert scores.precision == 0.0 and scores.recall == 1.0  # both cracks lie under it, but it is no crack's outline
+    two = gpd.GeoDataFrame(geometry=[px_box(10, 10, 40, 20), px_box(60, 10, 90, 20)], crs=CRS_UTM)
+    assert object_match(load_truth(raster, info).objects(), two, info)[0] == MatchScores(2, 0, 0, 2)
 
 
 def test_non_georeferenced_image_in_pixel_coordinates(tmp_path: Path) -> None:

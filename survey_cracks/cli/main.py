@@ -57,16 +57,26 @@ def cli() -> None:
               help="Crack probability for polygons and metrics.  [default: the model's calibrated threshold]")
 @click.option("--ground-patch-m", type=click.FloatRange(min=0, min_open=True), default=None,
               help="GSD-aware tiling: metres of ground per patch on georeferenced rasters.  [default: off, patch = model input]")
-@click.option("--batch-size", type=click.IntRange(1), default=None, help="Patches per model batch.  [default: 64]")
+@click.option("--batch-size", type=click.IntRange(1), default=None, help="Patches per model batch (patch mode).  [default: 64]")
+@click.option("--mode", type=click.Choice(["auto", "mask", "dense", "patch"]), default=None,
+              help="mask: per-pixel cracks from the decoder; dense: the patch head every 32 px, one trunk pass per window; "
+                   "patch: each 128 px patch scored on its own.  [default: auto = mask when the model has a decoder, else patch]")
+@click.option("--window", "window_px", type=click.IntRange(128), default=None,
+              help="Core of each mask/dense window, a multiple of 32 (memory per task grows with its square).  [default: 1024]")
+@click.option("--margin", "margin_px", type=click.IntRange(0), default=None,
+              help="Context read around each window's core, a multiple of 32.  [default: what the model needs (survey-cracks info)]")
 @quiet_opt
 def run(inputs: tuple[Path, ...], out: Path, config_path: Path | None, model_path: Path | None, scheduler: str | None,
-        workers: int | None, threads: int | None, threshold: float | None, ground_patch_m: float | None, batch_size: int | None, quiet: bool) -> None:
+        workers: int | None, threads: int | None, threshold: float | None, ground_patch_m: float | None, batch_size: int | None,
+        mode: str | None, window_px: int | None, margin_px: int | None, quiet: bool) -> None:
     """Detect cracks in every raster of INPUTS (raster files, survey folders, or folders of survey folders).
 
     \b
-    Per raster:  heatmap.tif   crack probability 0..1, Cloud-Optimized GeoTIFF, raster's CRS and grid
-                 cracks.gpkg   crack polygons (layer 'cracks'), raster CRS; cracks.geojson the same
-                 report.json   counts, timings and, when annotations exist, precision/recall/F1
+    Per raster:  heatmap.tif      crack probability 0..1 per pixel, Cloud-Optimized GeoTIFF, raster's CRS and grid
+                 cracks.gpkg      layer 'cracks': crack polygons with length, mean/max width, scores;
+                                  layer 'centrelines': crack centrelines with length and width (mask mode)
+                 cracks.geojson   the polygons; centrelines.geojson the centrelines
+                 report.json      counts, timings and, when annotations exist, precision/recall/F1
     Annotations beside X.tif are found automatically: X.cracks.geojson, X.cracks.gpkg, X.mask.png, X.mask.tif.
     Exit code 0 when every raster succeeded, 1 when any failed, 2 on a usage error.
     """
@@ -78,6 +88,7 @@ def run(inputs: tuple[Path, ...], out: Path, config_path: Path | None, model_pat
             "inference.scheduler": scheduler, "inference.workers": workers,
             "inference.threads_per_worker": threads, "inference.batch_size": batch_size,
             "vectorize.threshold": threshold, "tiling.ground_patch_m": ground_patch_m,
+            "inference.mode": mode, "inference.window_px": window_px, "inference.margin_px": margin_px,
         })
         result = run_surveys(list(inputs), out, config, model_path, progress=not quiet, log=click.echo)
     except SurveyCracksError as error:
@@ -88,6 +99,63 @@ def run(inputs: tuple[Path, ...], out: Path, config_path: Path | None, model_pat
     for outcome in result.failed:
         click.echo(f"FAILED {outcome.error}", err=True)
     sys.exit(1 if result.failed else 0)
+
+
+@cli.command("train-mask")
+@click.option("--config", "config_path", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Mask training config (configs/mask.yaml trains the shipped model's decoder).")
+@click.option("--out-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Where checkpoints and metrics.json go.  [default: out_dir of the config]")
+@click.option("--init-path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="The checkpoint whose trunk and patch head to start from.  [default: the shipped model]")
+@click.option("--resume", is_flag=True, help="Continue a killed run from its last checkpoint (same weights as an uninterrupted run).")
+@quiet_opt
+def train_mask(config_path: Path, out_dir: Path | None, init_path: Path | None, resume: bool, quiet: bool) -> None:
+    """Train the crack-mask decoder on a classifier's trunk: decoder first, then end to end.
+
+    Writes OUT_DIR/model.safetensors (patch + mask heads, calibrated mask threshold) and
+    OUT_DIR/metrics.json (pixel and centreline figures on the validation and test splits).
+    """
+    from survey_cracks.config import MaskTrainConfig, load_config
+    from survey_cracks.training.segment import fit_mask
+
+    try:
+        config = load_config(MaskTrainConfig, config_path, {
+            "out_dir": str(out_dir) if out_dir else None, "init_path": str(init_path) if init_path else None,
+        })
+        result = fit_mask(config, resume=resume, progress=not quiet, log=click.echo)
+    except SurveyCracksError as error:
+        _fail(error)
+        return
+    click.echo(json.dumps({k: v for k, v in result.metrics["sets"].items() if k.startswith("test/")}, indent=1))
+    click.echo(f"checkpoint: {result.checkpoint}")
+
+
+@cli.command("evaluate-mask")
+@click.option("--config", "config_path", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Mask training config whose validation and test images are scored (configs/mask.yaml).")
+@click.option("--model", "model_path", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="Checkpoint to score.  [default: the shipped model]")
+@click.option("--out", "-o", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Also write the figures here (JSON).")
+@quiet_opt
+def evaluate_mask(config_path: Path, model_path: Path | None, out: Path | None, quiet: bool) -> None:
+    """Pixel (0 and 2 px) and centreline figures of a checkpoint on held-out images, at its own threshold.
+
+    A mask model is scored on its per-pixel output; a patch classifier on its patch
+    scores blended into a heatmap (what `run --mode dense` writes), so the two can be compared.
+    """
+    from survey_cracks.config import MaskTrainConfig, load_config
+    from survey_cracks.training.segment import evaluate_mask_checkpoint
+
+    try:
+        figures = evaluate_mask_checkpoint(load_config(MaskTrainConfig, config_path), model_path, progress=not quiet)
+    except SurveyCracksError as error:
+        _fail(error)
+        return
+    text = json.dumps(figures, indent=1)
+    if out:
+        out.write_text(text + "\n")
+    click.echo(text)
 
 
 @cli.command()
@@ -158,7 +226,8 @@ def evaluate(config_path: Path, model_path: Path | None, out: Path | None, quiet
               help="Fine-tuned checkpoint to write (.safetensors); its run folder sits beside it.")
 @model_opt
 @click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
-              help="Fine-tuning config.  [default: configs/finetune.yaml settings built in]")
+              help="YAML of train-config keys (schedule, labels, augment, ...) that replace the built-in "
+                   "fine-tuning settings.  [default: built in: 6 epochs, the first head-only, lr 0.001, backbone at 0.1x]")
 @click.option("--epochs", type=click.IntRange(1), default=None, help="Override schedule.epochs.  [default: 6]")
 @click.option("--val-fraction", type=click.FloatRange(0, 0.9), default=0.2, show_default=True,
               help="Share of each survey's rasters held out to pick the epoch and threshold.")
@@ -168,7 +237,8 @@ def finetune(surveys: tuple[Path, ...], out: Path, model_path: Path | None, conf
     """Adapt the shipped model (or --model) to annotated SURVEYS of your own domain.
 
     Each survey folder holds rasters with annotations beside them (X.cracks.geojson|gpkg or X.mask.png|tif).
-    Rasters are split into train/validation by file, never by patch.
+    Rasters are split into train/validation by file, never by patch; a survey with a single annotated
+    raster holds out the end strip of it instead (no patch crosses the cut).
     """
     from survey_cracks.training.finetune import finetune as finetune_model
 
@@ -190,7 +260,7 @@ def finetune(surveys: tuple[Path, ...], out: Path, model_path: Path | None, conf
 @click.option("--no-verify", is_flag=True, help="Skip the check that the export gives the same scores as PyTorch.")
 def export(model_path: Path | None, out: Path, fmt: str, no_verify: bool) -> None:
     """Export the classifier for edge devices (input: float NCHW, normalised; output: crack probability)."""
-    from survey_cracks.export import export_model
+    from survey_cracks.models.export import export_model
 
     try:
         result = export_model(model_path, out, fmt, verify=not no_verify)  # type: ignore[arg-type]
@@ -230,7 +300,7 @@ def loso(config_path: Path, holdout: tuple[str, ...], epochs: int, samples_per_e
 @model_opt
 def info(model_path: Path | None) -> None:
     """Show a checkpoint's metadata: patch size, threshold, training provenance."""
-    from survey_cracks.checkpoint import SHIPPED_MODEL, file_sha256, read_meta
+    from survey_cracks.models.checkpoint import SHIPPED_MODEL, file_sha256, read_meta
 
     path = model_path or SHIPPED_MODEL
     try:

@@ -9,6 +9,7 @@ eager PyTorch (bench/throughput.py measures both).
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -78,6 +79,7 @@ class OnnxCrackClassifier:
         self.options, self.sha256 = options, sha256
         self.session = ort.InferenceSession(str(cached_onnx(self.path, sha256)), options, providers=["CPUExecutionProvider"])
         self._segmenter = None
+        self._lock = threading.Lock()
 
     def predict(self, patches: np.ndarray, batch_size: int = 64) -> np.ndarray:
         """Crack probability per patch, float32 (N,); safe to call from several threads at once."""
@@ -90,11 +92,12 @@ class OnnxCrackClassifier:
 
     def segment(self, window: np.ndarray) -> tuple[np.ndarray | None, np.ndarray]:
         """uint8 (H, W, 3) -> (crack probability (H, W) or None without a decoder, dense patch scores), one trunk pass."""
-        if self._segmenter is None:
-            import onnxruntime as ort
+        with self._lock:  # the worker's threads share this engine: convert and load once
+            if self._segmenter is None:
+                import onnxruntime as ort
 
-            self._segmenter = ort.InferenceSession(str(cached_segmenter(self.path, self.sha256)), self.options,
-                                                   providers=["CPUExecutionProvider"])
+                self._segmenter = ort.InferenceSession(str(cached_segmenter(self.path, self.sha256)), self.options,
+                                                       providers=["CPUExecutionProvider"])
         outputs = self._segmenter.run(None, {"windows": patches_to_array(window, self.meta)})
         if len(outputs) == 1:
             return None, outputs[0][0]

@@ -31,7 +31,7 @@ from tqdm import tqdm
 from survey_cracks import hardware
 from survey_cracks.config import TrainConfig
 from survey_cracks.metrics import average_precision, choose_threshold, save_pr_curves, scores_at
-from survey_cracks.model import (
+from survey_cracks.models.network import (
     IMAGENET_FILE,
     SHIPPED_MODEL,
     ModelMeta,

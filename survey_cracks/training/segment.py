@@ -1,0 +1,482 @@
+"""Training the crack-mask decoder on a patch classifier's trunk.
+
+Transfer learning in two phases: the decoder alone with the trunk and patch head
+frozen (the trunk's crack features are kept, only the decoder learns to read them
+per pixel), then the whole network at a tenth of the rate with both losses (pixel
+BCE + soft Dice, and the patch head's cross-entropy on labels derived from the same
+masks, so its scores stay calibrated while the trunk moves).
+
+What each source teaches:
+
+- pixel masks (DeepCrack, CrackForest, masonry): every pixel;
+- class folders (Brickwork): crack-free images as all-background masks; crack images
+  carry no pixel information and are left to the patch classifier that made the trunk;
+- YOLO boxes (quay-wall UAV tiles): outside every box is background, inside is ignored.
+
+Images are split by the same seeded group hash as the classifier (`data.list_items`),
+so the images held out from the trunk's training stay held out here. Each step's
+batch is a pure function of ``(seed, step)``, and a checkpoint with the optimiser
+state is written every ``checkpoint_every`` steps, so a killed run resumed with
+``resume=True`` ends with the same weights as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import cv2
+import numpy as np
+import torch
+from rasterio.windows import Window
+from torch import nn
+from torch.nn import functional as F
+from tqdm import tqdm
+
+from survey_cracks.config import MaskTrainConfig
+from survey_cracks.metrics_pixels import centreline_counts, centreline_scores, pixel_scores, tolerant_counts
+from survey_cracks.models.checkpoint import SHIPPED_MODEL, ModelMeta, file_sha256
+from survey_cracks.models.network import (
+    CrackNet,
+    build_model,
+    find_imagenet_weights,
+    load_checkpoint,
+    load_imagenet_backbone,
+    normalise,
+    save_checkpoint,
+)
+from survey_cracks.heatmap import BlockBlender, blend_ramp
+from survey_cracks.raster import inspect_raster, open_raster, read_window
+from survey_cracks.tiling import ALIGN, PatchGrid
+from survey_cracks.training.data import list_items
+
+Log = Callable[[str], None]
+IGNORE = -100
+
+
+@dataclass
+class MaskImage:
+    """One training image in memory with its pixel target."""
+
+    source: str
+    name: str
+    split: str
+    image: np.ndarray  # (H, W, 3) uint8
+    target: np.ndarray  # (H, W) uint8, 1 = crack
+    ignore: np.ndarray  # (H, W) bool, True = no supervision
+    pixel_truth: bool  # a full crack mask (counts in pixel metrics)
+
+
+def load_images(config: MaskTrainConfig, progress: bool = True) -> list[MaskImage]:
+    """Every usable image of every source, read with the pipeline's own reader."""
+    out: list[MaskImage] = []
+    items = [item for source in config.sources for item in list_items(source, config.seed)]
+    for item in tqdm(items, desc="reading images", unit="img", disable=not progress, leave=False):
+        if item.whole_label == 1:
+            continue  # crack / no-crack only: nothing to say per pixel
+        info = inspect_raster(item.path)
+        with open_raster(item.path) as src:
+            rgb, _ = read_window(src, info, Window(0, 0, info.width, info.height))
+        target = np.zeros((info.height, info.width), np.uint8)
+        ignore = np.zeros((info.height, info.width), bool)
+        if item.mask is not None:
+            mask = cv2.imread(str(item.mask), cv2.IMREAD_GRAYSCALE)
+            if mask is None or mask.shape != target.shape:
+                from survey_cracks.errors import DataSourceError
+
+                raise DataSourceError(item.mask, "mask unreadable or not the image's size", "masks must match their image")
+            target = (mask > 127).astype(np.uint8)
+        for x0, y0, x1, y1 in item.boxes or ():
+            ignore[max(0, int(math.floor(y0))) : int(math.ceil(y1)), max(0, int(math.floor(x0))) : int(math.ceil(x1))] = True
+        out.append(MaskImage(item.source, item.path.name, item.split, rgb, target, ignore, item.mask is not None))
+    return out
+
+
+# --- augmentation -------------------------------------------------------------------------
+
+
+def _rescale(image: MaskImage, scale: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Image, target and ignore at another ground sampling distance; thin cracks stay visible."""
+    if abs(scale - 1.0) < 1e-3:
+        return image.image, image.target, image.ignore
+    h, w = image.target.shape
+    size = (max(8, int(round(w * scale))), max(8, int(round(h * scale))))
+    interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
+    rgb = cv2.resize(image.image, size, interpolation=interp)
+    # A 1 px crack shrunk by area covers ~scale of a pixel: keep pixels a crack crosses substantially.
+    target = cv2.resize(image.target.astype(np.float32), size, interpolation=interp) >= (0.3 if scale < 1 else 0.5)
+    ignore = cv2.resize(image.ignore.astype(np.float32), size, interpolation=interp) > 0
+    return rgb, target.astype(np.uint8), ignore
+
+
+def sample_crop(image: MaskImage, crop: int, rng: np.random.Generator, schedule_scale: tuple[float, float],
+                augment: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A (crop x crop) training sample: rgb uint8, target uint8, ignore bool."""
+    lo, hi = schedule_scale
+    scale = float(np.exp(rng.uniform(np.log(lo), np.log(hi)))) if augment else 1.0
+    rgb, target, ignore = _rescale(image, scale)
+    h, w = target.shape
+    if h < crop or w < crop:  # small images: reflect the pixels, supervise none of the padding
+        ph, pw = max(0, crop - h), max(0, crop - w)
+        rgb = cv2.copyMakeBorder(rgb, 0, ph, 0, pw, cv2.BORDER_REFLECT_101)
+        target = np.pad(target, ((0, ph), (0, pw)))
+        ignore = np.pad(ignore, ((0, ph), (0, pw)), constant_values=True)
+        h, w = target.shape
+    cracks = np.flatnonzero(target.ravel())
+    if cracks.size and rng.random() < 0.6:  # most crops hold a crack: cracks are a few % of the pixels
+        cy, cx = divmod(int(cracks[rng.integers(cracks.size)]), w)
+        top = int(np.clip(cy - rng.integers(crop // 8, crop - crop // 8), 0, h - crop))
+        left = int(np.clip(cx - rng.integers(crop // 8, crop - crop // 8), 0, w - crop))
+    else:
+        top, left = int(rng.integers(0, h - crop + 1)), int(rng.integers(0, w - crop + 1))
+    box = (slice(top, top + crop), slice(left, left + crop))
+    rgb, target, ignore = rgb[box], target[box], ignore[box]
+    if augment:
+        k = int(rng.integers(4))
+        flip = bool(rng.integers(2))
+        rgb, target, ignore = (np.rot90(a, k) for a in (rgb, target, ignore))
+        if flip:
+            rgb, target, ignore = rgb[:, ::-1], target[:, ::-1], ignore[:, ::-1]
+        rgb = photometric(np.ascontiguousarray(rgb), rng)
+    return np.ascontiguousarray(rgb), np.ascontiguousarray(target), np.ascontiguousarray(ignore)
+
+
+def photometric(rgb: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Lighting, camera colour, focus, noise and compression; never strong enough to erase a 1 px crack."""
+    out = rgb.astype(np.float32)
+    if rng.random() < 0.8:
+        out = (out - out.mean()) * rng.uniform(0.65, 1.35) + out.mean() + rng.uniform(-35, 35)
+        out *= rng.uniform(0.9, 1.1, size=3)  # white balance
+    if rng.random() < 0.15:
+        out[:] = out.mean(axis=2, keepdims=True)
+    if rng.random() < 0.15:
+        out = cv2.GaussianBlur(out, (0, 0), rng.uniform(0.3, 1.0))
+    if rng.random() < 0.25:
+        out += rng.normal(0, rng.uniform(2, 8), out.shape)
+    out = np.clip(out, 0, 255).astype(np.uint8)
+    if rng.random() < 0.3:
+        ok, buf = cv2.imencode(".jpg", out, [cv2.IMWRITE_JPEG_QUALITY, int(rng.integers(40, 95))])
+        if ok:
+            out = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
+    return out
+
+
+class StepSampler:
+    """The batch of step ``k`` is a pure function of ``(seed, k)``: resume is exact."""
+
+    def __init__(self, images: list[MaskImage], config: MaskTrainConfig) -> None:
+        self.config = config
+        train = [im for im in images if im.split == "train"]
+        weight = {s.name: s.weight for s in config.sources}
+        self.by_source = {}
+        for im in train:
+            self.by_source.setdefault(im.source, []).append(im)
+        self.sources = sorted(self.by_source)
+        shares = np.array([weight.get(s, 1.0) for s in self.sources], dtype=np.float64)
+        self.shares = shares / shares.sum()
+
+    def batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        schedule = self.config.schedule
+        rng = np.random.default_rng([self.config.seed, step])
+        rgbs, targets, ignores = [], [], []
+        for _ in range(schedule.batch_size):
+            source = self.sources[int(rng.choice(len(self.sources), p=self.shares))]
+            members = self.by_source[source]
+            image = members[int(rng.integers(len(members)))]
+            rgb, target, ignore = sample_crop(image, schedule.crop_size, rng, schedule.scale_jitter, self.config.augment)
+            rgbs.append(rgb)
+            targets.append(target)
+            ignores.append(ignore)
+        images = torch.from_numpy(np.stack(rgbs)).permute(0, 3, 1, 2)
+        return images, torch.from_numpy(np.stack(targets))[:, None].float(), torch.from_numpy(np.stack(ignores))[:, None].float()
+
+
+# --- losses ---------------------------------------------------------------------------------
+
+
+def mask_loss(logits: torch.Tensor, target: torch.Tensor, ignore: torch.Tensor, dice_weight: float) -> torch.Tensor:
+    """Pixel BCE + soft Dice over the supervised pixels: Dice keeps thin, rare cracks from drowning in background."""
+    weight = 1.0 - ignore
+    bce = (F.binary_cross_entropy_with_logits(logits, target, reduction="none") * weight).sum() / weight.sum().clamp(min=1)
+    prob = torch.sigmoid(logits) * weight
+    dice = 1.0 - (2.0 * (prob * target).sum() + 1.0) / (prob.sum() + (target * weight).sum() + 1.0)
+    return bce + dice_weight * dice
+
+
+def dense_patch_labels(target: torch.Tensor, ignore: torch.Tensor, patch: int, min_center_px: int) -> torch.Tensor:
+    """The classifier's label rule at every 128 px patch of a crop, 32 px apart (as `CrackNet.dense_logits`).
+
+    1: at least ``min_center_px`` crack pixels in the central half; 0: no crack and no
+    unsupervised pixel anywhere in the patch; else ignored.
+    """
+    quarter = patch // 4
+    centre = F.avg_pool2d(target[:, :, quarter:-quarter, quarter:-quarter], patch // 2, stride=32) * (patch // 2) ** 2
+    whole = F.avg_pool2d(target, patch, stride=32)
+    unknown = F.avg_pool2d(ignore, patch, stride=32)
+    labels = torch.full_like(whole, IGNORE, dtype=torch.long)
+    labels[(whole == 0) & (unknown == 0)] = 0
+    labels[centre >= min_center_px] = 1
+    return labels[:, 0]
+
+
+# --- prediction and metrics on whole images -------------------------------------------------
+
+
+@torch.inference_mode()
+def probability_map(model: CrackNet, meta: ModelMeta, rgb: np.ndarray) -> np.ndarray:
+    """Per-pixel crack probability of a whole (small) image, padded by reflection to a multiple of 32."""
+    h, w = rgb.shape[:2]
+    ph, pw = (-h) % 32, (-w) % 32
+    padded = cv2.copyMakeBorder(rgb, 0, ph, 0, pw, cv2.BORDER_REFLECT_101) if ph or pw else rgb
+    batch = normalise(torch.from_numpy(np.ascontiguousarray(padded)).permute(2, 0, 1)[None], meta)
+    logits, dense = model.segment(batch)
+    if logits is not None:
+        return torch.sigmoid(logits)[0, 0, :h, :w].numpy()
+    # A patch classifier: its patch scores every 32 px blended over their windows, as `run --mode dense` does.
+    scores = torch.softmax(dense, dim=1)[0, meta.classes.index("crack")].numpy()
+    grid = PatchGrid(width=padded.shape[1], height=padded.shape[0], size=meta.patch_size, stride=ALIGN,
+                     rows=np.arange(scores.shape[0]) * ALIGN, cols=np.arange(scores.shape[1]) * ALIGN)
+    total, weight = BlockBlender(grid, scores.ravel(), blend_ramp(meta.patch_size, 0.1)).sums(Window(0, 0, w, h))
+    return total / np.maximum(weight, 1e-12)
+
+
+THRESHOLDS = np.round(np.arange(0.05, 0.96, 0.05), 2)
+
+
+def calibrate(model: CrackNet, meta: ModelMeta, images: list[MaskImage], tolerance: int) -> tuple[float, dict[str, Any]]:
+    """The mask threshold with the best pixel F1 at ``tolerance`` px; ties go to the one nearest 0.5."""
+    counts = np.zeros((len(THRESHOLDS), 4), np.int64)
+    for image in images:
+        prob = probability_map(model, meta, image.image)
+        truth = image.target.astype(bool)
+        for i, t in enumerate(THRESHOLDS):
+            counts[i] += tolerant_counts(prob >= t, truth, tolerance)
+    f1 = np.array([pixel_scores(c)["f1"] or 0.0 for c in counts])
+    best = np.flatnonzero(f1 == f1.max())
+    choice = int(best[np.argmin(np.abs(THRESHOLDS[best] - 0.5))])
+    return float(THRESHOLDS[choice]), {"threshold": float(THRESHOLDS[choice]), **pixel_scores(counts[choice])}
+
+
+def mask_metrics(
+    model: CrackNet, meta: ModelMeta, images: list[MaskImage], threshold: float, tolerances: tuple[int, ...] = (0, 2),
+    centreline_tolerance: int = 2,
+) -> dict[str, Any]:
+    """Pixel P/R/F1 at each tolerance and centreline completeness / correctness / quality over ``images``."""
+    pixel = {t: np.zeros(4, np.int64) for t in tolerances}
+    line = np.zeros(4, np.int64)
+    for image in images:
+        predicted = probability_map(model, meta, image.image) >= threshold
+        truth = image.target.astype(bool)
+        for t in tolerances:
+            pixel[t] += tolerant_counts(predicted, truth, t)
+        line += centreline_counts(predicted, truth, centreline_tolerance)
+    out: dict[str, Any] = {"images": len(images)}
+    for t in tolerances:
+        out[f"pixel@{t}px"] = pixel_scores(pixel[t])
+    out[f"centreline@{centreline_tolerance}px"] = centreline_scores(line)
+    return out
+
+
+def measure_margin(model: CrackNet, meta: ModelMeta, images: list[MaskImage], core: int = 128, tol: float = 0.02) -> int:
+    """Context (px, multiple of 32) a window needs each side so its centre's probabilities stop changing.
+
+    For each image, the centre ``core`` is predicted with a growing margin and compared
+    with the prediction from the widest context available; the answer is the smallest
+    margin whose largest difference stays under ``tol`` on every image.
+    """
+    widest = 0
+    for image in images:
+        h, w = image.target.shape
+        if min(h, w) < core + 2 * 32:
+            continue
+        full = probability_map(model, meta, image.image)
+        top, left = (h - core) // 2 // 32 * 32, (w - core) // 2 // 32 * 32
+        reference = full[top : top + core, left : left + core]
+        needed = None
+        for margin in range(0, min(top, left) + 1, 32):
+            crop = image.image[top - margin : top + core + margin, left - margin : left + core + margin]
+            prob = probability_map(model, meta, crop)[margin : margin + core, margin : margin + core]
+            if float(np.abs(prob - reference).max()) < tol:
+                needed = margin
+                break
+        widest = max(widest, needed if needed is not None else min(top, left))
+    return int(widest)
+
+
+# --- the fit ---------------------------------------------------------------------------------
+
+
+def lr_at(step: int, total: int, warmup: int = 50) -> float:
+    """Warm-up then cosine to 2 % within a phase: a pure function of the step."""
+    if total <= 0:
+        return 0.0
+    if step < warmup:
+        return (step + 1) / warmup
+    return 0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total - warmup))))
+
+
+@dataclass
+class MaskFitResult:
+    checkpoint: Path
+    metrics: dict[str, Any]
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+def initial_network(config: MaskTrainConfig, log: Log) -> tuple[CrackNet, ModelMeta, str]:
+    """The trunk and patch head to start from, with a fresh decoder; says which."""
+    if config.init in ("shipped",):
+        source = Path(config.init_path) if config.init_path else SHIPPED_MODEL
+        trained, meta = load_checkpoint(source)
+        net = build_model(len(meta.classes), config.decoder_channels, meta.patch_size)
+        trunk_state = {k: v for k, v in trained.state_dict().items() if not k.startswith(("fpn.", "mask_head."))}
+        net.load_state_dict(trunk_state, strict=False)
+        detail = f"trunk and patch head of {source.name} (sha256 {file_sha256(source)[:12]}, {meta.provenance.get('init', '?')} init)"
+        meta = ModelMeta(patch_size=meta.patch_size, threshold=meta.threshold, mean=meta.mean, std=meta.std)
+    else:
+        net = build_model(2, config.decoder_channels)
+        meta = ModelMeta()
+        path = find_imagenet_weights(config.init_path) if config.init in ("imagenet", "auto") else None
+        if path is not None:
+            load_imagenet_backbone(net, path)
+            detail = f"torchvision ImageNet weights {path.name} (sha256 verified)"
+        else:
+            detail = "random init"
+    meta.heads = ("patch", "mask")
+    meta.decoder_channels = config.decoder_channels
+    log(f"initialisation: {detail}")
+    return net, meta, detail
+
+
+def _freeze_batchnorm(model: nn.Module) -> None:
+    """Trunk BatchNorm keeps its statistics: batches of 8 crops would only add noise to them."""
+    for name, module in model.named_modules():
+        if isinstance(module, nn.BatchNorm2d) and not name.startswith("mask_head"):
+            module.eval()
+
+
+def fit_mask(config: MaskTrainConfig, resume: bool = False, progress: bool = True, log: Log = print,
+             images: list[MaskImage] | None = None) -> MaskFitResult:
+    """Train, checkpointing every ``checkpoint_every`` steps; calibrate; report held-out figures."""
+    out_dir = Path(config.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(config.seed)
+    torch.set_num_threads(config.workers)
+    schedule = config.schedule
+    images = images if images is not None else load_images(config, progress)
+    val = [im for im in images if im.split == "val" and im.pixel_truth]
+    test = [im for im in images if im.split == "test" and im.pixel_truth]
+    log(f"images: train {sum(im.split == 'train' for im in images)}, validation {len(val)}, test {len(test)}")
+    net, meta, init_detail = initial_network(config, log)
+    sampler = StepSampler(images, config)
+    optimizer = torch.optim.AdamW(
+        [{"params": net.decoder_parameters()}, {"params": net.trunk_parameters() + net.head_parameters()}],
+        lr=schedule.lr, weight_decay=schedule.weight_decay,
+    )
+    total = schedule.decoder_steps + schedule.joint_steps
+    history: list[dict[str, Any]] = []
+    start, spent = 0, 0.0
+    state_path, last_path = out_dir / "state.pt", out_dir / "last.safetensors"
+    if resume and state_path.exists() and last_path.exists():
+        state = torch.load(state_path, map_location="cpu", weights_only=True)
+        trained, _ = load_checkpoint(last_path)
+        net.load_state_dict(trained.state_dict())
+        optimizer.load_state_dict(state["optimizer"])
+        start, spent, history = int(state["step"]), float(state["seconds"]), json.loads(state["history"])
+        log(f"resumed at step {start} of {total}")
+    started = time.time() - spent
+    running = 0.0
+    bar = tqdm(range(start, total), desc="mask training", unit="step", disable=not progress, initial=start, total=total)
+    for step in bar:
+        joint = step >= schedule.decoder_steps
+        phase_step, phase_total = (step - schedule.decoder_steps, schedule.joint_steps) if joint else (step, schedule.decoder_steps)
+        factor = lr_at(phase_step, phase_total)
+        optimizer.param_groups[0]["lr"] = schedule.lr * factor
+        optimizer.param_groups[1]["lr"] = schedule.lr * schedule.trunk_lr_factor * factor if joint else 0.0
+        for p in net.trunk_parameters() + net.head_parameters():
+            p.requires_grad_(joint)
+        net.train()
+        _freeze_batchnorm(net)
+        images_u8, target, ignore = sampler.batch(step)
+        batch = normalise(images_u8, meta)
+        if joint:
+            features = net.trunk(batch)
+        else:
+            with torch.no_grad():
+                features = net.trunk(batch)
+        logits = net.mask_logits(features)
+        loss = mask_loss(logits, target, ignore, schedule.dice_weight)
+        if joint and schedule.patch_loss_weight > 0:
+            labels = dense_patch_labels(target, ignore, meta.patch_size, config.labels.min_center_crack_px)
+            if (labels != IGNORE).any():
+                dense = net.dense_logits(features[-1])
+                loss = loss + schedule.patch_loss_weight * F.cross_entropy(dense, labels, ignore_index=IGNORE, label_smoothing=0.05)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        running = 0.98 * running + 0.02 * float(loss.detach()) if step > start else float(loss.detach())
+        bar.set_postfix(loss=f"{running:.4f}", phase="joint" if joint else "decoder")
+        done = step + 1
+        if done % schedule.checkpoint_every == 0 or done == total:
+            net.eval()
+            threshold, val_scores = calibrate(net, meta, val, config.tolerance_px) if val else (0.5, {})
+            record = {"step": done, "phase": "joint" if joint else "decoder", "loss": round(running, 5),
+                      "val": val_scores, "seconds": round(time.time() - started, 1)}
+            history.append(record)
+            meta.mask_threshold = threshold
+            save_checkpoint(last_path, net, meta)
+            tmp = state_path.with_name("state.pt.partial")
+            torch.save({"step": done, "seconds": time.time() - started, "optimizer": optimizer.state_dict(),
+                        "history": json.dumps(history)}, tmp)
+            os.replace(tmp, state_path)
+            log(json.dumps(record))  # after the checkpoint: what is logged can be resumed from
+    bar.close()
+    net.eval()
+    threshold, val_scores = calibrate(net, meta, val, config.tolerance_px) if val else (0.5, {})
+    meta.mask_threshold = threshold
+    meta.min_margin_px = max(32, measure_margin(net, meta, val[:12]))
+    log(f"mask threshold {threshold} (validation pixel F1@{config.tolerance_px}px {val_scores.get('f1')}); "
+        f"window margin {meta.min_margin_px} px")
+    sets: dict[str, Any] = {}
+    for split, members in (("val", val), ("test", test)):
+        for source in sorted({im.source for im in members}):
+            chosen = [im for im in members if im.source == source]
+            sets[f"{split}/{source}"] = mask_metrics(net, meta, chosen, threshold)
+    metrics = {"mask_threshold": threshold, "min_margin_px": meta.min_margin_px, "sets": sets, "history": history,
+               "train_seconds": round(time.time() - started, 1), "init": init_detail, "steps": total}
+    meta.provenance = {
+        "init": "shipped" if config.init == "shipped" else ("imagenet" if "ImageNet" in init_detail else "scratch"),
+        "init_detail": init_detail, "task": "mask decoder + patch head", "schedule": schedule.model_dump(mode="json"),
+        "sources": [{"name": s.name, "kind": s.kind, "role": s.role} for s in config.sources],
+        "seed": config.seed, "train_seconds": metrics["train_seconds"], "torch": torch.__version__,
+        "mask_metrics": {k: {m: v[m] for m in v if m != "images"} for k, v in sets.items()},
+    }
+    final = out_dir / "model.safetensors"
+    save_checkpoint(final, net, meta)
+    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    log(f"wrote {final}")
+    return MaskFitResult(final, metrics, history)
+
+
+def evaluate_mask_checkpoint(config: MaskTrainConfig, model_path: Path | None = None, progress: bool = True) -> dict[str, Any]:
+    """A checkpoint's pixel and centreline figures on a config's validation and test images, at its own threshold.
+
+    A mask model is scored on its per-pixel probability at ``mask_threshold``; a patch
+    classifier on its patch scores blended into a heatmap (``dense`` mode) at ``threshold``,
+    so the old and new shipped models are compared on the same pixels.
+    """
+    path = Path(model_path) if model_path else SHIPPED_MODEL
+    model, meta = load_checkpoint(path)
+    torch.set_num_threads(config.workers)
+    threshold = meta.mask_threshold if meta.has_mask else meta.threshold
+    images = load_images(config, progress)
+    sets: dict[str, Any] = {}
+    for split in ("val", "test"):
+        members = [im for im in images if im.split == split and im.pixel_truth]
+        for source in sorted({im.source for im in members}):
+            sets[f"{split}/{source}"] = mask_metrics(model, meta, [im for im in members if im.source == source], threshold)
+    return {"model": str(path), "sha256": file_sha256(path), "heads": list(meta.heads), "threshold": threshold, "sets": sets}

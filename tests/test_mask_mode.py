@@ -1,0 +1,217 @@
+"""The crack-mask network and its window path: one trunk pass per window, per-pixel output.
+
+A small mask model is trained here (`tiny_mask_model`) on procedural cracks through the
+product's own `fit_mask`, starting from the tiny patch classifier of conftest.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+import torch
+from click.testing import CliRunner
+from PIL import Image
+from rasterio.windows import Window
+
+from survey_cracks.cli.main import cli
+from survey_cracks.config import MaskSchedule, MaskTrainConfig, DataSource, RunConfig
+from survey_cracks.models.checkpoint import read_meta
+from survey_cracks.models.network import build_model, load_checkpoint, normalise
+from survey_cracks.raster import inspect_raster, open_raster, read_context
+from survey_cracks.synthetic import render_scene
+from survey_cracks.tiling import context_windows
+from survey_cracks.training.segment import dense_patch_labels, fit_mask, mask_loss
+from survey_cracks.training.train import weights_sha256
+from tests.conftest import write_geotiff
+
+
+def _mask_source(root: Path, count: int = 10) -> Path:
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    for seed in range(count):
+        rgb, mask = render_scene(192, 256, seed=100 + seed, surface="concrete" if seed % 2 else "asphalt")
+        Image.fromarray(rgb).save(root / "images" / f"scene{seed}.png")
+        Image.fromarray(mask).save(root / "masks" / f"scene{seed}.png")
+    return root
+
+
+def _mask_config(root: Path, out: Path, init_path: Path, **schedule: int) -> MaskTrainConfig:
+    steps = {"decoder_steps": 24, "joint_steps": 8, "batch_size": 4, "crop_size": 128, "checkpoint_every": 16, **schedule}
+    return MaskTrainConfig(
+        sources=[DataSource(name="synthetic", kind="mask_folder", root=root, split={"val": 0.3, "test": 0.0})],
+        init="shipped", init_path=init_path, decoder_channels=8, schedule=MaskSchedule(**steps), workers=2, out_dir=out,
+    )
+
+
+@pytest.fixture(scope="session")
+def mask_source(tmp_path_factory) -> Path:
+    return _mask_source(tmp_path_factory.mktemp("mask_source"))
+
+
+@pytest.fixture(scope="session")
+def tiny_mask_model(tiny_model, mask_source, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("tiny_mask")
+    result = fit_mask(_mask_config(mask_source, out, tiny_model, decoder_steps=60, joint_steps=20, checkpoint_every=40),
+                      progress=False, log=lambda _: None)
+    return result.checkpoint
+
+
+def test_mask_checkpoint_says_what_it_has(tiny_mask_model, tiny_model):
+    meta = read_meta(tiny_mask_model)
+    assert meta.heads == ("patch", "mask") and meta.decoder_channels == 8
+    assert 0 < meta.mask_threshold < 1 and meta.min_margin_px >= 32
+    assert meta.provenance["init"] == "shipped" and "tiny.safetensors" in meta.provenance["init_detail"]
+    # the patch classifier it started from is still a valid, patch-only checkpoint
+    assert read_meta(tiny_model).heads == ("patch",)
+
+
+def test_dense_head_is_the_patch_classifier_at_every_patch_position(tiny_mask_model):
+    model, meta = load_checkpoint(tiny_mask_model)
+    size = meta.patch_size
+    rng = np.random.default_rng(0)
+    patch = normalise(torch.from_numpy(rng.integers(0, 256, (2, 3, size, size), dtype=np.uint8)), meta)
+    with torch.inference_mode():
+        _, dense = model.segment(patch)
+        np.testing.assert_allclose(dense[:, :, 0, 0].numpy(), model(patch).numpy(), atol=1e-5)
+        # On a larger window each dense position is the head applied to the pooled trunk cells of that patch.
+        window = normalise(torch.from_numpy(rng.integers(0, 256, (1, 3, 192, 256), dtype=np.uint8)), meta)
+        deepest = model.trunk(window)[-1]
+        _, dense = model.segment(window)
+        cells = size // 32
+        assert dense.shape[-2:] == (192 // 32 - cells + 1, 256 // 32 - cells + 1)
+        for i in range(dense.shape[-2]):
+            for j in range(dense.shape[-1]):
+                pooled = deepest[:, :, i : i + cells, j : j + cells].mean(dim=(2, 3))
+                np.testing.assert_allclose(dense[:, :, i, j].numpy(), model.fc(pooled).numpy(), atol=1e-4)
+
+
+def test_old_patch_checkpoint_loads_into_the_network_unchanged(tiny_model):
+    model, meta = load_checkpoint(tiny_model)
+    assert meta.heads == ("patch",) and model.decoder_channels == 0
+    mask, dense = model.segment(torch.zeros(1, 3, 128, 128))
+    assert mask is None and dense.shape == (1, 2, 3, 3)
+
+
+def test_context_windows_tile_the_raster_once_with_equal_reads():
+    windows = context_windows(700, 300, 256, 64)
+    cover = np.zeros((300, 700), np.int32)
+    for w in windows:
+        cover[int(w.core.row_off) : int(w.core.row_off + w.core.height), int(w.core.col_off) : int(w.core.col_off + w.core.width)] += 1
+        assert (w.read.width, w.read.height) == (256 + 128, 256 + 128)
+        assert w.core.col_off % 32 == 0 and w.core.row_off % 32 == 0
+        assert w.read.col_off == w.core.col_off - 64 and w.read.row_off == w.core.row_off - 64
+    assert (cover == 1).all()
+    small = context_windows(100, 70, 1024, 32)  # a small image: one window, rounded up to the trunk's stride
+    assert len(small) == 1 and (small[0].read.width, small[0].read.height) == (128 + 64, 96 + 64)
+    with pytest.raises(ValueError):
+        context_windows(100, 100, 100, 32)
+
+
+def test_read_context_mirrors_past_the_edge(tmp_path):
+    rgb = np.random.default_rng(1).integers(0, 256, (40, 50, 3), dtype=np.uint8)
+    path = write_geotiff(tmp_path / "r.tif", rgb)
+    info = inspect_raster(path)
+    with open_raster(path) as src:
+        window_rgb, valid = read_context(src, info, Window(-8, -4, 70, 52))
+    assert window_rgb.shape == (52, 70, 3) and valid.sum() == 40 * 50
+    np.testing.assert_array_equal(window_rgb[4:44, 8:58], rgb)
+    np.testing.assert_array_equal(window_rgb[3, 8:58], rgb[0])  # mirrored, not a flat fill
+    np.testing.assert_array_equal(window_rgb[4:44, 7], rgb[:, 0])
+
+
+def test_dense_patch_labels_follow_the_classifier_rule():
+    target = torch.zeros(1, 1, 128, 128)
+    ignore = torch.zeros(1, 1, 128, 128)
+    assert dense_patch_labels(target, ignore, 128, 24).tolist() == [[[0]]]
+    target[0, 0, 64, 40:80] = 1  # 40 crack pixels, 24 or more inside the central half
+    assert dense_patch_labels(target, ignore, 128, 24).tolist() == [[[1]]]
+    target[:] = 0
+    target[0, 0, 2, 0:40] = 1  # a crack in the border only: ambiguous
+    assert dense_patch_labels(target, ignore, 128, 24).tolist() == [[[-100]]]
+    target[:] = 0
+    ignore[0, 0, 10:20, 10:20] = 1  # unsupervised pixels: never a confident negative
+    assert dense_patch_labels(target, ignore, 128, 24).tolist() == [[[-100]]]
+
+
+def test_mask_loss_ignores_unsupervised_pixels():
+    logits = torch.full((1, 1, 8, 8), 5.0)
+    target = torch.zeros(1, 1, 8, 8)
+    ignore = torch.ones(1, 1, 8, 8)
+    assert float(mask_loss(logits, target, ignore, 1.0)) < 1e-6 + 1.0  # only Dice's constant part, no BCE
+    ignore[:] = 0
+    assert float(mask_loss(logits, target, ignore, 0.0)) > 4.0  # confident and wrong everywhere
+
+
+def test_resumed_mask_training_gives_the_same_weights(tiny_model, mask_source, tmp_path):
+    straight = fit_mask(_mask_config(mask_source, tmp_path / "a", tiny_model), progress=False, log=lambda _: None)
+
+    class Killed(Exception):
+        pass
+
+    def kill_at_first_checkpoint(line: str) -> None:
+        if line.startswith("{") and json.loads(line)["step"] == 16:
+            raise Killed
+
+    with pytest.raises(Killed):
+        fit_mask(_mask_config(mask_source, tmp_path / "b", tiny_model), progress=False, log=kill_at_first_checkpoint)
+    resumed_log: list[str] = []
+    resumed = fit_mask(_mask_config(mask_source, tmp_path / "b", tiny_model), resume=True, progress=False,
+                       log=resumed_log.append)
+    assert any("resumed at step 16" in line for line in resumed_log)
+    a, _ = load_checkpoint(straight.checkpoint)
+    b, _ = load_checkpoint(resumed.checkpoint)
+    assert weights_sha256(a) == weights_sha256(b)
+    assert straight.metrics["sets"] == resumed.metrics["sets"]
+
+
+def _run(*args: object) -> tuple[int, str]:
+    result = CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
+    return result.exit_code, result.output
+
+
+def test_constant_raster_gives_a_constant_heatmap_without_seams(tiny_mask_model, tmp_path):
+    rgb = np.full((300, 520, 3), 140, np.uint8)
+    (tmp_path / "survey").mkdir()
+    write_geotiff(tmp_path / "survey" / "flat.tif", rgb)
+    code, output = _run("run", tmp_path / "survey", "--out", tmp_path / "out", "--model", tiny_mask_model,
+                        "--window", 128, "--workers", 1, "--quiet")
+    assert code == 0, output
+    with rasterio.open(tmp_path / "out" / "survey" / "flat" / "heatmap.tif") as src:
+        heat = src.read(1)
+    assert heat.shape == (300, 520) and (heat >= 0).all()
+    assert float(heat.max() - heat.min()) < 2e-3, (heat.min(), heat.max())
+
+
+def test_margin_below_what_the_model_needs_is_a_usage_error(tiny_mask_model, tmp_path):
+    write_geotiff(tmp_path / "a.tif", np.full((64, 64, 3), 100, np.uint8))
+    code, output = _run("run", tmp_path / "a.tif", "--out", tmp_path / "out", "--model", tiny_mask_model, "--margin", 0)
+    assert code == 2 and "margin_px 0 is below" in output
+    code, output = _run("run", tmp_path / "a.tif", "--out", tmp_path / "out", "--model", tiny_mask_model, "--margin", 40)
+    assert code == 2 and "multiple of 32" in output
+
+
+def test_patch_only_checkpoint_runs_in_patch_and_dense_mode_not_mask(tiny_model, tmp_path):
+    rgb, _ = render_scene(160, 224, seed=5)
+    (tmp_path / "s").mkdir()
+    write_geotiff(tmp_path / "s" / "r.tif", rgb)
+    for mode in ("auto", "dense"):
+        code, output = _run("run", tmp_path / "s", "--out", tmp_path / mode, "--model", tiny_model, "--mode", mode, "--quiet")
+        assert code == 0, output
+        run = json.loads((tmp_path / mode / "run.json").read_text())
+        assert run["mode"] == ("patch" if mode == "auto" else "dense")
+        with rasterio.open(tmp_path / mode / "s" / "r" / "heatmap.tif") as src:
+            heat = src.read(1)
+        assert heat.shape == (160, 224) and 0 <= heat.min() and heat.max() <= 1
+    code, output = _run("run", tmp_path / "s", "--out", tmp_path / "mask", "--model", tiny_model, "--mode", "mask")
+    assert code == 2 and "no mask decoder" in output
+
+
+def test_run_config_has_the_window_settings():
+    config = RunConfig()
+    assert config.inference.mode == "auto" and config.inference.window_px % 32 == 0
+    with pytest.raises(Exception):
+        RunConfig.model_validate({"inference": {"window_px": 1000}})
