@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 OUT ?= out/demo
 
-.PHONY: demo test bench clean samples
+.PHONY: demo test bench bench-patch clean samples
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -19,7 +19,10 @@ demo: $(STAMP)  ## Run the crack job on the bundled sample surveys -> out/demo/
 test: $(STAMP)  ## The whole test suite
 	$(PY) -m pytest -q
 
-bench: $(STAMP)  ## Throughput and memory benchmark (several minutes)
+bench: $(STAMP)  ## Mask, dense and patch mode vs the bare network and a notebook loop (about 30-60 min)
+	$(PY) bench/segment_throughput.py
+
+bench-patch: $(STAMP)  ## The patch-mode benchmark of the previous pipeline (about 35 min)
 	$(PY) bench/throughput.py
 
 samples: $(STAMP)  ## Regenerate sample_surveys/ (procedural imagery)

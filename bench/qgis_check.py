@@ -5,9 +5,10 @@ system Python, not the project's virtualenv:
 
     QT_QPA_PLATFORM=offscreen /usr/bin/python3 bench/qgis_check.py out/demo/quay_wall/quay_wall_ortho [--png map.png]
 
-It checks that heatmap.tif and cracks.gpkg load as valid layers with the raster's CRS,
-that the .qml styles beside them were applied by QGIS itself, and draws both over the
-source raster into a PNG.
+It checks that heatmap.tif and both layers of cracks.gpkg (cracks, and centrelines in mask
+mode) load as valid layers with the raster's CRS, that their styles (the heatmap's .qml
+beside it, the layers' styles inside the GeoPackage) were applied by QGIS itself, and draws
+them over the source raster into a PNG.
 """
 
 from __future__ import annotations
@@ -48,6 +49,9 @@ def main() -> int:
     heatmap = QgsRasterLayer(str(args.folder / "heatmap.tif"), "heatmap")
     cracks = QgsVectorLayer(f"{args.folder / 'cracks.gpkg'}|layername=cracks", "cracks", "ogr")
     geojson = QgsVectorLayer(str(args.folder / "cracks.geojson"), "cracks_geojson", "ogr")
+    lines = None
+    if report["counts"].get("centrelines") is not None:
+        lines = QgsVectorLayer(f"{args.folder / 'cracks.gpkg'}|layername=centrelines", "centrelines", "ogr")
     result = {
         "heatmap_valid": heatmap.isValid(),
         "heatmap_crs": heatmap.crs().authid(),
@@ -61,7 +65,16 @@ def main() -> int:
         "report_crs": report["raster_info"]["crs"],
         "report_polygons": report["counts"]["polygons"],
     }
-    layers = [cracks, heatmap]
+    if lines is not None:
+        symbol = lines.renderer().symbol() if lines.renderer() and hasattr(lines.renderer(), "symbol") else None
+        result.update({
+            "centrelines_valid": lines.isValid(), "centrelines_crs": lines.crs().authid(),
+            "centrelines_features": lines.featureCount(), "report_centrelines": report["counts"]["centrelines"],
+            "centrelines_renderer": lines.renderer().type() if lines.renderer() else None,
+            "centrelines_colour": symbol.color().name() if symbol else None,
+            "centrelines_fields": [f.name() for f in lines.fields()],
+        })
+    layers = ([lines] if lines is not None else []) + [cracks, heatmap]
     if args.source:
         source = QgsRasterLayer(str(args.source), "source")
         layers.append(source)
@@ -80,13 +93,18 @@ def main() -> int:
     job.renderedImage().save(str(args.png))
     result["png"] = str(args.png)
     print(json.dumps(result, indent=1))
-    app.exitQgis()
     expected_crs = result["report_crs"] or ""
     ok = (result["heatmap_valid"] and result["cracks_valid"] and result["heatmap_crs"] == expected_crs
           and result["cracks_crs"] == expected_crs and result["cracks_features"] == result["report_polygons"]
           and result["heatmap_renderer"] == "singlebandpseudocolor" and result["cracks_renderer"] == "graduatedSymbol")
+    if lines is not None:  # the shipped style: a blue single-symbol line (QGIS's random default is not)
+        ok = ok and (result["centrelines_valid"] and result["centrelines_crs"] == expected_crs
+                     and result["centrelines_features"] == result["report_centrelines"]
+                     and result["centrelines_renderer"] == "singleSymbol" and result["centrelines_colour"] == "#005ac8")
+    project.removeAllMapLayers()  # layers go before QGIS does (else exitQgis can crash)
+    del layers, lines, cracks, heatmap, geojson, job
+    app.exitQgis()
     return 0 if ok else 1
-
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -75,7 +75,7 @@ import rasterio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from throughput import ROOT, TreeMemory, naive_loop  # noqa: E402  (also puts the repository on sys.path)
+from throughput import ROOT, naive_loop, timed_command  # noqa: E402  (also puts the repository on sys.path)
 
 import torch  # noqa: E402
 
@@ -218,15 +218,8 @@ def run_mode(raster: Path, model: Path, out: Path, mode: str, config: Path | Non
     command = [str(Path(sys.executable).with_name("survey-cracks")), "run", str(raster), "--out", str(out),
                "--model", str(model), "--mode", mode, "--quiet"] + (["--config", str(config)] if config else [])
     load = os.getloadavg()[0]
-    start = time.perf_counter()
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    memory = TreeMemory(proc.pid)
-    memory.start()
-    output, _ = proc.communicate()
-    seconds = time.perf_counter() - start
-    memory.stop.set()
-    memory.join()
-    if proc.returncode != 0:
+    seconds, peak_gib, returncode, output = timed_command(command)
+    if returncode != 0:
         raise RuntimeError(f"survey-cracks run --mode {mode} failed on {raster}:\n{output}")
     report = json.loads(next(out.glob("*/*/report.json")).read_text())
     run_json = json.loads((out / "run.json").read_text())
@@ -235,7 +228,7 @@ def run_mode(raster: Path, model: Path, out: Path, mode: str, config: Path | Non
     inference = report["seconds"].get("inference")
     return {
         "mode": mode, "megapixels": round(megapixels, 2), "seconds": round(seconds, 2),
-        "megapixels_per_s": round(megapixels / seconds, 3), "peak_rss_gib": round(memory.peak / 2**30, 3),
+        "megapixels_per_s": round(megapixels / seconds, 3), "peak_rss_gib": round(peak_gib, 3),
         "inference_megapixels_per_s": round(megapixels / inference, 3) if inference else None,
         "counts": report["counts"], "stage_seconds": report["seconds"], "window": run_json.get("window"),
         "compute": run_json.get("model", {}).get("compute"), "loadavg_1min_at_start": round(load, 2),

@@ -192,9 +192,8 @@ class TreeMemory(threading.Thread):
             time.sleep(0.2)
 
 
-def end_to_end(raster: Path, model: Path, out: Path, patch_size: int, stride: int) -> dict:
-    command = [str(Path(sys.executable).with_name("survey-cracks")), "run", str(raster), "--out", str(out),
-               "--model", str(model), "--quiet"]
+def timed_command(command: list[str]) -> tuple[float, float, int, str]:
+    """Run a command: (wall seconds from start to exit, peak RSS of its process tree in GiB, return code, output)."""
     start = time.perf_counter()
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     memory = TreeMemory(proc.pid)
@@ -203,7 +202,14 @@ def end_to_end(raster: Path, model: Path, out: Path, patch_size: int, stride: in
     seconds = time.perf_counter() - start
     memory.stop.set()
     memory.join()
-    if proc.returncode != 0:
+    return seconds, memory.peak / 2**30, proc.returncode, output
+
+
+def end_to_end(raster: Path, model: Path, out: Path, patch_size: int, stride: int) -> dict:
+    command = [str(Path(sys.executable).with_name("survey-cracks")), "run", str(raster), "--out", str(out),
+               "--model", str(model), "--quiet"]
+    seconds, peak_gib, returncode, output = timed_command(command)
+    if returncode != 0:
         raise RuntimeError(f"run failed:\n{output}")
     report = json.loads(next(out.glob("*/*/report.json")).read_text())
     with rasterio.open(raster) as src:
@@ -212,7 +218,7 @@ def end_to_end(raster: Path, model: Path, out: Path, patch_size: int, stride: in
     return {
         "megapixels": round(megapixels, 1), "seconds": round(seconds, 1), "megapixels_per_s": round(megapixels / seconds, 2),
         "patches": report["counts"]["patches"], "patches_scored": scored,
-        "patches_per_s": round(scored / seconds, 1), "peak_rss_gib": round(memory.peak / 2**30, 2),
+        "patches_per_s": round(scored / seconds, 1), "peak_rss_gib": round(peak_gib, 2),
         "stage_seconds": report["seconds"], "patch": patch_size, "stride": stride,
     }
 

@@ -294,7 +294,7 @@ def attach_centrelines(
     """Crack polygons measured by their centrelines, and lines labelled with their polygon.
 
     Returns copies: the polygons with ``length`` replaced by the length of centreline
-    inside each (0 when none) and ``mean_width`` (length-weighted over those parts) and
+    inside each (kept as vectorize's area/perimeter estimate when none) and ``mean_width`` (length-weighted over those parts) and
     ``max_width`` (of the lines reaching inside; NaN when none) added; the lines with
     ``crack_id``, the id of the polygon holding most of each line's length (<NA> when none).
     """
@@ -313,7 +313,8 @@ def attach_centrelines(
     )
     position = np.arange(len(polygons))
     length = per_poly["length"].reindex(position)
-    polygons["length"] = np.round(length.fillna(0.0).to_numpy(), 4)
+    # A speck too small to keep a centreline keeps vectorize's area/perimeter estimate.
+    polygons["length"] = np.round(np.where(length.isna(), polygons["length"].to_numpy(), length.to_numpy()), 4)
     polygons["mean_width"] = np.round((per_poly["weighted"].reindex(position) / length).to_numpy(), 4)
     polygons["max_width"] = per_poly["max_width"].reindex(position).to_numpy()
     best = pairs.sort_values("inside", ascending=False, kind="stable").drop_duplicates("line")

@@ -76,6 +76,16 @@ class InferenceConfig(StrictModel):
         description="context read around each window's core (multiple of 32); default: what the model needs, "
         "measured when its decoder was trained (`survey-cracks info`); smaller is an error",
     )
+    scale: float = Field(
+        1.0, ge=0.25, le=4.0,
+        description="mask mode: processing resolution relative to the raster's (2 = each source pixel becomes 2 x 2, "
+        "so a 1 px crack is 2 px wide for the network); outputs always come back on the raster's grid",
+    )
+    target_gsd_m: float | None = Field(
+        None, gt=0,
+        description="mask mode: process rasters georeferenced in metres at this ground sampling distance "
+        "(scale = pixel size / target_gsd_m, within 0.25-4); others at `scale`",
+    )
     batch_size: int = Field(64, ge=1, le=4096)
     workers: int = Field(1, ge=1, description="LocalCluster worker processes (each loads torch once)")
     threads_per_worker: int | None = Field(

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
+import cv2
 import dask
 import numpy as np
 import rasterio
@@ -123,18 +124,49 @@ def window_sums(values: np.ndarray, size: int, step: int, shape: tuple[int, int]
             - integral[np.ix_(r + size, c)] + integral[np.ix_(r, c)])
 
 
+def source_span(start: int, stop: int, scale: float, limit: int) -> tuple[int, int]:
+    """Source pixels whose centres fall in processing pixels ``[start, stop)``: cores tile the source exactly."""
+    return (min(limit, max(0, int(np.ceil(start / scale - 0.5)))), min(limit, max(0, int(np.ceil(stop / scale - 0.5)))))
+
+
+def _back_to_source(values: np.ndarray, read: Window, rows: tuple[int, int], cols: tuple[int, int], scale: float,
+                    interpolation: int) -> np.ndarray:
+    """Sample a processing-grid array (covering ``read``) at the centres of the source pixels ``rows`` x ``cols``."""
+    ys = ((np.arange(*rows) + 0.5) * scale - 0.5 - read.row_off).astype(np.float32)
+    xs = ((np.arange(*cols) + 0.5) * scale - 0.5 - read.col_off).astype(np.float32)
+    map_x, map_y = np.meshgrid(xs, ys)
+    return cv2.remap(values, map_x, map_y, interpolation, borderMode=cv2.BORDER_REPLICATE)
+
+
 def segment_window(
-    info: RasterInfo, window: ContextWindow, spec: ModelSpec, keep_mask: bool, min_valid_fraction: float = 0.25
+    info: RasterInfo, window: ContextWindow, spec: ModelSpec, keep_mask: bool, min_valid_fraction: float = 0.25,
+    scale: float = 1.0,
 ) -> WindowMaps | None:
-    """Dask task: read a window with its margin, one trunk pass, keep the core; None outside the footprint."""
+    """Dask task: read a window with its margin, one trunk pass, keep the core; None outside the footprint.
+
+    ``window`` is on the processing grid (source pixels x ``scale``); the core's probabilities
+    come back on the raster's own grid.
+    """
     engine = load_engine(spec)
     with open_raster(info.path) as src:
-        rgb, valid = read_context(src, info, window.read)
+        rgb, valid = read_context(src, info, window.read, scale)
     top, left = int(window.core.row_off - window.read.row_off), int(window.core.col_off - window.read.col_off)
     core = (slice(top, top + int(window.core.height)), slice(left, left + int(window.core.width)))
     if not valid[core].any():
         return None
     mask, dense = engine.segment(rgb)
+    if scale != 1.0:
+        if mask is None or not keep_mask:
+            raise ValueError("a processing scale other than 1 applies to mask mode only")
+        rows = source_span(int(window.core.row_off), int(window.core.row_off + window.core.height), scale, info.height)
+        cols = source_span(int(window.core.col_off), int(window.core.col_off + window.core.width), scale, info.width)
+        if rows[0] == rows[1] or cols[0] == cols[1]:
+            return None
+        probability = _back_to_source(mask.astype(np.float32), window.read, rows, cols, scale, cv2.INTER_LINEAR)
+        inside = _back_to_source(valid.astype(np.uint8), window.read, rows, cols, scale, cv2.INTER_NEAREST) > 0
+        source_core = Window(cols[0], rows[0], cols[1] - cols[0], rows[1] - rows[0])
+        return WindowMaps(source_core, np.where(inside, probability, np.nan).astype(np.float16),
+                          np.zeros((0, 0), np.float32), (0, 0))
     probability = None
     if keep_mask and mask is not None:
         probability = np.where(valid[core], mask[core], np.nan).astype(np.float16)
@@ -161,9 +193,11 @@ def segment_raster(
     keep_mask: bool = True,
     min_valid_fraction: float = 0.25,
     progress: bool = True,
+    scale: float = 1.0,
 ) -> Iterator[WindowMaps]:
     """Every window of the raster through the network, yielded as the workers finish them (any order)."""
-    futures = [client.submit(segment_window, info, w, spec, keep_mask, min_valid_fraction, pure=False) for w in windows]
+    futures = [client.submit(segment_window, info, w, spec, keep_mask, min_valid_fraction, scale, pure=False)
+               for w in windows]
     bar = tqdm(total=len(windows), desc=f"segmenting {info.path.name}", unit="window", disable=not progress, leave=False)
     try:
         for future in as_completed(futures):

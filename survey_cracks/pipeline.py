@@ -91,6 +91,14 @@ def output_threshold(meta: ModelMeta, mode: Mode, config: RunConfig) -> float:
     return meta.mask_threshold if mode == "mask" else meta.threshold
 
 
+def processing_scale(info: RasterInfo, config: RunConfig) -> float:
+    """Processing pixels per source pixel: from the GSD when asked and known, else ``inference.scale``."""
+    target = config.inference.target_gsd_m
+    if target is not None and info.pixel_size is not None:
+        return float(np.clip(info.pixel_size / target, 0.25, 4.0))
+    return config.inference.scale
+
+
 def dense_lattice(info: RasterInfo, patch: int) -> PatchGrid:
     """Every 128 px patch at a 32 px step whose centre lies in the raster (offsets may be negative)."""
     rows = np.arange(-(patch // 2), info.height - patch // 2, ALIGN, dtype=np.int64)
@@ -116,6 +124,9 @@ def run_surveys(
     sha = file_sha256(model_path)
     out.mkdir(exist_ok=True)
     mode = resolve_mode(config.inference.mode, meta, model_path)
+    if mode != "mask" and (config.inference.scale != 1.0 or config.inference.target_gsd_m is not None):
+        raise ConfigError(None, f"inference.scale / target_gsd_m apply to mask mode only (mode is {mode})",
+                          "leave them unset, or use a model with a mask decoder")
     margin = context_margin(meta, mode, config, model_path) if mode != "patch" else 0
     threshold = output_threshold(meta, mode, config)
     log(f"model {model_path.name} (sha256 {sha[:12]}, heads {'+'.join(meta.heads)}, {meta.provenance.get('init', 'unknown')} init); "
@@ -212,10 +223,13 @@ def process_raster(
                 shutil.copy(STYLES / style, work / style)
 
         if mode == "mask":
-            windows = context_windows(info.width, info.height, config.inference.window_px, margin)
+            scale = processing_scale(info, config)
+            windows = context_windows(int(np.ceil(info.width * scale)), int(np.ceil(info.height * scale)),
+                                      config.inference.window_px, margin)
             done = 0
             with StagedHeatmap(work / HEATMAP, info, config.heatmap) as staged:
-                for maps in segment_raster(client, info, windows, spec, True, config.tiling.min_valid_fraction, progress):
+                for maps in segment_raster(client, info, windows, spec, True, config.tiling.min_valid_fraction, progress,
+                                           scale):
                     staged.write(maps.core, maps.probability)
                     done += 1
                 if done == 0:
@@ -223,7 +237,7 @@ def process_raster(
                 lap("inference")
                 staged.publish(meanwhile=polygons_while_compressing)
             counts = {"windows": len(windows), "windows_processed": done, "window_px": config.inference.window_px,
-                      "margin_px": margin}
+                      "margin_px": margin, "processing_scale": round(scale, 4)}
         else:
             if mode == "dense":
                 grid = dense_lattice(info, meta.patch_size)

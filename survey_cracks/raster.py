@@ -208,16 +208,26 @@ def read_window(
 
 
 def read_context(
-    src: rasterio.io.DatasetReader, info: RasterInfo, window: Window
+    src: rasterio.io.DatasetReader, info: RasterInfo, window: Window, scale: float = 1.0
 ) -> tuple[np.ndarray, np.ndarray]:
     """Read ``window``, which may reach past the raster's edges, for a fully-convolutional network.
 
-    Outside the raster the image is mirrored (an edge of flat colour would look like a
-    long straight crack); nodata inside the raster is painted by `fill_invalid`. The
+    ``window`` is in processing pixels: source pixels x ``scale`` (resampled bilinearly when
+    ``scale`` is not 1). Outside the raster the image is mirrored (an edge of flat colour would
+    look like a long straight crack); nodata inside the raster is painted by `fill_invalid`. The
     validity mask is False outside the raster and outside the footprint.
     """
-    inner = window.intersection(Window(0, 0, info.width, info.height))
-    rgb, valid = read_window(src, info, inner)
+    full = Window(0, 0, info.width * scale, info.height * scale)
+    inner = window.intersection(full)
+    if scale == 1.0:
+        rgb, valid = read_window(src, info, inner)
+    else:
+        # Snap to whole processing pixels, then read the matching (fractional) source window.
+        col0, row0 = int(np.floor(inner.col_off)), int(np.floor(inner.row_off))
+        col1, row1 = int(np.ceil(inner.col_off + inner.width)), int(np.ceil(inner.row_off + inner.height))
+        inner = Window(col0, row0, col1 - col0, row1 - row0)
+        source = Window(col0 / scale, row0 / scale, (col1 - col0) / scale, (row1 - row0) / scale)
+        rgb, valid = read_window(src, info, source, (row1 - row0, col1 - col0))
     top, left = int(inner.row_off - window.row_off), int(inner.col_off - window.col_off)
     bottom, right = int(window.height) - top - rgb.shape[0], int(window.width) - left - rgb.shape[1]
     if top or left or bottom or right:

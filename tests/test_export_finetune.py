@@ -170,7 +170,7 @@ def test_card_of_a_finetuned_model_says_what_it_is_and_only_its_own_sources(tmp_
                       finetuned_from=SHIPPED_MODEL)
     title = card.splitlines()[0]
     assert title == "# Model card: tuned.safetensors, fine-tuned from `crack_resnet18.safetensors` on survey `o6_finetune`"
-    assert f"`crack_resnet18.safetensors` (sha256 {file_sha256(SHIPPED_MODEL)[:12]}), the shipped crack classifier" in card
+    assert f"`crack_resnet18.safetensors` (sha256 {file_sha256(SHIPPED_MODEL)[:12]}), the shipped crack model" in card
     assert "| o6_finetune | survey | `data/o6_finetune` | train | 30 | 60 |" in card
     assert "| val/o6_finetune | 1 | 40 | 0.9 | 0.8 | 0.85 | 0.9 |" in card
     assert "optimistic" in card  # no test set: the figures are the validation split's

@@ -20,7 +20,7 @@ from rasterio.windows import Window
 from survey_cracks.cli.main import cli
 from survey_cracks.config import MaskSchedule, MaskTrainConfig, DataSource, RunConfig
 from survey_cracks.models.checkpoint import read_meta
-from survey_cracks.models.network import build_model, load_checkpoint, normalise
+from survey_cracks.models.network import load_checkpoint, normalise
 from survey_cracks.raster import inspect_raster, open_raster, read_context
 from survey_cracks.synthetic import render_scene
 from survey_cracks.tiling import context_windows
@@ -40,7 +40,7 @@ def _mask_source(root: Path, count: int = 10) -> Path:
 
 
 def _mask_config(root: Path, out: Path, init_path: Path, **schedule: int) -> MaskTrainConfig:
-    steps = {"decoder_steps": 24, "joint_steps": 8, "batch_size": 4, "crop_size": 128, "checkpoint_every": 16, **schedule}
+    steps = {"decoder_steps": 12, "joint_steps": 8, "batch_size": 4, "crop_size": 128, "checkpoint_every": 10, **schedule}
     return MaskTrainConfig(
         sources=[DataSource(name="synthetic", kind="mask_folder", root=root, split={"val": 0.3, "test": 0.0})],
         init="shipped", init_path=init_path, decoder_channels=8, schedule=MaskSchedule(**steps), workers=2, out_dir=out,
@@ -55,7 +55,7 @@ def mask_source(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_mask_model(tiny_model, mask_source, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("tiny_mask")
-    result = fit_mask(_mask_config(mask_source, out, tiny_model, decoder_steps=60, joint_steps=20, checkpoint_every=40),
+    result = fit_mask(_mask_config(mask_source, out, tiny_model, decoder_steps=48, joint_steps=16, checkpoint_every=32),
                       progress=False, log=lambda _: None)
     return result.checkpoint
 
@@ -153,7 +153,7 @@ def test_resumed_mask_training_gives_the_same_weights(tiny_model, mask_source, t
         pass
 
     def kill_at_first_checkpoint(line: str) -> None:
-        if line.startswith("{") and json.loads(line)["step"] == 16:
+        if line.startswith("{") and json.loads(line)["step"] == 10:
             raise Killed
 
     with pytest.raises(Killed):
@@ -161,7 +161,7 @@ def test_resumed_mask_training_gives_the_same_weights(tiny_model, mask_source, t
     resumed_log: list[str] = []
     resumed = fit_mask(_mask_config(mask_source, tmp_path / "b", tiny_model), resume=True, progress=False,
                        log=resumed_log.append)
-    assert any("resumed at step 16" in line for line in resumed_log)
+    assert any("resumed at step 10" in line for line in resumed_log)
     a, _ = load_checkpoint(straight.checkpoint)
     b, _ = load_checkpoint(resumed.checkpoint)
     assert weights_sha256(a) == weights_sha256(b)
@@ -177,8 +177,10 @@ def test_constant_raster_gives_a_constant_heatmap_without_seams(tiny_mask_model,
     rgb = np.full((300, 520, 3), 140, np.uint8)
     (tmp_path / "survey").mkdir()
     write_geotiff(tmp_path / "survey" / "flat.tif", rgb)
+    # Cores of 128 px: 12 windows, each core read with 160 px of context (a barely trained model's
+    # edge effects reach further than a trained one's, whose margin is measured at training).
     code, output = _run("run", tmp_path / "survey", "--out", tmp_path / "out", "--model", tiny_mask_model,
-                        "--window", 128, "--workers", 1, "--quiet")
+                        "--window", 128, "--margin", 160, "--workers", 1, "--quiet")
     assert code == 0, output
     with rasterio.open(tmp_path / "out" / "survey" / "flat" / "heatmap.tif") as src:
         heat = src.read(1)
@@ -191,7 +193,7 @@ def test_margin_below_what_the_model_needs_is_a_usage_error(tiny_mask_model, tmp
     code, output = _run("run", tmp_path / "a.tif", "--out", tmp_path / "out", "--model", tiny_mask_model, "--margin", 0)
     assert code == 2 and "margin_px 0 is below" in output
     code, output = _run("run", tmp_path / "a.tif", "--out", tmp_path / "out", "--model", tiny_mask_model, "--margin", 40)
-    assert code == 2 and "multiple of 32" in output
+    assert code == 2 and "multiples of 32" in output
 
 
 def test_patch_only_checkpoint_runs_in_patch_and_dense_mode_not_mask(tiny_model, tmp_path):
@@ -215,3 +217,103 @@ def test_run_config_has_the_window_settings():
     assert config.inference.mode == "auto" and config.inference.window_px % 32 == 0
     with pytest.raises(Exception):
         RunConfig.model_validate({"inference": {"window_px": 1000}})
+
+
+def test_mask_mode_end_to_end_writes_pixel_outputs_centrelines_and_metrics(tiny_mask_model, tmp_path):
+    import sqlite3
+
+    import geopandas as gpd
+    import pyogrio
+
+    rgb, mask = render_scene(320, 400, seed=11, surface="concrete", n_cracks=2)
+    survey = tmp_path / "deck"
+    survey.mkdir()
+    write_geotiff(survey / "ortho.tif", rgb, transform=rasterio.transform.from_origin(500000.0, 5700000.0, 0.002, 0.002))
+    Image.fromarray(mask).save(survey / "ortho.mask.png")
+    outputs = {}
+    for window in (128, 256):
+        out = tmp_path / f"out{window}"
+        code, output = _run("run", survey, "--out", out, "--model", tiny_mask_model, "--window", window, "--quiet")
+        assert code == 0, output
+        outputs[window] = out / "deck" / "ortho"
+    folder = outputs[128]
+    for name in ("heatmap.tif", "cracks.gpkg", "cracks.geojson", "centrelines.geojson", "heatmap.qml", "cracks.qml",
+                 "centrelines.qml", "report.json"):
+        assert (folder / name).is_file(), name
+    assert {name for name, _ in pyogrio.list_layers(folder / "cracks.gpkg")} >= {"cracks", "centrelines"}
+    with sqlite3.connect(folder / "cracks.gpkg") as db:
+        styled = dict(db.execute("SELECT f_table_name, useAsDefault FROM layer_styles").fetchall())
+    assert styled == {"cracks": 1, "centrelines": 1}
+    lines = gpd.read_file(folder / "cracks.gpkg", layer="centrelines")
+    polygons = gpd.read_file(folder / "cracks.gpkg", layer="cracks")
+    assert lines.crs.to_epsg() == 32631 and set(lines["unit"]) <= {"m"}
+    assert {"length", "mean_width", "max_width", "crack_id"} <= set(lines.columns)
+    assert {"length", "mean_width", "max_width"} <= set(polygons.columns)
+    report = json.loads((folder / "report.json").read_text())
+    assert report["counts"]["mode"] == "mask" and report["counts"]["centrelines"] == len(lines)
+    assert {"pixel_0px", "pixel_2px", "pixel_5px", "centreline_2px", "object", "cell"} <= set(report["metrics"])
+    with rasterio.open(folder / "heatmap.tif") as src:
+        assert src.dtypes[0] == "float32" and src.crs.to_epsg() == 32631
+        heat = src.read(1)
+    assert len(np.unique(np.round(heat, 3))) > 50  # per-pixel values, not a few patch plateaus
+    # The windows are cut differently, the map is the same: no seams at window borders.
+    with rasterio.open(outputs[256] / "heatmap.tif") as src:
+        other = src.read(1)
+    assert np.quantile(np.abs(heat - other), 0.999) < 0.03
+    run = json.loads((tmp_path / "out128" / "run.json").read_text())
+    assert run["mode"] == "mask" and run["window"]["core_px"] == 128 and run["window"]["margin_px"] >= 32
+
+
+def test_processing_scale_keeps_outputs_on_the_raster_grid(tiny_mask_model, tmp_path):
+    rgb, _ = render_scene(150, 230, seed=4, surface="concrete", n_cracks=1)
+    (tmp_path / "s").mkdir()
+    transform = rasterio.transform.from_origin(500000.0, 5700000.0, 0.004, 0.004)
+    write_geotiff(tmp_path / "s" / "r.tif", rgb, transform=transform)
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    write_geotiff(flat / "f.tif", np.full((150, 230, 3), 120, np.uint8), transform=transform)
+    heat = {}
+    for scale in ("1", "1.5", "2"):
+        out = tmp_path / f"out{scale}"
+        code, output = _run("run", tmp_path / "s", flat, "--out", out, "--model", tiny_mask_model, "--scale", scale,
+                            "--window", 128, "--quiet")
+        assert code == 0, output
+        with rasterio.open(out / "s" / "r" / "heatmap.tif") as src:
+            assert (src.width, src.height) == (230, 150) and src.transform == transform
+            heat[scale] = src.read(1)
+        with rasterio.open(out / "flat" / "f" / "heatmap.tif") as src:
+            constant = src.read(1)
+        assert float(constant.max() - constant.min()) < 2e-3, scale  # no seams at any scale
+        report = json.loads((out / "s" / "r" / "report.json").read_text())
+        assert report["counts"]["processing_scale"] == float(scale)
+    assert (heat["2"] >= 0).all() and not np.array_equal(heat["1"], heat["2"])
+    # From the GSD: 4 mm pixels processed at 2 mm -> scale 2.
+    code, output = _run("run", tmp_path / "s", "--out", tmp_path / "gsd", "--model", tiny_mask_model,
+                        "--target-gsd", "0.002", "--quiet")
+    assert code == 0, output
+    assert json.loads((tmp_path / "gsd" / "s" / "r" / "report.json").read_text())["counts"]["processing_scale"] == 2.0
+
+
+def test_finetune_of_a_mask_model_fits_the_patch_head_and_keeps_trunk_and_decoder(tiny_mask_model, tmp_path):
+    survey = tmp_path / "my_survey"
+    survey.mkdir()
+    for seed in range(3):
+        rgb, mask = render_scene(160, 192, seed=200 + seed, surface="asphalt")
+        Image.fromarray(rgb).save(survey / f"scan{seed}.png")
+        Image.fromarray(mask).save(survey / f"scan{seed}.mask.png")
+    out = tmp_path / "tuned.safetensors"
+    code, output = _run("finetune", survey, "--out", out, "--model", tiny_mask_model, "--epochs", 2, "--quiet")
+    assert code == 0, output
+    assert "the patch head alone is fitted" in output
+    base, base_meta = load_checkpoint(tiny_mask_model)
+    tuned, meta = load_checkpoint(out)
+    assert meta.heads == ("patch", "mask") and meta.mask_threshold == base_meta.mask_threshold
+    assert meta.min_margin_px == base_meta.min_margin_px
+    base_state, tuned_state = base.state_dict(), tuned.state_dict()
+    for key, value in base_state.items():
+        if key.startswith("fc."):
+            continue
+        assert torch.equal(value, tuned_state[key]), key  # trunk and decoder untouched
+    assert not torch.equal(base_state["fc.weight"], tuned_state["fc.weight"])
+    card = (tmp_path / "tuned_run" / "MODEL_CARD.md").read_text()
+    assert card.startswith("# Model card: tuned.safetensors, fine-tuned from")

@@ -45,3 +45,36 @@ def test_target_recall_mode_and_single_class_are_unchanged():
     labels = np.array([1, 1, 0, 1, 0])
     assert choose_threshold(probabilities, labels, "target_recall", 0.6) == pytest.approx(0.8)
     assert choose_threshold(probabilities, np.zeros(5, int)) == 0.5
+
+
+def test_pixel_counts_at_zero_and_two_pixels_tolerance():
+    from survey_cracks.metrics_pixels import pixel_scores, tolerant_counts
+
+    truth = np.zeros((20, 40), bool)
+    truth[10, 5:35] = True  # a 1 px line, 30 px long
+    predicted = np.zeros_like(truth)
+    predicted[11, 5:35] = True  # the same line one pixel lower
+    predicted[2, 0:10] = True  # and 10 px of a false line far away
+    exact = tolerant_counts(predicted, truth, 0)
+    assert exact.tolist() == [0, 40, 30, 0]  # no pixel overlaps exactly
+    near = tolerant_counts(predicted, truth, 2)
+    assert near.tolist() == [30, 10, 0, 30]
+    scores = pixel_scores(near)
+    assert scores["precision"] == 0.75 and scores["recall"] == 1.0 and scores["f1"] == round(2 * 0.75 / 1.75, 4)
+    counted = np.zeros_like(truth)
+    counted[:, :20] = True  # only the left half is counted; the neighbourhood still sees the rest
+    assert tolerant_counts(predicted, truth, 2, counted).tolist() == [15, 10, 0, 15]
+
+
+def test_centreline_measures_on_wide_cracks_count_length_not_area():
+    from survey_cracks.metrics_pixels import centreline_counts, centreline_scores
+
+    truth = np.zeros((40, 80), bool)
+    truth[18:23, 10:70] = True  # a 5 px wide crack, 60 px long
+    predicted = np.zeros_like(truth)
+    predicted[19:22, 10:70] = True  # found, but drawn 3 px wide: pixel recall suffers, centreline completeness not
+    predicted[5, 20:40] = True  # a false 20 px line
+    scores = centreline_scores(centreline_counts(predicted, truth, 2))
+    assert scores["completeness"] >= 0.95
+    assert 0.6 < scores["correctness"] < 0.8  # ~56-60 of ~76-80 skeleton pixels are on the crack
+    assert scores["quality"] < scores["completeness"]

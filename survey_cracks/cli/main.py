@@ -65,10 +65,17 @@ def cli() -> None:
               help="Core of each mask/dense window, a multiple of 32 (memory per task grows with its square).  [default: 1024]")
 @click.option("--margin", "margin_px", type=click.IntRange(0), default=None,
               help="Context read around each window's core, a multiple of 32.  [default: what the model needs (survey-cracks info)]")
+@click.option("--scale", type=click.FloatRange(0.25, 4.0), default=None,
+              help="Mask mode: process at this multiple of the raster's resolution (2: a 1 px crack becomes 2 px wide "
+                   "for the network); outputs stay on the raster's grid.  [default: 1]")
+@click.option("--target-gsd", "target_gsd_m", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Mask mode: process rasters georeferenced in metres at this ground sampling distance (m/px), e.g. 0.001; "
+                   "others at --scale.")
 @quiet_opt
 def run(inputs: tuple[Path, ...], out: Path, config_path: Path | None, model_path: Path | None, scheduler: str | None,
         workers: int | None, threads: int | None, threshold: float | None, ground_patch_m: float | None, batch_size: int | None,
-        mode: str | None, window_px: int | None, margin_px: int | None, quiet: bool) -> None:
+        mode: str | None, window_px: int | None, margin_px: int | None, scale: float | None, target_gsd_m: float | None,
+        quiet: bool) -> None:
     """Detect cracks in every raster of INPUTS (raster files, survey folders, or folders of survey folders).
 
     \b
@@ -89,6 +96,7 @@ def run(inputs: tuple[Path, ...], out: Path, config_path: Path | None, model_pat
             "inference.threads_per_worker": threads, "inference.batch_size": batch_size,
             "vectorize.threshold": threshold, "tiling.ground_patch_m": ground_patch_m,
             "inference.mode": mode, "inference.window_px": window_px, "inference.margin_px": margin_px,
+            "inference.scale": scale, "inference.target_gsd_m": target_gsd_m,
         })
         result = run_surveys(list(inputs), out, config, model_path, progress=not quiet, log=click.echo)
     except SurveyCracksError as error:
@@ -109,8 +117,9 @@ def run(inputs: tuple[Path, ...], out: Path, config_path: Path | None, model_pat
 @click.option("--init-path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="The checkpoint whose trunk and patch head to start from.  [default: the shipped model]")
 @click.option("--resume", is_flag=True, help="Continue a killed run from its last checkpoint (same weights as an uninterrupted run).")
+@click.option("--ship", is_flag=True, help="Store the final weights in fp16 (the packaged model is shipped this way).")
 @quiet_opt
-def train_mask(config_path: Path, out_dir: Path | None, init_path: Path | None, resume: bool, quiet: bool) -> None:
+def train_mask(config_path: Path, out_dir: Path | None, init_path: Path | None, resume: bool, ship: bool, quiet: bool) -> None:
     """Train the crack-mask decoder on a classifier's trunk: decoder first, then end to end.
 
     Writes OUT_DIR/model.safetensors (patch + mask heads, calibrated mask threshold) and
@@ -123,7 +132,7 @@ def train_mask(config_path: Path, out_dir: Path | None, init_path: Path | None, 
         config = load_config(MaskTrainConfig, config_path, {
             "out_dir": str(out_dir) if out_dir else None, "init_path": str(init_path) if init_path else None,
         })
-        result = fit_mask(config, resume=resume, progress=not quiet, log=click.echo)
+        result = fit_mask(config, resume=resume, progress=not quiet, log=click.echo, ship=ship)
     except SurveyCracksError as error:
         _fail(error)
         return
@@ -137,18 +146,25 @@ def train_mask(config_path: Path, out_dir: Path | None, init_path: Path | None, 
 @click.option("--model", "model_path", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
               help="Checkpoint to score.  [default: the shipped model]")
 @click.option("--out", "-o", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Also write the figures here (JSON).")
+@click.option("--scales", type=float, multiple=True,
+              help="Instead: accuracy against cost on the validation images at these processing scales "
+                   "(repeatable, e.g. --scales 0.75 --scales 1 --scales 1.5 --scales 2; what `run --scale` does).")
 @quiet_opt
-def evaluate_mask(config_path: Path, model_path: Path | None, out: Path | None, quiet: bool) -> None:
+def evaluate_mask(config_path: Path, model_path: Path | None, out: Path | None, scales: tuple[float, ...], quiet: bool) -> None:
     """Pixel (0 and 2 px) and centreline figures of a checkpoint on held-out images, at its own threshold.
 
     A mask model is scored on its per-pixel output; a patch classifier on its patch
     scores blended into a heatmap (what `run --mode dense` writes), so the two can be compared.
     """
     from survey_cracks.config import MaskTrainConfig, load_config
-    from survey_cracks.training.segment import evaluate_mask_checkpoint
+    from survey_cracks.training.segment import evaluate_mask_checkpoint, scale_study
 
     try:
-        figures = evaluate_mask_checkpoint(load_config(MaskTrainConfig, config_path), model_path, progress=not quiet)
+        config = load_config(MaskTrainConfig, config_path)
+        if scales:
+            figures = scale_study(config, model_path, list(scales), progress=not quiet)
+        else:
+            figures = evaluate_mask_checkpoint(config, model_path, progress=not quiet)
     except SurveyCracksError as error:
         _fail(error)
         return

@@ -19,12 +19,15 @@ from typing import Any
 
 from survey_cracks.models.network import SHIPPED_MODEL, file_sha256, read_meta
 
+MASK_TASK = "mask decoder + patch head"  # provenance["task"] of a `train-mask` run
+
 LICENCES = {
     "deepcrack": "DeepCrack (Liu et al. 2019): non-commercial research and education only",
     "deepcrack_test": "DeepCrack test split: non-commercial research and education only",
     "crackforest": "CrackForest (Shi et al. 2016): non-commercial research only",
     "brickwork": "Brickwork Cracks (CrackCV repository): no licence stated, treat as research-only",
     "quaywall": "Quay-wall UAV cracks (Komi et al. 2025): CC BY-SA 4.0",
+    "masonry": "Masonry cracks (Dais et al. 2021): GPL-3.0 repository, cite the paper",
 }
 
 
@@ -38,6 +41,8 @@ def model_card(run_dir: Path, checkpoint: Path, command: str, finetuned_from: Pa
     metrics: dict[str, Any] = json.loads((run_dir / "metrics.json").read_text())
     meta = read_meta(checkpoint)
     prov = meta.provenance
+    if meta.has_mask and prov.get("task") == MASK_TASK and finetuned_from is None:
+        return _mask_card(run_dir, metrics, checkpoint, meta, command)
     if finetuned_from is not None or prov.get("init") == "shipped":
         return _finetune_card(metrics, checkpoint, meta, command, finetuned_from)
     lines = [
@@ -99,10 +104,7 @@ def model_card(run_dir: Path, checkpoint: Path, command: str, finetuned_from: Pa
         "| epoch | train loss | val F1 | val AP | minutes | weights |",
         "|---|---|---|---|---|---|",
     ]
-    for h in metrics["history"]:
-        ap = h.get("val_ap")
-        lines.append(f"| {h['epoch']} | {h['train_loss']} | {h['val_f1']} | {ap if ap is None else round(ap, 4)} | "
-                     f"{h['seconds'] / 60:.1f} | {h.get('weights_sha256', '')[:12]} |")
+    lines += _epoch_rows(metrics["history"])
     lines += [
         "",
         "## Limits",
@@ -129,7 +131,7 @@ def _finetune_card(metrics: dict[str, Any], checkpoint: Path, meta: Any, command
         base_label = str(prov.get("init_detail", "a survey_cracks model"))
         is_shipped = SHIPPED_MODEL.is_file() and f"sha256 {file_sha256(SHIPPED_MODEL)[:12]}" in base_label
     if is_shipped:
-        base_label += ", the shipped crack classifier"
+        base_label += ", the shipped crack model"
     patch, stride = prov.get("patch_size", meta.patch_size), prov.get("stride")
     held_out = sorted(metrics["sets"].items(), key=lambda kv: (not kv[0].startswith("test/"), kv[0]))
     has_test = any(name.startswith("test/") for name, _ in held_out)
@@ -197,10 +199,7 @@ def _finetune_card(metrics: dict[str, Any], checkpoint: Path, meta: Any, command
         "| epoch | train loss | val F1 | val AP | minutes | weights |",
         "|---|---|---|---|---|---|",
     ]
-    for h in metrics["history"]:
-        ap = h.get("val_ap")
-        lines.append(f"| {h['epoch']} | {h['train_loss']} | {h['val_f1']} | {ap if ap is None else round(ap, 4)} | "
-                     f"{h['seconds'] / 60:.1f} | {h.get('weights_sha256', '')[:12]} |")
+    lines += _epoch_rows(metrics["history"])
     lines += [
         "",
         "## Limits",
@@ -210,6 +209,119 @@ def _finetune_card(metrics: dict[str, Any], checkpoint: Path, meta: Any, command
         "  annotated survey before relying on it.",
     ]
     return "\n".join(lines) + "\n"
+
+
+def _mask_card(run_dir: Path, metrics: dict[str, Any], checkpoint: Path, meta: Any, command: str) -> str:
+    """The card of a model with a crack-mask decoder (``survey-cracks train-mask``).
+
+    Optional files in the run folder add the comparison with the model it started from:
+    ``baseline_mask_metrics.json`` (``survey-cracks evaluate-mask --model <base>``), and the patch
+    level of both, ``patch_metrics.json`` / ``baseline_patch_metrics.json`` (``survey-cracks evaluate
+    --config configs/train.yaml [--model <base>] --out``).
+    """
+    prov = meta.provenance
+    schedule = prov.get("schedule", {})
+    baseline = _optional_json(run_dir / "baseline_mask_metrics.json")
+    lines = [
+        "# Model card: survey_cracks shipped crack model (patch head + crack-mask decoder)",
+        "",
+        f"- **File**: `survey_cracks/weights/{checkpoint.name}` ({checkpoint.stat().st_size / 2**20:.1f} MiB, safetensors with metadata)",
+        f"- **sha256**: `{file_sha256(checkpoint)}`",
+        f"- **Architecture**: torchvision ResNet18 trunk; patch head ({list(meta.classes)}, {meta.patch_size} px patches, "
+        f"usable densely every 32 px); crack-mask decoder: torchvision FeaturePyramidNetwork over the stem and "
+        f"layer1-layer4 ({meta.decoder_channels} channels), a 3x3 + 1x1 head at stride 2, bilinear to full resolution",
+        f"- **Initialisation**: {prov.get('init_detail')}",
+        f"- **Thresholds**: mask {meta.mask_threshold} (best pixel F1 at 2 px on the validation images; `run` uses it in "
+        f"mask mode), patch {meta.threshold} (best F1 of the patch head on the validation images' patches, labelled by "
+        f"the classifier's rule, after the joint phase; used in patch and dense mode)",
+        f"- **Context**: {meta.min_margin_px} px around each window (measured: the centre's probabilities change by "
+        f"< 0.01 against the whole image)",
+        f"- **Training**: {schedule.get('decoder_steps')} steps of the decoder alone (trunk and patch head frozen), then "
+        f"{schedule.get('joint_steps')} steps of everything (trunk and head at x{schedule.get('trunk_lr_factor')} the rate, "
+        f"pixel BCE + soft Dice + {schedule.get('patch_loss_weight')} x patch cross-entropy), batches of "
+        f"{schedule.get('batch_size')} crops of {schedule.get('crop_size')} px, scale jitter {schedule.get('scale_jitter')}, "
+        f"fp32, {prov.get('train_seconds', 0) / 60:.0f} min, seed {prov.get('seed')}, torch {prov.get('torch')}; the last "
+        f"step's weights are kept",
+        f"- **Reproduce**: `{command}`",
+        "",
+        "## Data",
+        "",
+        "Images are split by the classifier's seeded group hash (`configs/mask.yaml` uses `configs/train.yaml`'s seed and",
+        "fractions), so the images held out from the trunk's training stay held out. What each source teaches:",
+        "",
+        "| source | kind | role | licence |",
+        "|---|---|---|---|",
+    ]
+    teaches = {"mask_folder": "every pixel", "class_folders": "crack-free images as all-background masks",
+               "yolo_boxes": "background outside the boxes, nothing inside"}
+    for source in prov.get("sources", []):
+        lines.append(f"| {source['name']} | {source['kind']}: {teaches.get(source['kind'], '')} | {source['role']} | "
+                     f"{LICENCES.get(source['name'], 'see its README')} |")
+    lines += [
+        "",
+        "**Licence of the weights**: derived from data restricted to non-commercial research (DeepCrack, CrackForest),",
+        "without stated terms (Brickwork) and GPL-3.0 (masonry): treat them as research-only.",
+        "",
+        "## Held-out results (pixel and centreline level)",
+        "",
+        "At the model's threshold; pixel figures at 0 px (exact) and 2 px tolerance, centrelines (skeletons) at 2 px",
+        "(definitions: `survey_cracks/metrics_pixels.py`). Test images were never used for training, the threshold or",
+        "any choice of the recipe's step counts; `val/*` rows chose the threshold.",
+    ]
+    if baseline:
+        lines += [
+            f"The previous shipped model (a patch classifier, sha256 `{baseline['sha256'][:12]}`) is scored on the same",
+            "images through its patch scores every 32 px blended into a heatmap (what `run --mode dense` writes), at its",
+            f"threshold {baseline['threshold']}: `survey-cracks evaluate-mask --config configs/mask.yaml --model <it>`.",
+        ]
+    lines += ["", "| set | images | model | pixel P@0 | R@0 | F1@0 | P@2 | R@2 | **F1@2** | completeness | correctness | quality |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for name, row in sorted(metrics["sets"].items(), key=lambda kv: (not kv[0].startswith("test/"), kv[0])):
+        rows = [("new", row)] + ([("previous", baseline["sets"][name])] if baseline and name in baseline["sets"] else [])
+        for label, r in rows:
+            p0, p2, c = r["pixel@0px"], r["pixel@2px"], r["centreline@2px"]
+            f1 = f"**{p2['f1']}**" if label == "new" else p2["f1"]
+            lines.append(f"| {name} | {r['images']} | {label} | {p0['precision']} | {p0['recall']} | {p0['f1']} | "
+                         f"{p2['precision']} | {p2['recall']} | {f1} | {c['completeness']} | {c['correctness']} | {c['quality']} |")
+    patch, patch_base = _optional_json(run_dir / "patch_metrics.json"), _optional_json(run_dir / "baseline_patch_metrics.json")
+    if patch:
+        lines += ["", "## Held-out results (patch level)", "",
+                  "The patch head on the classifier's held-out patches at its threshold (`survey-cracks evaluate --config",
+                  "configs/train.yaml --model <it>`), beside the previous shipped classifier:", "",
+                  "| set | patches | model | precision | recall | F1 | AP |", "|---|---|---|---|---|---|---|"]
+        for name in sorted(patch, key=lambda n: (not n.startswith("test/"), n)):
+            for label, table in (("new", patch), ("previous", patch_base or {})):
+                if name in table:
+                    r = table[name]
+                    lines.append(f"| {name} | {r['patches']} | {label} | {r['precision']} | {r['recall']} | {r['f1']} | {r['ap']} |")
+    lines += ["", "## Training history", "", "| step | phase | loss | val pixel F1@2 | val threshold | minutes |",
+              "|---|---|---|---|---|---|"]
+    for h in metrics["history"]:
+        val = h.get("val", {})
+        lines.append(f"| {h['step']} | {h['phase']} | {h['loss']} | {val.get('f1')} | {val.get('threshold')} | {h['seconds'] / 60:.1f} |")
+    lines += [
+        "",
+        "## Limits",
+        "",
+        "- Trained at the sources' native ground sampling distance (road and wall close-ups, cracks 2-15 px wide);",
+        "  hairline cracks of 1-2 px on drone mosaics are at the edge of what it sees. Fine-tune on your own surveys.",
+        "- Straight dark lines (joints, formwork edges) can look like cracks to it; the sources hold few of them.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _epoch_rows(history: list[dict[str, Any]]) -> list[str]:
+    """One table row per epoch of a classifier run (loss, validation F1 and AP, minutes, weights fingerprint)."""
+    rows = []
+    for h in history:
+        ap = h.get("val_ap")
+        rows.append(f"| {h['epoch']} | {h['train_loss']} | {h['val_f1']} | {ap if ap is None else round(ap, 4)} | "
+                    f"{h['seconds'] / 60:.1f} | {h.get('weights_sha256', '')[:12]} |")
+    return rows
+
+
+def _optional_json(path: Path) -> dict[str, Any] | None:
+    return json.loads(path.read_text()) if path.is_file() else None
 
 
 def _kept_label(prov: dict) -> str:

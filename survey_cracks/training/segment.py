@@ -39,6 +39,7 @@ from torch.nn import functional as F
 from tqdm import tqdm
 
 from survey_cracks.config import MaskTrainConfig
+from survey_cracks.metrics import choose_threshold
 from survey_cracks.metrics_pixels import centreline_counts, centreline_scores, pixel_scores, tolerant_counts
 from survey_cracks.models.checkpoint import SHIPPED_MODEL, ModelMeta, file_sha256
 from survey_cracks.models.network import (
@@ -51,6 +52,7 @@ from survey_cracks.models.network import (
     save_checkpoint,
 )
 from survey_cracks.heatmap import BlockBlender, blend_ramp
+from survey_cracks.training.card import MASK_TASK
 from survey_cracks.raster import inspect_raster, open_raster, read_window
 from survey_cracks.tiling import ALIGN, PatchGrid
 from survey_cracks.training.data import list_items
@@ -262,15 +264,25 @@ def calibrate(model: CrackNet, meta: ModelMeta, images: list[MaskImage], toleran
     return float(THRESHOLDS[choice]), {"threshold": float(THRESHOLDS[choice]), **pixel_scores(counts[choice])}
 
 
+def scaled_probability_map(model: CrackNet, meta: ModelMeta, rgb: np.ndarray, scale: float) -> np.ndarray:
+    """`probability_map` at ``scale`` x the image's resolution, brought back to the image's grid (as `run --scale`)."""
+    if scale == 1.0:
+        return probability_map(model, meta, rgb)
+    h, w = rgb.shape[:2]
+    size = (max(32, int(round(w * scale))), max(32, int(round(h * scale))))
+    resized = cv2.resize(rgb, size, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+    return cv2.resize(probability_map(model, meta, resized), (w, h), interpolation=cv2.INTER_LINEAR)
+
+
 def mask_metrics(
     model: CrackNet, meta: ModelMeta, images: list[MaskImage], threshold: float, tolerances: tuple[int, ...] = (0, 2),
-    centreline_tolerance: int = 2,
+    centreline_tolerance: int = 2, scale: float = 1.0,
 ) -> dict[str, Any]:
     """Pixel P/R/F1 at each tolerance and centreline completeness / correctness / quality over ``images``."""
     pixel = {t: np.zeros(4, np.int64) for t in tolerances}
     line = np.zeros(4, np.int64)
     for image in images:
-        predicted = probability_map(model, meta, image.image) >= threshold
+        predicted = scaled_probability_map(model, meta, image.image, scale) >= threshold
         truth = image.target.astype(bool)
         for t in tolerances:
             pixel[t] += tolerant_counts(predicted, truth, t)
@@ -282,7 +294,36 @@ def mask_metrics(
     return out
 
 
-def measure_margin(model: CrackNet, meta: ModelMeta, images: list[MaskImage], core: int = 128, tol: float = 0.02) -> int:
+@torch.inference_mode()
+def calibrate_patch_threshold(model: CrackNet, meta: ModelMeta, images: list[MaskImage], min_center_px: int) -> float:
+    """The patch head's threshold (max F1, ties nearest 0.5) on the validation images' dense patches.
+
+    Every 128 px patch at a 32 px step is labelled by the classifier's rule from the mask
+    (`dense_patch_labels`); the joint phase moved the head, so its threshold is set again.
+    """
+    probs: list[np.ndarray] = []
+    labels: list[np.ndarray] = []
+    for image in images:
+        h, w = image.target.shape
+        ph, pw = (-h) % 32, (-w) % 32
+        rgb = cv2.copyMakeBorder(image.image, 0, ph, 0, pw, cv2.BORDER_REFLECT_101) if ph or pw else image.image
+        if min(rgb.shape[:2]) < meta.patch_size:
+            continue
+        batch = normalise(torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)[None], meta)
+        _, dense = model.segment(batch)
+        target = torch.from_numpy(np.pad(image.target, ((0, ph), (0, pw))))[None, None].float()
+        ignore = torch.from_numpy(np.pad(image.ignore, ((0, ph), (0, pw)), constant_values=True))[None, None].float()
+        label = dense_patch_labels(target, ignore, meta.patch_size, min_center_px)[0].numpy()
+        score = torch.softmax(dense, dim=1)[0, meta.classes.index("crack")].numpy()
+        keep = label != IGNORE
+        probs.append(score[keep])
+        labels.append(label[keep])
+    if not probs:
+        return meta.threshold
+    return round(choose_threshold(np.concatenate(probs), np.concatenate(labels)), 4)
+
+
+def measure_margin(model: CrackNet, meta: ModelMeta, images: list[MaskImage], core: int = 128, tol: float = 0.01) -> int:
     """Context (px, multiple of 32) a window needs each side so its centre's probabilities stop changing.
 
     For each image, the centre ``core`` is predicted with a growing margin and compared
@@ -360,8 +401,11 @@ def _freeze_batchnorm(model: nn.Module) -> None:
 
 
 def fit_mask(config: MaskTrainConfig, resume: bool = False, progress: bool = True, log: Log = print,
-             images: list[MaskImage] | None = None) -> MaskFitResult:
-    """Train, checkpointing every ``checkpoint_every`` steps; calibrate; report held-out figures."""
+             images: list[MaskImage] | None = None, ship: bool = False) -> MaskFitResult:
+    """Train, checkpointing every ``checkpoint_every`` steps; calibrate; report held-out figures.
+
+    ``ship``: store the final weights in fp16 (how the packaged model is stored; figures are the fp32 weights').
+    """
     out_dir = Path(config.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(config.seed)
@@ -387,6 +431,7 @@ def fit_mask(config: MaskTrainConfig, resume: bool = False, progress: bool = Tru
         net.load_state_dict(trained.state_dict())
         optimizer.load_state_dict(state["optimizer"])
         start, spent, history = int(state["step"]), float(state["seconds"]), json.loads(state["history"])
+        init_detail = state.get("init_detail", init_detail)  # what the run started from, not what that path holds now
         log(f"resumed at step {start} of {total}")
     started = time.time() - spent
     running = 0.0
@@ -431,35 +476,60 @@ def fit_mask(config: MaskTrainConfig, resume: bool = False, progress: bool = Tru
             save_checkpoint(last_path, net, meta)
             tmp = state_path.with_name("state.pt.partial")
             torch.save({"step": done, "seconds": time.time() - started, "optimizer": optimizer.state_dict(),
-                        "history": json.dumps(history)}, tmp)
+                        "history": json.dumps(history), "init_detail": init_detail}, tmp)
             os.replace(tmp, state_path)
             log(json.dumps(record))  # after the checkpoint: what is logged can be resumed from
     bar.close()
     net.eval()
     threshold, val_scores = calibrate(net, meta, val, config.tolerance_px) if val else (0.5, {})
     meta.mask_threshold = threshold
+    meta.threshold = calibrate_patch_threshold(net, meta, val, config.labels.min_center_crack_px)
     meta.min_margin_px = max(32, measure_margin(net, meta, val[:12]))
     log(f"mask threshold {threshold} (validation pixel F1@{config.tolerance_px}px {val_scores.get('f1')}); "
-        f"window margin {meta.min_margin_px} px")
+        f"patch threshold {meta.threshold}; window margin {meta.min_margin_px} px")
     sets: dict[str, Any] = {}
     for split, members in (("val", val), ("test", test)):
         for source in sorted({im.source for im in members}):
             chosen = [im for im in members if im.source == source]
             sets[f"{split}/{source}"] = mask_metrics(net, meta, chosen, threshold)
-    metrics = {"mask_threshold": threshold, "min_margin_px": meta.min_margin_px, "sets": sets, "history": history,
+    metrics = {"mask_threshold": threshold, "patch_threshold": meta.threshold, "min_margin_px": meta.min_margin_px, "sets": sets, "history": history,
                "train_seconds": round(time.time() - started, 1), "init": init_detail, "steps": total}
     meta.provenance = {
         "init": "shipped" if config.init == "shipped" else ("imagenet" if "ImageNet" in init_detail else "scratch"),
-        "init_detail": init_detail, "task": "mask decoder + patch head", "schedule": schedule.model_dump(mode="json"),
+        "init_detail": init_detail, "task": MASK_TASK, "schedule": schedule.model_dump(mode="json"),
         "sources": [{"name": s.name, "kind": s.kind, "role": s.role} for s in config.sources],
         "seed": config.seed, "train_seconds": metrics["train_seconds"], "torch": torch.__version__,
         "mask_metrics": {k: {m: v[m] for m in v if m != "images"} for k, v in sets.items()},
     }
     final = out_dir / "model.safetensors"
-    save_checkpoint(final, net, meta)
+    save_checkpoint(final, net, meta, half=ship)
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
     log(f"wrote {final}")
     return MaskFitResult(final, metrics, history)
+
+
+def scale_study(config: MaskTrainConfig, model_path: Path | None, scales: list[float], progress: bool = True) -> dict[str, Any]:
+    """Accuracy against cost of processing at other resolutions, on the validation images (per source).
+
+    Cost is the network's seconds relative to scale 1 (measured here, same images).
+    """
+    path = Path(model_path) if model_path else SHIPPED_MODEL
+    model, meta = load_checkpoint(path)
+    torch.set_num_threads(config.workers)
+    images = [im for im in load_images(config, progress) if im.split == "val" and im.pixel_truth]
+    rows: dict[str, Any] = {}
+    for scale in scales:
+        started = time.perf_counter()
+        row = {"all": mask_metrics(model, meta, images, meta.mask_threshold, scale=scale)}
+        seconds = time.perf_counter() - started
+        for source in sorted({im.source for im in images}):
+            row[source] = mask_metrics(model, meta, [im for im in images if im.source == source], meta.mask_threshold,
+                                       scale=scale)
+        rows[str(scale)] = {"seconds": round(seconds, 2), "sets": row}
+    base = rows.get("1.0", rows.get("1", {})).get("seconds")
+    for row in rows.values():
+        row["relative_cost"] = round(row["seconds"] / base, 2) if base else None
+    return {"model": str(path), "threshold": meta.mask_threshold, "images": len(images), "scales": rows}
 
 
 def evaluate_mask_checkpoint(config: MaskTrainConfig, model_path: Path | None = None, progress: bool = True) -> dict[str, Any]:

@@ -34,6 +34,7 @@ from survey_cracks.metrics import average_precision, choose_threshold, save_pr_c
 from survey_cracks.models.network import (
     IMAGENET_FILE,
     SHIPPED_MODEL,
+    read_meta,
     ModelMeta,
     autocast_dtype,
     build_model,
@@ -139,13 +140,21 @@ def fit(
     if len(train_idx) == 0 or len(val_idx) == 0:
         raise ValueError("training and validation sets must both be non-empty")
 
-    model = build_model()
+    base = read_meta(config.init_path or SHIPPED_MODEL) if config.init == "shipped" else None
+    keeps_decoder = base is not None and base.has_mask
+    model = build_model(decoder_channels=base.decoder_channels if keeps_decoder else 0)
     init = initialise(model, config)
     log(f"initialisation: {init.detail}")
     model = model.to(device).to(memory_format=torch.channels_last)
     meta = ModelMeta(patch_size=config.tiling.patch_size)
+    if keeps_decoder:
+        # The crack-mask decoder reads the trunk's features: the trunk stays as it is, so the decoder
+        # stays valid, and only the patch head is fitted (see README, "Fine-tuning").
+        meta.heads, meta.decoder_channels = base.heads, base.decoder_channels
+        meta.mask_threshold, meta.min_margin_px = base.mask_threshold, base.min_margin_px
+        log("the starting model has a crack-mask decoder: trunk and decoder kept, the patch head alone is fitted")
 
-    head_epochs = schedule.head_epochs if init.pretrained else 0
+    head_epochs = schedule.epochs if keeps_decoder else (schedule.head_epochs if init.pretrained else 0)
     if schedule.head_epochs and not init.pretrained:
         log("head-first phase skipped: the backbone starts from scratch, nothing to protect")
     backbone_factor = schedule.backbone_lr_factor if init.pretrained else 1.0
