@@ -180,7 +180,7 @@ def test_georeferenced_heatmap_is_cog_on_the_input_grid(default_run, surveys):
 def test_georeferenced_polygons_and_report(default_run, surveys):
     _, out = default_run
     folder = out / "bridge" / "deck"
-    assert [layer[0] for layer in pyogrio.list_layers(folder / "cracks.gpkg")] == ["cracks"]
+    assert [layer[0] for layer in pyogrio.list_layers(folder / "cracks.gpkg")] == ["cracks", "layer_styles"]  # QGIS styles inside
     gpkg = gpd.read_file(folder / "cracks.gpkg", layer="cracks")
     assert gpkg.crs is not None and gpkg.crs.to_epsg() == 32631
     assert CRACK_COLUMNS <= set(gpkg.columns)
@@ -280,7 +280,7 @@ def test_threshold_zero_gives_polygons_and_one_gives_none(surveys, tiny_model, c
     high = invoke(*common, "--out", tmp_path / "high", "--threshold", "1.0")
     assert high.exit_code == 0, high.output
     folder = tmp_path / "high" / "bridge" / "deck"
-    assert [layer[0] for layer in pyogrio.list_layers(folder / "cracks.gpkg")] == ["cracks"]
+    assert [layer[0] for layer in pyogrio.list_layers(folder / "cracks.gpkg")] == ["cracks", "layer_styles"]  # QGIS styles inside
     empty = gpd.read_file(folder / "cracks.gpkg", layer="cracks")
     assert len(empty) == 0 and empty.crs.to_epsg() == 32631
     assert CRACK_COLUMNS <= set(empty.columns)
