@@ -367,6 +367,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--patch-sizes", type=int, nargs="*", default=[100], metavar="MP",
                         help="sizes (of --sizes) at which patch mode runs too; none with a bare --patch-sizes "
                              "[default: 100; patch mode is ~0.4-0.5 MP/s, 400 MP would take ~15 min a round]")
+    parser.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES),
+                        help="modes run end to end (mask is the one with targets) [default: all three]")
     parser.add_argument("--repeats", type=int, default=3, metavar="N",
                         help="interleaved rounds; each ratio is the median over them [default: 3]")
     parser.add_argument("--model", type=Path, default=None,
@@ -462,7 +464,7 @@ def main() -> None:
                 before = bare(mp)
                 rnd["bare"].append({"size": mp, **before})
                 for mode in MODES:
-                    if mode == "patch" and mp not in args.patch_sizes:
+                    if mode not in args.modes or (mode == "patch" and mp not in args.patch_sizes):
                         continue
                     out = temp / f"out_{mp}mp_{mode}_{number}"
                     run = run_mode(rasters[mp], model, out, mode, args.config)
