@@ -317,3 +317,18 @@ def test_finetune_of_a_mask_model_fits_the_patch_head_and_keeps_trunk_and_decode
     assert not torch.equal(base_state["fc.weight"], tuned_state["fc.weight"])
     card = (tmp_path / "tuned_run" / "MODEL_CARD.md").read_text()
     assert card.startswith("# Model card: tuned.safetensors, fine-tuned from")
+
+
+def test_onnxruntime_window_graph_gives_pytorch_maps(tiny_mask_model):
+    from survey_cracks.models.checkpoint import file_sha256
+    from survey_cracks.models.engines import ModelSpec, load_engine
+
+    window = render_scene(192, 256, seed=9)[0]
+    maps = {}
+    for engine in ("torch", "onnxruntime"):
+        spec = ModelSpec(str(tiny_mask_model), file_sha256(tiny_mask_model), device="cpu", precision="fp32", engine=engine)
+        maps[engine] = load_engine(spec).segment(window)
+    (mask_t, dense_t), (mask_o, dense_o) = maps["torch"], maps["onnxruntime"]
+    assert mask_t.shape == mask_o.shape == (192, 256) and dense_t.shape == dense_o.shape
+    np.testing.assert_allclose(mask_o, mask_t, atol=1e-3)
+    np.testing.assert_allclose(dense_o, dense_t, atol=1e-3)
