@@ -115,7 +115,7 @@ def run(inputs: tuple[Path, ...], out: Path, config_path: Path | None, model_pat
 @click.option("--out-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Where checkpoints and metrics.json go.  [default: out_dir of the config]")
 @click.option("--init-path", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="The checkpoint whose trunk and patch head to start from.  [default: the shipped model]")
+              help="The checkpoint whose trunk and patch head to start from.  [default: init_path of the config, else the shipped model]")
 @click.option("--resume", is_flag=True, help="Continue a killed run from its last checkpoint (same weights as an uninterrupted run).")
 @click.option("--ship", is_flag=True, help="Store the final weights in fp16 (the packaged model is shipped this way).")
 @quiet_opt
