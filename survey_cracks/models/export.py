@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Callable, Literal
 
 import numpy as np
 import torch
@@ -56,17 +56,31 @@ def export_model(
     else:
         scripted = torch.jit.trace(wrapper, example)
         torch.jit.save(scripted, str(tmp), _extra_files={"survey_cracks.json": meta.to_json()})
-    os.replace(tmp, out)
+    parity = _verified(tmp, out, lambda: verify_export(tmp, fmt, wrapper, meta)) if verify else None
     sidecar = out.with_suffix(".json")
     sidecar.write_text(json.dumps({"source_checkpoint": model_path.name, "source_sha256": file_sha256(model_path),
                                    "input": f"float32 NCHW (N, 3, {size}, {size}), RGB / 255, minus mean, over std",
                                    "output": "crack probability (N,)", **json.loads(meta.to_json())}, indent=1))
     result: dict[str, Any] = {"file": str(out), "format": fmt, "bytes": out.stat().st_size, "sha256": file_sha256(out),
                               "patch_size": size, "threshold": meta.threshold, "metadata": str(sidecar)}
-    if verify:
-        parity = verify_export(out, fmt, wrapper, meta)
+    if parity is not None:
         result["max_abs_difference_vs_pytorch"] = parity["max_abs_difference"]
         result["parity"] = parity
+    return result
+
+
+def _verified(tmp: Path, out: Path, check: Callable[[], Any]) -> Any:
+    """Run ``check`` on the temp file, then move it to ``out``: an export that fails its check is never published
+    (the ONNX cache would otherwise serve it to every later run)."""
+    try:
+        result = check()
+    except OutputError as error:
+        tmp.unlink(missing_ok=True)
+        raise OutputError(out, error.problem, error.fix) from None
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    os.replace(tmp, out)
     return result
 
 
@@ -194,20 +208,22 @@ def export_segmenter(model_path: Path | None, out: Path, verify: bool = True) ->
     )
     program.save(str(tmp))
     _add_onnx_metadata(tmp, meta.to_json())
-    os.replace(tmp, out)
-    result: dict[str, Any] = {"file": str(out), "bytes": out.stat().st_size}
-    if verify:
+
+    def agrees_with_pytorch() -> float:
         import onnxruntime as ort
 
-        rng = np.random.default_rng(0)
-        window = torch.as_tensor(rng.integers(0, 256, (1, 3, 192, 256), dtype=np.uint8)).float()
-        batch = ((window / 255.0 - torch.tensor(meta.mean).view(1, 3, 1, 1)) / torch.tensor(meta.std).view(1, 3, 1, 1)).contiguous()
+        patches, _ = parity_patches(meta.patch_size, count=4)  # real image patches, as verify_export uses
+        batch = patches_to_tensor(patches, meta).contiguous()
         with torch.inference_mode():
             expected = [t.numpy() for t in wrapper(batch)]
-        got = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"]).run(None, {"windows": batch.numpy()})
+        got = ort.InferenceSession(str(tmp), providers=["CPUExecutionProvider"]).run(None, {"windows": batch.numpy()})
         difference = max(float(np.max(np.abs(g - e))) for g, e in zip(got, expected))
         if difference > 1e-3:
-            out.unlink(missing_ok=True)
-            raise OutputError(out, f"segment export disagrees with PyTorch (max difference {difference:.2e})", "report this")
+            raise OutputError(tmp, f"segment export disagrees with PyTorch (max difference {difference:.2e})", "report this")
+        return difference
+
+    difference = _verified(tmp, out, agrees_with_pytorch) if verify else None
+    result: dict[str, Any] = {"file": str(out), "bytes": out.stat().st_size}
+    if difference is not None:
         result["max_abs_difference_vs_pytorch"] = round(difference, 8)
     return result

