@@ -15,15 +15,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import geopandas as gpd
+import cv2
 import numpy as np
 import pandas as pd
 import shapely
 from rasterio.windows import Window
-from scipy import ndimage
 from skimage.morphology import skeletonize
 from tqdm import tqdm
 
 from survey_cracks.config import CentrelineConfig
+from survey_cracks.heatmap import read_probability
 from survey_cracks.raster import RasterInfo, open_raster
 from survey_cracks.tiling import block_windows
 from survey_cracks.vectorize import measure, simplify
@@ -61,7 +62,7 @@ def trace_centrelines(
     block: int = 1024,
     progress: bool = True,
 ) -> gpd.GeoDataFrame:
-    """Centrelines of the regions with value >= ``threshold`` (nodata and NaN excluded), read block by block.
+    """Centrelines of the regions with probability >= ``threshold`` of a finished heatmap, read block by block.
 
     Lengths are measured on the simplified lines; widths (``mean_width`` length-weighted
     along the skeleton, ``max_width``) come from the distance transform of the thresholded
@@ -70,35 +71,65 @@ def trace_centrelines(
     Both are in metres when the raster is georeferenced, else pixels (``unit``, as
     `vectorize.measure` decides).
     """
-    pieces = []
+    collector = CentrelineCollector(threshold)
     with open_raster(heatmap) as src:
         full = Window(0, 0, src.width, src.height)
         blocks = block_windows(src.width, src.height, block)
         for core in tqdm(blocks, desc="centrelines", unit="block", disable=not progress, leave=False):
-            ext = Window(core.col_off - HALO, core.row_off - HALO, core.width + 2 * HALO, core.height + 2 * HALO)
-            ext = ext.intersection(full)
-            values = src.read(1, window=ext)
-            hit = values >= threshold  # NaN compares False
-            if src.nodata is not None:
-                hit &= values != src.nodata
-            pieces.append(_block_pieces(hit, core, ext))
-    # All pieces, not only those at block borders: a junction whose third branch ends
-    # inside a block must still stop the merge of the other two.
-    lines = _prune(_merge(_Lines.concat(pieces)), config)
-    return _to_frame(lines, info, config)
+            ext = halo_window(core, full)
+            collector.add(core, ext, read_probability(src, ext))
+    return collector.lines(info, config)
+
+
+def halo_window(core: Window, full: Window) -> Window:
+    """``core`` grown by `HALO` each side, within ``full``: what a block's skeleton depends on."""
+    ext = Window(core.col_off - HALO, core.row_off - HALO, core.width + 2 * HALO, core.height + 2 * HALO)
+    return ext.intersection(full)
+
+
+class CentrelineCollector:
+    """Skeleton pieces of a probability raster fed block by block (each with its halo); `lines()` merges them.
+
+    Blocks may come in any order; memory grows with the cracks only.
+    """
+
+    def __init__(self, threshold: float) -> None:
+        self.threshold = threshold
+        self.pieces: list[_Lines] = []
+
+    def add(self, core: Window, ext: Window, probability: np.ndarray) -> None:
+        """``probability`` covers ``ext`` (``core`` and its halo, `halo_window`); NaN is background."""
+        self.pieces.append(_block_pieces(probability >= self.threshold, core, ext))
+
+    def lines(self, info: RasterInfo, config: CentrelineConfig) -> gpd.GeoDataFrame:
+        # All pieces, not only those at block borders: a junction whose third branch ends
+        # inside a block must still stop the merge of the other two.
+        return _to_frame(_prune(_merge(_Lines.concat(self.pieces)), config), info, config)
 
 
 def _block_pieces(hit: np.ndarray, core: Window, ext: Window) -> _Lines:
-    """The block's skeleton segments merged into pieces that end at junctions (other blocks' links counted)."""
-    if not hit.any():
+    """The block's skeleton segments merged into pieces that end at junctions (other blocks' links counted).
+
+    Everything runs on the bounding box of the hits plus a ring of background, which gives
+    the skeleton and distances of the whole window (outside the box all is background).
+    """
+    rows, cols = np.flatnonzero(hit.any(1)), np.flatnonzero(hit.any(0))
+    if not len(rows):
         return _Lines.concat([])
+    top, left = max(rows[0] - 1, 0), max(cols[0] - 1, 0)
+    hit = hit[top : rows[-1] + 2, left : cols[-1] + 2]
     skeleton = skeletonize(hit)
     # Outside the read window counts as background, as it does for skeletonize.
-    width = np.maximum(2 * ndimage.distance_transform_edt(np.pad(hit, 1))[1:-1, 1:-1] - 1, 1)
+    # OpenCV's exact (DIST_MASK_PRECISE) Euclidean distance: ~10x faster than ndimage's.
+    edt = cv2.distanceTransform(np.pad(hit, 1).view(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)[1:-1, 1:-1]
     links = _links(skeleton)
-    degree = sum(links.values()) + sum(_shift(link, d) for d, link in links.items())
-    r0, c0 = int(core.row_off - ext.row_off), int(core.col_off - ext.col_off)
-    r1, c1 = r0 + int(core.height), c0 + int(core.width)
+    degree = np.zeros(skeleton.shape, dtype=np.uint8)
+    for d, link in links.items():
+        degree += link
+        degree += _shift(link, d)
+    r0, c0 = int(core.row_off - ext.row_off) - top, int(core.col_off - ext.col_off) - left
+    r1, c1 = max(r0 + int(core.height), 0), max(c0 + int(core.width), 0)  # the core may end before the box
+    r0, c0 = max(r0, 0), max(c0, 0)
     segments = []
     for (dr, dc), link in links.items():
         rows, cols = np.nonzero(link[r0:r1, c0:c1])
@@ -114,12 +145,12 @@ def _block_pieces(hit: np.ndarray, core: Window, ext: Window) -> _Lines:
     pieces = [piece for part in parts for piece in _split(part, junction)]
     sizes = [len(piece) for piece in pieces]
     xy, index = np.concatenate(pieces), np.repeat(np.arange(len(pieces)), sizes)
-    w = width[xy[:, 1], xy[:, 0]]
+    w = np.maximum(2 * edt[xy[:, 1], xy[:, 0]].astype(np.float64) - 1, 1)
     within = index[1:] == index[:-1]  # consecutive vertices of one piece: a segment
     step = (np.hypot(*np.diff(xy, axis=0).T) * (w[:-1] + w[1:]) / 2)[within]
     weighted = np.bincount(index[1:][within], weights=step, minlength=len(pieces))
     peak = np.maximum.reduceat(w, np.cumsum([0, *sizes[:-1]]))
-    return _Lines(shapely.linestrings(xy + [ext.col_off, ext.row_off], indices=index), weighted, peak)
+    return _Lines(shapely.linestrings(xy + [ext.col_off + left, ext.row_off + top], indices=index), weighted, peak)
 
 
 def _linestrings(coords: list[np.ndarray]) -> np.ndarray:
@@ -153,7 +184,7 @@ def _links(skeleton: np.ndarray) -> dict[tuple[int, int], np.ndarray]:
 def _shift(link: np.ndarray, d: tuple[int, int]) -> np.ndarray:
     """A forward link array moved to the link's second pixel (for degrees)."""
     dr, dc = d
-    out = np.zeros(link.shape, dtype=np.int64)
+    out = np.zeros(link.shape, dtype=np.uint8)
     h, w = link.shape
     out[dr:, max(dc, 0) : w + min(dc, 0)] = link[: h - dr, max(-dc, 0) : w - max(dc, 0)]
     return out
@@ -302,7 +333,7 @@ def attach_centrelines(
         raise ValueError(f"polygons ({polygons.crs}) and lines ({lines.crs}) are in different CRSs")
     polygons, lines = polygons.copy(), lines.copy()
     poly_i, line_i = shapely.STRtree(lines.geometry.values).query(polygons.geometry.values, predicate="intersects")
-    inside = shapely.length(shapely.intersection(polygons.geometry.values[poly_i], lines.geometry.values[line_i]))
+    inside = _length_inside(polygons.geometry.values[poly_i], lines.geometry.values[line_i])
     # Map-unit lengths to the lines' unit (metres on a geographic CRS), line by line.
     per_unit = lines["length"].to_numpy() / np.maximum(shapely.length(lines.geometry.values), 1e-300)
     pairs = pd.DataFrame({"poly": poly_i, "line": line_i, "inside": inside * per_unit[line_i],
@@ -326,4 +357,18 @@ def attach_centrelines(
     return polygons, lines[[*lines.columns.drop(["crack_id", "geometry"]), "crack_id", "geometry"]]
 
 
-__all__ = ["trace_centrelines", "attach_centrelines", "COLUMNS"]
+def _length_inside(polygons: np.ndarray, lines: np.ndarray) -> np.ndarray:
+    """Length of each line inside its polygon, pair by pair.
+
+    A centreline is the skeleton of one connected region, so almost every line lies wholly
+    inside one polygon: a prepared ``covers`` test settles those, and only the rest (ends
+    cut off by simplification) pay for GEOS's overlay, which took seconds per 100 MP.
+    """
+    shapely.prepare(polygons)
+    inside = shapely.length(lines)
+    partial = ~shapely.covers(polygons, lines)
+    inside[partial] = shapely.length(shapely.intersection(polygons[partial], lines[partial]))
+    return inside
+
+
+__all__ = ["CentrelineCollector", "trace_centrelines", "attach_centrelines", "halo_window", "COLUMNS", "HALO"]

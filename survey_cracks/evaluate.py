@@ -74,6 +74,7 @@ from survey_cracks.config import EvaluateConfig
 
 SKELETON_HALO = 16  # px of context around a block for its skeleton to match the whole raster's
 from survey_cracks.errors import RasterError
+from survey_cracks.heatmap import read_probability
 from survey_cracks.metrics import Scores
 from survey_cracks.metrics_pixels import centreline_counts, centreline_scores, tolerant_counts
 from survey_cracks.raster import RasterInfo, open_raster
@@ -165,13 +166,10 @@ def evaluate_raster(
                 f"heatmap is {src.width}x{src.height} px but the raster is {info.width}x{info.height} px",
                 "recompute the heatmap for this raster",
             )
-        nodata = src.nodata
         for core in block_windows(info.width, info.height, step):
             outer = Window(core.col_off - halo, core.row_off - halo, core.width + 2 * halo, core.height + 2 * halo)
             heat = _read_padded(src, outer, info)
-            valid = np.isfinite(heat) & (heat >= 0)
-            if nodata is not None and np.isfinite(nodata):
-                valid &= heat != nodata
+            valid = np.isfinite(heat)
             core_slice = (slice(halo, halo + int(core.height)), slice(halo, halo + int(core.width)))
             if not valid[core_slice].any():
                 continue
@@ -317,7 +315,7 @@ def _read_padded(src: rasterio.io.DatasetReader, window: Window, info: RasterInf
     col1 = min(info.width, int(window.col_off + window.width))
     row1 = min(info.height, int(window.row_off + window.height))
     if col1 > col0 and row1 > row0:
-        data = src.read(1, window=Window(col0, row0, col1 - col0, row1 - row0), out_dtype="float32")
+        data = read_probability(src, Window(col0, row0, col1 - col0, row1 - row0))
         r, c = row0 - int(window.row_off), col0 - int(window.col_off)
         out[r : r + data.shape[0], c : c + data.shape[1]] = data
     return out

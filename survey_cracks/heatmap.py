@@ -6,6 +6,12 @@ centre, ``blend_floor`` at the edges) and overlapping windows are averaged as
 per output block, so there are no seams and memory does not grow with the raster.
 Blocks go to a tiled GeoTIFF, which GDAL's COG driver then turns into a
 Cloud-Optimized GeoTIFF with overviews (BigTIFF when needed).
+
+The stored values are probability levels, uint8 0..250 with scale 1/250 (255: outside
+the footprint), not float32: a 400 MP float32 heatmap was 1.6 GB to stage and took most
+of a run's tail to compress, for a precision (0.004) below the model's calibration.
+GDAL, QGIS and rasterio readers that apply scale/offset see probabilities 0..1;
+`read_probability` is the one way this package reads them back.
 """
 
 from __future__ import annotations
@@ -29,7 +35,40 @@ from survey_cracks.config import HeatmapConfig
 from survey_cracks.raster import RasterInfo
 from survey_cracks.tiling import PatchGrid, block_windows
 
-NODATA = -1.0
+LEVELS = 250  # probability 1.0; a level is 0.004
+NODATA = 255
+SCALE = 1.0 / LEVELS
+# Every level's probability as float32, NaN for nodata: thresholds compare these values,
+# whoever reads the heatmap (tracing, evaluation), so they always agree.
+_PROBABILITY_OF_LEVEL = np.where(np.arange(256) <= LEVELS, np.arange(256) / LEVELS, np.nan).astype(np.float32)
+
+
+def to_levels(probability: np.ndarray) -> np.ndarray:
+    """Probabilities (NaN: not assessed) to stored uint8 levels."""
+    p = np.asarray(probability, dtype=np.float32)
+    levels = np.rint(np.clip(np.nan_to_num(p, nan=0.0), 0.0, 1.0) * LEVELS).astype(np.uint8)
+    levels[~np.isfinite(p)] = NODATA
+    return levels
+
+
+def probability_of(levels: np.ndarray) -> np.ndarray:
+    """Stored uint8 levels to float32 probability, NaN where not assessed."""
+    return _PROBABILITY_OF_LEVEL[levels]
+
+
+def read_probability(src: rasterio.io.DatasetReader, window: Window | None = None) -> np.ndarray:
+    """Band 1 as float32 probability with NaN outside the footprint.
+
+    Reads this package's uint8 level heatmaps and float heatmaps of earlier versions
+    (nodata -1) alike.
+    """
+    data = src.read(1, window=window)
+    if data.dtype == np.uint8:
+        return probability_of(data)
+    values = data.astype(np.float32, copy=False)
+    if src.nodata is not None:
+        values = np.where(values == src.nodata, np.nan, values)
+    return values
 
 
 def blend_ramp(size: int, floor: float) -> np.ndarray:
@@ -45,13 +84,13 @@ def blend_weights(size: int, floor: float) -> np.ndarray:
 
 
 def heatmap_profile(info: RasterInfo, config: HeatmapConfig) -> dict:
-    """Tiled float32 staging profile; compression is applied by the COG copy."""
+    """Tiled uint8 staging profile; compression is applied by the COG copy."""
     return {
         "driver": "GTiff",
         "width": info.width,
         "height": info.height,
         "count": 1,
-        "dtype": "float32",
+        "dtype": "uint8",
         "crs": info.crs,
         "transform": info.transform,
         "nodata": NODATA,
@@ -109,9 +148,10 @@ class BlockBlender:
 class StagedHeatmap:
     """The heatmap under construction: an uncompressed tiled GeoTIFF on the raster's grid.
 
-    Stages write it window by window (`write`), in any order; `publish` turns it into
-    the COG at ``path``. Until then nothing exists under the final name, and leaving the
-    context without publishing removes every temporary file.
+    Stages write it window by window (`write`, `write_levels`), in any order, and may read
+    back what is written (`read`: unwritten pixels read as nodata); `publish` turns it
+    into the COG at ``path``. Until then nothing exists under the final name, and leaving
+    the context without publishing removes every temporary file.
     """
 
     def __init__(self, path: Path, info: RasterInfo, config: HeatmapConfig) -> None:
@@ -124,24 +164,31 @@ class StagedHeatmap:
         with warnings.catch_warnings():
             # Pixel-coordinate outputs carry x = column, y = -row on purpose (see raster.PIXEL_TRANSFORM).
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
-            self._dst = rasterio.open(self.staging, "w", **heatmap_profile(self.info, self.config))
+            self._dst = rasterio.open(self.staging, "w+", **heatmap_profile(self.info, self.config))
+        self._dst.scales, self._dst.offsets = (SCALE,), (0.0,)
         return self
 
-    def write(self, window: Window, values: np.ndarray) -> None:
+    def write(self, window: Window, probability: np.ndarray) -> None:
         """Crack probability for ``window``; NaN (outside the footprint) is stored as nodata."""
+        self.write_levels(window, to_levels(probability))
+
+    def write_levels(self, window: Window, levels: np.ndarray) -> None:
+        """Stored levels (`to_levels`) for ``window``, as Dask workers send them."""
         assert self._dst is not None, "use StagedHeatmap as a context manager"
-        out = np.asarray(values, dtype=np.float32)
-        out = np.where(np.isfinite(out), out, NODATA).astype(np.float32)
-        self._dst.write(out, 1, window=window)
+        self._dst.write(levels, 1, window=window)
+
+    def read(self, window: Window) -> np.ndarray:
+        """Probability written so far in ``window`` (NaN where nothing is)."""
+        assert self._dst is not None and not self._dst.closed, "read before publish"
+        return read_probability(self._dst, window)
 
     def publish(self, meanwhile: Callable[[Path], None] | None = None) -> Path:
         """Build the COG and move it into place.
 
         ``meanwhile(staging)`` runs on this thread while GDAL builds the COG in another,
-        given the finished heatmap as an uncompressed GeoTIFF (same grid, nodata = NODATA)
-        that lives until it returns: the copy releases the GIL and keeps about one core
-        busy, so work that needs only the heatmap (tracing and merging the polygons)
-        overlaps it instead of following it.
+        given the finished heatmap as an uncompressed GeoTIFF (same grid and levels)
+        that lives until it returns: the copy releases the GIL, so work that follows the
+        heatmap (merging and writing the vectors) overlaps it instead of following it.
         """
         assert self._dst is not None
         self._dst.close()
@@ -173,7 +220,7 @@ def write_heatmap(
 ) -> Path:
     """The heatmap COG of patch scores blended over their windows (see `StagedHeatmap.publish` for ``meanwhile``)."""
     with StagedHeatmap(path, info, config) as staged:
-        _write_blocks(staged, info, grid, scores, blend_ramp(grid.size, config.blend_floor), config, progress)
+        write_patch_scores(staged, info, grid, scores, config, progress)
         return staged.publish(meanwhile)
 
 
@@ -194,10 +241,12 @@ def _copy_to_cog(staging: Path, target: Path, config: HeatmapConfig) -> None:
     )
 
 
-def _write_blocks(
-    staged: StagedHeatmap, info: RasterInfo, grid: PatchGrid, scores: np.ndarray, ramp: np.ndarray,
-    config: HeatmapConfig, progress: bool,
+def write_patch_scores(
+    staged: StagedHeatmap, info: RasterInfo, grid: PatchGrid, scores: np.ndarray, config: HeatmapConfig,
+    progress: bool = True,
 ) -> None:
+    """Patch scores (NaN: not scored) blended over their windows into ``staged``, block by block."""
+    ramp = blend_ramp(grid.size, config.blend_floor)
     # The staging file is uncompressed: the COG copy compresses once, not twice.
     # The blend's matrix products are tiny (a few windows by one block edge): BLAS threads
     # cost far more to wake than the arithmetic, so the blocks are blended on one thread.
@@ -206,7 +255,7 @@ def _write_blocks(
         blender = BlockBlender(grid, scores, ramp)
         for window in tqdm(blocks, desc="heatmap", unit="block", disable=not progress, leave=False):
             total, weight = blender.sums(window)
-            out = np.full(total.shape, NODATA, dtype=np.float32)
+            out = np.full(total.shape, np.nan, dtype=np.float32)
             assessed = weight > 0
             if info.has_mask:
                 assessed &= src.dataset_mask(window=window) > 0

@@ -19,11 +19,12 @@ import cv2
 import dask
 import numpy as np
 import rasterio
-from distributed import Client, LocalCluster, as_completed
+from distributed import Client, Future, LocalCluster, as_completed
 from rasterio.windows import Window
 from tqdm import tqdm
 
 from survey_cracks.config import InferenceConfig
+from survey_cracks.heatmap import to_levels
 from survey_cracks.models.engines import ModelSpec, compute_of, load_engine
 from survey_cracks.raster import RasterInfo, fill_invalid, open_raster, read_context, read_patch, read_window
 from survey_cracks.tiling import ALIGN, ContextWindow, PatchGrid
@@ -110,7 +111,7 @@ class WindowMaps:
     """What one window's trunk pass gives back for its core: only the core's pixels travel."""
 
     core: Window
-    probability: np.ndarray | None  # (h, w) float16 per-pixel crack probability (mask mode), NaN outside the footprint
+    levels: np.ndarray | None  # (h, w) uint8 heatmap levels of crack probability (mask mode; `heatmap.to_levels`)
     dense: np.ndarray  # (rows, cols) float32 patch scores of the 128 px patches centred in the core, 32 px apart
     dense_origin: tuple[int, int]  # raster (row, col) offset of dense[0, 0]'s patch window
 
@@ -138,14 +139,26 @@ def _back_to_source(values: np.ndarray, read: Window, rows: tuple[int, int], col
     return cv2.remap(values, map_x, map_y, interpolation, borderMode=cv2.BORDER_REPLICATE)
 
 
+def source_core(info: RasterInfo, window: ContextWindow, scale: float) -> Window | None:
+    """The raster pixels a processing-grid core stands for (None when none): cores tile the raster exactly."""
+    if scale == 1.0:
+        return window.core
+    rows = source_span(int(window.core.row_off), int(window.core.row_off + window.core.height), scale, info.height)
+    cols = source_span(int(window.core.col_off), int(window.core.col_off + window.core.width), scale, info.width)
+    if rows[0] == rows[1] or cols[0] == cols[1]:
+        return None
+    return Window(cols[0], rows[0], cols[1] - cols[0], rows[1] - rows[0])
+
+
 def segment_window(
     info: RasterInfo, window: ContextWindow, spec: ModelSpec, keep_mask: bool, min_valid_fraction: float = 0.25,
     scale: float = 1.0,
 ) -> WindowMaps | None:
     """Dask task: read a window with its margin, one trunk pass, keep the core; None outside the footprint.
 
-    ``window`` is on the processing grid (source pixels x ``scale``); the core's probabilities
-    come back on the raster's own grid.
+    ``window`` is on the processing grid (source pixels x ``scale``); the core's heatmap
+    levels come back on the raster's own grid (uint8: a quarter of float32's bytes to send).
+    With ``keep_mask`` (mask mode) only the levels come back; else only the dense scores.
     """
     engine = load_engine(spec)
     with open_raster(info.path) as src:
@@ -154,22 +167,24 @@ def segment_window(
     core = (slice(top, top + int(window.core.height)), slice(left, left + int(window.core.width)))
     if not valid[core].any():
         return None
+    target = source_core(info, window, scale)
+    if target is None:
+        return None
     mask, dense = engine.segment(rgb)
+    if keep_mask:
+        if mask is None:
+            raise ValueError("mask mode needs a model with a mask decoder")
+        if scale == 1.0:
+            levels = to_levels(np.where(valid[core], mask[core], np.nan))
+        else:
+            rows = (int(target.row_off), int(target.row_off + target.height))
+            cols = (int(target.col_off), int(target.col_off + target.width))
+            probability = _back_to_source(mask.astype(np.float32), window.read, rows, cols, scale, cv2.INTER_LINEAR)
+            inside = _back_to_source(valid.astype(np.uint8), window.read, rows, cols, scale, cv2.INTER_NEAREST) > 0
+            levels = to_levels(np.where(inside, probability, np.nan))
+        return WindowMaps(target, levels, np.zeros((0, 0), np.float32), (0, 0))
     if scale != 1.0:
-        if mask is None or not keep_mask:
-            raise ValueError("a processing scale other than 1 applies to mask mode only")
-        rows = source_span(int(window.core.row_off), int(window.core.row_off + window.core.height), scale, info.height)
-        cols = source_span(int(window.core.col_off), int(window.core.col_off + window.core.width), scale, info.width)
-        if rows[0] == rows[1] or cols[0] == cols[1]:
-            return None
-        probability = _back_to_source(mask.astype(np.float32), window.read, rows, cols, scale, cv2.INTER_LINEAR)
-        inside = _back_to_source(valid.astype(np.uint8), window.read, rows, cols, scale, cv2.INTER_NEAREST) > 0
-        source_core = Window(cols[0], rows[0], cols[1] - cols[0], rows[1] - rows[0])
-        return WindowMaps(source_core, np.where(inside, probability, np.nan).astype(np.float16),
-                          np.zeros((0, 0), np.float32), (0, 0))
-    probability = None
-    if keep_mask and mask is not None:
-        probability = np.where(valid[core], mask[core], np.nan).astype(np.float16)
+        raise ValueError("a processing scale other than 1 applies to mask mode only")
     # Dense position (i, j) is the patch at read offset (32 i, 32 j); keep those centred in the core.
     patch = engine.meta.patch_size
     centres_r = np.arange(dense.shape[0]) * ALIGN + patch // 2
@@ -182,7 +197,7 @@ def segment_window(
     kept[counts[np.ix_(rows, cols)] < max(1, min_valid_fraction * patch * patch)] = np.nan
     origin = (int(window.read.row_off) + int(rows[0]) * ALIGN if rows.size else 0,
               int(window.read.col_off) + int(cols[0]) * ALIGN if cols.size else 0)
-    return WindowMaps(window.core, probability, kept, origin)
+    return WindowMaps(window.core, None, kept, origin)
 
 
 def segment_raster(
@@ -194,21 +209,25 @@ def segment_raster(
     min_valid_fraction: float = 0.25,
     progress: bool = True,
     scale: float = 1.0,
-) -> Iterator[WindowMaps]:
-    """Every window of the raster through the network, yielded as the workers finish them (any order)."""
-    futures = [client.submit(segment_window, info, w, spec, keep_mask, min_valid_fraction, scale, pure=False)
-               for w in windows]
+) -> Iterator[tuple[Window | None, WindowMaps | None]]:
+    """Every window of the raster through the network, as the workers finish them (any order).
+
+    Yields each window's core on the raster's grid (`source_core`) with its maps, None
+    for a window outside the footprint: its pixels are final too, as nodata.
+    """
+    futures = {client.submit(segment_window, info, w, spec, keep_mask, min_valid_fraction, scale, pure=False): w
+               for w in windows}
     bar = tqdm(total=len(windows), desc=f"segmenting {info.path.name}", unit="window", disable=not progress, leave=False)
     try:
         for future in as_completed(futures):
             maps = future.result()
+            window = futures.pop(future)
             future.release()
             bar.update(1)
-            if maps is not None:
-                yield maps
+            yield source_core(info, window, scale), maps
     finally:
         bar.close()
-        client.cancel(futures)
+        client.cancel(list(futures))
 
 
 def score_raster(
@@ -299,9 +318,31 @@ def dask_client(config: InferenceConfig) -> Iterator[Client]:
         yield client
 
 
-def worker_compute(client: Client, spec: ModelSpec) -> list[str]:
-    """What the workers run the model on (e.g. ``cpu fp32``, ``cuda fp16``), as each worker resolves ``auto``."""
-    return sorted(set(client.run(compute_of, spec.device, spec.precision, spec.engine).values()))
+def warm(spec: ModelSpec) -> str:
+    """Dask task: load the model into this worker now; what it runs on (`compute_of`)."""
+    load_engine(spec)
+    return compute_of(spec.device, spec.precision, spec.engine)
+
+
+def warm_workers(client: Client, spec: ModelSpec) -> list[Future]:
+    """Start loading the model on every worker without waiting for it.
+
+    A worker's first task otherwise starts with importing torch and loading the model
+    (seconds); begun here, that overlaps what the client does before the first window
+    (reading annotations, opening rasters, starting the heatmap). `compute_when_warm`
+    collects the answers.
+    """
+    workers = list(client.scheduler_info().get("workers", {}))
+    return [client.submit(warm, spec, workers=[address], allow_other_workers=False, pure=False) for address in workers]
+
+
+def compute_when_warm(warming: list[Future]) -> list[str]:
+    """What the workers run the model on, once loaded; a worker that failed to load it says why."""
+    answers = set()
+    for future in warming:
+        error = future.exception()
+        answers.add(future.result() if error is None else f"unavailable ({error})")
+    return sorted(answers)
 
 
 def model_spec(path: Path, sha256: str, config: InferenceConfig) -> ModelSpec:
@@ -317,5 +358,5 @@ def model_spec(path: Path, sha256: str, config: InferenceConfig) -> ModelSpec:
 
 
 __all__ = [
-    "ModelSpec", "dask_client", "model_spec", "score_raster", "score_windows", "segment_raster", "segment_window", "tapered", "WindowMaps", "worker_compute",
+    "ModelSpec", "compute_when_warm", "dask_client", "warm_workers", "model_spec", "score_raster", "score_windows", "segment_raster", "segment_window", "tapered", "WindowMaps",
 ]

@@ -21,19 +21,19 @@ import numpy as np
 import rasterio
 
 from survey_cracks.annotations import Truth, find_annotation, load_truth
-from survey_cracks.centrelines import attach_centrelines, trace_centrelines
 from survey_cracks.config import RunConfig
 from survey_cracks.discover import SurveyRaster, find_rasters
 from survey_cracks.errors import ConfigError, ModelFileError, OutputError, RasterError, SurveyCracksError
 from survey_cracks.evaluate import RasterMetrics, combine, evaluate_raster
-from survey_cracks.heatmap import StagedHeatmap, write_heatmap
-from survey_cracks.inference import ModelSpec, dask_client, model_spec, score_raster, segment_raster, worker_compute
+from survey_cracks.heatmap import StagedHeatmap, write_patch_scores
+from survey_cracks.inference import (ModelSpec, compute_when_warm, dask_client, model_spec, score_raster, segment_raster,
+                                     warm_workers)
 from survey_cracks.models.checkpoint import SHIPPED_MODEL, ModelMeta, file_sha256, read_meta
 from survey_cracks.qgis_styles import STYLES, embed_layer_styles
 from survey_cracks.raster import RasterInfo, inspect_raster
 from survey_cracks.report import RasterOutcome, package_versions, write_json, write_summary
 from survey_cracks.tiling import ALIGN, PatchGrid, context_windows, patch_grid, window_size_for_ground
-from survey_cracks.vectorize import vectorize_raster
+from survey_cracks.tracing import HeatmapTracer
 
 Log = Callable[[str], None]
 HEATMAP, GPKG, GEOJSON, REPORT = "heatmap.tif", "cracks.gpkg", "cracks.geojson", "report.json"
@@ -142,15 +142,17 @@ def run_surveys(
         # rasterio passes an integer GDAL_CACHEMAX to GDALSetCacheMax64: bytes, not MB.
         cache_bytes = config.inference.gdal_cache_mb * 2**20
         with rasterio.Env(GDAL_CACHEMAX=cache_bytes), dask_client(config.inference) as client:
-            compute = worker_compute(client, spec)
-            log(f"dask: {len(client.scheduler_info().get('workers', {}))} workers at {client.scheduler.address}, "
-                f"model on {' / '.join(compute)}")
+            warming = warm_workers(client, spec)
+            log(f"dask: {len(client.scheduler_info().get('workers', {}))} workers at {client.scheduler.address}")
             for number, item in enumerate(rasters, 1):
                 log(f"[{number}/{len(rasters)}] {item.survey}/{item.path.name}")
                 outcome = process_raster(item, out, client, spec, meta, threshold, config, progress, mode, margin)
                 if outcome.error:
                     log(f"ERROR {outcome.error}")
                 result.outcomes.append(outcome)
+                if number == 1:
+                    compute = compute_when_warm(warming)
+                    log(f"model on {' / '.join(compute)}")
     write_survey_reports(out, result.outcomes)
     write_summary(out / "summary.csv", result.outcomes)
     write_json(
@@ -206,62 +208,65 @@ def process_raster(
         truth: Truth | None = load_truth(item.path, info, config.evaluate, annotation) if annotation else None
         lap("inspect")
         polygons: gpd.GeoDataFrame | None = None
-
         lines: gpd.GeoDataFrame | None = None
+        # Patch-level blobs have no meaningful centreline: mask mode only.
+        tracer = HeatmapTracer(info, threshold, config.vectorize.for_mode(mode),
+                               config.centrelines if mode == "mask" else None, progress=progress)
 
-        def polygons_while_compressing(staging: Path) -> None:
+        def vectors_while_compressing(staging: Path) -> None:
             nonlocal polygons, lines
-            lap("heatmap")  # the heatmap is staged; the COG copy now runs beside the tracing
-            polygons = vectorize_raster(staging, threshold, info, config.vectorize.for_mode(mode),
-                                        block=config.heatmap.block_size, progress=progress)
-            if mode == "mask":  # patch-level blobs have no meaningful centreline
-                lines = trace_centrelines(staging, threshold, info, config.centrelines,
-                                          block=config.heatmap.block_size, progress=progress)
-                polygons, lines = attach_centrelines(polygons, lines)
+            lap("heatmap")  # every block is traced; the COG copy now runs beside the merging
+            polygons, lines = tracer.finish()
             write_vectors(polygons, lines, work)
             for style in ("heatmap.qml", "cracks.qml", "centrelines.qml") if lines is not None else ("heatmap.qml", "cracks.qml"):
                 shutil.copy(STYLES / style, work / style)
 
-        if mode == "mask":
-            scale = processing_scale(info, config)
-            windows = context_windows(int(np.ceil(info.width * scale)), int(np.ceil(info.height * scale)),
-                                      config.inference.window_px, margin)
-            done = 0
-            with StagedHeatmap(work / HEATMAP, info, config.heatmap) as staged:
-                for maps in segment_raster(client, info, windows, spec, True, config.tiling.min_valid_fraction, progress,
-                                           scale):
-                    staged.write(maps.core, maps.probability)
-                    done += 1
+        with StagedHeatmap(work / HEATMAP, info, config.heatmap) as staged:
+            if mode == "mask":
+                scale = processing_scale(info, config)
+                windows = context_windows(int(np.ceil(info.width * scale)), int(np.ceil(info.height * scale)),
+                                          config.inference.window_px, margin)
+                done = 0
+                for core, maps in segment_raster(client, info, windows, spec, True, config.tiling.min_valid_fraction,
+                                                 progress, scale):
+                    if maps is not None:
+                        staged.write_levels(maps.core, maps.levels)
+                        done += 1
+                    if core is not None:  # each block is traced as soon as its pixels are in
+                        tracer.settle(core, staged.read, written=maps is not None)
                 if done == 0:
                     raise RasterError(item.path, "no window lies inside the valid footprint", "check the raster's nodata/alpha")
-                lap("inference")
-                staged.publish(meanwhile=polygons_while_compressing)
-            counts = {"windows": len(windows), "windows_processed": done, "window_px": config.inference.window_px,
-                      "margin_px": margin, "processing_scale": round(scale, 4)}
-        else:
-            if mode == "dense":
-                grid = dense_lattice(info, meta.patch_size)
-                scores = np.full(len(grid), np.nan, dtype=np.float32)
-                lattice = scores.reshape(len(grid.rows), len(grid.cols))
-                windows = context_windows(info.width, info.height, config.inference.window_px, margin)
-                for maps in segment_raster(client, info, windows, spec, False, config.tiling.min_valid_fraction, progress):
-                    r = (maps.dense_origin[0] - int(grid.rows[0])) // ALIGN
-                    c = (maps.dense_origin[1] - int(grid.cols[0])) // ALIGN
-                    lattice[r : r + maps.dense.shape[0], c : c + maps.dense.shape[1]] = maps.dense
+                counts = {"windows": len(windows), "windows_processed": done, "window_px": config.inference.window_px,
+                          "margin_px": margin, "processing_scale": round(scale, 4)}
             else:
-                grid = patch_grid_for(info, meta, config)
-                scores = score_raster(client, info, grid, meta.patch_size, config.tiling.min_valid_fraction, spec,
-                                      config.inference, progress)
-            scored = int(np.isfinite(scores).sum())
-            if scored == 0:
-                raise RasterError(item.path, "no patch lies inside the valid footprint", "check the raster's nodata/alpha, or lower tiling.min_valid_fraction")
+                if mode == "dense":
+                    grid = dense_lattice(info, meta.patch_size)
+                    scores = np.full(len(grid), np.nan, dtype=np.float32)
+                    lattice = scores.reshape(len(grid.rows), len(grid.cols))
+                    windows = context_windows(info.width, info.height, config.inference.window_px, margin)
+                    for _, maps in segment_raster(client, info, windows, spec, False, config.tiling.min_valid_fraction,
+                                                  progress):
+                        if maps is None:
+                            continue
+                        r = (maps.dense_origin[0] - int(grid.rows[0])) // ALIGN
+                        c = (maps.dense_origin[1] - int(grid.cols[0])) // ALIGN
+                        lattice[r : r + maps.dense.shape[0], c : c + maps.dense.shape[1]] = maps.dense
+                else:
+                    grid = patch_grid_for(info, meta, config)
+                    scores = score_raster(client, info, grid, meta.patch_size, config.tiling.min_valid_fraction, spec,
+                                          config.inference, progress)
+                scored = int(np.isfinite(scores).sum())
+                if scored == 0:
+                    raise RasterError(item.path, "no patch lies inside the valid footprint", "check the raster's nodata/alpha, or lower tiling.min_valid_fraction")
+                write_patch_scores(staged, info, grid, scores, config.heatmap, progress)
+                tracer.settle_all(staged.read)
+                counts = {
+                    "patches": len(grid), "patches_scored": scored, "patch_window_px": grid.size, "stride_px": grid.stride,
+                    "patches_above_threshold": int(np.sum(scores[np.isfinite(scores)] >= threshold)),
+                }
             lap("inference")
-            write_heatmap(work / HEATMAP, info, grid, scores, config.heatmap, progress, meanwhile=polygons_while_compressing)
-            counts = {
-                "patches": len(grid), "patches_scored": scored, "patch_window_px": grid.size, "stride_px": grid.stride,
-                "patches_above_threshold": int(np.sum(scores[np.isfinite(scores)] >= threshold)),
-            }
-        assert polygons is not None  # set by polygons_while_compressing, which publishing always runs
+            staged.publish(meanwhile=vectors_while_compressing)
+        assert polygons is not None  # set by vectors_while_compressing, which publishing always runs
         lap("cog_and_polygons")
         outcome.counts = {"mode": mode, **counts, "polygons": len(polygons), "threshold": round(threshold, 4)}
         if lines is not None:

@@ -23,6 +23,7 @@ from shapely.geometry import shape
 from tqdm import tqdm
 
 from survey_cracks.config import VectorizeConfig
+from survey_cracks.heatmap import read_probability
 from survey_cracks.raster import RasterInfo, open_raster
 from survey_cracks.tiling import block_windows
 
@@ -45,20 +46,19 @@ class RegionCollector:
     Fed any raster block by block (`vectorize_raster`); memory grows with the cracks only.
     """
 
-    def __init__(self, threshold: float, info: RasterInfo, nodata: float | None = None) -> None:
+    def __init__(self, threshold: float, info: RasterInfo, min_area_px: float = 0.0) -> None:
         self.threshold = threshold
         self.info = info
-        self.nodata = nodata
+        self.min_area_px = min_area_px
         self.finished: list[_Region] = []
         self.border: list[_Region] = []
 
     def add(self, window: Window, values: np.ndarray) -> None:
-        hit = values >= self.threshold
-        if self.nodata is not None:
-            hit &= values != self.nodata
+        """``values``: probability over ``window``, NaN where not assessed."""
+        hit = values >= self.threshold  # NaN compares False
         if not hit.any():
             return
-        for region in _regions(values.astype(np.float32, copy=False), hit, window, self.info):
+        for region in _regions(values.astype(np.float32, copy=False), hit, window, self.info, self.min_area_px):
             (self.border if region.on_border else self.finished).append(region)
 
     def polygons(self, config: VectorizeConfig) -> gpd.GeoDataFrame:
@@ -70,34 +70,31 @@ def vectorize_raster(
     threshold: float,
     info: RasterInfo,
     config: VectorizeConfig,
-    band: int = 1,
     block: int = 1024,
     progress: bool = False,
 ) -> gpd.GeoDataFrame:
-    """Polygons of connected pixels with value >= ``threshold`` (nodata excluded), read block by block.
-
-    The pipeline runs it on the heatmap's uncompressed staging file while GDAL builds the COG.
-    """
+    """Polygons of connected pixels with probability >= ``threshold`` of a finished heatmap, read block by block."""
     with open_raster(raster_path) as src:
-        collector = RegionCollector(threshold, info, src.nodata)
+        collector = RegionCollector(threshold, info, config.min_area_px or 0.0)
         blocks = block_windows(src.width, src.height, block)
         for window in tqdm(blocks, desc="polygons", unit="block", disable=not progress, leave=False):
-            collector.add(window, src.read(band, window=window))
+            collector.add(window, read_probability(src, window))
     return collector.polygons(config)
 
 
-def _regions(values: np.ndarray, hit: np.ndarray, window: Window, info: RasterInfo) -> list[_Region]:
-    """Connected regions of one block; those touching an inner block edge are marked for merging."""
+def _regions(values: np.ndarray, hit: np.ndarray, window: Window, info: RasterInfo, min_area: float = 0.0) -> list[_Region]:
+    """Connected regions of one block; those touching an inner block edge are marked for merging.
+
+    Regions wholly inside the block and smaller than ``min_area`` px are dropped before
+    tracing: at a low threshold they are most of the regions (hundreds of thousands of
+    specks per 100 MP) and most of the tracing time, and `polygons` would drop them anyway.
+    """
     width, height = info.width, info.height
     labels, count = ndimage.label(hit, structure=EIGHT)
-    # Per-label sum, count and max over the hit pixels only (bincount: no sorting).
+    # Per-label sum and count over the hit pixels only (bincount: no sorting).
     lab, val = labels[hit], values[hit]
     totals = np.bincount(lab, weights=val, minlength=count + 1)[1:]
     counts = np.bincount(lab, minlength=count + 1)[1:]
-    # Per-label maximum inside each label's bounding box: ufunc.at and ndimage.maximum
-    # (a sort) cost 10-20 ms per block, about as much as the rest of the tracing.
-    boxes = ndimage.find_objects(labels)
-    peaks = np.array([values[box][labels[box] == i].max() for i, box in enumerate(boxes, 1)])
     edge = np.zeros_like(hit)
     r0, c0 = int(window.row_off), int(window.col_off)
     if r0 > 0:
@@ -108,20 +105,32 @@ def _regions(values: np.ndarray, hit: np.ndarray, window: Window, info: RasterIn
         edge[-1, :] = True
     if c0 + hit.shape[1] < width:
         edge[:, -1] = True
-    on_edge = set(np.unique(labels[edge & hit]).tolist())
+    on_edge = np.zeros(count + 1, dtype=bool)
+    on_edge[labels[edge & hit]] = True
+    on_edge = on_edge[1:]
+    kept = np.flatnonzero(on_edge | (counts >= min_area)) + 1
+    if not len(kept):
+        return []
+    # Per-label maximum inside each label's bounding box: ufunc.at and ndimage.maximum
+    # (a sort) cost 10-20 ms per block, about as much as the rest of the tracing.
+    boxes = ndimage.find_objects(labels)
+    peaks = {i: values[boxes[i - 1]][labels[boxes[i - 1]] == i].max() for i in kept.tolist()}
     parts: dict[int, list[shapely.Geometry]] = {}
     # Traced in global pixel coordinates: integers, so neighbouring blocks share edges exactly.
-    # Only the bounding box of the hits is traced: the cost is per pixel scanned.
-    top, left = min(b[0].start for b in boxes), min(b[1].start for b in boxes)
-    box = np.s_[top : max(b[0].stop for b in boxes), left : max(b[1].stop for b in boxes)]
+    # Only the bounding box of the kept regions is traced: the cost is per pixel scanned.
+    top, left = min(boxes[i - 1][0].start for i in kept), min(boxes[i - 1][1].start for i in kept)
+    bottom, right = max(boxes[i - 1][0].stop for i in kept), max(boxes[i - 1][1].stop for i in kept)
+    box = np.s_[top:bottom, left:right]
+    keep = np.zeros(count + 1, dtype=bool)
+    keep[kept] = True
     transform = Affine.translation(c0 + left, r0 + top)
-    for geom, value in shapes(labels[box].astype(np.int32), mask=hit[box], connectivity=8, transform=transform):
+    for geom, value in shapes(labels[box].astype(np.int32), mask=keep[labels[box]], connectivity=8, transform=transform):
         parts.setdefault(int(value), []).append(shape(geom))
     regions = []
     for label, polygons in parts.items():
         geometry = polygons[0] if len(polygons) == 1 else _dissolve(polygons)
         i = label - 1
-        regions.append(_Region(geometry, float(totals[i]), int(counts[i]), float(peaks[i]), label in on_edge))
+        regions.append(_Region(geometry, float(totals[i]), int(counts[i]), float(peaks[label]), bool(on_edge[i])))
     return regions
 
 
@@ -184,7 +193,16 @@ def simplify(geoms: np.ndarray, tolerance: float) -> np.ndarray:
 
 def _to_frame(regions: list[_Region], info: RasterInfo, config: VectorizeConfig) -> gpd.GeoDataFrame:
     regions = [r for r in regions if r.count >= (config.min_area_px or 0.0)]
-    geoms = shapely.make_valid(np.array([r.geometry for r in regions], dtype=object))
+    # One order and one vertex order, whatever order the blocks were traced in: ids and
+    # files are the same for a run that traced windows as they arrived and for one that
+    # traced the finished heatmap.
+    geoms = shapely.normalize(shapely.make_valid(np.array([r.geometry for r in regions], dtype=object)))
+    if len(regions):
+        bounds = shapely.bounds(geoms)
+        counts = np.array([r.count for r in regions])
+        # Top row, then left column (pixel coordinates); ties by the far corner and size.
+        order = np.lexsort((counts, bounds[:, 2], bounds[:, 3], bounds[:, 0], bounds[:, 1]))
+        regions, geoms = [regions[i] for i in order], geoms[order]
     if config.simplify_px > 0:
         geoms = simplify(geoms, config.simplify_px)
     t = info.transform
@@ -229,4 +247,4 @@ def measure(frame: gpd.GeoDataFrame, info: RasterInfo) -> tuple[np.ndarray, np.n
 
 
 
-__all__ = ["vectorize_raster", "measure", "simplify", "COLUMNS"]
+__all__ = ["RegionCollector", "vectorize_raster", "measure", "simplify", "COLUMNS"]

@@ -3,7 +3,7 @@ import rasterio
 from rasterio.windows import Window
 
 from survey_cracks.config import HeatmapConfig
-from survey_cracks.heatmap import NODATA, blend_ramp, blend_weights, block_heatmap, write_heatmap
+from survey_cracks.heatmap import LEVELS, NODATA, SCALE, read_probability, to_levels, probability_of, blend_ramp, blend_weights, block_heatmap, write_heatmap
 from survey_cracks.raster import inspect_raster
 from survey_cracks.tiling import patch_grid
 from tests.conftest import write_geotiff
@@ -77,11 +77,26 @@ def test_written_heatmap_is_a_georeferenced_cog_with_nodata_outside_footprint(tm
     with rasterio.open(raster) as src, rasterio.open(out) as dst:
         assert dst.crs == src.crs and dst.transform == src.transform and dst.shape == src.shape
         assert dst.tags(ns="IMAGE_STRUCTURE")["LAYOUT"] == "COG"
-        assert dst.overviews(1) and dst.nodata == NODATA and dst.dtypes[0] == "float32"
+        assert dst.overviews(1) and dst.nodata == NODATA and dst.dtypes[0] == "uint8"
+        # Levels with scale 1/250: what GDAL and QGIS show as probability 0..1.
+        assert dst.scales == (SCALE,) and dst.offsets == (0.0,)
         values = dst.read(1)
-    assert (values[:, :200] == NODATA).all()
+        probability = read_probability(dst)
+    assert (values[:, :200] == NODATA).all() and np.isnan(probability[:, :200]).all()
     inside = values[:, 200:]
-    assert inside.min() >= 0 and inside.max() <= 1
+    assert inside.min() >= 0 and inside.max() <= LEVELS
+    assert 0.0 <= probability[:, 200:].min() < probability[:, 200:].max() <= 1.0
     assert staged[0][0] == NODATA and np.array_equal(staged[0][1], values)
     assert not list(tmp_path.glob(".*"))  # staging and partial files are gone
     assert sorted(p.name for p in tmp_path.iterdir()) == ["heatmap.tif", "r.tif"]
+
+
+def test_levels_round_trip_within_half_a_level_and_keep_nodata():
+    probability = np.array([[0.0, 0.1, 0.5, 1.0, np.nan], [0.0019, 0.0021, 0.9999, 1.3, -0.2]], np.float32)
+    levels = to_levels(probability)
+    assert levels.dtype == np.uint8 and levels[0, 4] == NODATA
+    back = probability_of(levels)
+    assert np.isnan(back[0, 4])
+    finite = np.isfinite(probability)
+    assert np.abs(back[finite] - np.clip(probability[finite], 0, 1)).max() <= 0.5 / LEVELS + 1e-7
+    assert back[0, 1] >= 0.1  # a calibrated threshold keeps the pixels at it
