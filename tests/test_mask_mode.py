@@ -333,3 +333,13 @@ def test_onnxruntime_window_graph_gives_pytorch_maps(tiny_mask_model):
     assert mask_t.shape == mask_o.shape == (192, 256) and dense_t.shape == dense_o.shape
     np.testing.assert_allclose(mask_o, mask_t, atol=1e-3)
     np.testing.assert_allclose(dense_o, dense_t, atol=1e-3)
+
+
+def test_evaluation_reads_only_the_splits_it_scores(mask_source, tiny_model, tmp_path):
+    from survey_cracks.training.segment import load_images
+
+    config = _mask_config(mask_source, tmp_path, tiny_model)
+    every = load_images(config, progress=False)
+    val = load_images(config, progress=False, splits=("val",))
+    assert {im.split for im in every} == {"train", "val"}
+    assert {im.split for im in val} == {"val"} and [im.name for im in val] == [im.name for im in every if im.split == "val"]

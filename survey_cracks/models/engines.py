@@ -56,7 +56,7 @@ def load_engine(spec: ModelSpec) -> CrackEngine:
     On a real cluster the client's path may not exist on the worker: the worker's own
     copy of the shipped model is used when its sha256 matches.
     """
-    key = (spec.path, spec.sha256, spec.device, spec.precision, spec.engine)
+    key = (spec.path, spec.sha256, spec.device, spec.precision, spec.engine, spec.threads)
     with _LOCK:
         if key not in _ENGINES:
             path = Path(spec.path)

@@ -74,10 +74,14 @@ class MaskImage:
     pixel_truth: bool  # a full crack mask (counts in pixel metrics)
 
 
-def load_images(config: MaskTrainConfig, progress: bool = True) -> list[MaskImage]:
-    """Every usable image of every source, read with the pipeline's own reader."""
+def load_images(config: MaskTrainConfig, progress: bool = True, splits: tuple[str, ...] | None = None) -> list[MaskImage]:
+    """Every usable image of every source (of ``splits`` when given), read with the pipeline's own reader.
+
+    Evaluation asks for its splits only: reading the training images too cost minutes and GBs.
+    """
     out: list[MaskImage] = []
-    items = [item for source in config.sources for item in list_items(source, config.seed)]
+    items = [item for source in config.sources for item in list_items(source, config.seed)
+             if splits is None or item.split in splits]
     for item in tqdm(items, desc="reading images", unit="img", disable=not progress, leave=False):
         if item.whole_label == 1:
             continue  # crack / no-crack only: nothing to say per pixel
@@ -516,7 +520,7 @@ def scale_study(config: MaskTrainConfig, model_path: Path | None, scales: list[f
     path = Path(model_path) if model_path else SHIPPED_MODEL
     model, meta = load_checkpoint(path)
     torch.set_num_threads(config.workers)
-    images = [im for im in load_images(config, progress) if im.split == "val" and im.pixel_truth]
+    images = [im for im in load_images(config, progress, ("val",)) if im.pixel_truth]
     rows: dict[str, Any] = {}
     for scale in scales:
         started = time.perf_counter()
@@ -543,7 +547,7 @@ def evaluate_mask_checkpoint(config: MaskTrainConfig, model_path: Path | None = 
     model, meta = load_checkpoint(path)
     torch.set_num_threads(config.workers)
     threshold = meta.mask_threshold if meta.has_mask else meta.threshold
-    images = load_images(config, progress)
+    images = load_images(config, progress, ("val", "test"))
     sets: dict[str, Any] = {}
     for split in ("val", "test"):
         members = [im for im in images if im.split == split and im.pixel_truth]
