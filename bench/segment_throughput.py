@@ -58,6 +58,7 @@ round; a Markdown table for the README goes to stdout at the end.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -83,7 +84,7 @@ from survey_cracks import hardware  # noqa: E402
 from survey_cracks.config import RunConfig, load_config  # noqa: E402
 from survey_cracks.inference import model_spec  # noqa: E402
 from survey_cracks.models.checkpoint import SHIPPED_MODEL, file_sha256, read_meta  # noqa: E402
-from survey_cracks.models.engines import ModelSpec, compute_of, load_engine, resolve_engine  # noqa: E402
+from survey_cracks.models.engines import ModelSpec, compute_of, load_engine  # noqa: E402
 from survey_cracks.pipeline import context_margin  # noqa: E402
 from survey_cracks.raster import inspect_raster, open_raster, read_context  # noqa: E402
 from survey_cracks.synthetic import write_orthomosaic  # noqa: E402
@@ -154,26 +155,14 @@ def sample_windows(raster: Path, window_px: int, margin: int, count: int = 4) ->
 
 # --------------------------------------------------------------------------- bare network
 
-_WIDE_ONNX: dict[tuple, object] = {}
-
-
 def engine_with(spec: ModelSpec, threads: int):  # type: ignore[no-untyped-def]
     """The run's engine, with ``threads`` intra-op threads per call.
 
     With the run's own thread count this is exactly `load_engine(spec)`, the object a worker
-    holds. PyTorch takes its thread count per calling thread (set before each measurement), so
-    the same engine serves both ways; an ONNX Runtime session fixes it at creation, so the
-    one-stream way gets its own session of the same class (load_engine keys engines without
-    threads and would hand back the one-thread session).
+    holds; `load_engine` keys engines by thread count too (an ONNX Runtime session fixes it at
+    creation; PyTorch takes it per calling thread, set before each measurement).
     """
-    if threads == spec.threads or resolve_engine(spec.engine, spec.device, spec.precision) != "onnxruntime":
-        return load_engine(spec)
-    key = (spec.path, spec.sha256, threads)
-    if key not in _WIDE_ONNX:
-        from survey_cracks.models.onnx_engine import OnnxCrackClassifier
-
-        _WIDE_ONNX[key] = OnnxCrackClassifier(Path(spec.path), threads=threads, sha256=spec.sha256)
-    return _WIDE_ONNX[key]
+    return load_engine(dataclasses.replace(spec, threads=threads))
 
 
 def segment_rate(engine, windows: list[np.ndarray], streams: int, threads: int, per_stream: int,  # type: ignore[no-untyped-def]
