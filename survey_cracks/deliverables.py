@@ -47,6 +47,7 @@ class RasterLayers:
 
     outcome: RasterOutcome
     folder: Path
+    source: Path
     cracks: gpd.GeoDataFrame
     lines: gpd.GeoDataFrame | None
     footprint: shapely.Geometry
@@ -90,7 +91,7 @@ def survey_crs(outcomes: list[RasterOutcome], folder: Path) -> tuple[CRS | None,
     return crs, GroundScale(factor, gsd)
 
 
-def _read_layers(outcome: RasterOutcome, folder: Path, crs: CRS | None) -> RasterLayers:
+def _read_layers(outcome: RasterOutcome, folder: Path, source_path: Path, crs: CRS | None) -> RasterLayers:
     gpkg = folder / "cracks.gpkg"
     names = [name for name, _ in pyogrio.list_layers(gpkg)]
     with warnings.catch_warnings():
@@ -106,7 +107,7 @@ def _read_layers(outcome: RasterOutcome, folder: Path, crs: CRS | None) -> Raste
     for frame in (cracks, lines):
         if frame is not None:
             frame.insert(0, "raster", outcome.raster)
-    return RasterLayers(outcome, folder, cracks, lines, shape)
+    return RasterLayers(outcome, folder, source_path, cracks, lines, shape)
 
 
 def _survey_assets(survey_folder_source: Path | None, assets_file: Path | None, rules: AssetRules) -> tuple[Path | None, gpd.GeoDataFrame | None]:
@@ -131,9 +132,9 @@ def build_survey(record: RunRecord, survey: str, outcomes: list[RasterOutcome], 
     for o in ok:
         if o not in usable:
             notes.append(f"{o.raster}: not georeferenced, left out of the survey's GeoPackage and asset figures")
-    rasters = [_read_layers(o, record.folder(o), crs) for o in usable]
+    rasters = [_read_layers(o, record.folder(o), record.source(o), crs) for o in usable]
     rules = record.rules
-    source_folder = Path(ok[0].source).parent if ok and ok[0].source else None
+    source_folder = record.source(ok[0]).parent if ok else None
     asset_path, assets = _survey_assets(source_folder, assets_file, rules)
     figures: list[AssetFigures] = []
     has_lines = any(r.lines is not None for r in rasters)

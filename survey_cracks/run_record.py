@@ -35,6 +35,7 @@ class RunRecord:
     rules: AssetRules
     versions: dict[str, str | None]
     outcomes: list[RasterOutcome]
+    cwd: Path  # where the run was started: relative source paths are relative to it
 
     def surveys(self) -> dict[str, list[RasterOutcome]]:
         """Outcomes grouped by survey, in run order (input errors, which have no survey, left out)."""
@@ -46,6 +47,10 @@ class RunRecord:
 
     def folder(self, outcome: RasterOutcome) -> Path:
         return self.out / outcome.survey / outcome.raster
+
+    def source(self, outcome: RasterOutcome) -> Path:
+        """The raster an output was made from (report.json records it as given to `run`)."""
+        return self.cwd / outcome.source
 
 
 def read_run(out: Path) -> RunRecord:
@@ -63,6 +68,7 @@ def read_run(out: Path) -> RunRecord:
         mode=data.get("mode", "patch"), finished_at=data.get("finished_at", ""), assets=Path(assets) if assets else None,
         rules=AssetRules.model_validate(data["asset_rules"]) if data.get("asset_rules") else AssetRules(),
         versions=data.get("versions", {}), outcomes=read_outcomes(out),
+        cwd=Path(data.get("cwd") or Path.cwd()),
     )
 
 
