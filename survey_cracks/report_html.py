@@ -244,7 +244,8 @@ def _raster_section(raster: "RasterLayers", record: RunRecord) -> str:
         gallery, curve = f'<p class="note">no gallery: {html.escape(error.message)}</p>', None
     side = [_metrics_table(outcome)]
     if curve is not None:
-        side.append(_pr_figure(curve, float(counts.get("threshold", record.threshold))))
+        side.append(f"<figure>{_pr_figure(curve, float(counts.get('threshold', record.threshold)))}<figcaption>pixel@2px "
+                    "precision-recall curve over thresholds; the dot is the run's threshold</figcaption></figure>")
     parts.append(f'<div class="row"><figure>{overview}</figure><div>{"".join(side)}</div></div>')
     parts.append(gallery)
     return "".join(parts)
