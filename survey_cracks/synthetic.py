@@ -371,6 +371,35 @@ def _footprint(bounds: tuple[float, float, float, float], rng: np.random.Generat
     return poly
 
 
+@dataclass(frozen=True)
+class LaterDate:
+    """A later survey of the same site: the longest cracks have grown and widened, new ones appeared, the grid moved."""
+
+    seed: int = 1
+    grow: int = 3  # how many of the longest cracks grow ...
+    grow_px: float = 160.0  # ... by about this many pixels from their end
+    widen: float = 1.5  # ... and widen by this factor
+    new_cracks: int = 1
+    shift_px: tuple[float, float] = (3.3, -1.7)  # the raster grid's offset (columns, rows) from the earlier one
+
+
+def _grow(cracks: list[tuple[LineString, float]], later: LaterDate, rng: np.random.Generator,
+          bounds: tuple[float, float, float, float], px: float) -> tuple[list[tuple[LineString, float]], list[tuple[LineString, float]]]:
+    """The earlier cracks (the grown ones wider) and what is added: extensions from their ends and new cracks."""
+    longest = sorted(range(len(cracks)), key=lambda i: -cracks[i][0].length)[: later.grow]
+    grown, extra = list(cracks), []
+    for i in longest:
+        line, width = cracks[i]
+        xy = np.asarray(line.coords)
+        tail = xy[-1] - xy[max(0, len(xy) - 6)]
+        found: list[tuple[LineString, float]] = []
+        _walk(xy[-1], float(np.arctan2(tail[1], tail[0])), later.grow_px, width * later.widen / px, 2, bounds, px, rng, found)
+        grown[i] = (line, width * later.widen)
+        extra += found
+    extra += crack_lines(bounds, later.new_cracks, rng, px)
+    return grown, extra
+
+
 def _build_scene(
     seed: int,
     bounds: tuple[float, float, float, float],
@@ -381,6 +410,7 @@ def _build_scene(
     confusers: bool,
     footprint: bool,
     grain: float = 1.0,
+    later: LaterDate | None = None,
 ) -> _Scene:
     """Draw every vector feature once, for the whole extent, from one seeded generator."""
     rng = np.random.default_rng(seed)
@@ -406,15 +436,21 @@ def _build_scene(
     cracks = crack_lines(bounds, n_cracks, rng, pixel_size)
     if surface == "asphalt":  # ravelled edges: asphalt cracks open wider
         cracks = [(line, width * 1.5) for line, width in cracks]
+    extra: list[tuple[LineString, float]] = []
+    if later is not None:  # its own generator: the rest of the scene stays the earlier date's
+        later_rng = np.random.default_rng([seed, later.seed])
+        cracks, extra = _grow(cracks, later, later_rng, bounds, px)
     crack_layer = _Layer()
-    for line, width in cracks:
+    for number, (line, width) in enumerate(cracks + extra):
+        draw = rng if number < len(cracks) else later_rng
         radius = max(width / 2, 0.75 * px)
-        depth = float(np.clip(0.6 + 0.06 * width / px + rng.normal(0, 0.08), 0.55, 0.95))
+        depth = float(np.clip(0.6 + 0.06 * width / px + draw.normal(0, 0.08), 0.55, 0.95))
         # drawn in short overlapping pieces: a window then rasterises only what it touches
         coords = np.asarray(line.coords)
         for i in range(0, len(coords) - 1, 32):
             crack_layer.add(LineString(coords[i : i + 33]).buffer(radius, quad_segs=4), depth)
     crack_layer.build()
+    cracks = cracks + extra
 
     layers = {k: _Layer() for k in _SIGMA}
     if confusers:
@@ -848,6 +884,7 @@ def write_orthomosaic(
     compress: Literal["JPEG", "DEFLATE"] = "JPEG",
     surface: Surface = "concrete",
     annotation_geometry: Literal["lines", "polygons"] = "lines",
+    later: LaterDate | None = None,
 ) -> None:
     """Write a georeferenced, tiled RGB GeoTIFF survey with an irregular footprint.
 
@@ -861,6 +898,8 @@ def write_orthomosaic(
     the lines buffered by width/2), in ``annotation_crs`` or the raster CRS.
     ``surface`` picks concrete or asphalt. Same seed, same raster, whatever
     ``block``: texture and vectors depend on global pixel coordinates only.
+    ``later`` draws the same site at a later date (LaterDate: grown and new cracks, a
+    shifted grid); the annotation then holds the later date's cracks.
     """
     if block % 16 or block <= 0:
         raise ValueError(f"block must be a positive multiple of 16, not {block}")
@@ -872,7 +911,10 @@ def write_orthomosaic(
         raise ValueError(f"annotation_path must end in .geojson or .gpkg, not {Path(annotation_path).name}")
     transform = from_origin(origin[0], origin[1], gsd, gsd)
     bounds = (origin[0], origin[1] - height * gsd, origin[0] + width * gsd, origin[1])
-    scene = _build_scene(seed, bounds, gsd, transform, surface, n_cracks, True, True)
+    scene = _build_scene(seed, bounds, gsd, transform, surface, n_cracks, True, True, later=later)
+    if later is not None:  # the same site on another grid
+        transform = transform * Affine.translation(*later.shift_px)
+        scene.transform = transform
 
     profile: dict[str, object] = {
         "driver": "GTiff",
