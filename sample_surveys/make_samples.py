@@ -44,6 +44,7 @@ def write_assets(path: Path, ids: list[str], boxes: list[tuple[float, float, flo
     frame = gpd.GeoDataFrame({"asset_id": ids, "material": [material] * len(ids)}, geometry=[box(*b) for b in boxes], crs=crs)
     if store_crs:
         frame = frame.to_crs(store_crs)
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.unlink(missing_ok=True)
     frame.to_file(path)
     return path

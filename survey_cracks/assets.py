@@ -30,7 +30,7 @@ from rasterio.enums import Resampling
 
 from survey_cracks.annotations import _geojson_declares_crs
 from survey_cracks.condition import AssetRules, Verdict, density_verdict, width_verdict, worst
-from survey_cracks.crack_types import CRACK_TYPES, axis_angle, classify, line_angle, network_lines
+from survey_cracks.crack_types import CRACK_TYPES, axis_angle, classify, network_lines
 from survey_cracks.errors import AssetError
 from survey_cracks.raster import open_raster
 
@@ -257,5 +257,4 @@ def figures_frame(figures: list[AssetFigures], crs: CRS | None) -> gpd.GeoDataFr
     return gpd.GeoDataFrame(frame, geometry=[f.geometry for f in figures], crs=crs)
 
 
-__all__ = ["load_assets", "assets_in_crs", "footprint", "measure_assets", "figures_frame", "AssetFigures", "GroundScale",
-           "line_angle"]
+__all__ = ["load_assets", "assets_in_crs", "footprint", "measure_assets", "figures_frame", "AssetFigures", "GroundScale"]

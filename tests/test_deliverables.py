@@ -14,12 +14,10 @@ import sqlite3
 from pathlib import Path
 
 import geopandas as gpd
-import numpy as np
 import pandas as pd
 import pyogrio
 import pytest
 import rasterio
-import shapely
 from click.testing import CliRunner
 from shapely.geometry import LineString, box
 

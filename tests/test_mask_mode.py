@@ -7,7 +7,6 @@ product's own `fit_mask`, starting from the tiny patch classifier of conftest.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
