@@ -15,6 +15,9 @@ one record:
   length, or its maximum width by more than ``width_growth_px`` pixels;
 * **matched** — otherwise (the same crack, no measurable growth).
 
+Records shorter than ``min_length_px`` at both dates are left out: specks a detector
+finds at one date and not the next are not change.
+
 Per asset (``--assets``, else the run's asset file, else the later run's raster
 footprints): length, density and condition at both dates and their change.
 """
@@ -82,6 +85,8 @@ def match_cracks(old: gpd.GeoDataFrame, new: gpd.GeoDataFrame, pixel: float, rul
         members = frame.iloc[np.flatnonzero(group == g)]
         before, after = members[members["_date"] == "old"], members[members["_date"] == "new"]
         old_length, new_length = float(before["length"].sum()), float(after["length"].sum())
+        if max(old_length, new_length) < rules.min_length_px * pixel:
+            continue
         old_width = float(before["max_width"].max()) if len(before) else np.nan
         new_width = float(after["max_width"].max()) if len(after) else np.nan
         if not len(before):
@@ -96,9 +101,9 @@ def match_cracks(old: gpd.GeoDataFrame, new: gpd.GeoDataFrame, pixel: float, rul
         shown = after if len(after) else before
         shapes.append(shapely.union_all(shapely.boundary(np.asarray(shown.geometry.values, dtype=object))))
         records.append({
-            "status": status, "old_rasters": ",".join(sorted(set(before["raster"].astype(str)))),
-            "old_ids": ",".join(str(int(i)) for i in before["id"]), "new_rasters": ",".join(sorted(set(after["raster"].astype(str)))),
-            "new_ids": ",".join(str(int(i)) for i in after["id"]), "old_length": round(old_length, 4),
+            "status": status, "old_rasters": ";".join(sorted(set(before["raster"].astype(str)))),
+            "old_ids": ";".join(str(int(i)) for i in before["id"]), "new_rasters": ";".join(sorted(set(after["raster"].astype(str)))),
+            "new_ids": ";".join(str(int(i)) for i in after["id"]), "old_length": round(old_length, 4),
             "new_length": round(new_length, 4), "length_change": round(new_length - old_length, 4),
             "old_max_width": old_width, "new_max_width": new_width,
             "width_change": new_width - old_width if np.isfinite(new_width) and np.isfinite(old_width) else np.nan, "unit": unit,

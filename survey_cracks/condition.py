@@ -112,6 +112,7 @@ class ChangeRules(StrictModel):
     length_growth_px: float = Field(10.0, ge=0, description="grown: longer by more than this many pixels ...")
     length_growth_fraction: float = Field(0.1, ge=0, description="... and by more than this share of the old length")
     width_growth_px: float = Field(2.0, ge=0, description="or wider (max width) by more than this many pixels")
+    min_length_px: float = Field(25.0, ge=0, description="records shorter than this at both dates are specks, left out")
 
 
 def _aashto() -> WidthRule:

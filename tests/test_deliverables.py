@@ -173,7 +173,7 @@ def test_a_crack_seen_as_two_pieces_is_one_record():
     new = gpd.GeoDataFrame({"id": [7, 8], "length": [0.49, 0.49], "max_width": [0.002, 0.002]},
                            geometry=[crack(0, 0, 0.49, 0), crack(0.51, 0, 1, 0)], crs="EPSG:32631")
     changes = match_cracks(old, new, 0.001, ChangeRules(), "m")
-    assert len(changes) == 1 and changes["status"].iloc[0] == "matched" and changes["new_ids"].iloc[0] == "7,8"
+    assert len(changes) == 1 and changes["status"].iloc[0] == "matched" and changes["new_ids"].iloc[0] == "7;8"
 
 
 def test_compare_two_runs_writes_the_changes_layer_and_tables(run_out, tmp_path):
