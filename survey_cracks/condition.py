@@ -57,30 +57,27 @@ def _ascending(classes: list[LimitClass]) -> None:
         raise ValueError("class upper limits must increase")
 
 
-class WidthRule(StrictModel):
+class ClassRule(StrictModel):
+    """Classes by upper limit, ascending, and where they come from."""
+
+    classes: list[LimitClass]
+    source: str = ""
+
+    @model_validator(mode="after")
+    def _check(self) -> "ClassRule":
+        _ascending(self.classes)
+        return self
+
+
+class WidthRule(ClassRule):
     """Classes of the widest crack (or the mean width), in millimetres."""
 
     measure: Literal["max_width", "mean_width"] = "max_width"
     uncertainty_px: float = Field(1.0, ge=0, description="a measured width is good to this many pixels either way")
-    classes: list[LimitClass]
-    source: str = ""
-
-    @model_validator(mode="after")
-    def _check(self) -> "WidthRule":
-        _ascending(self.classes)
-        return self
 
 
-class DensityRule(StrictModel):
+class DensityRule(ClassRule):
     """Classes of crack length per surveyed area, in m/m²."""
-
-    classes: list[LimitClass]
-    source: str = ""
-
-    @model_validator(mode="after")
-    def _check(self) -> "DensityRule":
-        _ascending(self.classes)
-        return self
 
 
 class MaterialRules(StrictModel):
