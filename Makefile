@@ -12,9 +12,11 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev,export]'
 	touch $(STAMP)
 
-demo: $(STAMP)  ## Run the crack job on the bundled sample surveys -> out/demo/
+demo: $(STAMP)  ## Run the crack job on the bundled sample surveys -> out/demo/, the deck's later date -> out/demo_later/, and compare them
 	mkdir -p $(dir $(OUT))
 	$(VENV)/bin/survey-cracks run sample_surveys --out $(OUT)
+	$(VENV)/bin/survey-cracks run sample_surveys/later --out $(OUT)_later
+	$(VENV)/bin/survey-cracks compare $(OUT) $(OUT)_later
 
 test: $(STAMP)  ## The whole test suite
 	$(PY) -m pytest -q

@@ -47,3 +47,7 @@ class DataSourceError(SurveyCracksError):
 
 class OutputError(SurveyCracksError):
     """An output location cannot be written."""
+
+
+class AssetError(SurveyCracksError):
+    """An asset file (or an asset rules file) cannot be used: unreadable, no id column, no CRS, no polygons."""

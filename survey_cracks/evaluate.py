@@ -1,7 +1,7 @@
 """Per-raster metrics at three levels, and survey totals.
 
-Inputs: the crack heatmap (float32, one band, the raster's size and transform,
-values 0..1 = crack probability, nodata -1 outside the footprint), the predicted
+Inputs: the crack heatmap (one band, the raster's size and transform, read as crack
+probability 0..1 by `heatmap.read_probability`, NaN outside the footprint), the predicted
 crack polygons, the operating ``threshold`` and the annotation (:class:`Truth`).
 The *footprint* is the set of heatmap pixels that are not nodata; *annotated
 crack pixels* are the annotation's crack pixels (lines buffered to their width,
@@ -68,6 +68,7 @@ import rasterio
 import shapely
 from pyproj import CRS
 from rasterio.windows import Window
+from scipy import ndimage
 
 from survey_cracks.annotations import Truth
 from survey_cracks.config import EvaluateConfig
@@ -202,19 +203,37 @@ def object_match(
     annotated: gpd.GeoDataFrame, predicted: gpd.GeoDataFrame, info: RasterInfo, config: EvaluateConfig | None = None
 ) -> tuple[MatchScores, dict[str, int]]:
     """Correct polygons and found objects by majority overlap (see the module docstring)."""
-    config = config or EvaluateConfig()
-    truth_geoms = _geometries(annotated, info)
-    pred_geoms = _geometries(predicted, info)
-    grow = config.object_tolerance_px * (abs(info.transform.a) if info.georeferenced else 1.0)
-    pred_ok = _majority_on_one(pred_geoms, truth_geoms, grow, config.object_overlap)
-    truth_ok = _majority_on_one(truth_geoms, pred_geoms, grow, config.object_overlap)
+    flags = object_flags(annotated, predicted, info, config)
+    pred_ok, truth_ok = flags.correct, flags.found
     scores = MatchScores(
         tp=int(pred_ok.sum()),
         fp=int((~pred_ok).sum()),
         fn=int((~truth_ok).sum()),
         tp_truth=int(truth_ok.sum()),
     )
-    return scores, {"annotated_objects": len(truth_geoms), "predicted_objects": len(pred_geoms)}
+    return scores, {"annotated_objects": len(flags.annotated), "predicted_objects": len(flags.predicted)}
+
+
+@dataclass
+class ObjectFlags:
+    """Each predicted polygon: correct or not; each annotated object: found or not (raster coordinates)."""
+
+    predicted: np.ndarray
+    correct: np.ndarray
+    annotated: np.ndarray
+    found: np.ndarray
+
+
+def object_flags(
+    annotated: gpd.GeoDataFrame, predicted: gpd.GeoDataFrame, info: RasterInfo, config: EvaluateConfig | None = None
+) -> ObjectFlags:
+    """The object-level decisions behind `object_match`: what the report's false-positive/negative gallery shows."""
+    config = config or EvaluateConfig()
+    truth_geoms = _geometries(annotated, info)
+    pred_geoms = _geometries(predicted, info)
+    grow = config.object_tolerance_px * (abs(info.transform.a) if info.georeferenced else 1.0)
+    return ObjectFlags(pred_geoms, _majority_on_one(pred_geoms, truth_geoms, grow, config.object_overlap),
+                       truth_geoms, _majority_on_one(truth_geoms, pred_geoms, grow, config.object_overlap))
 
 
 def _majority_on_one(subjects: np.ndarray, others: np.ndarray, grow: float, share: float) -> np.ndarray:
@@ -268,6 +287,59 @@ def combine(metrics: list[RasterMetrics]) -> RasterMetrics:
             centreline = centreline + m.centreline
     return RasterMetrics(cell=cell, object=obj, object_counts=object_counts, pixel=pixel, cell_counts=cell_counts,
                          centreline=centreline, centreline_tolerance=line_tolerances.pop() if line_tolerances else 2)
+
+
+@dataclass
+class PRCurve:
+    """pixel@N px precision and recall at each threshold of ``thresholds`` (the pixel metric's definition)."""
+
+    thresholds: np.ndarray
+    precision: np.ndarray  # NaN where nothing is predicted
+    recall: np.ndarray
+    tolerance_px: int
+
+
+def pixel_pr_curve(heatmap_path: Path, truth: Truth, info: RasterInfo, tolerance: int = 2, block: int = 1024,
+                   steps: int = 100) -> PRCurve:
+    """Precision/recall of pixel@``tolerance`` px at thresholds 0, 1/steps, ... 1, in one pass over the heatmap.
+
+    Per block (with a halo): a histogram of the heatmap values of predicted-candidate
+    pixels near an annotated pixel and of all of them (precision), and of the highest
+    value within ``tolerance`` px of each annotated pixel (recall): a threshold ``t``
+    predicts every value >= t, so cumulative sums give every threshold at once.
+    """
+    edges = np.linspace(0, 1, steps + 1)
+    near_hist, all_hist, truth_hist = (np.zeros(steps + 1, np.int64) for _ in range(3))
+    annotated_total = 0
+    r = tolerance
+    disk = (np.hypot(*np.mgrid[-r : r + 1, -r : r + 1]) <= r + 1e-9)
+
+    def bins(values: np.ndarray) -> np.ndarray:
+        return np.bincount(np.clip(np.floor(values * steps + 1e-9).astype(np.int64), 0, steps), minlength=steps + 1)
+
+    with open_raster(heatmap_path) as src:
+        for core in block_windows(info.width, info.height, block):
+            outer = Window(core.col_off - r, core.row_off - r, core.width + 2 * r, core.height + 2 * r)
+            heat = _read_padded(src, outer, info)
+            valid = np.isfinite(heat) & (heat >= 0)
+            inner = (slice(r, r + int(core.height)), slice(r, r + int(core.width)))
+            if not valid[inner].any():
+                continue
+            annotated = truth.mask(outer) & valid
+            near = ndimage.binary_dilation(annotated, structure=disk) if r else annotated
+            values, ok = heat[inner], valid[inner]
+            all_hist += bins(values[ok])
+            near_hist += bins(values[ok & near[inner]])
+            best = ndimage.maximum_filter(np.where(valid, heat, -1.0), footprint=disk, mode="constant", cval=-1.0)
+            marked = annotated[inner]
+            annotated_total += int(marked.sum())
+            reached = best[inner][marked]
+            truth_hist += bins(reached[reached >= 0])
+    predicted = np.cumsum(all_hist[::-1])[::-1]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        precision = np.cumsum(near_hist[::-1])[::-1] / predicted
+        recall = np.cumsum(truth_hist[::-1])[::-1] / max(annotated_total, 1)
+    return PRCurve(edges, np.where(predicted > 0, precision, np.nan), recall, tolerance)
 
 
 def _add_counts(a: dict[str, int], b: dict[str, int]) -> dict[str, int]:

@@ -26,6 +26,7 @@ import numpy as np
 import rasterio
 import rasterio.shutil
 
+from rasterio.enums import Resampling
 from rasterio.errors import NotGeoreferencedWarning
 from rasterio.windows import Window
 from threadpoolctl import threadpool_limits
@@ -56,13 +57,17 @@ def probability_of(levels: np.ndarray) -> np.ndarray:
     return _PROBABILITY_OF_LEVEL[levels]
 
 
-def read_probability(src: rasterio.io.DatasetReader, window: Window | None = None) -> np.ndarray:
-    """Band 1 as float32 probability with NaN outside the footprint.
+def read_probability(src: rasterio.io.DatasetReader, window: Window | None = None,
+                     out_shape: tuple[int, int] | None = None, boundless: bool = False) -> np.ndarray:
+    """Band 1 as float32 probability with NaN outside the footprint (and, ``boundless``, outside the raster).
 
     Reads this package's uint8 level heatmaps and float heatmaps of earlier versions
-    (nodata -1) alike.
+    (nodata -1) alike; ``out_shape`` reads a decimated copy (nearest level, from overviews).
     """
-    data = src.read(1, window=window)
+    options = {"out_shape": out_shape, "resampling": Resampling.nearest} if out_shape is not None else {}
+    if boundless:
+        options.update(boundless=True, fill_value=src.nodata if src.nodata is not None else 0)
+    data = src.read(1, window=window, **options)
     if data.dtype == np.uint8:
         return probability_of(data)
     values = data.astype(np.float32, copy=False)

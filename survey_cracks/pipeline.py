@@ -20,8 +20,11 @@ import geopandas as gpd
 import numpy as np
 import rasterio
 
+from survey_cracks.assets import load_assets
 from survey_cracks.annotations import Truth, find_annotation, load_truth
+from survey_cracks.condition import AssetRules
 from survey_cracks.config import RunConfig
+from survey_cracks.deliverables import write_deliverables
 from survey_cracks.discover import SurveyRaster, find_rasters
 from survey_cracks.errors import ConfigError, ModelFileError, OutputError, RasterError, SurveyCracksError
 from survey_cracks.evaluate import RasterMetrics, combine, evaluate_raster
@@ -113,12 +116,21 @@ def run_surveys(
     model_path: Path | None = None,
     progress: bool = True,
     log: Log = print,
+    assets: Path | None = None,
+    rules: AssetRules | None = None,
 ) -> RunResult:
-    """Process every raster found in ``inputs``; write per-raster folders and run-level reports."""
+    """Process every raster found in ``inputs``; write per-raster folders, run-level reports and the deliverables.
+
+    ``assets``: asset polygons for every survey (else each survey folder's assets.gpkg/.geojson, else
+    the rasters' footprints); ``rules``: condition classes and crack types (see deliverables).
+    """
     started = time.time()
     out = Path(out)
     if not out.parent.exists():
         raise OutputError(out, f"parent folder {out.parent} does not exist", "create it, or choose another --out")
+    rules = rules or AssetRules()
+    if assets is not None:
+        load_assets(assets, rules)  # a bad asset file fails before hours of inference, not after
     model_path = Path(model_path) if model_path else SHIPPED_MODEL
     meta = read_meta(model_path)
     sha = file_sha256(model_path)
@@ -160,6 +172,7 @@ def run_surveys(
         {
             "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "inputs": [str(p) for p in inputs],
+            "cwd": str(Path.cwd()),  # relative sources in report.json are relative to it
             "config": config.model_dump(mode="json"),
             "model": {"file": str(model_path), "sha256": sha, "threshold": threshold, "metadata": meta.provenance,
                       "patch_size": meta.patch_size, "heads": list(meta.heads), "compute": compute},
@@ -170,8 +183,11 @@ def run_surveys(
             "failed": len(result.failed),
             "seconds": round(time.time() - started, 2),
             "timings": {f"{o.survey}/{o.raster}" if o.survey else o.source: o.seconds for o in result.outcomes},
+            "assets": str(Path(assets).resolve()) if assets else None,
+            "asset_rules": rules.model_dump(mode="json"),
         },
     )
+    write_deliverables(out, log)
     return result
 
 

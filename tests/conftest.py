@@ -112,3 +112,46 @@ def needs_shared() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip("../shared/data is not present")
     return SHARED_DATA
+
+
+# ---------------------------------------------------------------------------------- a tiny mask model
+# (shared by test_mask_mode and the tests of the asset deliverables, which need centrelines)
+
+
+def mask_folder(root: Path, count: int = 10) -> Path:
+    from PIL import Image
+
+    from survey_cracks.synthetic import render_scene
+
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    for seed in range(count):
+        rgb, mask = render_scene(192, 256, seed=100 + seed, surface="concrete" if seed % 2 else "asphalt")
+        Image.fromarray(rgb).save(root / "images" / f"scene{seed}.png")
+        Image.fromarray(mask).save(root / "masks" / f"scene{seed}.png")
+    return root
+
+
+def mask_config(root: Path, out: Path, init_path: Path, **schedule: int):
+    from survey_cracks.config import DataSource, MaskSchedule, MaskTrainConfig
+
+    steps = {"decoder_steps": 12, "joint_steps": 8, "batch_size": 4, "crop_size": 128, "checkpoint_every": 10, **schedule}
+    return MaskTrainConfig(
+        sources=[DataSource(name="synthetic", kind="mask_folder", root=root, split={"val": 0.3, "test": 0.0})],
+        init="shipped", init_path=init_path, decoder_channels=8, schedule=MaskSchedule(**steps), workers=2, out_dir=out,
+    )
+
+
+@pytest.fixture(scope="session")
+def mask_source(tmp_path_factory) -> Path:
+    return mask_folder(tmp_path_factory.mktemp("mask_source"))
+
+
+@pytest.fixture(scope="session")
+def tiny_mask_model(tiny_model, mask_source, tmp_path_factory) -> Path:
+    from survey_cracks.training.segment import fit_mask
+
+    out = tmp_path_factory.mktemp("tiny_mask")
+    result = fit_mask(mask_config(mask_source, out, tiny_model, decoder_steps=48, joint_steps=16, checkpoint_every=32),
+                      progress=False, log=lambda _: None)
+    return result.checkpoint

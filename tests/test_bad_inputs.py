@@ -24,7 +24,8 @@ from survey_cracks.cli.main import cli
 from survey_cracks.synthetic import render_scene
 from tests.conftest import write_geotiff
 
-OUTPUT_FILES = {"heatmap.tif", "cracks.gpkg", "cracks.geojson", "report.json", "heatmap.qml", "cracks.qml"}
+OUTPUT_FILES = {"heatmap.tif", "cracks.gpkg", "cracks.geojson", "report.json", "heatmap.qml", "cracks.qml",
+                "item.json"}  # the STAC item of the raster (stac.py)
 SIZE = 96  # good and bad rasters: 96 x 96 px
 ORIGIN = (500000.0, 5700000.0)
 GSD = 0.01

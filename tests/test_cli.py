@@ -36,7 +36,8 @@ SCRIPT = Path(sys.executable).parent / "survey-cracks"
 if not SCRIPT.exists():  # pragma: no cover - pytest run from another interpreter
     SCRIPT = REPO / ".venv" / "bin" / "survey-cracks"
 
-OUTPUT_FILES = ("heatmap.tif", "cracks.gpkg", "cracks.geojson", "report.json", "heatmap.qml", "cracks.qml")
+OUTPUT_FILES = ("heatmap.tif", "cracks.gpkg", "cracks.geojson", "report.json", "heatmap.qml", "cracks.qml",
+                "item.json")  # the STAC item of the raster (stac.py)
 CRACK_COLUMNS = {"id", "max_score", "mean_score", "area", "length", "unit"}
 METRIC_KEYS = {"cell", "object", "pixel_2px", "pixel_5px"}
 ROAD_SHAPE = (72, 1040)  # (rows, cols): a long scan strip, wide enough for COG overviews
@@ -153,8 +154,9 @@ def test_run_writes_every_output(default_run, surveys):
     assert (out / "summary.csv").is_file() and (out / "run.json").is_file()
     assert not partial_leftovers(out)
     # the annotation files are never taken for rasters to survey
-    assert sorted(p.name for p in (out / "bridge").iterdir()) == ["deck", "report.json"]
-    assert sorted(p.name for p in (out / "road").iterdir()) == ["report.json", "scan"]
+    # (beside the raster folders: the survey's report, GeoPackage, asset table and STAC catalogue)
+    assert sorted(p.name for p in (out / "bridge").iterdir()) == ["assets.csv", "bridge.gpkg", "catalog.json", "deck", "report.json"]
+    assert sorted(p.name for p in (out / "road").iterdir()) == ["assets.csv", "catalog.json", "report.json", "road.gpkg", "scan"]
 
 
 def test_georeferenced_heatmap_is_cog_on_the_input_grid(default_run, surveys):

@@ -7,7 +7,6 @@ product's own `fit_mask`, starting from the tiny patch classifier of conftest.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,8 +17,8 @@ from PIL import Image
 from rasterio.windows import Window
 
 from survey_cracks.cli.main import cli
+from survey_cracks.config import RunConfig
 from survey_cracks.heatmap import SCALE, read_probability
-from survey_cracks.config import MaskSchedule, MaskTrainConfig, DataSource, RunConfig
 from survey_cracks.models.checkpoint import read_meta
 from survey_cracks.models.network import load_checkpoint, normalise
 from survey_cracks.raster import inspect_raster, open_raster, read_context
@@ -27,38 +26,7 @@ from survey_cracks.synthetic import render_scene
 from survey_cracks.tiling import context_windows
 from survey_cracks.training.segment import dense_patch_labels, fit_mask, mask_loss
 from survey_cracks.training.train import weights_sha256
-from tests.conftest import write_geotiff
-
-
-def _mask_source(root: Path, count: int = 10) -> Path:
-    (root / "images").mkdir(parents=True)
-    (root / "masks").mkdir()
-    for seed in range(count):
-        rgb, mask = render_scene(192, 256, seed=100 + seed, surface="concrete" if seed % 2 else "asphalt")
-        Image.fromarray(rgb).save(root / "images" / f"scene{seed}.png")
-        Image.fromarray(mask).save(root / "masks" / f"scene{seed}.png")
-    return root
-
-
-def _mask_config(root: Path, out: Path, init_path: Path, **schedule: int) -> MaskTrainConfig:
-    steps = {"decoder_steps": 12, "joint_steps": 8, "batch_size": 4, "crop_size": 128, "checkpoint_every": 10, **schedule}
-    return MaskTrainConfig(
-        sources=[DataSource(name="synthetic", kind="mask_folder", root=root, split={"val": 0.3, "test": 0.0})],
-        init="shipped", init_path=init_path, decoder_channels=8, schedule=MaskSchedule(**steps), workers=2, out_dir=out,
-    )
-
-
-@pytest.fixture(scope="session")
-def mask_source(tmp_path_factory) -> Path:
-    return _mask_source(tmp_path_factory.mktemp("mask_source"))
-
-
-@pytest.fixture(scope="session")
-def tiny_mask_model(tiny_model, mask_source, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("tiny_mask")
-    result = fit_mask(_mask_config(mask_source, out, tiny_model, decoder_steps=48, joint_steps=16, checkpoint_every=32),
-                      progress=False, log=lambda _: None)
-    return result.checkpoint
+from tests.conftest import mask_config as _mask_config, write_geotiff
 
 
 def test_mask_checkpoint_says_what_it_has(tiny_mask_model, tiny_model):

@@ -14,7 +14,7 @@ from pathlib import Path
 import click
 from rasterio.errors import NotGeoreferencedWarning
 
-from survey_cracks.cli.options import config_opt, model_opt, quiet_opt
+from survey_cracks.cli.options import assets_opt, config_opt, model_opt, quiet_opt, rules_opt
 from survey_cracks.errors import SurveyCracksError
 
 # Road scans have no georeferencing by design; raster.inspect_raster records that in report.json.
@@ -71,11 +71,13 @@ def cli() -> None:
 @click.option("--target-gsd", "target_gsd_m", type=click.FloatRange(min=0, min_open=True), default=None,
               help="Mask mode: process rasters georeferenced in metres at this ground sampling distance (m/px), e.g. 0.001; "
                    "others at --scale.")
+@assets_opt
+@rules_opt
 @quiet_opt
 def run(inputs: tuple[Path, ...], out: Path, config_path: Path | None, model_path: Path | None, scheduler: str | None,
         workers: int | None, threads: int | None, threshold: float | None, ground_patch_m: float | None, batch_size: int | None,
         mode: str | None, window_px: int | None, margin_px: int | None, scale: float | None, target_gsd_m: float | None,
-        quiet: bool) -> None:
+        assets_path: Path | None, rules_path: Path | None, quiet: bool) -> None:
     """Detect cracks in every raster of INPUTS (raster files, survey folders, or folders of survey folders).
 
     \b
@@ -84,13 +86,18 @@ def run(inputs: tuple[Path, ...], out: Path, config_path: Path | None, model_pat
                                   layer 'centrelines': crack centrelines with length and width (mask mode)
                  cracks.geojson   the polygons; centrelines.geojson the centrelines
                  report.json      counts, timings and, when annotations exist, precision/recall/F1
+    Per survey:  <survey>.gpkg    layers cracks, centrelines (with crack type), assets (figures, condition), styled
+                 assets.csv       the per-asset figures and condition classes
+    Per run:     report.html (self-contained), catalog.json (STAC), summary.csv, run.json
     Annotations beside X.tif are found automatically: X.cracks.geojson, X.cracks.gpkg, X.mask.png, X.mask.tif.
     Exit code 0 when every raster succeeded, 1 when any failed, 2 on a usage error.
     """
+    from survey_cracks.condition import load_rules
     from survey_cracks.config import RunConfig, load_config
     from survey_cracks.pipeline import run_surveys
 
     try:
+        rules = load_rules(rules_path)
         config = load_config(RunConfig, config_path, {
             "inference.scheduler": scheduler, "inference.workers": workers,
             "inference.threads_per_worker": threads, "inference.batch_size": batch_size,
@@ -98,12 +105,13 @@ def run(inputs: tuple[Path, ...], out: Path, config_path: Path | None, model_pat
             "inference.mode": mode, "inference.window_px": window_px, "inference.margin_px": margin_px,
             "inference.scale": scale, "inference.target_gsd_m": target_gsd_m,
         })
-        result = run_surveys(list(inputs), out, config, model_path, progress=not quiet, log=click.echo)
+        result = run_surveys(list(inputs), out, config, model_path, progress=not quiet, log=click.echo, assets=assets_path,
+                             rules=rules)
     except SurveyCracksError as error:
         _fail(error)
         return
     ok = len(result.outcomes) - len(result.failed)
-    click.echo(f"{ok} of {len(result.outcomes)} rasters done; outputs in {out}/ (summary.csv, run.json)")
+    click.echo(f"{ok} of {len(result.outcomes)} rasters done; outputs in {out}/ (summary.csv, run.json, report.html, catalog.json)")
     for outcome in result.failed:
         click.echo(f"FAILED {outcome.error}", err=True)
     sys.exit(1 if result.failed else 0)
@@ -207,18 +215,42 @@ def train(config_path: Path, out_dir: Path | None, epochs: int | None, init: str
 
 
 @cli.command()
-@click.option("--config", "config_path", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="Training config whose validation and test splits are scored (configs/train.yaml).")
+@click.argument("out_dir", required=False, type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--threshold", type=click.FloatRange(0, 1), default=None,
+              help="OUT_DIR: recompute at this crack probability.  [default: the run's threshold]")
+@assets_opt
+@rules_opt
+@click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="Instead of OUT_DIR: a training config whose validation and test splits are scored (configs/train.yaml).")
 @model_opt
 @click.option("--out", "-o", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Also write the table as JSON here.  [default: print only]")
+              help="With --config: also write the table as JSON here.  [default: print only]")
 @quiet_opt
-def evaluate(config_path: Path, model_path: Path | None, out: Path | None, quiet: bool) -> None:
-    """Score a checkpoint on a training config's held-out splits at its calibrated threshold.
+def evaluate(out_dir: Path | None, threshold: float | None, assets_path: Path | None, rules_path: Path | None,
+             config_path: Path | None, model_path: Path | None, out: Path | None, quiet: bool) -> None:
+    """Recompute a run's metrics and reports from its outputs (OUT_DIR), or score a checkpoint (--config).
 
-    Patch-level precision, recall, F1 and AP per source; with the shipped model and configs/train.yaml
-    this checks the model card's held-out table against the weights in the package.
+    \b
+    survey-cracks evaluate OUT_DIR [--threshold T]: polygons, centrelines, metrics, report.json, summary.csv,
+        the survey GeoPackages, report.html and the STAC catalogue again from heatmap.tif and the annotations
+        beside the source rasters, without the model: the same outputs as a fresh run at T.
+    survey-cracks evaluate --config configs/train.yaml: patch-level precision, recall, F1 and AP per source of a
+        checkpoint on a training config's held-out splits at its calibrated threshold.
     """
+    if (out_dir is None) == (config_path is None):
+        raise click.UsageError("give either OUT_DIR (a run's output folder) or --config (a training config)")
+    if out_dir is not None:
+        from survey_cracks.condition import load_rules
+        from survey_cracks.reevaluate import evaluate_outputs
+
+        try:
+            rules = load_rules(rules_path) if rules_path else None
+            outcomes = evaluate_outputs(out_dir, threshold, assets_path, rules, progress=not quiet, log=click.echo)
+        except SurveyCracksError as error:
+            _fail(error)
+            return
+        click.echo(f"{sum(o.status == 'ok' for o in outcomes)} rasters re-evaluated; outputs in {out_dir}/")
+        return
     from survey_cracks.config import TrainConfig, load_config
     from survey_cracks.training.train import evaluate_checkpoint
 
@@ -234,6 +266,38 @@ def evaluate(config_path: Path, model_path: Path | None, out: Path | None, quiet
                    f"{row['f1']} | {row['ap']} |")
     if out:
         out.write_text(json.dumps(table, indent=1))
+
+
+@cli.command()
+@click.argument("old_out", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("new_out", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@assets_opt
+@rules_opt
+@quiet_opt
+def compare(old_out: Path, new_out: Path, assets_path: Path | None, rules_path: Path | None, quiet: bool) -> None:
+    """Change between two runs of the same sites: matched, new, grown and gone cracks; per-asset change.
+
+    \b
+    Surveys are paired by name. Per survey, written into NEW_OUT/<survey>/:
+      <survey>.gpkg      layer 'changes' added (status new / grown / matched / gone, length and width change)
+      changes.csv        the same as a table
+      asset_changes.csv  per asset: length, density and condition then and now
+    and NEW_OUT/report.html gains the change tables. The two dates' rasters need not share a grid or a CRS.
+    """
+    from survey_cracks.compare import compare_runs
+    from survey_cracks.condition import load_rules
+
+    try:
+        rules = load_rules(rules_path) if rules_path else None
+        results = compare_runs(old_out, new_out, assets_path, rules, log=click.echo)
+    except SurveyCracksError as error:
+        _fail(error)
+        return
+    for result in results:
+        click.echo(f"{result.survey}: {result.summary()}")
+    if not results:
+        click.echo("no survey is in both runs", err=True)
+        sys.exit(1)
 
 
 @cli.command()

@@ -15,3 +15,13 @@ model_opt = click.option(
     help="Checkpoint (.safetensors) to use.  [default: the shipped crack model]",
 )
 quiet_opt = click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
+assets_opt = click.option(
+    "--assets", "assets_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+    help="Asset polygons (GeoPackage/GeoJSON, any CRS) with an 'asset_id' (or 'id') column and an optional 'material' "
+         "(concrete, pavement).  [default: assets.gpkg/.geojson in each survey folder, else each raster's footprint]",
+)
+rules_opt = click.option(
+    "--rules", "rules_path", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+    help="Asset rules YAML: condition classes per material, crack-type angles, change matching (configs/assets.yaml).  "
+         "[default: the built-in rules listed there]",
+)
