@@ -47,3 +47,7 @@ class DataSourceError(SurveyCracksError):
 
 class OutputError(SurveyCracksError):
     """An output location cannot be written."""
+
+
+class SourceError(SurveyCracksError):
+    """A video file, camera or stream URL cannot be opened or read."""
