@@ -8,5 +8,6 @@ imports no torch; it installs alone as the ``survey-cracks-edge`` distribution
 """
 
 from survey_cracks.edge.runtime import Crack, Detection, EdgeMeta, EdgeModel
+from survey_cracks.edge.stream import StreamSummary, run_images, run_stream
 
-__all__ = ["Crack", "Detection", "EdgeMeta", "EdgeModel"]
+__all__ = ["Crack", "Detection", "EdgeMeta", "EdgeModel", "StreamSummary", "run_images", "run_stream"]
