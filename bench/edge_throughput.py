@@ -21,7 +21,7 @@ at this run's typical machine state, which is what the table shows as frames/s, 
 and ms. The raw medians are in the JSON too. Targets (issue 16): stream >= 10 frames/s at
 640 x 480 with int8, within 1 F1 point of fp32.
 
-    python bench/edge_throughput.py [--rounds 3] [--images 40] [--out bench/edge_throughput.json]
+    python bench/edge_throughput.py [--rounds 3] [--images N] [--out bench/edge_throughput.json]
 """
 
 from __future__ import annotations
@@ -71,7 +71,7 @@ def per_second(work: Callable[[], object], items: int, repeats: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--images", type=int, default=40, help="validation images for the F1 (evenly spread)")
+    parser.add_argument("--images", type=int, default=None, help="validation images for the F1, evenly spread (default: all)")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--stream-frames", type=int, default=20)
     parser.add_argument("--out", type=Path, default=REPOSITORY / "bench" / "edge_throughput.json")
