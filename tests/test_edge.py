@@ -126,6 +126,9 @@ def test_export_without_shared_data_checks_on_the_sample_scans(tmp_path, monkeyp
     images, origin = verify.validation_images(2)
     assert len(images) == 2 and "sample road scans" in origin
     assert images[0].rgb.dtype == np.uint8 and images[0].truth.dtype == bool and images[0].truth.any()
+    monkeypatch.setattr(verify, "SAMPLE_SCANS", tmp_path / "absent")  # an installed package: procedural scenes
+    images, origin = verify.validation_images(2)
+    assert len(images) == 2 and "procedural road scans" in origin and images[1].truth.any()
 
 
 def test_an_export_over_the_f1_limit_is_flagged(exports):

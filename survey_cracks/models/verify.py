@@ -8,8 +8,9 @@ classifier's rule) of the export beside PyTorch's own, on the same images.
 
 The images are the validation split of the mask model's pixel-annotated training
 sources (``configs/mask.yaml``: DeepCrack, CrackForest, masonry; needs ``../shared/data``):
-never trained on, and labelled per pixel. Without them (an installed package) the
-bundled sample road scans and their masks stand in, and the report says so.
+never trained on, and labelled per pixel. Without them the repository's sample road scans
+and their masks stand in, and in an installed package the same procedural scenes drawn
+by `survey_cracks.synthetic`; the report says which.
 """
 
 from __future__ import annotations
@@ -101,13 +102,15 @@ def validation_images(count: int | None = None) -> tuple[list[LabelledImage], st
         return ([_read(item.path, item.mask, item.name) for item in chosen],  # type: ignore[arg-type]
                 f"{len(chosen)} of the {len(items)} validation images of {names} (configs/mask.yaml)")
     scans = _evenly(sorted(SAMPLE_SCANS.glob("*.jpg")), count)
-    if not scans:
-        from survey_cracks.errors import DataSourceError
+    if scans:
+        return ([_read(s, s.with_name(f"{s.stem}.mask.png"), s.name) for s in scans],
+                f"{len(scans)} sample road scans with masks (procedural; ../shared/data absent)")
+    from survey_cracks.synthetic import render_scene  # an installed package: no repository beside it
 
-        raise DataSourceError(SAMPLE_SCANS, "no labelled images to check the export on",
-                              "run from the repository with ../shared/data beside it, or use --no-verify")
-    return ([_read(s, s.with_name(f"{s.stem}.mask.png"), s.name) for s in scans],
-            f"{len(scans)} sample road scans with masks (procedural; ../shared/data absent)")
+    scenes = [render_scene(480, 640, seed=seed, surface="asphalt" if seed % 2 else "concrete") for seed in range(6)]
+    scenes = _evenly(scenes, count)
+    return ([LabelledImage(f"scene{i}", rgb, mask > 0) for i, (rgb, mask) in enumerate(scenes)],
+            f"{len(scenes)} procedural road scans (survey_cracks.synthetic; no ../shared/data, no repository)")
 
 
 def patch_labels(truth: np.ndarray, patch: int, min_center_px: int | None = None) -> np.ndarray:
