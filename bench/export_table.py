@@ -2,7 +2,7 @@
 
     for p in fp32 fp16 int8; do survey-cracks export --precision $p --out out/crack_$p.onnx; done
     survey-cracks export --format torchscript --out out/crack_fp32.pt
-    python bench/export_table.py out/crack_*.json
+    python bench/export_table.py out/crack_*.json   # the reports: crack_fp32.onnx.json, ..., crack_fp32.pt.json
 """
 
 from __future__ import annotations

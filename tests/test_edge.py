@@ -72,7 +72,7 @@ def test_export_keeps_pytorch_accuracy_on_real_images(exports, fmt, precision):
     else:
         assert check.pixel_label_agreement > 0.99 and check.patch_label_agreement > 0.95
     report = json.loads(result.report.read_text())  # beside the file
-    assert result.report == result.file.with_suffix(".json") and report["check"]["pixel_f1_export"] == check.pixel_f1_export
+    assert result.report == result.file.with_name(result.file.name + ".json") and report["check"]["pixel_f1_export"] == check.pixel_f1_export
     assert report["source_sha256"] == file_sha256(SHIPPED_MODEL) == result.source_sha256
     assert report["export"]["precision"] == precision and report["model"]["heads"] == ["patch", "mask"]
     assert not list(result.file.parent.glob(".*partial*"))  # published by rename, no temp left

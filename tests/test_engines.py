@@ -35,7 +35,7 @@ def test_onnxruntime_scores_equal_pytorch_fp32(checkpoint):
 def test_onnx_conversion_is_cached_per_model_file(checkpoint, tmp_path):
     first = cached_onnx(checkpoint)
     assert first.parent == tmp_path / "cache" / "onnx" and first.stat().st_size > 1_000_000
-    assert first.name.endswith(".fp32.onnx") and first.with_suffix(".json").is_file()  # the export's report beside it
+    assert first.name.endswith(".fp32.onnx") and first.with_name(first.name + ".json").is_file()  # the export's report beside it
     stamp = first.stat().st_mtime_ns
     assert cached_onnx(checkpoint) == first and first.stat().st_mtime_ns == stamp  # not converted again
     assert not list(first.parent.glob(".*partial"))  # no temp file left behind

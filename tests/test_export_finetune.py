@@ -21,7 +21,7 @@ def test_export_of_a_patch_classifier_matches_pytorch(tiny_model, tmp_path, fmt,
     assert out.is_file() and check["image_count"] == 2 and check["max_abs_difference"] < 1e-3
     assert check["pixel_f1_pytorch"] is None and check["patch_f1_export"] == check["patch_f1_pytorch"]  # no decoder
     assert check["mean_abs_difference"] <= check["max_abs_difference"] and check["patch_label_agreement"] == 1.0
-    sidecar = json.loads(out.with_suffix(".json").read_text())
+    sidecar = json.loads(out.with_name(out.name + ".json").read_text())
     assert sidecar["model"]["patch_size"] == 64 and sidecar["model"]["heads"] == ["patch"] and "threshold" in sidecar["model"]
     assert not list(tmp_path.glob(".*partial"))
 

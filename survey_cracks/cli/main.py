@@ -76,7 +76,7 @@ def cli() -> None:
 @click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16", "int8"]), default=None,
               help="auto: fp16 on CUDA, bf16 on CPUs with native bf16, else fp32; int8: the model's calibrated int8 "
                    "export on ONNX Runtime (made and checked once per model, then cached; its F1 beside fp32 is in "
-                   "the cache's <sha256>.int8.json).  [default: auto]")
+                   "the cache's <sha256>.int8.onnx.json).  [default: auto]")
 @quiet_opt
 def run(inputs: tuple[Path, ...], out: Path, config_path: Path | None, model_path: Path | None, scheduler: str | None,
         workers: int | None, threads: int | None, threshold: float | None, ground_patch_m: float | None, batch_size: int | None,
@@ -276,7 +276,7 @@ def finetune(surveys: tuple[Path, ...], out: Path, model_path: Path | None, conf
 @cli.command()
 @model_opt
 @click.option("--out", "-o", required=True, type=click.Path(dir_okay=False, path_type=Path),
-              help="Exported file (.onnx or .pt); its report goes beside it with the suffix .json.")
+              help="Exported file (.onnx or .pt); its report goes beside it as FILE.json (e.g. crack.onnx.json).")
 @click.option("--format", "fmt", type=click.Choice(["onnx", "torchscript"]), default="onnx", show_default=True,
               help="onnx runs on ONNX Runtime (survey-cracks-edge), TensorRT, OpenVINO; torchscript on libtorch / mobile.")
 @click.option("--precision", type=click.Choice(["fp32", "fp16", "int8"]), default="fp32", show_default=True,
@@ -297,7 +297,7 @@ def export(model_path: Path | None, out: Path, fmt: str, precision: str, verify_
     patch size, provenance and the source checkpoint's sha256 are in the ONNX metadata_props.
     The check runs both on the validation images of configs/mask.yaml (../shared/data): max and mean
     score difference, label agreement, pixel F1 (2 px) and patch F1 of the export beside PyTorch's;
-    printed, and written to OUT with the suffix .json. The file is published (renamed into place) only
+    printed, and written beside it as OUT.json. The file is published (renamed into place) only
     after the check; an fp32 export that disagrees with PyTorch (> 1e-3) is not published.
     Exit code 0; 1 when the export lost more than 1 F1 point (published, flagged in its report, WARNING
     printed): deploy it only if that loss is acceptable; 2 on a usage error.

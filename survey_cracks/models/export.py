@@ -96,7 +96,7 @@ class ExportResult:
     sha256: str
     source: Path
     source_sha256: str
-    report: Path  # the JSON beside the file: all of this, plus the model's metadata
+    report: Path  # FILE.json beside the file: all of this, plus the model's metadata
     check: ExportCheck | None
 
     @property
@@ -161,7 +161,7 @@ def export_model(
     else:
         os.replace(tmp, out)
         check = None
-    report = out.with_suffix(".json")
+    report = out.with_name(out.name + ".json")  # crack.onnx.json: an .onnx and a .pt of one name keep their own
     result = ExportResult(out, fmt, precision, out.stat().st_size, file_sha256(out), model_path, source_sha256, report, check)
     write_json(report, {**result.to_dict(), "export": facts, "model": json.loads(meta.to_json())})
     return result

@@ -44,7 +44,7 @@ class OnnxCrackClassifier:
     """Scores patches and windows with ONNX Runtime; the `engines.CrackEngine` interface.
 
     fp32 gives PyTorch's scores within 1e-3; int8 is the calibrated static quantisation
-    (its F1 beside PyTorch's is in the export's report, ``<sha256>.int8.json`` in the cache).
+    (its F1 beside PyTorch's is in the export's report, ``<sha256>.int8.onnx.json`` in the cache).
     """
 
     def __init__(self, path: str | Path | None = None, threads: int = 1, sha256: str | None = None,
