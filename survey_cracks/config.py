@@ -50,6 +50,7 @@ class TilingConfig(StrictModel):
 
 
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
+InferencePrecision = Literal["auto", "fp32", "bf16", "fp16", "int8"]
 Device = Literal["auto", "cpu", "cuda"]
 Engine = Literal["auto", "torch", "onnxruntime"]
 
@@ -93,7 +94,10 @@ class InferenceConfig(StrictModel):
     )
     torch_threads: int = Field(1, ge=1, description="intra-op threads of each task (torch or ONNX Runtime)")
     windows_per_task: int = Field(512, ge=1, description="patches one Dask task reads and scores")
-    precision: Precision = Field("auto", description="auto = fp16 on CUDA, bf16 on CPUs that run it natively (AVX-512 BF16/AMX), else fp32")
+    precision: InferencePrecision = Field(
+        "auto", description="auto = fp16 on CUDA, bf16 on CPUs that run it natively (AVX-512 BF16/AMX), else fp32; "
+        "int8 = the model's calibrated int8 export on ONNX Runtime (made once per model, cached)",
+    )
     device: Device = "auto"
     engine: Engine = Field(
         "auto", description="auto = ONNX Runtime when the model runs fp32 on a CPU (faster there), else PyTorch"

@@ -51,3 +51,7 @@ class OutputError(SurveyCracksError):
 
 class AssetError(SurveyCracksError):
     """An asset file (or an asset rules file) cannot be used: unreadable, no id column, no CRS, no polygons."""
+
+
+class SourceError(SurveyCracksError):
+    """A video file, camera or stream URL cannot be opened or read."""

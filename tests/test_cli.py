@@ -112,16 +112,20 @@ def cluster():
 
 
 HELP_EXPECTS = {
-    (): ["run", "train", "finetune", "export", "loso", "info", "--version", "--help"],
+    (): ["run", "train", "finetune", "export", "stream", "loso", "info", "--version", "--help"],
     ("run",): ["INPUTS", "--out", "--config", "--model", "--scheduler", "--workers", "--threshold", "--ground-patch-m",
                "--batch-size", "--quiet", "--threads", "[default: CPUs // workers]", "[default: start a LocalCluster on this machine]",
                "[default: the model's calibrated threshold]", "[default: 64]", "[default: the shipped crack model]",
+               "--precision", "auto|fp32|bf16|fp16|int8",
                "heatmap.tif", "cracks.gpkg", "summary.csv", "Exit code 0"],
     ("train",): ["--config", "--out-dir", "--epochs", "--init", "--init-path", "--resume", "--ship",
                  "[default: out_dir of the config]", "auto|imagenet|shipped|scratch"],
     ("finetune",): ["SURVEYS", "--out", "--model", "--config", "--epochs", "--val-fraction", "[default: 6]",
                     "[default: 0.2", "[default: the shipped crack model]"],
-    ("export",): ["--model", "--out", "--format", "onnx|torchscript", "[default: onnx]", "--no-verify"],
+    ("export",): ["--model", "--out", "--format", "onnx|torchscript", "[default: onnx]", "--precision", "fp32|fp16|int8",
+                  "[default: fp32]", "--verify-images", "--no-verify", "uint8 RGB", "metadata_props", "pixel F1", "Exit code 0; 1"],
+    ("stream",): ["SOURCE", "--model", "--precision", "[default: int8]", "--out", "--realtime / --no-realtime",
+                  "--max-frames", "--threads", "overlay.mp4", "frames.jsonl", "dropped", "survey-cracks-edge"],
     ("loso",): ["--config", "--holdout", "--epochs", "[default: 3", "--samples-per-epoch", "[default: 4000",
                 "--out-dir", "[default: runs/loso]"],
     ("info",): ["--model", "[default: the shipped crack model]", "patch size"],

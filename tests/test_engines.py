@@ -9,8 +9,8 @@ import torch
 
 from survey_cracks import hardware
 from survey_cracks.models.engines import resolve_engine
-from survey_cracks.models.network import CrackClassifier, ModelMeta, build_model, patches_to_tensor, save_checkpoint
-from survey_cracks.models.onnx_engine import OnnxCrackClassifier, cached_onnx, patches_to_array
+from survey_cracks.models.network import CrackClassifier, ModelMeta, build_model, save_checkpoint
+from survey_cracks.models.onnx_engine import OnnxCrackClassifier, cached_onnx
 
 
 @pytest.fixture
@@ -35,6 +35,7 @@ def test_onnxruntime_scores_equal_pytorch_fp32(checkpoint):
 def test_onnx_conversion_is_cached_per_model_file(checkpoint, tmp_path):
     first = cached_onnx(checkpoint)
     assert first.parent == tmp_path / "cache" / "onnx" and first.stat().st_size > 1_000_000
+    assert first.name.endswith(".fp32.onnx") and first.with_name(first.name + ".json").is_file()  # the export's report beside it
     stamp = first.stat().st_mtime_ns
     assert cached_onnx(checkpoint) == first and first.stat().st_mtime_ns == stamp  # not converted again
     assert not list(first.parent.glob(".*partial"))  # no temp file left behind
@@ -53,13 +54,6 @@ def test_auto_engine_is_onnxruntime_only_for_fp32_on_cpu(monkeypatch):
     monkeypatch.setattr(hardware, "cpu_has_native_bf16", lambda: True)
     assert resolve_engine("auto", "cpu", "auto") == "torch"
     assert resolve_engine("auto", "cpu", "fp32") == "onnxruntime"
-
-
-def test_numpy_normalisation_is_the_torch_arithmetic():
-    patches = np.random.default_rng(2).integers(0, 256, (3, 16, 16, 3), dtype=np.uint8)
-    meta = ModelMeta(patch_size=16)
-    expected = patches_to_tensor(patches, meta).contiguous().numpy()
-    np.testing.assert_array_equal(patches_to_array(patches, meta), expected)
 
 
 def test_onnxruntime_worker_path_never_imports_torch(checkpoint, tmp_path):

@@ -15,7 +15,9 @@ import click
 from rasterio.errors import NotGeoreferencedWarning
 
 from survey_cracks.cli.options import assets_opt, config_opt, model_opt, quiet_opt, rules_opt
+from survey_cracks.edge.cli import stream_and_report, stream_options
 from survey_cracks.errors import SurveyCracksError
+from survey_cracks.models.checkpoint import SHIPPED_MODEL
 
 # Road scans have no georeferencing by design; raster.inspect_raster records that in report.json.
 warnings.filterwarnings("ignore", category=NotGeoreferencedWarning)
@@ -73,11 +75,15 @@ def cli() -> None:
                    "others at --scale.")
 @assets_opt
 @rules_opt
+@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16", "int8"]), default=None,
+              help="auto: fp16 on CUDA, bf16 on CPUs with native bf16, else fp32; int8: the model's calibrated int8 "
+                   "export on ONNX Runtime (made and checked once per model, then cached; its F1 beside fp32 is in "
+                   "the cache's <sha256>.int8.onnx.json).  [default: auto]")
 @quiet_opt
 def run(inputs: tuple[Path, ...], out: Path, config_path: Path | None, model_path: Path | None, scheduler: str | None,
         workers: int | None, threads: int | None, threshold: float | None, ground_patch_m: float | None, batch_size: int | None,
         mode: str | None, window_px: int | None, margin_px: int | None, scale: float | None, target_gsd_m: float | None,
-        assets_path: Path | None, rules_path: Path | None, quiet: bool) -> None:
+        assets_path: Path | None, rules_path: Path | None, precision: str | None, quiet: bool) -> None:
     """Detect cracks in every raster of INPUTS (raster files, survey folders, or folders of survey folders).
 
     \b
@@ -103,7 +109,7 @@ def run(inputs: tuple[Path, ...], out: Path, config_path: Path | None, model_pat
             "inference.threads_per_worker": threads, "inference.batch_size": batch_size,
             "vectorize.threshold": threshold, "tiling.ground_patch_m": ground_patch_m,
             "inference.mode": mode, "inference.window_px": window_px, "inference.margin_px": margin_px,
-            "inference.scale": scale, "inference.target_gsd_m": target_gsd_m,
+            "inference.scale": scale, "inference.target_gsd_m": target_gsd_m, "inference.precision": precision,
         })
         result = run_surveys(list(inputs), out, config, model_path, progress=not quiet, log=click.echo, assets=assets_path,
                              rules=rules)
@@ -334,20 +340,76 @@ def finetune(surveys: tuple[Path, ...], out: Path, model_path: Path | None, conf
 @cli.command()
 @model_opt
 @click.option("--out", "-o", required=True, type=click.Path(dir_okay=False, path_type=Path),
-              help="Exported file (.onnx or .pt).")
+              help="Exported file (.onnx or .pt); its report goes beside it as FILE.json (e.g. crack.onnx.json).")
 @click.option("--format", "fmt", type=click.Choice(["onnx", "torchscript"]), default="onnx", show_default=True,
-              help="onnx runs on ONNX Runtime / TensorRT / OpenVINO edge runtimes; torchscript on libtorch / mobile.")
-@click.option("--no-verify", is_flag=True, help="Skip the check that the export gives the same scores as PyTorch.")
-def export(model_path: Path | None, out: Path, fmt: str, no_verify: bool) -> None:
-    """Export the classifier for edge devices (input: float NCHW, normalised; output: crack probability)."""
+              help="onnx runs on ONNX Runtime (survey-cracks-edge), TensorRT, OpenVINO; torchscript on libtorch / mobile.")
+@click.option("--precision", type=click.Choice(["fp32", "fp16", "int8"]), default="fp32", show_default=True,
+              help="int8: static quantisation calibrated on real validation images, ~2-4x faster on CPUs with VNNI; "
+                   "fp16: half the file, for GPU/NPU runtimes (x86 ONNX Runtime computes it in fp32). ONNX only.")
+@click.option("--verify-images", type=click.IntRange(1), default=None,
+              help="Check on this many validation images (evenly spread).  [default: all 114 with ../shared/data; "
+                   "else the 6 sample road scans]")
+@click.option("--no-verify", is_flag=True, help="Skip the check against PyTorch (no F1 in the report).")
+@quiet_opt
+def export(model_path: Path | None, out: Path, fmt: str, precision: str, verify_images: int | None, no_verify: bool,
+           quiet: bool) -> None:
+    """Export the model for edge devices and check it against PyTorch on real images.
+
+    \b
+    The graph takes uint8 RGB images (N, H, W, 3), H and W multiples of 32, any batch; it returns
+    crack_probability (N, H, W) and patch_probability (the patch head every 32 px). Heads, thresholds,
+    patch size, provenance and the source checkpoint's sha256 are in the ONNX metadata_props.
+    The check runs both on the validation images of configs/mask.yaml (../shared/data): max and mean
+    score difference, label agreement, pixel F1 (2 px) and patch F1 of the export beside PyTorch's;
+    printed, and written beside it as OUT.json. The file is published (renamed into place) only
+    after the check; an fp32 export that disagrees with PyTorch (> 1e-3) is not published.
+    Exit code 0; 1 when the export lost more than 1 F1 point (published, flagged in its report, WARNING
+    printed): deploy it only if that loss is acceptable; 2 on a usage error.
+    """
     from survey_cracks.models.export import export_model
 
+    say = (lambda line: click.echo(line, err=True)) if not quiet else None
     try:
-        result = export_model(model_path, out, fmt, verify=not no_verify)  # type: ignore[arg-type]
+        result = export_model(model_path, out, fmt, precision, verify=not no_verify,  # type: ignore[arg-type]
+                              verify_images=verify_images, log=say)
     except SurveyCracksError as error:
         _fail(error)
         return
-    click.echo(json.dumps(result, indent=1))
+    click.echo(json.dumps(result.to_dict(), indent=1))
+    if result.f1_loss_over_limit and result.check:
+        click.echo(f"WARNING: {result.file} ({precision}) lost {result.check.f1_loss_points} F1 points against PyTorch "
+                   f"(pixel F1 {result.check.pixel_f1_pytorch} -> {result.check.pixel_f1_export}, patch F1 "
+                   f"{result.check.patch_f1_pytorch} -> {result.check.patch_f1_export}); see {result.report}", err=True)
+        sys.exit(1)
+
+
+@cli.command()
+@click.option("--model", "model_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="An ONNX export (survey-cracks export), or a checkpoint (.safetensors) exported at --precision on "
+                   "first use and cached.  [default: the shipped model]")
+@click.option("--precision", type=click.Choice(["fp32", "fp16", "int8"]), default="int8", show_default=True,
+              help="For a checkpoint: the export to run (int8 is the fast one on CPUs).")
+@stream_options
+def stream(model_path: Path | None, precision: str, source: str, out: Path | None, realtime: bool | None,
+           max_frames: int | None, threads: int | None, quiet: bool) -> None:
+    """Crack map over each frame of SOURCE: a video file, a camera index (0) or a stream URL (rtsp://...).
+
+    \b
+    Writes OUT/overlay.mp4 (cracks in red, boxes in yellow), OUT/frames.jsonl (per processed frame: time,
+    crack fraction, crack boxes) and OUT/stream.json (frames read, processed, dropped; fps; latency).
+    When the model is slower than a live source, frames are dropped, never queued. A video file is
+    processed whole unless --realtime. Ctrl-C ends a live stream and keeps what was written.
+    Without torch, `survey-cracks-edge stream` does the same with an ONNX export.
+    """
+    from survey_cracks.models.onnx_engine import cached_onnx
+
+    try:
+        model_file = model_path if model_path is not None and model_path.suffix == ".onnx" else \
+            cached_onnx(model_path or SHIPPED_MODEL, precision)
+    except SurveyCracksError as error:
+        _fail(error)
+        return
+    stream_and_report(model_file, source, out, realtime, max_frames, threads, quiet)
 
 
 @cli.command()

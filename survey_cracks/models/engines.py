@@ -3,7 +3,8 @@
 An engine scores uint8 patches (``predict``) and turns a uint8 window into per-pixel
 crack probability and dense patch scores (``segment``), whatever runs underneath:
 PyTorch (CUDA fp16, CPU bf16 where native, else fp32) or ONNX Runtime fp32 (CPUs
-without native bf16, where it is faster). ``auto`` is decided from the hardware
+without native bf16, where it is faster) or int8 (``precision: int8``: the calibrated
+static quantisation of `export`, on ONNX Runtime). ``auto`` is decided from the hardware
 without importing torch, so a worker on the ONNX path never loads it.
 """
 
@@ -68,7 +69,8 @@ def load_engine(spec: ModelSpec) -> CrackEngine:
             if resolve_engine(spec.engine, spec.device, spec.precision) == "onnxruntime":
                 from survey_cracks.models.onnx_engine import OnnxCrackClassifier
 
-                _ENGINES[key] = OnnxCrackClassifier(path, threads=spec.threads, sha256=spec.sha256)
+                precision = "int8" if spec.precision == "int8" else "fp32"
+                _ENGINES[key] = OnnxCrackClassifier(path, threads=spec.threads, sha256=spec.sha256, precision=precision)
             else:
                 import torch
 
@@ -80,11 +82,17 @@ def load_engine(spec: ModelSpec) -> CrackEngine:
 
 
 def resolve_engine(engine: str, device: str, precision: str) -> str:
-    """``auto``: ONNX Runtime where the model would run fp32 on the CPU, PyTorch otherwise (CUDA, native bf16).
+    """``auto``: ONNX Runtime where the model would run fp32 on the CPU, PyTorch otherwise (CUDA, native bf16);
+    int8 runs on ONNX Runtime only.
 
     Decided from the hardware without importing torch (see `hardware`), as
     `network.pick_device` and `network.autocast_dtype` decide it.
     """
+    if precision == "int8":
+        if engine == "torch":
+            raise ConfigError(None, "precision int8 runs on ONNX Runtime, not inference.engine: torch",
+                              "set inference.engine: auto (or onnxruntime), or another precision")
+        engine = "onnxruntime"
     if engine != "auto":
         if engine == "onnxruntime" and importlib.util.find_spec("onnxruntime") is None:
             raise ConfigError(None, "inference.engine is onnxruntime but onnxruntime is not installed",
@@ -100,7 +108,8 @@ def resolve_engine(engine: str, device: str, precision: str) -> str:
 def compute_of(device: str, precision: str, engine: str) -> str:
     """What the model runs on here, e.g. ``cpu fp32 onnxruntime`` or ``cuda fp16 torch``."""
     if resolve_engine(engine, device, precision) == "onnxruntime":
-        return "cpu fp32 onnxruntime"  # decided without torch: a worker on this path never imports it
+        # decided without torch: a worker on this path never imports it
+        return f"cpu {'int8' if precision == 'int8' else 'fp32'} onnxruntime"
     from survey_cracks.models.network import autocast_dtype, pick_device, precision_name
 
     resolved = pick_device(device)  # type: ignore[arg-type]
