@@ -47,3 +47,7 @@ class DataSourceError(SurveyCracksError):
 
 class OutputError(SurveyCracksError):
     """An output location cannot be written."""
+
+
+class InfrastructureError(SurveyCracksError):
+    """The machine, not an input: OUT not writable, disk full, scheduler unreachable, OUT locked (exit code 3)."""

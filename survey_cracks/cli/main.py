@@ -15,15 +15,20 @@ import click
 from rasterio.errors import NotGeoreferencedWarning
 
 from survey_cracks.cli.options import config_opt, model_opt, quiet_opt
-from survey_cracks.errors import SurveyCracksError
+from survey_cracks.errors import InfrastructureError, SurveyCracksError
 
 # Road scans have no georeferencing by design; raster.inspect_raster records that in report.json.
 warnings.filterwarnings("ignore", category=NotGeoreferencedWarning)
 
 
+# Exit codes of `run` (documented in its --help and the README).
+EXIT_OK, EXIT_RASTERS_FAILED, EXIT_USAGE, EXIT_INFRASTRUCTURE = 0, 1, 2, 3
+
+
 def _fail(error: SurveyCracksError) -> None:
+    """One line on stderr; exit 3 for the machine's problems (lock, disk, scheduler), 2 for the user's."""
     click.echo(f"error: {error.message}", err=True)
-    sys.exit(2)
+    sys.exit(EXIT_INFRASTRUCTURE if isinstance(error, InfrastructureError) else EXIT_USAGE)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -71,11 +76,12 @@ def cli() -> None:
 @click.option("--target-gsd", "target_gsd_m", type=click.FloatRange(min=0, min_open=True), default=None,
               help="Mask mode: process rasters georeferenced in metres at this ground sampling distance (m/px), e.g. 0.001; "
                    "others at --scale.")
-@quiet_opt
+@click.option("--force", is_flag=True, help="Recompute every raster, even those whose outputs in OUT are up to date.")
+@click.option("--quiet", "-q", is_flag=True, help="For cron: no progress bars; print only warnings, errors and one closing line.")
 def run(inputs: tuple[Path, ...], out: Path, config_path: Path | None, model_path: Path | None, scheduler: str | None,
         workers: int | None, threads: int | None, threshold: float | None, ground_patch_m: float | None, batch_size: int | None,
         mode: str | None, window_px: int | None, margin_px: int | None, scale: float | None, target_gsd_m: float | None,
-        quiet: bool) -> None:
+        force: bool, quiet: bool) -> None:
     """Detect cracks in every raster of INPUTS (raster files, survey folders, or folders of survey folders).
 
     \b
@@ -85,7 +91,20 @@ def run(inputs: tuple[Path, ...], out: Path, config_path: Path | None, model_pat
                  cracks.geojson   the polygons; centrelines.geojson the centrelines
                  report.json      counts, timings and, when annotations exist, precision/recall/F1
     Annotations beside X.tif are found automatically: X.cracks.geojson, X.cracks.gpkg, X.mask.png, X.mask.tif.
-    Exit code 0 when every raster succeeded, 1 when any failed, 2 on a usage error.
+
+    Run it again into the same OUT and only new or changed rasters (raster, annotation, model or
+    settings) are computed; the others are "up to date" (OUT/.manifest records why). A killed run
+    resumes where it stopped. summary.csv, the surveys' report.json and run.json always cover every
+    raster in OUT; OUT/run.log and OUT/run.log.jsonl keep every message. Survey folders of one name
+    (2025/bridge, 2026/bridge) and rasters of one stem (ortho.tif, ortho.jpg) get distinct, stable
+    output folders (bridge, 2026-bridge; ortho, ortho_tif); see the README's "Nightly runs".
+
+    \b
+    Exit codes:  0  every raster done or up to date
+                 1  some rasters failed (the others are done; summary.csv says why)
+                 2  usage error: options, config, model file, --out's parent missing
+                 3  infrastructure: OUT locked by another run, OUT not writable, disk full,
+                    Dask scheduler unreachable or malformed
     """
     from survey_cracks.config import RunConfig, load_config
     from survey_cracks.pipeline import run_surveys
@@ -98,15 +117,17 @@ def run(inputs: tuple[Path, ...], out: Path, config_path: Path | None, model_pat
             "inference.mode": mode, "inference.window_px": window_px, "inference.margin_px": margin_px,
             "inference.scale": scale, "inference.target_gsd_m": target_gsd_m,
         })
-        result = run_surveys(list(inputs), out, config, model_path, progress=not quiet, log=click.echo)
+        result = run_surveys(list(inputs), out, config, model_path, progress=not quiet, log=click.echo, force=force,
+                             quiet=quiet)
     except SurveyCracksError as error:
         _fail(error)
         return
-    ok = len(result.outcomes) - len(result.failed)
-    click.echo(f"{ok} of {len(result.outcomes)} rasters done; outputs in {out}/ (summary.csv, run.json)")
     for outcome in result.failed:
         click.echo(f"FAILED {outcome.error}", err=True)
-    sys.exit(1 if result.failed else 0)
+    ok = len(result.outcomes) - len(result.failed)
+    click.echo(f"{ok} of {len(result.outcomes)} rasters done ({len(result.computed)} computed, {len(result.up_to_date)} up to date, "
+               f"{len(result.failed)} failed); outputs in {out}/ (summary.csv covers {result.covered} rasters, run.json)")
+    sys.exit(EXIT_RASTERS_FAILED if result.failed else EXIT_OK)
 
 
 @cli.command("train-mask")
