@@ -302,6 +302,7 @@ def test_quiet_prints_one_closing_line_and_logs_everything_as_json(tiny_model, c
     assert {"time", "level", "message"} <= set(events[0])
     assert any(e.get("raster") == "a" and "done" in e["message"] for e in events)
     assert any("dashboard" in e["message"] for e in events)
+    assert events[-1]["message"].startswith("finished") and events[-1]["computed"] == 1 and events[-1]["failed"] == 0
     assert (out / "run.log").read_text().count("\n") == len(events)
 
 
