@@ -61,6 +61,22 @@ def _try_create(path: Path, owner: LockOwner) -> bool:
         tmp.unlink(missing_ok=True)
 
 
+def _remove_stale(path: Path, stale: LockOwner | None) -> bool:
+    """Move the stale lock aside; if it turns out to be a newer run's (taken over a moment ago), put it back."""
+    aside = path.with_name(f"{LOCK}.{os.getpid()}.stale")
+    try:
+        os.rename(path, aside)
+    except FileNotFoundError:
+        return True
+    if read_owner(aside) == stale:
+        aside.unlink()
+        return True
+    with contextlib.suppress(OSError):
+        os.link(aside, path)
+    aside.unlink()
+    return False
+
+
 @contextlib.contextmanager
 def out_lock(out: Path, warn: Callable[[str], None]) -> Iterator[LockOwner]:
     """Hold ``OUT/.lock`` for the duration; InfrastructureError when another live run holds it."""
@@ -74,11 +90,10 @@ def out_lock(out: Path, warn: Callable[[str], None]) -> Iterator[LockOwner]:
                 raise InfrastructureError(
                     out, f"another run is writing here (pid {owner.pid} on {owner.host}, started {owner.started_at})",
                     f"wait for it to finish; if it is gone, delete {path}")
-            warn(f"WARNING taking over the lock of a run that is gone "
-                 f"({'unreadable lock' if owner is None else f'pid {owner.pid} on {owner.host}, started {owner.started_at}'})")
-            path.unlink(missing_ok=True)
-            if not _try_create(path, me):
+            if not _remove_stale(path, owner) or not _try_create(path, me):
                 raise InfrastructureError(out, "another run took the lock at the same moment", "run again later")
+            warn(f"WARNING took over the lock of a run that is gone "
+                 f"({'unreadable lock' if owner is None else f'pid {owner.pid} on {owner.host}, started {owner.started_at}'})")
     except OSError as error:
         raise InfrastructureError(out, f"cannot write the lock file ({error.strerror or error})",
                                   "check that OUT is writable and the disk is not full") from None

@@ -159,7 +159,7 @@ def test_killed_night_resumes_without_recomputing_and_ends_as_an_uninterrupted_o
 
     resumed = night(survey, out, tiny_model, cluster)
     assert resumed.exit_code == 0, resumed.output
-    assert "WARNING taking over the lock" in resumed.stdout
+    assert "WARNING took over the lock" in resumed.stdout
     assert "(1 computed, 2 up to date, 0 failed)" in resumed.stdout
     assert {name: stamp(out / "site" / name) for name in ("r1", "r2")} == stamps
     assert summary(out)["site/r3"]["reason"] == "a previous run stopped while computing it"
@@ -229,7 +229,19 @@ def test_lock_refuses_a_live_owner_and_takes_over_a_dead_one(tmp_path):
     (tmp_path / ".lock").write_text(json.dumps({"pid": dead_pid(), "host": os.uname().nodename, "started_at": "x"}))
     with out_lock(tmp_path, warnings.append) as owner:
         assert json.loads((tmp_path / ".lock").read_text())["pid"] == owner.pid == os.getpid()
-    assert len(warnings) == 1 and "taking over" in warnings[0]
+    assert len(warnings) == 1 and "took over" in warnings[0]
+    assert [p.name for p in tmp_path.iterdir()] == []
+
+
+def test_a_lock_taken_over_a_moment_ago_by_another_run_is_put_back(tmp_path):
+    from survey_cracks.lock import LockOwner, _remove_stale
+
+    fresh = {"pid": os.getpid(), "host": os.uname().nodename, "started_at": "just now"}
+    (tmp_path / ".lock").write_text(json.dumps(fresh))
+    stale_we_read = LockOwner(dead_pid(), os.uname().nodename, "long ago")
+    assert not _remove_stale(tmp_path / ".lock", stale_we_read)
+    assert json.loads((tmp_path / ".lock").read_text()) == fresh
+    assert [p.name for p in tmp_path.iterdir()] == [".lock"]
 
 
 def test_second_run_into_a_locked_out_exits_3(tiny_model, tmp_path):
