@@ -103,6 +103,7 @@ class InferenceConfig(StrictModel):
         "auto", description="auto = ONNX Runtime when the model runs fp32 on a CPU (faster there), else PyTorch"
     )
     scheduler: str | None = Field(None, description="address of an existing Dask scheduler")
+    scheduler_timeout_s: float = Field(30.0, gt=0, description="how long to try to reach the scheduler before giving up")
     gdal_cache_mb: int = Field(64, ge=8, description="GDAL block cache per process (MB): bounds memory")
 
     @model_validator(mode="after")

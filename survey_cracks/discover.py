@@ -1,17 +1,33 @@
-"""Which rasters to process, and which survey each belongs to.
+"""Which rasters to process, and the output folder ``OUT/<survey>/<raster>/`` of each.
 
 An input is a raster file (its survey is its folder), a survey folder (rasters
 inside), or a folder of survey folders. Annotation files (``*.mask.*``,
 ``*.cracks.*``) and hidden files are never taken for survey rasters.
+
+Naming rule (stable from night to night). A survey is named after its folder and a
+raster after its file stem, with characters that cannot be in a file name (and
+leading dots) replaced by ``_``. A name already recorded in OUT's manifest for the
+same folder or file is kept. Otherwise, when the name is taken (by another folder or
+file, in this run or an earlier one into the same OUT, compared ignoring case):
+a survey gets its parent folder's name in front (``2026/bridge`` -> ``2026-bridge``,
+then grandparent, ...), a raster its extension behind (``ortho.jpg`` -> ``ortho_jpg``);
+a number (``-2``, ``-3``, ...) ends any remaining tie. Folders and files are named
+in sorted path order, so the first one keeps the plain name. No raster is dropped.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterable, Mapping
 
 from survey_cracks.errors import RasterError
 from survey_cracks.raster import RASTER_SUFFIXES
+
+UNSAFE = re.compile(r'[\x00-\x1f\x7f/\\:*?"<>|]')
+# Names a survey or raster folder must not take: the run-level and survey-level files beside them.
+RESERVED = {"summary.csv", "run.json", "run.log", "run.log.jsonl", "report.json", ".lock", ".manifest"}
 
 
 @dataclass(frozen=True)
@@ -19,6 +35,11 @@ class SurveyRaster:
     survey: str
     path: Path
     name: str  # output folder name, unique within the survey
+    folder: Path | None = None  # the absolute folder the survey name stands for
+
+    @property
+    def source(self) -> str:
+        return str(self.path.resolve())
 
 
 def is_survey_raster(path: Path) -> bool:
@@ -32,31 +53,92 @@ def rasters_in(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_file() and is_survey_raster(p))
 
 
-def find_rasters(inputs: list[Path]) -> tuple[list[SurveyRaster], list[RasterError]]:
-    """Expand inputs into (survey, raster) pairs in a stable order, plus one error per bad input."""
-    found: list[tuple[str, Path]] = []
+def safe_name(name: str) -> str:
+    """One path component that stays inside OUT: no separators, control characters or leading dots."""
+    cleaned = UNSAFE.sub("_", name).strip(" ").lstrip(".").rstrip(". ")
+    return cleaned or "_"
+
+
+def first_free(candidates: Iterable[str], taken: set[str]) -> str:
+    """The first candidate not in ``taken`` (casefolded), else the last one numbered -2, -3, ..."""
+    last = ""
+    for last in candidates:
+        if last.casefold() not in taken:
+            return last
+    number = 2
+    while f"{last}-{number}".casefold() in taken:
+        number += 1
+    return f"{last}-{number}"
+
+
+def survey_candidates(folder: Path) -> list[str]:
+    parts = [safe_name(p) for p in folder.parts[1:]] or ["_"]
+    return ["-".join(parts[-n:]) for n in range(1, len(parts) + 1)]
+
+
+def raster_candidates(path: Path) -> list[str]:
+    stem = safe_name(path.stem)
+    return [stem, f"{stem}_{safe_name(path.suffix.lstrip('.').lower())}"]
+
+
+def name_rasters(
+    found: list[tuple[Path, Path]], known_surveys: Mapping[str, str], known_rasters: Mapping[str, tuple[str, str]]
+) -> list[SurveyRaster]:
+    """Give each (survey folder, raster) pair its output names by the naming rule (module docstring)."""
+    surveys: dict[Path, str] = {}
+    taken_surveys = {name.casefold() for name in known_surveys.values()} | RESERVED
+    for folder in sorted({folder for folder, _ in found}, key=str):
+        if str(folder) in known_surveys:
+            surveys[folder] = known_surveys[str(folder)]
+        else:
+            surveys[folder] = first_free(survey_candidates(folder), taken_surveys)
+            taken_surveys.add(surveys[folder].casefold())
+    taken: dict[str, set[str]] = {}
+    for survey, raster in known_rasters.values():
+        taken.setdefault(survey.casefold(), set(RESERVED)).add(raster.casefold())
+    result = []
+    for folder, path in sorted(found, key=lambda pair: (str(pair[0]), str(pair[1]))):
+        survey = surveys[folder]
+        names = taken.setdefault(survey.casefold(), set(RESERVED))
+        known = known_rasters.get(str(path.resolve()))
+        if known is not None and known[0] == survey:
+            name = known[1]
+        else:
+            name = first_free(raster_candidates(path), names)
+            names.add(name.casefold())
+        result.append(SurveyRaster(survey, path, name, folder))
+    return result
+
+
+def find_rasters(
+    inputs: list[Path],
+    known_surveys: Mapping[str, str] | None = None,
+    known_rasters: Mapping[str, tuple[str, str]] | None = None,
+) -> tuple[list[SurveyRaster], list[RasterError]]:
+    """Expand inputs into named rasters in a stable order, plus one error per bad input.
+
+    ``known_surveys`` (absolute folder -> survey) and ``known_rasters`` (absolute raster ->
+    (survey, raster)) are the names an earlier run gave, from OUT's manifest: they are kept.
+    """
+    found: dict[Path, tuple[Path, Path]] = {}
     errors: list[RasterError] = []
+
+    def add(folder: Path, path: Path) -> None:
+        found.setdefault(path.resolve(), (folder.resolve(), path))  # the same file given twice is one raster
+
     for item in inputs:
         item = Path(item)
         if item.is_file():
-            found.append((item.resolve().parent.name, item))
+            add(item.resolve().parent, item)
         elif item.is_dir():
             before = len(found)
-            found.extend((item.resolve().name, p) for p in rasters_in(item))
+            for path in rasters_in(item):
+                add(item, path)
             for sub in sorted(p for p in item.iterdir() if p.is_dir() and not p.name.startswith(".")):
-                found.extend((sub.name, p) for p in rasters_in(sub))
+                for path in rasters_in(sub):
+                    add(sub, path)
             if len(found) == before:
                 errors.append(RasterError(item, "no rasters found in this folder or its sub-folders", "point at a survey folder"))
         else:
             errors.append(RasterError(item, "input not found", "check the path"))
-    result: list[SurveyRaster] = []
-    seen: set[tuple[str, str]] = set()
-    for survey, path in found:
-        name = path.stem
-        if (survey, name) in seen:
-            name = f"{path.stem}_{path.suffix.lstrip('.').lower()}"
-        if (survey, name) in seen:
-            continue
-        seen.add((survey, name))
-        result.append(SurveyRaster(survey, path, name))
-    return result, errors
+    return name_rasters(list(found.values()), known_surveys or {}, known_rasters or {}), errors

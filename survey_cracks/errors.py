@@ -55,3 +55,7 @@ class AssetError(SurveyCracksError):
 
 class SourceError(SurveyCracksError):
     """A video file, camera or stream URL cannot be opened or read."""
+
+
+class InfrastructureError(SurveyCracksError):
+    """The machine, not an input: OUT not writable, disk full, scheduler unreachable, OUT locked (exit code 3)."""

@@ -135,8 +135,27 @@ class RasterMetrics:
             out[f"centreline_{self.centreline_tolerance}px"] = {
                 **centreline_scores(np.array([c.tp, c.fp, c.fn, c.tp_truth])),
                 "tolerance_px": self.centreline_tolerance,
+                "tp": c.tp, "fp": c.fp, "fn": c.fn, "tp_truth": c.tp_truth,  # raw counts: survey totals are rebuilt from them
             }
         return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, dict[str, Any]]) -> "RasterMetrics":
+        """The inverse of `as_dict` (counts only): survey totals of rasters a later run skipped."""
+        def scores(entry: dict[str, Any]) -> Scores:
+            if "tp_truth" in entry:
+                return MatchScores(entry["tp"], entry["fp"], entry["fn"], entry["tp_truth"])
+            return Scores(entry["tp"], entry["fp"], entry["fn"])
+
+        pixel = {int(v["tolerance_px"]): scores(v) for k, v in data.items() if k.startswith("pixel_")}
+        line = next((v for k, v in data.items() if k.startswith("centreline_") and "tp" in v), None)
+        return cls(
+            cell=scores(data["cell"]), object=scores(data["object"]),
+            object_counts={k: data["object"][k] for k in ("annotated_objects", "predicted_objects") if k in data["object"]},
+            pixel=pixel, cell_counts={"cells": data["cell"]["cells"]} if "cells" in data["cell"] else {},
+            centreline=scores(line) if line else None,  # type: ignore[arg-type]
+            centreline_tolerance=int(line["tolerance_px"]) if line else 2,
+        )
 
 
 def evaluate_raster(

@@ -24,6 +24,7 @@ from rasterio.windows import Window
 from tqdm import tqdm
 
 from survey_cracks.config import InferenceConfig
+from survey_cracks.errors import InfrastructureError
 from survey_cracks.heatmap import to_levels
 from survey_cracks.models.engines import ModelSpec, compute_of, load_engine
 from survey_cracks.raster import RasterInfo, fill_invalid, open_raster, read_context, read_patch, read_window
@@ -302,20 +303,39 @@ def worker_settings(config: InferenceConfig) -> dict[str, object]:
 
 @contextlib.contextmanager
 def dask_client(config: InferenceConfig) -> Iterator[Client]:
-    """A client on ``config.scheduler``, or on a LocalCluster of worker processes."""
+    """A client on ``config.scheduler``, or on a LocalCluster of worker processes.
+
+    An unreachable or malformed scheduler address is an InfrastructureError (one line,
+    exit code 3). The LocalCluster serves Dask's dashboard on a free port when bokeh is
+    installed (`dashboard_of` tells where); without bokeh it serves only health pages.
+    """
     if config.scheduler:
-        with Client(config.scheduler, timeout="30s") as client:
+        try:
+            client = Client(config.scheduler, timeout=f"{config.scheduler_timeout_s}s")
+        except (OSError, ValueError, TypeError) as error:  # distributed raises OSError on timeout, ValueError on a bad address
+            reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+            raise InfrastructureError(config.scheduler, f"cannot reach the Dask scheduler ({reason})",
+                                      "check the address (tcp://host:8786) and that the scheduler is running") from None
+        with client:
             yield client
         return
     with dask.config.set(worker_settings(config)), LocalCluster(
         n_workers=config.workers,
         threads_per_worker=config.worker_threads(),
         processes=True,
-        dashboard_address=None,
-        silence_logs=logging.ERROR,
+        dashboard_address=":0",  # a free port: the dashboard when bokeh is installed, else only Dask's health pages
+        silence_logs=logging.CRITICAL,  # a task's error reaches the client as one line per raster, not a worker traceback
         memory_limit=0,
     ) as cluster, Client(cluster) as client:
         yield client
+
+
+def dashboard_of(client: Client) -> str:
+    """The dashboard's address, or why there is none."""
+    services = client.scheduler_info().get("services", {})
+    if "dashboard" not in services:
+        return "none (the scheduler serves none; install bokeh for one)"
+    return client.dashboard_link
 
 
 def warm(spec: ModelSpec) -> str:
@@ -358,5 +378,5 @@ def model_spec(path: Path, sha256: str, config: InferenceConfig) -> ModelSpec:
 
 
 __all__ = [
-    "ModelSpec", "compute_when_warm", "dask_client", "warm_workers", "model_spec", "score_raster", "score_windows", "segment_raster", "segment_window", "tapered", "WindowMaps",
+    "ModelSpec", "compute_when_warm", "dashboard_of", "dask_client", "warm_workers", "model_spec", "score_raster", "score_windows", "segment_raster", "segment_window", "tapered", "WindowMaps",
 ]

@@ -7,18 +7,22 @@ raster that fails is reported with one clear line and the batch goes on.
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import json
+import os
 import shutil
 import time
 import traceback
 import warnings
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
 import geopandas as gpd
 import numpy as np
 import rasterio
+from rasterio.errors import RasterioIOError
 
 from survey_cracks.assets import load_assets
 from survey_cracks.annotations import Truth, find_annotation, load_truth
@@ -26,32 +30,83 @@ from survey_cracks.condition import AssetRules
 from survey_cracks.config import RunConfig
 from survey_cracks.deliverables import write_deliverables
 from survey_cracks.discover import SurveyRaster, find_rasters
-from survey_cracks.errors import ConfigError, ModelFileError, OutputError, RasterError, SurveyCracksError
+from survey_cracks.errors import (ConfigError, InfrastructureError, ModelFileError, OutputError, RasterError,
+                                  SurveyCracksError)
 from survey_cracks.evaluate import RasterMetrics, combine, evaluate_raster
 from survey_cracks.heatmap import StagedHeatmap, write_patch_scores
-from survey_cracks.inference import (ModelSpec, compute_when_warm, dask_client, model_spec, score_raster, segment_raster,
-                                     warm_workers)
+from survey_cracks.inference import (ModelSpec, compute_when_warm, dashboard_of, dask_client, model_spec, score_raster,
+                                     segment_raster, warm_workers)
+from survey_cracks.lock import out_lock
+from survey_cracks.manifest import (Inputs, RasterRecord, config_sha256, fingerprint, load_records, now,
+                                    save_record, why_redo)
 from survey_cracks.models.checkpoint import SHIPPED_MODEL, ModelMeta, file_sha256, read_meta
 from survey_cracks.qgis_styles import STYLES, embed_layer_styles
 from survey_cracks.raster import RasterInfo, inspect_raster
-from survey_cracks.report import RasterOutcome, package_versions, write_json, write_summary
+from survey_cracks.report import (COMPUTED, NOT_IN_INPUTS, RUNNING, UP_TO_DATE, RasterOutcome, package_versions, write_json,
+                                  write_summary)
+from survey_cracks.runlog import RunLog
 from survey_cracks.tiling import ALIGN, PatchGrid, context_windows, patch_grid, window_size_for_ground
 from survey_cracks.tracing import HeatmapTracer
 
 Log = Callable[[str], None]
 HEATMAP, GPKG, GEOJSON, REPORT = "heatmap.tif", "cracks.gpkg", "cracks.geojson", "report.json"
 CENTRELINES_GEOJSON = "centrelines.geojson"
+# Every name a raster folder gets from the pipeline; any other file there is the user's and is kept (`replace_folder`).
+OUTPUT_NAMES = frozenset({HEATMAP, GPKG, GEOJSON, CENTRELINES_GEOJSON, REPORT, *(p.name for p in STYLES.glob("*.qml"))})
+# OS errors of the machine rather than of one raster: the run stops with exit code 3.
+INFRASTRUCTURE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS}
 PIXEL_COORDINATES = "pixel coordinates (x = column, y = -row); the image has no georeferencing"
 
 
 @dataclass
 class RunResult:
+    """This run's rasters (computed, up to date, failed) and bad inputs; ``covered`` counts every raster in OUT."""
+
     out: Path
     outcomes: list[RasterOutcome] = field(default_factory=list)
+    covered: int = 0
 
     @property
     def failed(self) -> list[RasterOutcome]:
         return [o for o in self.outcomes if o.status != "ok"]
+
+    @property
+    def up_to_date(self) -> list[RasterOutcome]:
+        return [o for o in self.outcomes if o.action == UP_TO_DATE]
+
+    @property
+    def computed(self) -> list[RasterOutcome]:
+        return [o for o in self.outcomes if o.action == COMPUTED and o.status == "ok"]
+
+
+@dataclass
+class RunContext:
+    """What this run is (for run.json) and what it did so far (for the reports rebuilt as rasters finish)."""
+
+    inputs: list[str]
+    config: RunConfig
+    model_path: Path
+    meta: ModelMeta
+    sha256: str
+    mode: Mode
+    margin: int
+    threshold: float
+    started_at: str = field(default_factory=now)
+    started: float = field(default_factory=time.time)
+    compute: list[str] = field(default_factory=list)
+    input_errors: list[RasterOutcome] = field(default_factory=list)
+    actions: dict[tuple[str, str], tuple[str, str]] = field(default_factory=dict)  # (survey, raster) -> (action, reason)
+    finished: bool = False
+    assets: Path | None = None
+    rules: AssetRules = field(default_factory=AssetRules)
+
+
+def raster_inputs(item: SurveyRaster, model_sha256: str, config_hash: str) -> Inputs:
+    """What the raster's outputs would be made from now (raises OSError when the raster cannot be read)."""
+    annotation = find_annotation(item.path)
+    return Inputs(raster=fingerprint(item.path), annotation=annotation.name if annotation else None,
+                  annotation_fingerprint=fingerprint(annotation) if annotation else None,
+                  model_sha256=model_sha256, config_sha256=config_hash)
 
 
 def patch_grid_for(info: RasterInfo, meta: ModelMeta, config: RunConfig) -> PatchGrid:
@@ -118,13 +173,18 @@ def run_surveys(
     log: Log = print,
     assets: Path | None = None,
     rules: AssetRules | None = None,
+    force: bool = False,
+    quiet: bool = False,
 ) -> RunResult:
-    """Process every raster found in ``inputs``; write per-raster folders, run-level reports and the deliverables.
+    """Bring OUT up to date with ``inputs``: compute new and changed rasters, skip the rest, rebuild the reports
+    and the deliverables.
 
     ``assets``: asset polygons for every survey (else each survey folder's assets.gpkg/.geojson, else
     the rasters' footprints); ``rules``: condition classes and crack types (see deliverables).
+    ``log`` gets the human lines (only warnings and errors when ``quiet``); OUT/run.log and
+    OUT/run.log.jsonl get them all. Raises InfrastructureError (OUT locked or not writable,
+    disk full, scheduler unreachable) and the usage errors of config and model.
     """
-    started = time.time()
     out = Path(out)
     if not out.parent.exists():
         raise OutputError(out, f"parent folder {out.parent} does not exist", "create it, or choose another --out")
@@ -133,61 +193,102 @@ def run_surveys(
         load_assets(assets, rules)  # a bad asset file fails before hours of inference, not after
     model_path = Path(model_path) if model_path else SHIPPED_MODEL
     meta = read_meta(model_path)
-    sha = file_sha256(model_path)
-    out.mkdir(exist_ok=True)
     mode = resolve_mode(config.inference.mode, meta, model_path)
     if mode != "mask" and (config.inference.scale != 1.0 or config.inference.target_gsd_m is not None):
         raise ConfigError(None, f"inference.scale / target_gsd_m apply to mask mode only (mode is {mode})",
                           "leave them unset, or use a model with a mask decoder")
     margin = context_margin(meta, mode, config, model_path) if mode != "patch" else 0
-    threshold = output_threshold(meta, mode, config)
-    log(f"model {model_path.name} (sha256 {sha[:12]}, heads {'+'.join(meta.heads)}, {meta.provenance.get('init', 'unknown')} init); "
-        f"mode {mode}, threshold {threshold:.3f}" + (f", windows {config.inference.window_px} px + {margin} px context" if margin else ""))
-    rasters, input_errors = find_rasters(inputs)
-    result = RunResult(out)
-    compute: list[str] = []
-    for error in input_errors:
-        log(f"ERROR {error.message}")
-        result.outcomes.append(RasterOutcome(survey="", raster="", source=str(error.path), status="error", error=error.message))
-    spec = model_spec(model_path, sha, config.inference)
-    if rasters:
+    sha = file_sha256(model_path)
+    run = RunContext(inputs=[str(p) for p in inputs], config=config, model_path=model_path, meta=meta, sha256=sha,
+                     mode=mode, margin=margin, threshold=output_threshold(meta, mode, config), assets=assets, rules=rules)
+    try:
+        out.mkdir(exist_ok=True)
+    except OSError as error:
+        raise InfrastructureError(out, f"cannot create the output folder ({error.strerror or error})",
+                                  "check permissions and free space, or choose another --out") from None
+    events = RunLog(log, quiet)
+    with out_lock(out, events.warning):
+        try:
+            events.attach(out)
+            return _run_locked(inputs, out, run, progress, events, force)
+        except OSError as error:
+            if error.errno not in INFRASTRUCTURE_ERRNOS:
+                raise
+            raise InfrastructureError(out, f"cannot write outputs ({error.strerror})",
+                                      "free disk space or make OUT writable, then run again: finished rasters are kept") from None
+        finally:
+            events.close()
+
+
+def _run_locked(inputs: list[Path], out: Path, run: RunContext, progress: bool, events: RunLog, force: bool) -> RunResult:
+    config, meta = run.config, run.meta
+    events(f"model {run.model_path.name} (sha256 {run.sha256[:12]}, heads {'+'.join(meta.heads)}, "
+           f"{meta.provenance.get('init', 'unknown')} init); mode {run.mode}, threshold {run.threshold:.3f}"
+           + (f", windows {config.inference.window_px} px + {run.margin} px context" if run.margin else ""))
+    records = {(r.survey, r.raster): r for r in load_records(out)}
+    rasters, input_errors = find_rasters(inputs, {r.survey_source: r.survey for r in records.values()},
+                                         {r.source: (r.survey, r.raster) for r in records.values()})
+    run.input_errors = [RasterOutcome(survey="", raster="", source=str(e.path), status="error", error=e.message)
+                        for e in input_errors]
+    for outcome in run.input_errors:
+        events.error(outcome.error or "", source=outcome.source)
+    todo: list[tuple[SurveyRaster, Inputs, str]] = []
+    config_hash = config_sha256(config)
+    for item in rasters:
+        key = (item.survey, item.name)
+        try:
+            inputs_now = raster_inputs(item, run.sha256, config_hash)
+        except OSError as error:  # vanished or unreadable since it was listed
+            message = f"{item.path}: cannot read it ({error.strerror or error}) — check the file and its permissions"
+            run.input_errors.append(RasterOutcome(survey=item.survey, raster=item.name, source=item.source, status="error",
+                                                  error=message, reason="unreadable"))
+            events.error(message, survey=item.survey, raster=item.name)
+            continue
+        reason = why_redo(records.get(key), inputs_now, out, force)
+        if reason is None:
+            run.actions[key] = (UP_TO_DATE, "inputs, model and settings unchanged")
+            events(f"{item.survey}/{item.name}: up to date", survey=item.survey, raster=item.name, action=UP_TO_DATE)
+        else:
+            todo.append((item, inputs_now, reason))
+    events(f"{len(rasters)} rasters: {len(todo)} to compute, {len(rasters) - len(todo)} up to date or unreadable")
+    write_run_reports(out, run)
+    if todo:
+        spec = model_spec(run.model_path, run.sha256, config.inference)
         # rasterio passes an integer GDAL_CACHEMAX to GDALSetCacheMax64: bytes, not MB.
         cache_bytes = config.inference.gdal_cache_mb * 2**20
         with rasterio.Env(GDAL_CACHEMAX=cache_bytes), dask_client(config.inference) as client:
             warming = warm_workers(client, spec)
-            log(f"dask: {len(client.scheduler_info().get('workers', {}))} workers at {client.scheduler.address}")
-            for number, item in enumerate(rasters, 1):
-                log(f"[{number}/{len(rasters)}] {item.survey}/{item.path.name}")
-                outcome = process_raster(item, out, client, spec, meta, threshold, config, progress, mode, margin)
+            events(f"dask: {len(client.scheduler_info().get('workers', {}))} workers at {client.scheduler.address}; "
+                   f"dashboard {dashboard_of(client)}")
+            for number, (item, inputs_now, reason) in enumerate(todo, 1):
+                key = (item.survey, item.name)
+                events(f"[{number}/{len(todo)}] {item.survey}/{item.name} ({reason})", survey=item.survey,
+                       raster=item.name, source=item.source, reason=reason)
+                record = RasterRecord(survey=item.survey, raster=item.name, source=item.source,
+                                      survey_source=str(item.folder), status="running", inputs=inputs_now, started_at=now())
+                save_record(out, record)
+                run.actions[key] = (RUNNING, reason)
+                outcome = process_raster(item, out, client, spec, meta, run.threshold, config, progress, run.mode, run.margin)
+                record.status, record.error, record.seconds = ("ok" if outcome.status == "ok" else "error"), outcome.error, outcome.seconds
+                record.finished_at = now()
+                save_record(out, record)
+                run.actions[key] = (COMPUTED, reason)
                 if outcome.error:
-                    log(f"ERROR {outcome.error}")
-                result.outcomes.append(outcome)
+                    events.error(outcome.error, survey=item.survey, raster=item.name)
+                else:
+                    events(f"{item.survey}/{item.name}: done in {sum(outcome.seconds.values()):.1f} s",
+                           survey=item.survey, raster=item.name, seconds=outcome.seconds)
                 if number == 1:
-                    compute = compute_when_warm(warming)
-                    log(f"model on {' / '.join(compute)}")
-    write_survey_reports(out, result.outcomes)
-    write_summary(out / "summary.csv", result.outcomes)
-    write_json(
-        out / "run.json",
-        {
-            "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "inputs": [str(p) for p in inputs],
-            "cwd": str(Path.cwd()),  # relative sources in report.json are relative to it
-            "config": config.model_dump(mode="json"),
-            "model": {"file": str(model_path), "sha256": sha, "threshold": threshold, "metadata": meta.provenance,
-                      "patch_size": meta.patch_size, "heads": list(meta.heads), "compute": compute},
-            "mode": mode,
-            "window": {"core_px": config.inference.window_px, "margin_px": margin} if mode != "patch" else None,
-            "versions": package_versions(),
-            "rasters": len(result.outcomes),
-            "failed": len(result.failed),
-            "seconds": round(time.time() - started, 2),
-            "timings": {f"{o.survey}/{o.raster}" if o.survey else o.source: o.seconds for o in result.outcomes},
-            "assets": str(Path(assets).resolve()) if assets else None,
-            "asset_rules": rules.model_dump(mode="json"),
-        },
-    )
-    write_deliverables(out, log)
+                    run.compute = compute_when_warm(warming)
+                    events(f"model on {' / '.join(run.compute)}")
+                write_run_reports(out, run)
+    run.finished = True
+    # The run's end: OUT's reports rebuilt from what is in OUT (the manifest and the raster folders).
+    result = write_run_reports(out, run)
+    events(f"finished: {len(result.computed)} computed, {len(result.up_to_date)} up to date, {len(result.failed)} failed; "
+           f"OUT holds {result.covered} rasters", computed=len(result.computed), up_to_date=len(result.up_to_date),
+           failed=len(result.failed), rasters_in_out=result.covered)
+    write_deliverables(out, events)
     return result
 
 
@@ -295,21 +396,125 @@ def process_raster(
             outcome.measured = metrics
         lap("evaluate")
         write_json(work / REPORT, outcome.as_dict())
-        if final.exists():
-            shutil.rmtree(final)
-        work.rename(final)
+        replace_folder(work, final)
         write_json(final / REPORT, outcome.as_dict())
     except SurveyCracksError as error:
         outcome.status, outcome.error = "error", error.message
     except Exception as error:  # noqa: BLE001 — one raster's bug must not stop the night's batch
+        if isinstance(error, OSError) and error.errno in INFRASTRUCTURE_ERRNOS:
+            raise  # a full disk is no fault of this raster: the run stops (exit code 3)
         outcome.status = "error"
-        outcome.error = f"{item.path}: unexpected {type(error).__name__}: {error} — please report this with run.json"
-        outcome.info.setdefault("traceback", traceback.format_exc(limit=5))
+        if failed_reading_pixels(error):
+            outcome.error = RasterError(item.path, f"cannot read its pixels ({str(error).splitlines()[0]}): the file is "
+                                        "truncated or corrupt", "re-copy or re-export it, then run again").message
+        else:
+            outcome.error = f"{item.path}: unexpected {type(error).__name__}: {error} — please report this with run.json"
+            outcome.info.setdefault("traceback", traceback.format_exc(limit=5))
     finally:
         shutil.rmtree(work, ignore_errors=True)
     if outcome.status != "ok":
-        shutil.rmtree(final, ignore_errors=True)  # a previous night's outputs must not pass for this run's
+        remove_outputs(final)  # a previous night's outputs must not pass for this run's
     return outcome
+
+
+def failed_reading_pixels(error: BaseException) -> bool:
+    """True for a GDAL read error of a source raster: raised in raster.py here, or in a worker's task.
+
+    Worker tasks read nothing but the source raster; Dask hands their RasterioIOError back as
+    a plain Exception carrying its repr.
+    """
+    if isinstance(error, RasterioIOError):
+        return any(Path(frame.filename).name == "raster.py" for frame in traceback.extract_tb(error.__traceback__))
+    return type(error) is Exception and str(error).startswith(f"{RasterioIOError.__name__}(")
+
+
+def replace_folder(work: Path, final: Path) -> None:
+    """Put a finished ``work`` folder in place of ``final``; the user's own files in ``final`` move along.
+
+    They are hard-linked (copied across file systems) into ``work`` first, so at every moment
+    they exist in one folder or the other; what the pipeline writes (`OUTPUT_NAMES`) is replaced.
+    """
+    if final.exists():
+        for path in final.iterdir():
+            if path.name in OUTPUT_NAMES or (work / path.name).exists():
+                continue
+            if path.is_dir():
+                shutil.copytree(path, work / path.name)
+                continue
+            try:
+                os.link(path, work / path.name)
+            except OSError:
+                shutil.copy2(path, work / path.name)
+        shutil.rmtree(final)
+    work.rename(final)
+
+
+def remove_outputs(folder: Path) -> None:
+    """Delete what the pipeline wrote into ``folder``; the folder goes too unless the user's own files are in it."""
+    if not folder.is_dir():
+        return
+    for path in folder.iterdir():
+        if path.name in OUTPUT_NAMES:
+            path.unlink(missing_ok=True)
+    with contextlib.suppress(OSError):
+        folder.rmdir()
+
+
+def collect_outcomes(out: Path, run: RunContext) -> list[RasterOutcome]:
+    """Every raster in OUT's manifest as the reports show it, with what this run did to it and why."""
+    outcomes = []
+    unreadable = {(o.survey, o.raster) for o in run.input_errors}
+    for record in load_records(out):
+        if (record.survey, record.raster) in unreadable:
+            continue
+        action, reason = run.actions.get((record.survey, record.raster), (NOT_IN_INPUTS, ""))
+        report_path = record.folder(out) / REPORT
+        if record.status == "ok" and report_path.is_file():
+            outcomes.append(RasterOutcome.from_report(json.loads(report_path.read_text()), action, reason))
+            continue
+        status = record.status if record.status != "running" or action == RUNNING else "interrupted"
+        error = record.error or ("outputs missing" if record.status == "ok" else None)
+        outcomes.append(RasterOutcome(survey=record.survey, raster=record.raster, source=record.source, status=status,
+                                      error=error, seconds=record.seconds, action=action, reason=reason))
+    return outcomes
+
+
+def write_run_reports(out: Path, run: RunContext) -> RunResult:
+    """summary.csv, each survey's report.json and run.json, rebuilt from the manifest and the raster folders.
+
+    Called as each raster finishes, so a killed run leaves reports that cover what it finished.
+    """
+    outcomes = collect_outcomes(out, run) + run.input_errors
+    write_survey_reports(out, outcomes)
+    write_summary(out / "summary.csv", outcomes)
+    config = run.config
+    this_run = [o for o in outcomes if (o.survey, o.raster) in run.actions or o in run.input_errors]
+    write_json(
+        out / "run.json",
+        {
+            "status": "finished" if run.finished else "running",
+            "started_at": run.started_at,
+            "finished_at": now() if run.finished else None,
+            "inputs": run.inputs,
+            "config": config.model_dump(mode="json"),
+            "model": {"file": str(run.model_path), "sha256": run.sha256, "threshold": run.threshold,
+                      "metadata": run.meta.provenance, "patch_size": run.meta.patch_size, "heads": list(run.meta.heads),
+                      "compute": run.compute},
+            "mode": run.mode,
+            "window": {"core_px": config.inference.window_px, "margin_px": run.margin} if run.mode != "patch" else None,
+            "versions": package_versions(),
+            "rasters": len(outcomes),
+            "failed": sum(o.status != "ok" for o in outcomes),
+            "this_run": {action: sum(o.action == action for o in this_run) for action in (COMPUTED, UP_TO_DATE)}
+                        | {"failed": sum(o.status != "ok" for o in this_run)},
+            "seconds": round(time.time() - run.started, 2),
+            "timings": {f"{o.survey}/{o.raster}" if o.survey else o.source: o.seconds for o in outcomes},
+            "cwd": str(Path.cwd()),  # relative sources in report.json are relative to it
+            "assets": str(Path(run.assets).resolve()) if run.assets else None,
+            "asset_rules": run.rules.model_dump(mode="json"),
+        },
+    )
+    return RunResult(out, this_run, covered=len(outcomes))
 
 
 def write_survey_reports(out: Path, outcomes: list[RasterOutcome]) -> None:
@@ -330,6 +535,7 @@ def write_survey_reports(out: Path, outcomes: list[RasterOutcome]) -> None:
                 "failed": [o.error for o in members if o.status != "ok"],
                 "annotated_rasters": len(measured),
                 "metrics": combine(measured).as_dict() if measured else None,
+                "this_run": {o.raster: {"action": o.action, "reason": o.reason} for o in members},
             },
         )
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import pyproj
 import rasterio
 from affine import Affine
 from rasterio.enums import ColorInterp, MaskFlags, Resampling
@@ -44,13 +45,29 @@ class RasterInfo:
 
     @property
     def pixel_size(self) -> float | None:
-        """Ground size of a pixel in CRS units when the CRS is projected (metres, usually)."""
+        """Ground size of a pixel in metres (GSD-aware tiling), None when not georeferenced.
+
+        Projected CRS: the pixel width in the CRS's linear unit, converted to metres. Geographic
+        CRS (EPSG:4326): degrees are no length, so the pixel is measured on the CRS's ellipsoid
+        at the raster's centre (the geometric mean of its east-west and north-south sides).
+        """
         if not self.georeferenced or self.crs is None:
             return None
-        crs = rasterio.crs.CRS.from_user_input(self.crs)
-        if not crs.is_projected:
+        crs = pyproj.CRS.from_user_input(self.crs)
+        if crs.is_projected:
+            factor = crs.axis_info[0].unit_conversion_factor if crs.axis_info else 1.0
+            return float(abs(self.transform.a) * factor)
+        if not crs.is_geographic:
             return None
-        return float(abs(self.transform.a))
+        geod = crs.get_geod()
+        if geod is None:
+            return None
+        centre = self.transform * (self.width / 2, self.height / 2)
+        east = self.transform * (self.width / 2 + 1, self.height / 2)
+        south = self.transform * (self.width / 2, self.height / 2 + 1)
+        dx = geod.inv(*centre, *east)[2]
+        dy = geod.inv(*centre, *south)[2]
+        return float(np.sqrt(abs(dx * dy)))
 
     @property
     def megapixels(self) -> float:
@@ -78,6 +95,13 @@ def inspect_raster(path: str | Path) -> RasterInfo:
     with open_raster(path) as src:
         interp = list(src.colorinterp)
         notes: list[str] = []
+        if src.count == 2 and interp[1] != ColorInterp.alpha:
+            raise RasterError(
+                path,
+                f"2-band raster whose second band is not alpha (it is {interp[1].name}): grey + what?",
+                "keep the grey band (gdal_translate -b 1 in.tif out.tif), or, if band 2 is the footprint, "
+                "mark it as alpha (gdal_translate -colorinterp_2 alpha in.tif out.tif)",
+            )
         if src.count in (1, 2):
             bands = (1, 1, 1)
             notes.append("single-band raster: grey replicated to RGB")

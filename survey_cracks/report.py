@@ -18,8 +18,10 @@ SUMMARY_COLUMNS = [
     "survey", "raster", "status", "error", "georeferenced", "crs", "width", "height", "mode", "patches", "patches_scored",
     "polygons", "centrelines", "crack_length", "unit", "threshold", "cell_precision", "cell_recall", "cell_f1",
     "object_precision", "object_recall", "object_f1", "pixel_0px_f1", "pixel_2px_f1", "pixel_5px_f1",
-    "centreline_completeness", "centreline_correctness", "centreline_quality", "seconds",
+    "centreline_completeness", "centreline_correctness", "centreline_quality", "seconds", "action", "reason",
 ]
+# What the run that wrote the summary did with a raster (column "action"); "reason" says why.
+COMPUTED, UP_TO_DATE, NOT_IN_INPUTS, RUNNING = "computed", "up to date", "not in this run's inputs", "running"
 PACKAGES = ["survey_cracks", "torch", "torchvision", "rasterio", "geopandas", "shapely", "dask", "distributed", "numpy", "opencv-python-headless"]
 
 
@@ -37,6 +39,19 @@ class RasterOutcome:
     metrics: dict[str, Any] | None = None
     seconds: dict[str, float] = field(default_factory=dict)
     measured: Any = None  # evaluate.RasterMetrics with raw counts, for survey totals
+    action: str = COMPUTED
+    reason: str = ""
+
+    @classmethod
+    def from_report(cls, report: dict[str, Any], action: str, reason: str = "") -> "RasterOutcome":
+        """A finished raster as its folder's report.json tells it (how later runs report rasters they skip)."""
+        from survey_cracks.evaluate import RasterMetrics
+
+        metrics = report.get("metrics")
+        return cls(survey=report["survey"], raster=report["raster"], source=report["source"], status=report["status"],
+                   error=report.get("error"), info=report.get("raster_info") or {}, counts=report.get("counts") or {},
+                   metrics=metrics, seconds=report.get("seconds") or {},
+                   measured=RasterMetrics.from_dict(metrics) if metrics else None, action=action, reason=reason)
 
     def summary_row(self) -> dict[str, Any]:
         m = self.metrics or {}
@@ -60,7 +75,7 @@ class RasterOutcome:
             "pixel_2px_f1": pick("pixel_2px", "f1"), "pixel_5px_f1": pick("pixel_5px", "f1"),
             "centreline_completeness": pick(line, "completeness"), "centreline_correctness": pick(line, "correctness"),
             "centreline_quality": pick(line, "quality"),
-            "seconds": round(sum(self.seconds.values()), 2),
+            "seconds": round(sum(self.seconds.values()), 2), "action": self.action, "reason": self.reason,
         }
 
     def as_dict(self) -> dict[str, Any]:

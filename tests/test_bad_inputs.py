@@ -105,7 +105,14 @@ def mask_of_other_size(folder: Path) -> tuple[str, str]:
     return "bad", "bad.mask.png"
 
 
-BAD_INPUTS = [zero_byte_tif, text_named_tif, five_bands, float32_raster, empty_footprint_mask, empty_footprint_nodata,
+def two_bands_without_alpha(folder: Path) -> tuple[str, str]:
+    """Grey + something (say near-infrared): not to be taken for grey + alpha."""
+    data = np.random.default_rng(0).integers(0, 255, (SIZE, SIZE, 2), dtype=np.uint8)
+    write_geotiff(folder / "bad.tif", data)
+    return "bad", "bad.tif"
+
+
+BAD_INPUTS = [two_bands_without_alpha, zero_byte_tif, text_named_tif, five_bands, float32_raster, empty_footprint_mask, empty_footprint_nodata,
               empty_geojson, invalid_geojson, gpkg_in_mismatched_crs, mask_of_other_size]
 
 
@@ -290,3 +297,32 @@ def test_config_with_unknown_key_is_a_usage_error(yaml_text, key, tiny_model, tm
     errors = lines_naming(result.stderr, key)
     assert errors and "run.yaml" in errors[0], result.stderr
     assert not out.exists()
+
+
+# ---------------------------------------------------------------------------------- unreadable pixels
+
+
+def test_truncated_geotiff_is_one_line_naming_the_file(tiny_model, tmp_path):
+    """Header intact, tiles cut off: the workers' read fails. The console gets one line, no worker traceback."""
+    import os
+    import subprocess
+    import sys
+
+    import rasterio.shutil
+
+    survey = tmp_path / "survey"
+    survey.mkdir()
+    write_good(survey / "good.tif")
+    rgb = np.random.default_rng(0).integers(0, 255, (256, 256, 3), dtype=np.uint8)
+    write_geotiff(tmp_path / "whole.tif", rgb)
+    rasterio.shutil.copy(tmp_path / "whole.tif", survey / "cut.tif", driver="COG", BLOCKSIZE=128, OVERVIEWS="NONE")
+    os.truncate(survey / "cut.tif", (survey / "cut.tif").stat().st_size // 2)
+    script = Path(sys.executable).parent / "survey-cracks"
+    proc = subprocess.run([str(script), "run", str(survey), "--out", str(tmp_path / "out"), "--model", str(tiny_model),
+                           "--workers", "1", "-q"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    console = proc.stdout + proc.stderr
+    assert "Traceback" not in console and "unexpected" not in console, console
+    failed = [line for line in proc.stderr.splitlines() if line.startswith("FAILED")]
+    assert len(failed) == 1 and "cut.tif" in failed[0] and "truncated or corrupt" in failed[0], proc.stderr
+    assert_good_outputs(tmp_path / "out" / "survey" / "good")

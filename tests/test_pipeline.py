@@ -3,6 +3,7 @@
 import json
 
 import numpy as np
+import pytest
 from click.testing import CliRunner
 from rasterio.transform import from_origin
 
@@ -47,3 +48,19 @@ def test_discovery_of_files_surveys_and_folders_of_surveys(tmp_path):
     assert {(r.survey, r.name) for r in found} == {("a", "x"), ("b", "y"), (tmp_path.name, "loose")}
     found, errors = find_rasters([tmp_path / "a" / "x.tif", tmp_path / "nope"])
     assert [(r.survey, r.name) for r in found] == [("a", "x")] and "not found" in errors[0].message
+
+
+def test_geographic_crs_pixels_are_measured_in_metres_on_the_ellipsoid(tmp_path):
+    # 1e-7 degree pixels at the equator: 0.01113 m east-west, 0.01106 m north-south
+    raster = write_geotiff(tmp_path / "r.tif", np.zeros((300, 300, 3), np.uint8) + 80, crs="EPSG:4326",
+                           transform=from_origin(5.0, 0.000015, 1e-7, 1e-7))
+    info = inspect_raster(raster)
+    assert info.pixel_size == pytest.approx(np.sqrt(0.011132 * 0.011057), rel=2e-3)
+    config = RunConfig(tiling=TilingConfig(patch_size=64, ground_patch_m=1.42))
+    assert patch_grid_for(info, ModelMeta(patch_size=64), config).size == 128
+
+
+def test_projected_pixels_in_feet_are_converted_to_metres(tmp_path):
+    raster = write_geotiff(tmp_path / "r.tif", np.zeros((64, 64, 3), np.uint8) + 80, crs="EPSG:2263",
+                           transform=from_origin(1000000.0, 200000.0, 0.1, 0.1))
+    assert inspect_raster(raster).pixel_size == pytest.approx(0.1 * 0.3048006, rel=1e-6)

@@ -16,16 +16,21 @@ from rasterio.errors import NotGeoreferencedWarning
 
 from survey_cracks.cli.options import assets_opt, config_opt, model_opt, quiet_opt, rules_opt
 from survey_cracks.edge.cli import stream_and_report, stream_options
-from survey_cracks.errors import SurveyCracksError
+from survey_cracks.errors import InfrastructureError, SurveyCracksError
 from survey_cracks.models.checkpoint import SHIPPED_MODEL
 
 # Road scans have no georeferencing by design; raster.inspect_raster records that in report.json.
 warnings.filterwarnings("ignore", category=NotGeoreferencedWarning)
 
 
+# Exit codes of `run` (documented in its --help and the README).
+EXIT_OK, EXIT_RASTERS_FAILED, EXIT_USAGE, EXIT_INFRASTRUCTURE = 0, 1, 2, 3
+
+
 def _fail(error: SurveyCracksError) -> None:
+    """One line on stderr; exit 3 for the machine's problems (lock, disk, scheduler), 2 for the user's."""
     click.echo(f"error: {error.message}", err=True)
-    sys.exit(2)
+    sys.exit(EXIT_INFRASTRUCTURE if isinstance(error, InfrastructureError) else EXIT_USAGE)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -79,11 +84,12 @@ def cli() -> None:
               help="auto: fp16 on CUDA, bf16 on CPUs with native bf16, else fp32; int8: the model's calibrated int8 "
                    "export on ONNX Runtime (made and checked once per model, then cached; its F1 beside fp32 is in "
                    "the cache's <sha256>.int8.onnx.json).  [default: auto]")
-@quiet_opt
+@click.option("--force", is_flag=True, help="Recompute every raster, even those whose outputs in OUT are up to date.")
+@click.option("--quiet", "-q", is_flag=True, help="For cron: no progress bars; print only warnings, errors and one closing line.")
 def run(inputs: tuple[Path, ...], out: Path, config_path: Path | None, model_path: Path | None, scheduler: str | None,
         workers: int | None, threads: int | None, threshold: float | None, ground_patch_m: float | None, batch_size: int | None,
         mode: str | None, window_px: int | None, margin_px: int | None, scale: float | None, target_gsd_m: float | None,
-        assets_path: Path | None, rules_path: Path | None, precision: str | None, quiet: bool) -> None:
+        assets_path: Path | None, rules_path: Path | None, precision: str | None, force: bool, quiet: bool) -> None:
     """Detect cracks in every raster of INPUTS (raster files, survey folders, or folders of survey folders).
 
     \b
@@ -96,7 +102,20 @@ def run(inputs: tuple[Path, ...], out: Path, config_path: Path | None, model_pat
                  assets.csv       the per-asset figures and condition classes
     Per run:     report.html (self-contained), catalog.json (STAC), summary.csv, run.json
     Annotations beside X.tif are found automatically: X.cracks.geojson, X.cracks.gpkg, X.mask.png, X.mask.tif.
-    Exit code 0 when every raster succeeded, 1 when any failed, 2 on a usage error.
+
+    Run it again into the same OUT and only new or changed rasters (raster, annotation, model or
+    settings) are computed; the others are "up to date" (OUT/.manifest records why). A killed run
+    resumes where it stopped. summary.csv, the surveys' report.json and run.json always cover every
+    raster in OUT; OUT/run.log and OUT/run.log.jsonl keep every message. Survey folders of one name
+    (2025/bridge, 2026/bridge) and rasters of one stem (ortho.tif, ortho.jpg) get distinct, stable
+    output folders (bridge, 2026-bridge; ortho, ortho_tif); see the README's "Nightly runs".
+
+    \b
+    Exit codes:  0  every raster done or up to date
+                 1  some rasters failed (the others are done; summary.csv says why)
+                 2  usage error: options, config, model file, --out's parent missing
+                 3  infrastructure: OUT locked by another run, OUT not writable, disk full,
+                    Dask scheduler unreachable or malformed
     """
     from survey_cracks.condition import load_rules
     from survey_cracks.config import RunConfig, load_config
@@ -112,15 +131,17 @@ def run(inputs: tuple[Path, ...], out: Path, config_path: Path | None, model_pat
             "inference.scale": scale, "inference.target_gsd_m": target_gsd_m, "inference.precision": precision,
         })
         result = run_surveys(list(inputs), out, config, model_path, progress=not quiet, log=click.echo, assets=assets_path,
-                             rules=rules)
+                             rules=rules, force=force, quiet=quiet)
     except SurveyCracksError as error:
         _fail(error)
         return
-    ok = len(result.outcomes) - len(result.failed)
-    click.echo(f"{ok} of {len(result.outcomes)} rasters done; outputs in {out}/ (summary.csv, run.json, report.html, catalog.json)")
     for outcome in result.failed:
         click.echo(f"FAILED {outcome.error}", err=True)
-    sys.exit(1 if result.failed else 0)
+    ok = len(result.outcomes) - len(result.failed)
+    click.echo(f"{ok} of {len(result.outcomes)} rasters done ({len(result.computed)} computed, {len(result.up_to_date)} up to date, "
+               f"{len(result.failed)} failed); outputs in {out}/ (summary.csv covers {result.covered} rasters, run.json, "
+               "report.html, catalog.json)")
+    sys.exit(EXIT_RASTERS_FAILED if result.failed else EXIT_OK)
 
 
 @cli.command("train-mask")
