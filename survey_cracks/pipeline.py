@@ -285,10 +285,10 @@ def _run_locked(inputs: list[Path], out: Path, run: RunContext, progress: bool, 
     run.finished = True
     # The run's end: OUT's reports rebuilt from what is in OUT (the manifest and the raster folders).
     result = write_run_reports(out, run)
+    write_deliverables(out, events)
     events(f"finished: {len(result.computed)} computed, {len(result.up_to_date)} up to date, {len(result.failed)} failed; "
            f"OUT holds {result.covered} rasters", computed=len(result.computed), up_to_date=len(result.up_to_date),
            failed=len(result.failed), rasters_in_out=result.covered)
-    write_deliverables(out, events)
     return result
 
 

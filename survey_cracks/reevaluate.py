@@ -57,7 +57,7 @@ def reevaluate_raster(outcome: RasterOutcome, folder: Path, source: Path, thresh
         counts.update(centrelines=len(lines), crack_length=round(float(lines["length"].sum()), 4),
                       unit=str(lines["unit"].iloc[0]) if len(lines) else ("m" if info.georeferenced else "px"))
     result = RasterOutcome(survey=outcome.survey, raster=outcome.raster, source=outcome.source, info=outcome.info,
-                           counts=counts, seconds=outcome.seconds)
+                           counts=counts, seconds=outcome.seconds, action=outcome.action, reason=outcome.reason)
     annotation = find_annotation(source)
     if annotation is not None:
         truth = load_truth(source, info, config.evaluate, annotation)

@@ -14,7 +14,7 @@ from pathlib import Path
 from survey_cracks.condition import AssetRules
 from survey_cracks.config import RunConfig
 from survey_cracks.errors import OutputError
-from survey_cracks.report import RasterOutcome
+from survey_cracks.report import COMPUTED, RasterOutcome
 
 RUN_JSON, REPORT = "run.json", "report.json"
 
@@ -78,14 +78,10 @@ def read_outcomes(out: Path) -> list[RasterOutcome]:
     with open(out / "summary.csv", newline="") as fh:
         for row in csv.DictReader(fh):
             report = out / row["survey"] / row["raster"] / REPORT
+            action, reason = row.get("action") or COMPUTED, row.get("reason") or ""
             if row["status"] == "ok" and report.is_file():
-                data = json.loads(report.read_text())
-                outcomes.append(RasterOutcome(
-                    survey=data["survey"], raster=data["raster"], source=data["source"], status=data["status"],
-                    error=data["error"], info=data["raster_info"], counts=data["counts"], metrics=data["metrics"],
-                    seconds=data["seconds"],
-                ))
+                outcomes.append(RasterOutcome.from_report(json.loads(report.read_text()), action, reason))
             else:
                 outcomes.append(RasterOutcome(survey=row["survey"], raster=row["raster"], source="", status=row["status"],
-                                              error=row["error"] or None))
+                                              error=row["error"] or None, action=action, reason=reason))
     return outcomes

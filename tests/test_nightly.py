@@ -309,7 +309,7 @@ def test_quiet_prints_one_closing_line_and_logs_everything_as_json(tiny_model, c
     result = night(tmp_path / "site", out, tiny_model, cluster)
     assert result.exit_code == 0, result.output
     assert result.stdout.strip().splitlines() == [
-        f"1 of 1 rasters done (1 computed, 0 up to date, 0 failed); outputs in {out}/ (summary.csv covers 1 rasters, run.json)"]
+        f"1 of 1 rasters done (1 computed, 0 up to date, 0 failed); outputs in {out}/ (summary.csv covers 1 rasters, run.json, report.html, catalog.json)"]
     events = [json.loads(line) for line in (out / "run.log.jsonl").read_text().splitlines()]
     assert {"time", "level", "message"} <= set(events[0])
     assert any(e.get("raster") == "a" and "done" in e["message"] for e in events)
