@@ -52,7 +52,9 @@ Log = Callable[[str], None]
 HEATMAP, GPKG, GEOJSON, REPORT = "heatmap.tif", "cracks.gpkg", "cracks.geojson", "report.json"
 CENTRELINES_GEOJSON = "centrelines.geojson"
 # Every name a raster folder gets from the pipeline; any other file there is the user's and is kept (`replace_folder`).
-OUTPUT_NAMES = frozenset({HEATMAP, GPKG, GEOJSON, CENTRELINES_GEOJSON, REPORT, *(p.name for p in STYLES.glob("*.qml"))})
+STAC_ITEM = "item.json"  # written into the raster's folder by the run's deliverables (stac.py)
+OUTPUT_NAMES = frozenset({HEATMAP, GPKG, GEOJSON, CENTRELINES_GEOJSON, REPORT, STAC_ITEM,
+                          *(p.name for p in STYLES.glob("*.qml"))})
 # OS errors of the machine rather than of one raster: the run stops with exit code 3.
 INFRASTRUCTURE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS}
 PIXEL_COORDINATES = "pixel coordinates (x = column, y = -row); the image has no georeferencing"
