@@ -372,7 +372,9 @@ def warm_workers(client: Client, spec: ModelSpec) -> list[Future]:
     collects the answers.
     """
     workers = list(client.scheduler_info().get("workers", {}))
-    return [client.submit(warm, spec, workers=[address], allow_other_workers=False, pure=False) for address in workers]
+    # allow_other_workers: a worker that dies (and comes back under a new address) must not leave its
+    # warm-up waiting forever for it, and `compute_when_warm` with it (tests/test_worker_death.py).
+    return [client.submit(warm, spec, workers=[address], allow_other_workers=True, pure=False) for address in workers]
 
 
 def compute_when_warm(warming: list[Future]) -> list[str]:

@@ -319,9 +319,19 @@ def test_quiet_prints_one_closing_line_and_logs_everything_as_json(tiny_model, c
 
 
 def test_real_kill_9_after_the_first_raster_then_resume(tiny_model, tmp_path):
-    """The console script, its LocalCluster and workers killed with SIGKILL once a raster is recorded done."""
+    """The console script, its LocalCluster and workers killed with SIGKILL once a raster is in summary.csv.
+
+    What the kill leaves is checked before the resume: the run's reports (summary.csv, run.json, the survey's
+    report.json) already cover the finished raster (before issue 14 they were written only at the end: none).
+    """
     import signal
     import time
+
+    def finished_in_summary() -> bool:
+        try:
+            return summary(out).get("site/r1", {}).get("status") == "ok"
+        except (OSError, KeyError, csv.Error):  # not written yet, or being written
+            return False
 
     survey = tmp_path / "site"
     for seed, name in enumerate(("r1", "r2", "r3"), 1):
@@ -330,16 +340,18 @@ def test_real_kill_9_after_the_first_raster_then_resume(tiny_model, tmp_path):
     script = Path(sys.executable).parent / "survey-cracks"
     command = [str(script), "run", str(survey), "--out", str(out), "--model", str(tiny_model), "--workers", "1", "-q"]
     proc = subprocess.Popen(command, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    record = out / MANIFEST_DIR / "site" / "r1.json"
     deadline = time.monotonic() + 240
-    while time.monotonic() < deadline and proc.poll() is None:
-        if record.is_file() and json.loads(record.read_text())["status"] == "ok":
-            break
+    while time.monotonic() < deadline and proc.poll() is None and not finished_in_summary():
         time.sleep(0.05)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     done_before = {r.raster for r in load_records(out) if r.status == "ok"}
-    assert "r1" in done_before
+    assert "r1" in done_before and len(done_before) < 3, done_before
+    # what a killed night leaves: reports covering what it finished, a run.json saying it did not finish
+    assert summary(out)["site/r1"]["status"] == "ok"
+    killed_run = json.loads((out / "run.json").read_text())
+    assert killed_run["status"] == "running" and killed_run["finished_at"] is None
+    assert "r1" in json.loads((out / "site" / "report.json").read_text())["rasters"]
     stamps = {name: stamp(out / "site" / name) for name in done_before}
 
     resumed = subprocess.run(command, capture_output=True, text=True, timeout=300)
