@@ -75,18 +75,20 @@ print("ok")
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr
 
 
-def test_local_workers_run_with_one_malloc_arena_that_keeps_freed_activations():
-    """The worker processes get `worker_environment` (thread counts, GDAL cache, glibc malloc), not Dask's default."""
+def test_local_workers_run_with_one_malloc_arena_that_keeps_freed_activations(monkeypatch):
+    """The worker processes get `worker_environment` (GDAL cache, glibc malloc), not Dask's default."""
     import os
 
     from survey_cracks.config import InferenceConfig
     from survey_cracks.inference import WORKER_MALLOC, dask_client
 
+    # A variable already in the environment wins over Dask's pre-spawn settings, and a Dask nanny
+    # writes its settings into this process's environment: another test's cluster leaves them.
+    for key in (*WORKER_MALLOC, "GDAL_CACHEMAX"):
+        monkeypatch.delenv(key, raising=False)
     config = InferenceConfig(workers=1, torch_threads=1, gdal_cache_mb=48)
     with dask_client(config) as client:
         seen = next(iter(client.run(lambda: dict(os.environ)).values()))
-    # Dask lets a variable already in the environment win (as conftest's OMP_NUM_THREADS does).
-    expected = {**WORKER_MALLOC, "GDAL_CACHEMAX": "48"}
-    expected = {key: os.environ.get(key, value) for key, value in expected.items()}
-    assert {key: seen.get(key) for key in expected} == expected
+    assert {key: seen.get(key) for key in WORKER_MALLOC} == WORKER_MALLOC
+    assert seen["GDAL_CACHEMAX"] == "48"
     assert seen["MALLOC_TRIM_THRESHOLD_"] != "65536"  # Dask's own default: a fifth of the network's speed
