@@ -142,6 +142,8 @@ def find_rasters(
                         add(sub, path)
                 if len(found) == before:
                     errors.append(RasterError(item, "no rasters found in this folder or its sub-folders", "point at a survey folder"))
+            elif isinstance(item, RemotePath) and item.kind == "folder" and not item.is_s3:
+                errors.append(RasterError(item, "a web folder cannot be listed", "give its rasters' URLs, or --from-list FILE"))
             elif isinstance(item, RemotePath):
                 errors.append(RasterError(item, "not found on the server", REMOTE_FIX))
             else:

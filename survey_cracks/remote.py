@@ -22,6 +22,7 @@ import io
 import os
 import urllib.error
 import urllib.request
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path, PurePosixPath
@@ -34,6 +35,7 @@ S3_SCHEME = "s3://"
 VSICURL, VSIS3 = "/vsicurl/", "/vsis3/"
 TIMEOUT_S = 30.0
 REMOTE_FIX = "check the URL, the network and the credentials (README: Remote inputs)"
+NEEDS_BOTO3 = "s3:// inputs need boto3: pip install 'survey_cracks[remote]'"
 Kind = Literal["file", "folder"]
 
 
@@ -224,28 +226,23 @@ def _http_head(url: str) -> RemoteStat:
     return RemoteStat(int(length), headers.get("ETag"), headers.get("Last-Modified"))
 
 
-class _http_errors:  # noqa: N801 — used as a context manager
+@contextmanager
+def _http_errors(url: str) -> Iterator[None]:
     """urllib's errors as the OSError a missing or forbidden local file raises, with the server's answer."""
-
-    def __init__(self, url: str) -> None:
-        self.url = url
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, kind: type | None, error: BaseException | None, _tb: Any) -> None:
-        if isinstance(error, urllib.error.HTTPError):
-            answer = f"HTTP {error.code} {error.reason}"
-            if error.code == 404:
-                raise FileNotFoundError(errno.ENOENT, answer, self.url) from None
-            if error.code in (401, 403):
-                raise PermissionError(errno.EACCES, answer, self.url) from None
-            raise OSError(errno.EIO, answer, self.url) from None
-        if isinstance(error, urllib.error.URLError):
-            reason = getattr(error.reason, "strerror", None) or str(error.reason)
-            raise ConnectionError(errno.ECONNREFUSED, f"cannot connect: {reason}", self.url) from None
-        if isinstance(error, TimeoutError):
-            raise ConnectionError(errno.ETIMEDOUT, f"no answer within {TIMEOUT_S:.0f} s", self.url) from None
+    try:
+        yield
+    except urllib.error.HTTPError as error:
+        answer = f"HTTP {error.code} {error.reason}"
+        if error.code == 404:
+            raise FileNotFoundError(errno.ENOENT, answer, url) from None
+        if error.code in (401, 403):
+            raise PermissionError(errno.EACCES, answer, url) from None
+        raise OSError(errno.EIO, answer, url) from None
+    except urllib.error.URLError as error:
+        reason = getattr(error.reason, "strerror", None) or str(error.reason)
+        raise ConnectionError(errno.ECONNREFUSED, f"cannot connect: {reason}", url) from None
+    except TimeoutError:
+        raise ConnectionError(errno.ETIMEDOUT, f"no answer within {TIMEOUT_S:.0f} s", url) from None
 
 
 # ---------------------------------------------------------------------------------- s3
@@ -282,7 +279,7 @@ def _s3_client_for(endpoint: str | None, _key: str | None, _profile: str | None)
         import boto3
         from botocore.config import Config
     except ImportError:
-        raise OSError(errno.ENOPKG, "s3:// inputs need boto3: pip install 'survey_cracks[remote]'", "s3://") from None
+        raise OSError(errno.ENOPKG, NEEDS_BOTO3, "s3://") from None
     path_style = os.environ.get("AWS_VIRTUAL_HOSTING", "TRUE").upper() in ("NO", "FALSE", "OFF", "0")
     config = Config(s3={"addressing_style": "path" if path_style else "auto"}, retries={"max_attempts": 3},
                     connect_timeout=TIMEOUT_S, read_timeout=TIMEOUT_S)
@@ -297,31 +294,27 @@ def _s3_head(path: RemotePath) -> RemoteStat:
     return RemoteStat(int(head["ContentLength"]), head.get("ETag"), modified.isoformat() if modified else None)
 
 
-class _s3_errors:  # noqa: N801 — used as a context manager
+@contextmanager
+def _s3_errors(url: str) -> Iterator[None]:
     """botocore's errors as the OSError a missing or forbidden local file raises."""
-
-    def __init__(self, url: str) -> None:
-        self.url = url
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, kind: type | None, error: BaseException | None, _tb: Any) -> None:
-        if error is None or isinstance(error, OSError):
-            return
+    try:
         from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
+    except ImportError:
+        raise OSError(errno.ENOPKG, NEEDS_BOTO3, url) from None
 
-        if isinstance(error, ClientError):
-            code = str(error.response.get("Error", {}).get("Code", ""))
-            status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-            answer = f"S3 {code or status}"
-            if code in ("404", "NoSuchKey", "NoSuchBucket", "NotFound"):
-                raise FileNotFoundError(errno.ENOENT, answer, self.url) from None
-            if code in ("403", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch") or status == 403:
-                raise PermissionError(errno.EACCES, f"{answer} (access denied)", self.url) from None
-            raise OSError(errno.EIO, answer, self.url) from None
-        if isinstance(error, NoCredentialsError):
-            raise PermissionError(errno.EACCES, "no AWS credentials (set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY)",
-                                  self.url) from None
-        if isinstance(error, BotoCoreError):
-            raise ConnectionError(errno.ECONNREFUSED, f"cannot connect: {error}", self.url) from None
+    try:
+        yield
+    except ClientError as error:
+        code = str(error.response.get("Error", {}).get("Code", ""))
+        status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        answer = f"S3 {code or status}"
+        if code in ("404", "NoSuchKey", "NoSuchBucket", "NotFound"):
+            raise FileNotFoundError(errno.ENOENT, answer, url) from None
+        if code in ("401", "403", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch") or status == 403:
+            raise PermissionError(errno.EACCES, f"{answer} (access denied)", url) from None
+        raise OSError(errno.EIO, answer, url) from None
+    except NoCredentialsError:
+        raise PermissionError(errno.EACCES, "no AWS credentials (set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY)",
+                              url) from None
+    except BotoCoreError as error:
+        raise ConnectionError(errno.ECONNREFUSED, f"cannot connect: {error}", url) from None

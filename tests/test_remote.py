@@ -180,12 +180,13 @@ def test_http_raster_gives_the_local_outputs_and_is_redone_only_when_the_server_
 def test_unreachable_urls_fail_with_one_line_each_naming_them(tiny_model, web, tmp_path):
     base, _, _ = web
     missing, refused = f"{base}/survey/gone.tif", f"http://127.0.0.1:{free_port()}/survey/ortho.tif"
-    result = night([missing, refused], tmp_path / "out", tiny_model, cluster=None)
+    result = night([missing, refused, f"{base}/survey/"], tmp_path / "out", tiny_model, cluster=None)
     assert result.exit_code == 1, result.output
     failed = [line for line in result.stderr.splitlines() if line.startswith("FAILED")]
-    assert len(failed) == 2, result.stderr
+    assert len(failed) == 3, result.stderr
     assert failed[0].startswith(f"FAILED {missing}: not found on the server — check the URL")
     assert failed[1].startswith(f"FAILED {refused}: cannot read it (cannot connect") and "credentials" in failed[1]
+    assert failed[2] == f"FAILED {base}/survey: a web folder cannot be listed — give its rasters' URLs, or --from-list FILE"
     assert "Traceback" not in result.output and "input not found" not in result.output
 
 

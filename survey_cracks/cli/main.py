@@ -104,7 +104,7 @@ def run(inputs: tuple[str, ...], from_list: Path | None, out: Path, config_path:
                                         AWS_VIRTUAL_HOSTING=FALSE); s3:// needs survey_cracks[remote]
       --from-list FILE                  such rasters (or local ones) one per line
     Their survey is their folder's name; annotations are looked for beside them on the server;
-    "up to date" compares what the server says (size, ETag, Last-Modified): nothing is downloaded.
+    "up to date" compares what the server says (size, ETag, Last-Modified): nothing is downloaded for it.
 
     \b
     Per raster:  heatmap.tif      crack probability 0..1 per pixel, Cloud-Optimized GeoTIFF, raster's CRS and grid
@@ -126,7 +126,8 @@ def run(inputs: tuple[str, ...], from_list: Path | None, out: Path, config_path:
 
     \b
     Exit codes:  0  every raster done or up to date
-                 1  some rasters failed (the others are done; summary.csv says why)
+                 1  some rasters failed, or an input is missing or unreachable (the others are
+                    done; one FAILED line each; summary.csv says why)
                  2  usage error: options, config, model file, --out's parent missing
                  3  infrastructure: OUT locked by another run, OUT not writable, disk full,
                     Dask scheduler unreachable or malformed
