@@ -217,6 +217,10 @@ def test_s3_prefix_is_listed_like_a_folder_of_surveys_with_annotations_beside_ra
     arch = json.loads((out / "tunnel" / "arch" / "report.json").read_text())
     assert arch["counts"]["annotation"] == "arch.mask.png" and arch["metrics"]["object"]["annotated_objects"] == 0
     assert "annotation" not in json.loads((out / "tunnel" / "wall" / "report.json").read_text())["counts"]
+    evaluated = invoke("evaluate", out, "--threshold", "0.3", "-q")  # metrics again, from the annotations in S3
+    assert evaluated.exit_code == 0 and "3 rasters re-evaluated" in evaluated.output, evaluated.output
+    deck = json.loads((out / "bridge" / "deck" / "report.json").read_text())
+    assert deck["counts"]["threshold"] == 0.3 and deck["metrics"]["object"]["annotated_objects"] == 1
     local = night(files / "bridge" / "deck.tif", tmp_path / "out_local", tiny_model, cluster)
     assert local.exit_code == 0
     assert np.array_equal(heatmap(out / "bridge" / "deck"), heatmap(tmp_path / "out_local" / "bridge" / "deck"))
