@@ -51,6 +51,7 @@ from scipy.sparse.csgraph import connected_components
 from survey_cracks.config import EvaluateConfig
 from survey_cracks.errors import AnnotationError
 from survey_cracks.raster import RasterInfo
+from survey_cracks.remote import Source, as_source, open_with_rasterio, readable
 from survey_cracks.tiling import block_windows
 
 VECTOR_SUFFIXES = (".cracks.geojson", ".cracks.gpkg")
@@ -67,22 +68,22 @@ _STRIP_PIXELS = 1 << 22
 TruthKind = Literal["vector", "mask"]
 
 
-def is_annotation_raster(path: str | Path) -> bool:
+def is_annotation_raster(path: str | Source) -> bool:
     """True for ``*.mask.<ext>`` and ``*.cracks.<ext>``: ground truth, never rasters to survey.
 
     Same rule as ``discover.is_survey_raster``, so a mask is never surveyed itself.
     """
-    return Path(Path(path).stem).suffix.lower() in (".mask", ".cracks")
+    return Path(as_source(path).stem).suffix.lower() in (".mask", ".cracks")
 
 
-def annotation_candidates(raster: str | Path) -> list[Path]:
-    """The four places an annotation of ``raster`` may be, in lookup order."""
-    raster = Path(raster)
+def annotation_candidates(raster: str | Source) -> list[Source]:
+    """The four places an annotation of ``raster`` may be, in lookup order (beside a remote raster: on its server)."""
+    raster = as_source(raster)
     base = raster.with_suffix("").name
     return [raster.with_name(base + suffix) for suffix in ANNOTATION_SUFFIXES]
 
 
-def find_annotation(raster: str | Path) -> Path | None:
+def find_annotation(raster: str | Source) -> Source | None:
     """First existing of ``X.cracks.geojson``, ``X.cracks.gpkg``, ``X.mask.png``, ``X.mask.tif``."""
     if is_annotation_raster(raster):
         return None
@@ -108,7 +109,7 @@ class Truth:
         geometries: np.ndarray | None = None,
         block: int = 1024,
     ) -> None:
-        self.path = Path(path)
+        self.path = as_source(path)
         self.kind: TruthKind = kind
         self.info = info
         self.block = block
@@ -228,13 +229,13 @@ def load_truth(
 ) -> Truth:
     """Find, read and check the annotation of ``raster``; raise AnnotationError on any problem."""
     config = config or EvaluateConfig()
-    raster = Path(raster)
+    raster = as_source(raster)
     if annotation is None:
         annotation = find_annotation(raster)
         if annotation is None:
             names = ", ".join(p.name for p in annotation_candidates(raster))
             raise AnnotationError(raster, "no annotation found beside the raster", f"add one of: {names}")
-    path = Path(annotation)
+    path = as_source(annotation)
     if not path.is_file():
         raise AnnotationError(path, "annotation file not found", "check the path")
     if path.stat().st_size == 0:
@@ -266,7 +267,7 @@ def _load_vector(path: Path, info: RasterInfo, config: EvaluateConfig) -> Truth:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            frame = gpd.read_file(path)
+            frame = gpd.read_file(readable(path))
     except Exception as exc:  # pyogrio raises several types for broken files
         raise AnnotationError(
             path, f"not a readable vector file ({exc})", "re-export it as GeoJSON or GeoPackage (ogr2ogr)"
@@ -510,10 +511,10 @@ def _data_bands(src: rasterio.io.DatasetReader) -> list[int]:
     return bands
 
 
-def _open_quiet(path: Path) -> rasterio.io.DatasetReader:
+def _open_quiet(path: Source) -> rasterio.io.DatasetReader:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", NotGeoreferencedWarning)
-        return rasterio.open(path)
+        return open_with_rasterio(path)
 
 
 def _crs_name(crs: Any) -> str:

@@ -33,6 +33,7 @@ from survey_cracks.condition import AssetRules, Verdict, density_verdict, width_
 from survey_cracks.crack_types import CRACK_TYPES, axis_angle, classify, network_lines
 from survey_cracks.errors import AssetError
 from survey_cracks.raster import open_raster
+from survey_cracks.remote import Source, as_source, readable
 
 ID_COLUMNS = ("asset_id", "id")
 SURVEY_ASSET_FILES = ("assets.gpkg", "assets.geojson")
@@ -97,16 +98,16 @@ class LineAssignment:
     crack_type: list[str | None]
 
 
-def load_assets(path: str | Path, rules: AssetRules | None = None) -> gpd.GeoDataFrame:
+def load_assets(path: str | Source, rules: AssetRules | None = None) -> gpd.GeoDataFrame:
     """Asset polygons with a string ``asset_id`` (and ``material``), validated; AssetError naming the fix."""
-    path = Path(path)
+    path = as_source(path)
     rules = rules or AssetRules()
     if not path.is_file():
         raise AssetError(path, "asset file not found", "check the path given to --assets")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            frame = gpd.read_file(path)
+            frame = gpd.read_file(readable(path))
     except Exception as exc:  # pyogrio raises several types for broken files
         raise AssetError(path, f"not a readable vector file ({exc})", "give a GeoPackage or GeoJSON of asset polygons") from None
     if path.suffix.lower() in (".geojson", ".json") and frame.crs is not None and not _geojson_declares_crs(path):

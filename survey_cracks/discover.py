@@ -1,7 +1,8 @@
 """Which rasters to process, and the output folder ``OUT/<survey>/<raster>/`` of each.
 
 An input is a raster file (its survey is its folder), a survey folder (rasters
-inside), or a folder of survey folders. Annotation files (``*.mask.*``,
+inside), or a folder of survey folders; each may be local or remote (an http(s)://
+raster, an s3:// object or prefix: ``remote.RemotePath``). Annotation files (``*.mask.*``,
 ``*.cracks.*``) and hidden files are never taken for survey rasters.
 
 Naming rule (stable from night to night). A survey is named after its folder and a
@@ -22,8 +23,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Mapping
 
-from survey_cracks.errors import RasterError
+from survey_cracks.errors import ConfigError, RasterError
 from survey_cracks.raster import RASTER_SUFFIXES
+from survey_cracks.remote import REMOTE_FIX, RemotePath, Source, as_source
 
 UNSAFE = re.compile(r'[\x00-\x1f\x7f/\\:*?"<>|]')
 # Names a survey or raster folder must not take: the run-level and survey-level files beside them.
@@ -33,24 +35,24 @@ RESERVED = {"summary.csv", "run.json", "run.log", "run.log.jsonl", "report.json"
 @dataclass(frozen=True)
 class SurveyRaster:
     survey: str
-    path: Path
+    path: Source
     name: str  # output folder name, unique within the survey
-    folder: Path | None = None  # the absolute folder the survey name stands for
+    folder: Source | None = None  # the absolute folder the survey name stands for
 
     @property
     def source(self) -> str:
         return str(self.path.resolve())
 
 
-def is_survey_raster(path: Path) -> bool:
+def is_survey_raster(path: Source) -> bool:
     if path.name.startswith(".") or path.suffix.lower() not in RASTER_SUFFIXES:
         return False
     inner = Path(path.stem).suffix.lower()
     return inner not in (".mask", ".cracks")
 
 
-def rasters_in(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_file() and is_survey_raster(p))
+def rasters_in(folder: Source) -> list[Source]:
+    return sorted((p for p in folder.iterdir() if is_survey_raster(p) and p.is_file()), key=str)
 
 
 def safe_name(name: str) -> str:
@@ -71,21 +73,21 @@ def first_free(candidates: Iterable[str], taken: set[str]) -> str:
     return f"{last}-{number}"
 
 
-def survey_candidates(folder: Path) -> list[str]:
+def survey_candidates(folder: Source) -> list[str]:
     parts = [safe_name(p) for p in folder.parts[1:]] or ["_"]
     return ["-".join(parts[-n:]) for n in range(1, len(parts) + 1)]
 
 
-def raster_candidates(path: Path) -> list[str]:
+def raster_candidates(path: Source) -> list[str]:
     stem = safe_name(path.stem)
     return [stem, f"{stem}_{safe_name(path.suffix.lstrip('.').lower())}"]
 
 
 def name_rasters(
-    found: list[tuple[Path, Path]], known_surveys: Mapping[str, str], known_rasters: Mapping[str, tuple[str, str]]
+    found: list[tuple[Source, Source]], known_surveys: Mapping[str, str], known_rasters: Mapping[str, tuple[str, str]]
 ) -> list[SurveyRaster]:
     """Give each (survey folder, raster) pair its output names by the naming rule (module docstring)."""
-    surveys: dict[Path, str] = {}
+    surveys: dict[Source, str] = {}
     taken_surveys = {name.casefold() for name in known_surveys.values()} | RESERVED
     for folder in sorted({folder for folder, _ in found}, key=str):
         if str(folder) in known_surveys:
@@ -111,7 +113,7 @@ def name_rasters(
 
 
 def find_rasters(
-    inputs: list[Path],
+    inputs: list[str | Path],
     known_surveys: Mapping[str, str] | None = None,
     known_rasters: Mapping[str, tuple[str, str]] | None = None,
 ) -> tuple[list[SurveyRaster], list[RasterError]]:
@@ -120,25 +122,46 @@ def find_rasters(
     ``known_surveys`` (absolute folder -> survey) and ``known_rasters`` (absolute raster ->
     (survey, raster)) are the names an earlier run gave, from OUT's manifest: they are kept.
     """
-    found: dict[Path, tuple[Path, Path]] = {}
+    found: dict[Source, tuple[Source, Source]] = {}
     errors: list[RasterError] = []
 
-    def add(folder: Path, path: Path) -> None:
+    def add(folder: Source, path: Source) -> None:
         found.setdefault(path.resolve(), (folder.resolve(), path))  # the same file given twice is one raster
 
-    for item in inputs:
-        item = Path(item)
-        if item.is_file():
-            add(item.resolve().parent, item)
-        elif item.is_dir():
-            before = len(found)
-            for path in rasters_in(item):
-                add(item, path)
-            for sub in sorted(p for p in item.iterdir() if p.is_dir() and not p.name.startswith(".")):
-                for path in rasters_in(sub):
-                    add(sub, path)
-            if len(found) == before:
-                errors.append(RasterError(item, "no rasters found in this folder or its sub-folders", "point at a survey folder"))
-        else:
-            errors.append(RasterError(item, "input not found", "check the path"))
+    for given in inputs:
+        item = as_source(given)
+        try:
+            if item.is_file():
+                add(item.resolve().parent, item)
+            elif item.is_dir():
+                before = len(found)
+                for path in rasters_in(item):
+                    add(item, path)
+                for sub in sorted((p for p in item.iterdir() if not p.name.startswith(".") and p.is_dir()), key=str):
+                    for path in rasters_in(sub):
+                        add(sub, path)
+                if len(found) == before:
+                    errors.append(RasterError(item, "no rasters found in this folder or its sub-folders", "point at a survey folder"))
+            elif isinstance(item, RemotePath) and item.kind == "folder" and not item.is_s3:
+                errors.append(RasterError(item, "a web folder cannot be listed", "give its rasters' URLs, or --from-list FILE"))
+            elif isinstance(item, RemotePath):
+                errors.append(RasterError(item, "not found on the server", REMOTE_FIX))
+            else:
+                errors.append(RasterError(item, "input not found", "check the path"))
+        except OSError as error:  # a server that cannot be reached or refuses
+            errors.append(RasterError(item, f"cannot read it ({error.strerror or error})", REMOTE_FIX if
+                                      isinstance(item, RemotePath) else "check the path and its permissions"))
     return name_rasters(list(found.values()), known_surveys or {}, known_rasters or {}), errors
+
+
+def read_input_list(path: Path) -> list[str]:
+    """The inputs ``run --from-list`` names: one per line, blank lines and ``#`` comments skipped.
+
+    Local paths are relative to the current folder, as on the command line. Raises ConfigError
+    when the list cannot be read.
+    """
+    try:
+        lines = Path(path).read_text().splitlines()
+    except (OSError, UnicodeDecodeError) as error:
+        raise ConfigError(path, f"cannot read the input list ({error})", "give a text file, one raster per line") from None
+    return [line.strip() for line in lines if line.strip() and not line.strip().startswith("#")]

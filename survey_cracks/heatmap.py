@@ -33,7 +33,7 @@ from threadpoolctl import threadpool_limits
 from tqdm import tqdm
 
 from survey_cracks.config import HeatmapConfig
-from survey_cracks.raster import RasterInfo
+from survey_cracks.raster import RasterInfo, open_raster
 from survey_cracks.tiling import PatchGrid, block_windows
 
 LEVELS = 250  # probability 1.0; a level is 0.004
@@ -255,7 +255,7 @@ def write_patch_scores(
     # The staging file is uncompressed: the COG copy compresses once, not twice.
     # The blend's matrix products are tiny (a few windows by one block edge): BLAS threads
     # cost far more to wake than the arithmetic, so the blocks are blended on one thread.
-    with rasterio.open(info.path) as src, threadpool_limits(limits=1, user_api="blas"):
+    with open_raster(info.path) as src, threadpool_limits(limits=1, user_api="blas"):
         blocks = block_windows(info.width, info.height, config.block_size)
         blender = BlockBlender(grid, scores, ramp)
         for window in tqdm(blocks, desc="heatmap", unit="block", disable=not progress, leave=False):

@@ -22,6 +22,7 @@ from typing import Literal
 from pydantic import BaseModel, ValidationError
 
 from survey_cracks.config import RunConfig
+from survey_cracks.remote import RemotePath, Source
 
 MANIFEST_DIR = ".manifest"
 SAMPLE_BYTES = 1 << 20  # the content hash reads the first and last MiB: cheap on a 10 GB orthomosaic
@@ -31,14 +32,23 @@ Status = Literal["running", "ok", "error"]
 
 
 class Fingerprint(BaseModel):
-    """Size, modification time and a hash of the first and last MiB: a re-copied or re-exported file differs."""
+    """A local file: size, modification time and a hash of the first and last MiB, so a re-copied or
+    re-exported file differs. A remote one (http(s)://, s3://): what the server says, size, ETag and
+    Last-Modified, so nothing is downloaded to tell a changed file.
+    """
 
     size: int
-    mtime_ns: int
-    sample_sha256: str
+    mtime_ns: int | None = None
+    sample_sha256: str | None = None
+    etag: str | None = None
+    last_modified: str | None = None
 
 
-def fingerprint(path: Path) -> Fingerprint:
+def fingerprint(path: Source) -> Fingerprint:
+    """Raises OSError when the file cannot be read (or its server asked)."""
+    if isinstance(path, RemotePath):
+        head = path.stat()
+        return Fingerprint(size=head.st_size, etag=head.etag, last_modified=head.last_modified)
     stat = path.stat()
     digest = hashlib.sha256(str(stat.st_size).encode())
     with open(path, "rb") as fh:
@@ -83,8 +93,8 @@ class RasterRecord(BaseModel):
 
     survey: str
     raster: str
-    source: str  # absolute path of the raster
-    survey_source: str  # absolute path of the folder the survey name stands for
+    source: str  # absolute path (or URL) of the raster
+    survey_source: str  # absolute path (or URL) of the folder the survey name stands for
     status: Status
     inputs: Inputs
     error: str | None = None

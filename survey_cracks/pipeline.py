@@ -167,7 +167,7 @@ def dense_lattice(info: RasterInfo, patch: int) -> PatchGrid:
 
 
 def run_surveys(
-    inputs: list[Path],
+    inputs: list[str | Path],
     out: Path,
     config: RunConfig,
     model_path: Path | None = None,
@@ -222,7 +222,7 @@ def run_surveys(
             events.close()
 
 
-def _run_locked(inputs: list[Path], out: Path, run: RunContext, progress: bool, events: RunLog, force: bool) -> RunResult:
+def _run_locked(inputs: list[str | Path], out: Path, run: RunContext, progress: bool, events: RunLog, force: bool) -> RunResult:
     config, meta = run.config, run.meta
     events(f"model {run.model_path.name} (sha256 {run.sha256[:12]}, heads {'+'.join(meta.heads)}, "
            f"{meta.provenance.get('init', 'unknown')} init); mode {run.mode}, threshold {run.threshold:.3f}"

@@ -21,6 +21,7 @@ from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
 from rasterio.windows import Window
 
 from survey_cracks.errors import RasterError
+from survey_cracks.remote import REMOTE_FIX, RemotePath, Source, as_source, open_with_rasterio
 
 RASTER_SUFFIXES = {".tif", ".tiff", ".jpg", ".jpeg", ".png", ".jp2", ".vrt", ".img", ".bmp"}
 # Non-georeferenced images are placed with x = column, y = -row, the convention QGIS
@@ -32,7 +33,7 @@ PIXEL_TRANSFORM = Affine(1.0, 0.0, 0.0, 0.0, -1.0, 0.0)
 class RasterInfo:
     """What the pipeline needs to know about a raster, checked once at open."""
 
-    path: Path
+    path: Source  # a local Path, or a RemotePath that each Dask worker opens itself
     width: int
     height: int
     band_indexes: tuple[int, int, int]
@@ -75,9 +76,16 @@ class RasterInfo:
         return self.width * self.height / 1e6
 
 
-def open_raster(path: str | Path) -> rasterio.io.DatasetReader:
-    """Open with a clear error instead of GDAL's."""
-    path = Path(path)
+def open_raster(path: str | Source) -> rasterio.io.DatasetReader:
+    """Open with a clear error instead of GDAL's; a remote raster through GDAL's /vsicurl/ or /vsis3/."""
+    path = as_source(path)
+    if isinstance(path, RemotePath):  # not asked first: Dask tasks open the raster once per window
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", NotGeoreferencedWarning)
+                return open_with_rasterio(path)
+        except RasterioIOError as exc:
+            raise RasterError(path, f"cannot read it as a raster ({exc})", REMOTE_FIX) from None
     if not path.exists():
         raise RasterError(path, "file not found", "check the path")
     if path.stat().st_size == 0:
@@ -90,9 +98,9 @@ def open_raster(path: str | Path) -> rasterio.io.DatasetReader:
         raise RasterError(path, f"not a readable raster ({exc})", "check the file is a complete GeoTIFF/JPEG/PNG") from None
 
 
-def inspect_raster(path: str | Path) -> RasterInfo:
+def inspect_raster(path: str | Source) -> RasterInfo:
     """Check band layout, dtype and footprint; raise RasterError naming the fix."""
-    path = Path(path)
+    path = as_source(path)
     with open_raster(path) as src:
         interp = list(src.colorinterp)
         notes: list[str] = []

@@ -14,6 +14,7 @@ from pathlib import Path
 from survey_cracks.condition import AssetRules
 from survey_cracks.config import RunConfig
 from survey_cracks.errors import OutputError
+from survey_cracks.remote import Source, as_source, is_remote
 from survey_cracks.report import COMPUTED, RasterOutcome
 
 RUN_JSON, REPORT = "run.json", "report.json"
@@ -48,9 +49,9 @@ class RunRecord:
     def folder(self, outcome: RasterOutcome) -> Path:
         return self.out / outcome.survey / outcome.raster
 
-    def source(self, outcome: RasterOutcome) -> Path:
-        """The raster an output was made from (report.json records it as given to `run`)."""
-        return self.cwd / outcome.source
+    def source(self, outcome: RasterOutcome) -> Source:
+        """The raster an output was made from (report.json records it as given to `run`: a path or a URL)."""
+        return as_source(outcome.source) if is_remote(outcome.source) else self.cwd / outcome.source
 
 
 def read_run(out: Path) -> RunRecord:

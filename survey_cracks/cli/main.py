@@ -48,7 +48,10 @@ def cli() -> None:
 
 
 @cli.command()
-@click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.argument("inputs", nargs=-1, type=click.Path(path_type=str))
+@click.option("--from-list", "from_list", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="Also the rasters listed in FILE, one per line (path, http(s):// URL or s3:// URI; blank lines "
+                   "and # comments ignored).")
 @click.option("--out", "-o", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Output folder; gets <survey>/<raster>/{heatmap.tif, cracks.gpkg, cracks.geojson, report.json}, "
                    "summary.csv and run.json. Its parent must exist.")
@@ -86,11 +89,22 @@ def cli() -> None:
                    "the cache's <sha256>.int8.onnx.json).  [default: auto]")
 @click.option("--force", is_flag=True, help="Recompute every raster, even those whose outputs in OUT are up to date.")
 @click.option("--quiet", "-q", is_flag=True, help="For cron: no progress bars; print only warnings, errors and one closing line.")
-def run(inputs: tuple[Path, ...], out: Path, config_path: Path | None, model_path: Path | None, scheduler: str | None,
+def run(inputs: tuple[str, ...], from_list: Path | None, out: Path, config_path: Path | None, model_path: Path | None, scheduler: str | None,
         workers: int | None, threads: int | None, threshold: float | None, ground_patch_m: float | None, batch_size: int | None,
         mode: str | None, window_px: int | None, margin_px: int | None, scale: float | None, target_gsd_m: float | None,
         assets_path: Path | None, rules_path: Path | None, precision: str | None, force: bool, quiet: bool) -> None:
     """Detect cracks in every raster of INPUTS (raster files, survey folders, or folders of survey folders).
+
+    \b
+    An input may also live on a server, read there by GDAL (by every Dask worker too):
+      http(s)://host/survey/ortho.tif   a raster on a web server (or /vsicurl/http...)
+      s3://bucket/surveys/              a survey folder, or a folder of them, in S3 (or /vsis3/...);
+                                        credentials from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY;
+                                        another S3 server: AWS_S3_ENDPOINT=host:port (AWS_HTTPS=NO,
+                                        AWS_VIRTUAL_HOSTING=FALSE); s3:// needs survey_cracks[remote]
+      --from-list FILE                  such rasters (or local ones) one per line
+    Their survey is their folder's name; annotations are looked for beside them on the server;
+    "up to date" compares what the server says (size, ETag, Last-Modified): nothing is downloaded for it.
 
     \b
     Per raster:  heatmap.tif      crack probability 0..1 per pixel, Cloud-Optimized GeoTIFF, raster's CRS and grid
@@ -112,16 +126,21 @@ def run(inputs: tuple[Path, ...], out: Path, config_path: Path | None, model_pat
 
     \b
     Exit codes:  0  every raster done or up to date
-                 1  some rasters failed (the others are done; summary.csv says why)
+                 1  some rasters failed, or an input is missing or unreachable (the others are
+                    done; one FAILED line each; summary.csv says why)
                  2  usage error: options, config, model file, --out's parent missing
                  3  infrastructure: OUT locked by another run, OUT not writable, disk full,
                     Dask scheduler unreachable or malformed
     """
     from survey_cracks.condition import load_rules
     from survey_cracks.config import RunConfig, load_config
+    from survey_cracks.discover import read_input_list
     from survey_cracks.pipeline import run_surveys
 
+    if not inputs and from_list is None:
+        raise click.UsageError("give INPUTS (raster files, survey folders, URLs) or --from-list FILE")
     try:
+        listed = read_input_list(from_list) if from_list else []
         rules = load_rules(rules_path)
         config = load_config(RunConfig, config_path, {
             "inference.scheduler": scheduler, "inference.workers": workers,
@@ -130,7 +149,7 @@ def run(inputs: tuple[Path, ...], out: Path, config_path: Path | None, model_pat
             "inference.mode": mode, "inference.window_px": window_px, "inference.margin_px": margin_px,
             "inference.scale": scale, "inference.target_gsd_m": target_gsd_m, "inference.precision": precision,
         })
-        result = run_surveys(list(inputs), out, config, model_path, progress=not quiet, log=click.echo, assets=assets_path,
+        result = run_surveys([*inputs, *listed], out, config, model_path, progress=not quiet, log=click.echo, assets=assets_path,
                              rules=rules, force=force, quiet=quiet)
     except SurveyCracksError as error:
         _fail(error)
