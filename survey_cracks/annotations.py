@@ -199,7 +199,7 @@ class Truth:
 
         Pixel polygons are built in integer pixel coordinates so pieces from
         neighbouring blocks meet exactly, then grouped and moved to raster coordinates.
-        TODO: share survey_cracks.vectorize.vectorize_raster. Not used yet because it
+        Not vectorize.RegionCollector (fed by tracing.HeatmapTracer), which
         reads one band with a ``>= threshold`` test that honours nodata, while a mask's
         crack pixels are "any non-alpha band non-zero" (green-on-black masks included),
         exactly as :meth:`mask` reads them; objects and pixels must agree.

@@ -12,7 +12,6 @@ Memory grows with the cracks, never with the raster size.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import geopandas as gpd
 import cv2
@@ -21,12 +20,9 @@ import pandas as pd
 import shapely
 from rasterio.windows import Window
 from skimage.morphology import skeletonize
-from tqdm import tqdm
 
 from survey_cracks.config import CentrelineConfig
-from survey_cracks.heatmap import read_probability
-from survey_cracks.raster import RasterInfo, open_raster
-from survey_cracks.tiling import block_windows
+from survey_cracks.raster import RasterInfo
 from survey_cracks.vectorize import measure, simplify
 
 COLUMNS = ["id", "length", "mean_width", "max_width", "unit", "geometry"]
@@ -52,33 +48,6 @@ class _Lines:
 
     def take(self, index: np.ndarray) -> _Lines:
         return _Lines(self.geoms[index], self.weighted[index], self.peak[index])
-
-
-def trace_centrelines(
-    heatmap: Path,
-    threshold: float,
-    info: RasterInfo,
-    config: CentrelineConfig,
-    block: int = 1024,
-    progress: bool = True,
-) -> gpd.GeoDataFrame:
-    """Centrelines of the regions with probability >= ``threshold`` of a finished heatmap, read block by block.
-
-    Lengths are measured on the simplified lines; widths (``mean_width`` length-weighted
-    along the skeleton, ``max_width``) come from the distance transform of the thresholded
-    mask at the skeleton pixels: ``max(2 * edt - 1, 1)`` px, the width of a band whose
-    centre pixel lies ``edt`` px from the nearest background pixel (3 px band: edt 2).
-    Both are in metres when the raster is georeferenced, else pixels (``unit``, as
-    `vectorize.measure` decides).
-    """
-    collector = CentrelineCollector(threshold)
-    with open_raster(heatmap) as src:
-        full = Window(0, 0, src.width, src.height)
-        blocks = block_windows(src.width, src.height, block)
-        for core in tqdm(blocks, desc="centrelines", unit="block", disable=not progress, leave=False):
-            ext = halo_window(core, full)
-            collector.add(core, ext, read_probability(src, ext))
-    return collector.lines(info, config)
 
 
 def halo_window(core: Window, full: Window) -> Window:
@@ -371,4 +340,4 @@ def _length_inside(polygons: np.ndarray, lines: np.ndarray) -> np.ndarray:
     return inside
 
 
-__all__ = ["CentrelineCollector", "trace_centrelines", "attach_centrelines", "halo_window", "COLUMNS", "HALO"]
+__all__ = ["CentrelineCollector", "attach_centrelines", "halo_window", "COLUMNS", "HALO"]

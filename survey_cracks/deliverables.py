@@ -16,8 +16,6 @@ survey products (report_html, stac).
 from __future__ import annotations
 
 import csv
-import os
-import shutil
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,7 +30,8 @@ from pyproj import CRS
 from survey_cracks.assets import (SURVEY_ASSET_FILES, AssetFigures, GroundScale, LineAssignment, assets_in_crs, figures_frame,
                                   footprint, load_assets, measure_assets)
 from survey_cracks.condition import AssetRules
-from survey_cracks.qgis_styles import embed_layer_styles
+from survey_cracks import outputs
+from survey_cracks.outputs import GPKG, HEATMAP, Layer, atomic_write
 from survey_cracks.report import RasterOutcome
 from survey_cracks.run_record import RunRecord, read_run
 
@@ -78,29 +77,30 @@ class SurveyProduct:
 
 def survey_crs(outcomes: list[RasterOutcome], folder: Path) -> tuple[CRS | None, GroundScale]:
     """The survey's working CRS (projected, or None for pixel coordinates) and its ground scale."""
-    georef = [o for o in outcomes if o.info.get("georeferenced") and o.info.get("crs")]
+    georef = [o for o in outcomes if o.georeferenced and o.info is not None]
     if not georef:
         return None, GroundScale(None, None)
-    crs = CRS.from_user_input(georef[0].info["crs"])
+    crs = CRS.from_user_input(georef[0].info.crs)
     if not crs.is_projected:
-        bounds = shapely.bounds(footprint(folder / georef[0].survey / georef[0].raster / "heatmap.tif"))
+        bounds = shapely.bounds(footprint(folder / georef[0].survey / georef[0].raster / HEATMAP))
         crs = gpd.GeoSeries([shapely.box(*bounds)], crs=crs).estimate_utm_crs()
     factor = crs.axis_info[0].unit_conversion_factor if crs.axis_info else 1.0
-    sizes = [o.info["pixel_size"] * factor for o in georef if o.info.get("pixel_size")]
+    sizes = [o.info.pixel_size * factor for o in georef if o.info.pixel_size]
     gsd = max(sizes) if sizes else None
     return crs, GroundScale(factor, gsd)
 
 
 def _read_layers(outcome: RasterOutcome, folder: Path, source_path: Path, crs: CRS | None) -> RasterLayers:
-    gpkg = folder / "cracks.gpkg"
+    gpkg = folder / GPKG
     names = [name for name, _ in pyogrio.list_layers(gpkg)]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         cracks = gpd.read_file(gpkg, layer="cracks")
         lines = gpd.read_file(gpkg, layer="centrelines") if "centrelines" in names else None
-    shape = footprint(folder / "heatmap.tif")
+    shape = footprint(folder / HEATMAP)
     if crs is not None:
-        source = CRS.from_user_input(outcome.info["crs"])
+        assert outcome.info is not None
+        source = CRS.from_user_input(outcome.info.crs)
         if source != crs:
             cracks, shape = cracks.to_crs(crs), gpd.GeoSeries([shape], crs=source).to_crs(crs).iloc[0]
             lines = lines.to_crs(crs) if lines is not None else None
@@ -128,7 +128,7 @@ def build_survey(record: RunRecord, survey: str, outcomes: list[RasterOutcome], 
     ok = [o for o in outcomes if o.status == "ok"]
     crs, scale = survey_crs(ok, record.out)
     notes = []
-    usable = ok if crs is None else [o for o in ok if o.info.get("georeferenced")]
+    usable = ok if crs is None else [o for o in ok if o.info is not None and o.info.georeferenced]
     for o in ok:
         if o not in usable:
             notes.append(f"{o.raster}: not georeferenced, left out of the survey's GeoPackage and asset figures")
@@ -185,35 +185,19 @@ def write_survey_package(product: SurveyProduct, changes: gpd.GeoDataFrame | Non
     return product.gpkg
 
 
-def write_gpkg(path: Path, layers: list[tuple[str, gpd.GeoDataFrame, str]]) -> None:
-    """A GeoPackage of ``layers`` with their QGIS styles inside, written under a temp name then renamed."""
-    tmp = path.with_name(f".partial.{path.name}")
-    tmp.unlink(missing_ok=True)
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="'crs' was not provided")
-        for layer, frame, geometry_type in layers:
-            frame.to_file(tmp, driver="GPKG", layer=layer, engine="pyogrio", geometry_type=geometry_type,
-                          promote_to_multi=geometry_type.startswith("Multi"))
-    embed_layer_styles(tmp, {layer: GPKG_STYLES[layer] for layer, _, _ in layers})
-    os.replace(tmp, path)
+def write_gpkg(path: Path, layers: list[Layer]) -> None:
+    """A survey GeoPackage of ``layers`` with their QGIS styles inside."""
+    outputs.write_gpkg(path, layers, GPKG_STYLES)
 
 
 def write_csv(path: Path, frame: pd.DataFrame) -> None:
-    tmp = path.with_name(f".{path.name}.partial")
-    frame.to_csv(tmp, index=False, quoting=csv.QUOTE_MINIMAL)
-    os.replace(tmp, path)
+    with atomic_write(path) as tmp:
+        frame.to_csv(tmp, index=False, quoting=csv.QUOTE_MINIMAL)
 
 
 def add_layer(gpkg: Path, layer: str, frame: gpd.GeoDataFrame, geometry_type: str) -> None:
-    """Add (or replace) one styled layer in an existing GeoPackage, working on a copy renamed into place."""
-    tmp = gpkg.with_name(f".partial.{gpkg.name}")
-    shutil.copy(gpkg, tmp)
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="'crs' was not provided")
-        frame.to_file(tmp, driver="GPKG", layer=layer, engine="pyogrio", geometry_type=geometry_type,
-                      promote_to_multi=geometry_type.startswith("Multi"))
-    embed_layer_styles(tmp, {layer: GPKG_STYLES[layer]})
-    os.replace(tmp, gpkg)
+    """Add (or replace) one styled layer in an existing GeoPackage."""
+    outputs.add_gpkg_layer(gpkg, (layer, frame, geometry_type), GPKG_STYLES[layer])
 
 
 def build_products(record: RunRecord, assets_file: Path | None = None) -> list[SurveyProduct]:

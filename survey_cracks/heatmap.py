@@ -18,12 +18,12 @@ from __future__ import annotations
 
 import os
 import warnings
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import rasterio
+import rasterio.errors
 import rasterio.shutil
 
 from rasterio.enums import Resampling
@@ -150,28 +150,70 @@ class BlockBlender:
         return total, weight
 
 
+def staging_path(path: Path) -> Path:
+    """Where `StagedHeatmap` builds the heatmap ``path``."""
+    return Path(path).with_name(f".{Path(path).stem}.staging.tif")
+
+
+def staged_heatmap_problem(path: Path, info: RasterInfo, config: HeatmapConfig) -> str | None:
+    """Why the staged heatmap of ``path`` left by an interrupted run cannot be resumed; None when it can."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            with rasterio.open(staging_path(path)) as src:
+                profile = src.profile
+    except (OSError, rasterio.errors.RasterioError) as error:
+        return f"staged heatmap unreadable ({str(error).splitlines()[0] if str(error) else type(error).__name__})"
+    expected = heatmap_profile(info, config)
+    if any(profile.get(key) != expected[key] for key in ("width", "height", "dtype", "nodata", "blockxsize", "blockysize")):
+        return "staged heatmap of another grid"
+    return None
+
+
 class StagedHeatmap:
     """The heatmap under construction: an uncompressed tiled GeoTIFF on the raster's grid.
 
     Stages write it window by window (`write`, `write_levels`), in any order, and may read
-    back what is written (`read`: unwritten pixels read as nodata); `publish` turns it
-    into the COG at ``path``. Until then nothing exists under the final name, and leaving
-    the context without publishing removes every temporary file.
+    back what is written (`read`: unwritten pixels read as nodata); `start_publishing` turns
+    it into the COG at ``path``. Until then nothing exists under the final name. Leaving the
+    context removes every temporary file, except the staging file when interrupted
+    (KeyboardInterrupt, SystemExit): with ``resume`` a rerun reopens it and goes on (`flush`
+    makes what is written so far durable).
     """
 
-    def __init__(self, path: Path, info: RasterInfo, config: HeatmapConfig) -> None:
-        self.path, self.info, self.config = Path(path), info, config
-        self.staging = self.path.with_name(f".{self.path.stem}.staging.tif")
+    def __init__(self, path: Path, info: RasterInfo, config: HeatmapConfig, resume: bool = False) -> None:
+        self.path, self.info, self.config, self.resume = Path(path), info, config, resume
+        self.staging = staging_path(self.path)
         self._partial = self.path.with_name(f".{self.path.stem}.partial.tif")
         self._dst: rasterio.io.DatasetWriter | None = None
+        self._published: Future[Path] | None = None
 
     def __enter__(self) -> "StagedHeatmap":
+        if self.resume:
+            problem = staged_heatmap_problem(self.path, self.info, self.config)
+            if problem:
+                raise ValueError(f"{self.staging}: {problem}")
+            self._dst = _reopen(self.staging)
+            return self
         with warnings.catch_warnings():
             # Pixel-coordinate outputs carry x = column, y = -row on purpose (see raster.PIXEL_TRANSFORM).
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
             self._dst = rasterio.open(self.staging, "w+", **heatmap_profile(self.info, self.config))
         self._dst.scales, self._dst.offsets = (SCALE,), (0.0,)
         return self
+
+    def flush(self) -> None:
+        """Every pixel written so far on disk (GDAL's cache written out, then fsync), for a rerun after a kill."""
+        assert self._dst is not None and not self._dst.closed
+        self._dst.close()
+        with open(self.staging, "rb+") as fh:
+            os.fsync(fh.fileno())
+        self._dst = _reopen(self.staging)
+
+    def levels(self, window: Window) -> np.ndarray:
+        """Stored levels in ``window`` as written (nodata where nothing is)."""
+        assert self._dst is not None and not self._dst.closed
+        return self._dst.read(1, window=window)
 
     def write(self, window: Window, probability: np.ndarray) -> None:
         """Crack probability for ``window``; NaN (outside the footprint) is stored as nodata."""
@@ -187,31 +229,43 @@ class StagedHeatmap:
         assert self._dst is not None and not self._dst.closed, "read before publish"
         return read_probability(self._dst, window)
 
-    def publish(self, meanwhile: Callable[[Path], None] | None = None) -> Path:
-        """Build the COG and move it into place.
+    def start_publishing(self) -> Future[Path]:
+        """Start building the COG on a thread; the future's result is ``path``, once the COG is in place.
 
-        ``meanwhile(staging)`` runs on this thread while GDAL builds the COG in another,
-        given the finished heatmap as an uncompressed GeoTIFF (same grid and levels)
-        that lives until it returns: the copy releases the GIL, so work that follows the
-        heatmap (merging and writing the vectors) overlaps it instead of following it.
+        Nothing more is written. The copy releases the GIL, so work that follows the heatmap
+        (merging and writing the vectors) overlaps it instead of following it; the staging
+        file lives until the context is left, which waits for the copy.
         """
-        assert self._dst is not None
+        assert self._dst is not None and self._published is None
         self._dst.close()
-        with ThreadPoolExecutor(1, thread_name_prefix="cog") as pool:
-            copied = pool.submit(_copy_to_cog, self.staging, self._partial, self.config)
-            try:
-                if meanwhile is not None:
-                    meanwhile(self.staging)
-            finally:
-                copied.result()  # the copy finishes (or fails) before its files are cleaned up
+        pool = ThreadPoolExecutor(1, thread_name_prefix="cog")
+        self._published = pool.submit(self._publish)
+        pool.shutdown(wait=False)
+        return self._published
+
+    def publish(self) -> Path:
+        """Build the COG and move it into place (`start_publishing`, waited for)."""
+        return self.start_publishing().result()
+
+    def _publish(self) -> Path:
+        _copy_to_cog(self.staging, self._partial, self.config)
         os.replace(self._partial, self.path)
         return self.path
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, kind: type[BaseException] | None, *exc: object) -> None:
+        if self._published is not None:
+            wait([self._published])  # the copy finishes (or fails) before its files are cleaned up
         if self._dst is not None and not self._dst.closed:
             self._dst.close()
-        for leftover in (self.staging, self._partial):
+        interrupted = kind is not None and not issubclass(kind, Exception)
+        for leftover in (self._partial,) if interrupted else (self.staging, self._partial):
             leftover.unlink(missing_ok=True)
+
+
+def _reopen(staging: Path) -> rasterio.io.DatasetWriter:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        return rasterio.open(staging, "r+")
 
 
 def write_heatmap(
@@ -221,12 +275,11 @@ def write_heatmap(
     scores: np.ndarray,
     config: HeatmapConfig,
     progress: bool = True,
-    meanwhile: Callable[[Path], None] | None = None,
 ) -> Path:
-    """The heatmap COG of patch scores blended over their windows (see `StagedHeatmap.publish` for ``meanwhile``)."""
+    """The heatmap COG of patch scores blended over their windows."""
     with StagedHeatmap(path, info, config) as staged:
         write_patch_scores(staged, info, grid, scores, config, progress)
-        return staged.publish(meanwhile)
+        return staged.publish()
 
 
 def _copy_to_cog(staging: Path, target: Path, config: HeatmapConfig) -> None:

@@ -22,6 +22,7 @@ from typing import Literal
 from pydantic import BaseModel, ValidationError
 
 from survey_cracks.config import RunConfig
+from survey_cracks.outputs import REPORT, write_text
 from survey_cracks.remote import RemotePath, Source
 
 MANIFEST_DIR = ".manifest"
@@ -117,9 +118,7 @@ def record_path(out: Path, survey: str, raster: str) -> Path:
 def save_record(out: Path, record: RasterRecord) -> None:
     path = record_path(out, record.survey, record.raster)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.partial")
-    tmp.write_text(record.model_dump_json(indent=2) + "\n")
-    os.replace(tmp, path)
+    write_text(path, record.model_dump_json(indent=2) + "\n")
 
 
 def load_records(out: Path) -> list[RasterRecord]:
@@ -143,6 +142,6 @@ def why_redo(record: RasterRecord | None, inputs: Inputs, out: Path, force: bool
         return "a previous run stopped while computing it"
     if record.status == "error":
         return "failed last time"
-    if not (record.folder(out) / "report.json").is_file():
+    if not (record.folder(out) / REPORT).is_file():
         return "output folder missing"
     return record.inputs.differs_from(inputs)

@@ -1,60 +1,57 @@
-"""The survey job: every raster through tiles → scores → heatmap → polygons → report.
+"""The survey job: every raster through read → infer → heatmap → vectorize → evaluate → write (`process_raster`).
 
-Each raster is built in a hidden ``.<name>.partial`` folder and renamed into place
-only when complete, so a failure (or a kill) never leaves half-written outputs. A
-raster that fails is reported with one clear line and the batch goes on.
+Each raster is built in a hidden ``.<name>.partial`` folder (`outputs.work_folder`) and
+renamed into place only when complete, so a failure (or a kill) never leaves half-written
+outputs; a kill in mask mode leaves the staged heatmap and its windows journal there, and
+the rerun resumes from the finished windows (`journal`). A raster that fails is reported
+with one clear line and the batch goes on.
 """
 
 from __future__ import annotations
 
-import contextlib
 import errno
+import hashlib
 import json
-import os
 import shutil
 import time
 import traceback
-import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
-import geopandas as gpd
 import numpy as np
 import rasterio
 from rasterio.errors import RasterioIOError
+from rasterio.windows import Window
 
 from survey_cracks.assets import load_assets
 from survey_cracks.annotations import Truth, find_annotation, load_truth
 from survey_cracks.condition import AssetRules
-from survey_cracks.config import RunConfig
+from survey_cracks.config import HeatmapConfig, RunConfig
 from survey_cracks.deliverables import write_deliverables
 from survey_cracks.discover import SurveyRaster, find_rasters
 from survey_cracks.errors import (ConfigError, InfrastructureError, ModelFileError, OutputError, RasterError,
                                   SurveyCracksError)
 from survey_cracks.evaluate import RasterMetrics, combine, evaluate_raster
-from survey_cracks.heatmap import StagedHeatmap, write_patch_scores
+from survey_cracks.heatmap import StagedHeatmap, staged_heatmap_problem, write_patch_scores
 from survey_cracks.inference import (ModelSpec, compute_when_warm, dashboard_of, dask_client, model_spec, score_raster,
-                                     segment_raster, warm_workers)
+                                     segment_raster, source_core, warm_workers)
 from survey_cracks.lock import out_lock
 from survey_cracks.manifest import (Inputs, RasterRecord, config_sha256, fingerprint, load_records, now,
                                     save_record, why_redo)
+from survey_cracks.journal import JOURNAL, FinishedWindow, WindowJournal, checksum
 from survey_cracks.models.checkpoint import SHIPPED_MODEL, ModelMeta, file_sha256, read_meta
-from survey_cracks.qgis_styles import STYLES, embed_layer_styles
+from survey_cracks.outputs import (CENTRELINES_GEOJSON, GEOJSON, GPKG, HEATMAP, OUTPUT_NAMES, REPORT,  # noqa: F401 (names
+                                   STAC_ITEM, remove_outputs, replace_folder, work_folder, write_json,  # importable from here too)
+                                   write_vectors)
 from survey_cracks.raster import RasterInfo, inspect_raster
-from survey_cracks.report import (COMPUTED, NOT_IN_INPUTS, RUNNING, UP_TO_DATE, RasterOutcome, package_versions, write_json,
-                                  write_summary)
+from survey_cracks.report import (COMPUTED, NOT_IN_INPUTS, RUNNING, UP_TO_DATE, RasterCounts, RasterOutcome, RasterSummary,
+                                  package_versions, write_summary)
 from survey_cracks.runlog import RunLog
-from survey_cracks.tiling import ALIGN, PatchGrid, context_windows, patch_grid, window_size_for_ground
+from survey_cracks.tiling import ALIGN, ContextWindow, PatchGrid, context_windows, patch_grid, window_size_for_ground
 from survey_cracks.tracing import HeatmapTracer
 
 Log = Callable[[str], None]
-HEATMAP, GPKG, GEOJSON, REPORT = "heatmap.tif", "cracks.gpkg", "cracks.geojson", "report.json"
-CENTRELINES_GEOJSON = "centrelines.geojson"
-# Every name a raster folder gets from the pipeline; any other file there is the user's and is kept (`replace_folder`).
-STAC_ITEM = "item.json"  # written into the raster's folder by the run's deliverables (stac.py)
-OUTPUT_NAMES = frozenset({HEATMAP, GPKG, GEOJSON, CENTRELINES_GEOJSON, REPORT, STAC_ITEM,
-                          *(p.name for p in STYLES.glob("*.qml"))})
 # OS errors of the machine rather than of one raster: the run stops with exit code 3.
 INFRASTRUCTURE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS}
 PIXEL_COORDINATES = "pixel coordinates (x = column, y = -row); the image has no georeferencing"
@@ -270,7 +267,9 @@ def _run_locked(inputs: list[str | Path], out: Path, run: RunContext, progress: 
                                       survey_source=str(item.folder), status="running", inputs=inputs_now, started_at=now())
                 save_record(out, record)
                 run.actions[key] = (RUNNING, reason)
-                outcome = process_raster(item, out, client, spec, meta, run.threshold, config, progress, run.mode, run.margin)
+                outcome = process_raster(item, out, client, spec, meta, run.threshold, config, progress, run.mode, run.margin,
+                                         inputs_now, lambda line: events(f"{item.survey}/{item.name}: {line}",
+                                                                         survey=item.survey, raster=item.name))
                 record.status, record.error, record.seconds = ("ok" if outcome.status == "ok" else "error"), outcome.error, outcome.seconds
                 record.finished_at = now()
                 save_record(out, record)
@@ -305,104 +304,67 @@ def process_raster(
     progress: bool = True,
     mode: Mode = "patch",
     margin: int = 0,
+    inputs: Inputs | None = None,
+    log: Log | None = None,
 ) -> RasterOutcome:
-    """One raster, all stages, into a temp folder renamed into place at the end."""
+    """One raster, its steps in order: read → infer → heatmap → vectorize → evaluate → write.
+
+    Everything is built in the raster's work folder, renamed into place at the end. In mask
+    mode the staged heatmap and its windows journal survive a kill (or Ctrl-C): called again
+    with the same ``inputs`` it resumes from the finished windows (``log`` says so).
+    """
     outcome = RasterOutcome(survey=item.survey, raster=item.name, source=str(item.path))
     final = out / item.survey / item.name
-    work = out / item.survey / f".{item.name}.partial"
-    timer = time.perf_counter()
-
-    def lap(stage: str) -> None:
-        nonlocal timer
-        now = time.perf_counter()
-        outcome.seconds[stage] = round(now - timer, 3)
-        timer = now
-
+    work = work_folder(final)
+    lap = Laps(outcome.seconds)
+    say = log or (lambda _: None)
+    interrupted = True
     try:
-        shutil.rmtree(work, ignore_errors=True)
-        work.mkdir(parents=True)
+        # read
         info = inspect_raster(item.path)
         outcome.info = raster_summary(info)
         annotation = find_annotation(item.path)
         truth: Truth | None = load_truth(item.path, info, config.evaluate, annotation) if annotation else None
+        plan = window_plan(info, config, margin, inputs) if mode == "mask" else None
+        journal = resume_or_start(work, plan, config.heatmap, say)
         lap("inspect")
-        polygons: gpd.GeoDataFrame | None = None
-        lines: gpd.GeoDataFrame | None = None
         # Patch-level blobs have no meaningful centreline: mask mode only.
         tracer = HeatmapTracer(info, threshold, config.vectorize.for_mode(mode),
                                config.centrelines if mode == "mask" else None, progress=progress)
-
-        def vectors_while_compressing(staging: Path) -> None:
-            nonlocal polygons, lines
-            lap("heatmap")  # every block is traced; the COG copy now runs beside the merging
+        with StagedHeatmap(work / HEATMAP, info, config.heatmap, resume=bool(journal and journal.finished)) as staged:
+            # infer + heatmap: the tracer traces each block as soon as its pixels are in
+            if plan is not None:
+                assert journal is not None
+                counts = segment_into(staged, tracer, plan, journal, item, client, spec, config, progress, say)
+            else:
+                counts = score_into(staged, tracer, item, info, client, spec, meta, threshold, config, progress, mode, margin)
+            lap("inference")
+            cog = staged.start_publishing()  # the COG copy runs beside the vector work
+            lap("heatmap")
+            # vectorize
             polygons, lines = tracer.finish()
             write_vectors(polygons, lines, work)
-            for style in ("heatmap.qml", "cracks.qml", "centrelines.qml") if lines is not None else ("heatmap.qml", "cracks.qml"):
-                shutil.copy(STYLES / style, work / style)
-
-        with StagedHeatmap(work / HEATMAP, info, config.heatmap) as staged:
-            if mode == "mask":
-                scale = processing_scale(info, config)
-                windows = context_windows(int(np.ceil(info.width * scale)), int(np.ceil(info.height * scale)),
-                                          config.inference.window_px, margin)
-                done = 0
-                for core, maps in segment_raster(client, info, windows, spec, True, config.tiling.min_valid_fraction,
-                                                 progress, scale):
-                    if maps is not None:
-                        staged.write_levels(maps.core, maps.levels)
-                        done += 1
-                    if core is not None:  # each block is traced as soon as its pixels are in
-                        tracer.settle(core, staged.read, written=maps is not None)
-                if done == 0:
-                    raise RasterError(item.path, "no window lies inside the valid footprint", "check the raster's nodata/alpha")
-                counts = {"windows": len(windows), "windows_processed": done, "window_px": config.inference.window_px,
-                          "margin_px": margin, "processing_scale": round(scale, 4)}
-            else:
-                if mode == "dense":
-                    grid = dense_lattice(info, meta.patch_size)
-                    scores = np.full(len(grid), np.nan, dtype=np.float32)
-                    lattice = scores.reshape(len(grid.rows), len(grid.cols))
-                    windows = context_windows(info.width, info.height, config.inference.window_px, margin)
-                    for _, maps in segment_raster(client, info, windows, spec, False, config.tiling.min_valid_fraction,
-                                                  progress):
-                        if maps is None:
-                            continue
-                        r = (maps.dense_origin[0] - int(grid.rows[0])) // ALIGN
-                        c = (maps.dense_origin[1] - int(grid.cols[0])) // ALIGN
-                        lattice[r : r + maps.dense.shape[0], c : c + maps.dense.shape[1]] = maps.dense
-                else:
-                    grid = patch_grid_for(info, meta, config)
-                    scores = score_raster(client, info, grid, meta.patch_size, config.tiling.min_valid_fraction, spec,
-                                          config.inference, progress)
-                scored = int(np.isfinite(scores).sum())
-                if scored == 0:
-                    raise RasterError(item.path, "no patch lies inside the valid footprint", "check the raster's nodata/alpha, or lower tiling.min_valid_fraction")
-                write_patch_scores(staged, info, grid, scores, config.heatmap, progress)
-                tracer.settle_all(staged.read)
-                counts = {
-                    "patches": len(grid), "patches_scored": scored, "patch_window_px": grid.size, "stride_px": grid.stride,
-                    "patches_above_threshold": int(np.sum(scores[np.isfinite(scores)] >= threshold)),
-                }
-            lap("inference")
-            staged.publish(meanwhile=vectors_while_compressing)
-        assert polygons is not None  # set by vectors_while_compressing, which publishing always runs
+            cog.result()
         lap("cog_and_polygons")
-        outcome.counts = {"mode": mode, **counts, "polygons": len(polygons), "threshold": round(threshold, 4)}
-        if lines is not None:
-            outcome.counts.update(centrelines=len(lines), crack_length=round(float(lines["length"].sum()), 4),
-                                  unit=str(lines["unit"].iloc[0]) if len(lines) else ("m" if info.georeferenced else "px"))
+        outcome.counts = replace(counts, mode=mode).with_vectors(threshold, polygons, lines, info.georeferenced)
+        # evaluate
         if truth is not None:
             metrics = evaluate_raster(work / HEATMAP, truth, polygons, threshold, info, config.evaluate)
             outcome.metrics = metrics.as_dict()
-            outcome.counts["annotation"] = annotation.name if annotation else None
+            outcome.counts.annotation = annotation.name if annotation else None
             outcome.measured = metrics
         lap("evaluate")
+        # write
+        (work / JOURNAL).unlink(missing_ok=True)
         write_json(work / REPORT, outcome.as_dict())
         replace_folder(work, final)
         write_json(final / REPORT, outcome.as_dict())
+        interrupted = False
     except SurveyCracksError as error:
+        interrupted = False
         outcome.status, outcome.error = "error", error.message
     except Exception as error:  # noqa: BLE001 — one raster's bug must not stop the night's batch
+        interrupted = False
         if isinstance(error, OSError) and error.errno in INFRASTRUCTURE_ERRNOS:
             raise  # a full disk is no fault of this raster: the run stops (exit code 3)
         outcome.status = "error"
@@ -411,12 +373,135 @@ def process_raster(
                                         "truncated or corrupt", "re-copy or re-export it, then run again").message
         else:
             outcome.error = f"{item.path}: unexpected {type(error).__name__}: {error} — please report this with run.json"
-            outcome.info.setdefault("traceback", traceback.format_exc(limit=5))
+            outcome.traceback = traceback.format_exc(limit=5)
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        if not interrupted:  # interrupted (Ctrl-C, SystemExit): the staged heatmap stays for the rerun to resume
+            shutil.rmtree(work, ignore_errors=True)
     if outcome.status != "ok":
         remove_outputs(final)  # a previous night's outputs must not pass for this run's
     return outcome
+
+
+class Laps:
+    """Seconds of each step, into ``seconds`` (a raster outcome's): ``lap(step)`` closes the step."""
+
+    def __init__(self, seconds: dict[str, float]) -> None:
+        self.seconds, self.started = seconds, time.perf_counter()
+
+    def __call__(self, step: str) -> None:
+        now = time.perf_counter()
+        self.seconds[step] = round(now - self.started, 3)
+        self.started = now
+
+
+@dataclass(frozen=True)
+class WindowPlan:
+    """Mask mode's windows over a raster, and what its windows journal must say to be resumed from."""
+
+    info: RasterInfo
+    windows: list[ContextWindow]
+    cores: list[Window | None]  # each window's core on the raster's grid (None: no source pixel)
+    scale: float
+    window_px: int
+    margin: int
+    header: dict[str, Any] | None  # None: not resumable (no inputs to check against)
+
+
+def window_plan(info: RasterInfo, config: RunConfig, margin: int, inputs: Inputs | None) -> WindowPlan:
+    scale = processing_scale(info, config)
+    windows = context_windows(int(np.ceil(info.width * scale)), int(np.ceil(info.height * scale)),
+                              config.inference.window_px, margin)
+    grid = [(w.core.col_off, w.core.row_off, w.core.width, w.core.height, w.read.col_off, w.read.row_off) for w in windows]
+    header = None if inputs is None else {
+        "format": 1, "inputs": inputs.model_dump(mode="json"), "size": [info.width, info.height],
+        "block": config.heatmap.block_size, "scale": scale,
+        "windows": hashlib.sha256(json.dumps(grid).encode()).hexdigest(),
+    }
+    return WindowPlan(info, windows, [source_core(info, w, scale) for w in windows], scale, config.inference.window_px,
+                      margin, header)
+
+
+def resume_or_start(work: Path, plan: WindowPlan | None, heatmap_config: HeatmapConfig, say: Log) -> WindowJournal | None:
+    """The work folder ready: kept with its journal when ``plan`` can resume from it, else emptied."""
+    if plan is not None and plan.header is not None and (work / JOURNAL).is_file():
+        journal, why = WindowJournal.reopen(work / JOURNAL, plan.header)
+        if journal is not None and not journal.finished:
+            why = "no window was finished"
+        elif journal is not None:
+            why = staged_heatmap_problem(work / HEATMAP, plan.info, heatmap_config) or ""
+            if not why:
+                return journal
+        say(f"cannot resume from the finished windows ({why}): starting from scratch")
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    return WindowJournal(work / JOURNAL, plan.header) if plan is not None and plan.header is not None else None
+
+
+def segment_into(staged: StagedHeatmap, tracer: HeatmapTracer, plan: WindowPlan, journal: WindowJournal,
+                 item: SurveyRaster, client: Any, spec: ModelSpec, config: RunConfig, progress: bool, say: Log
+                 ) -> RasterCounts:
+    """Mask mode: every window not yet in ``journal`` through the model into ``staged``; the counts."""
+    index_of = {_key(core): i for i, core in enumerate(plan.cores) if core is not None}
+    for i, entry in list(journal.finished.items()):
+        if entry.written and checksum(staged.levels(entry.window())) != entry.crc:
+            journal.forget(i)  # its pixels did not reach the disk after all
+    if journal.finished:
+        say(f"resumed: {len(journal.finished)} of {len(plan.windows)} windows already done")
+        for entry in journal.finished.values():  # the tracer sees every block, finished ones read back
+            core = plan.cores[entry.index]
+            if core is not None:
+                tracer.settle(core, staged.read, written=entry.written)
+    todo = [w for i, w in enumerate(plan.windows) if i not in journal.finished]
+    done = sum(entry.written for entry in journal.finished.values())
+    for core, maps in segment_raster(client, plan.info, todo, spec, True, config.tiling.min_valid_fraction,
+                                     progress, plan.scale):
+        if maps is not None:
+            staged.write_levels(maps.core, maps.levels)
+            done += 1
+        if core is not None:  # each block is traced as soon as its pixels are in
+            tracer.settle(core, staged.read, written=maps is not None)
+            journal.add(FinishedWindow(index_of[_key(core)], _key(maps.core) if maps is not None else None,
+                                       checksum(maps.levels) if maps is not None else 0))
+        if journal.due():
+            staged.flush()  # pixels on disk before the journal says so
+            journal.commit()
+    if done == 0:
+        raise RasterError(item.path, "no window lies inside the valid footprint", "check the raster's nodata/alpha")
+    return RasterCounts(windows=len(plan.windows), windows_processed=done, window_px=plan.window_px,
+                        margin_px=plan.margin, processing_scale=round(plan.scale, 4))
+
+
+def _key(window: Window) -> tuple[int, int, int, int]:
+    return int(window.col_off), int(window.row_off), int(window.width), int(window.height)
+
+
+def score_into(staged: StagedHeatmap, tracer: HeatmapTracer, item: SurveyRaster, info: RasterInfo, client: Any,
+               spec: ModelSpec, meta: ModelMeta, threshold: float, config: RunConfig, progress: bool, mode: Mode,
+               margin: int) -> RasterCounts:
+    """Dense and patch modes: a score per patch of a lattice, blended into ``staged``; the counts."""
+    if mode == "dense":
+        grid = dense_lattice(info, meta.patch_size)
+        scores = np.full(len(grid), np.nan, dtype=np.float32)
+        lattice = scores.reshape(len(grid.rows), len(grid.cols))
+        windows = context_windows(info.width, info.height, config.inference.window_px, margin)
+        for _, maps in segment_raster(client, info, windows, spec, False, config.tiling.min_valid_fraction, progress):
+            if maps is None:
+                continue
+            r = (maps.dense_origin[0] - int(grid.rows[0])) // ALIGN
+            c = (maps.dense_origin[1] - int(grid.cols[0])) // ALIGN
+            lattice[r : r + maps.dense.shape[0], c : c + maps.dense.shape[1]] = maps.dense
+    else:
+        grid = patch_grid_for(info, meta, config)
+        scores = score_raster(client, info, grid, meta.patch_size, config.tiling.min_valid_fraction, spec,
+                              config.inference, progress)
+    scored = int(np.isfinite(scores).sum())
+    if scored == 0:
+        raise RasterError(item.path, "no patch lies inside the valid footprint",
+                          "check the raster's nodata/alpha, or lower tiling.min_valid_fraction")
+    write_patch_scores(staged, info, grid, scores, config.heatmap, progress)
+    tracer.settle_all(staged.read)
+    return RasterCounts(patches=len(grid), patches_scored=scored, patch_window_px=grid.size, stride_px=grid.stride,
+                        patches_above_threshold=int(np.sum(scores[np.isfinite(scores)] >= threshold)))
 
 
 def failed_reading_pixels(error: BaseException) -> bool:
@@ -428,38 +513,6 @@ def failed_reading_pixels(error: BaseException) -> bool:
     if isinstance(error, RasterioIOError):
         return any(Path(frame.filename).name == "raster.py" for frame in traceback.extract_tb(error.__traceback__))
     return type(error) is Exception and str(error).startswith(f"{RasterioIOError.__name__}(")
-
-
-def replace_folder(work: Path, final: Path) -> None:
-    """Put a finished ``work`` folder in place of ``final``; the user's own files in ``final`` move along.
-
-    They are hard-linked (copied across file systems) into ``work`` first, so at every moment
-    they exist in one folder or the other; what the pipeline writes (`OUTPUT_NAMES`) is replaced.
-    """
-    if final.exists():
-        for path in final.iterdir():
-            if path.name in OUTPUT_NAMES or (work / path.name).exists():
-                continue
-            if path.is_dir():
-                shutil.copytree(path, work / path.name)
-                continue
-            try:
-                os.link(path, work / path.name)
-            except OSError:
-                shutil.copy2(path, work / path.name)
-        shutil.rmtree(final)
-    work.rename(final)
-
-
-def remove_outputs(folder: Path) -> None:
-    """Delete what the pipeline wrote into ``folder``; the folder goes too unless the user's own files are in it."""
-    if not folder.is_dir():
-        return
-    for path in folder.iterdir():
-        if path.name in OUTPUT_NAMES:
-            path.unlink(missing_ok=True)
-    with contextlib.suppress(OSError):
-        folder.rmdir()
 
 
 def collect_outcomes(out: Path, run: RunContext) -> list[RasterOutcome]:
@@ -542,30 +595,10 @@ def write_survey_reports(out: Path, outcomes: list[RasterOutcome]) -> None:
         )
 
 
-def raster_summary(info: RasterInfo) -> dict[str, Any]:
-    return {
-        "width": info.width, "height": info.height, "dtype": info.dtype, "crs": info.crs,
-        "georeferenced": info.georeferenced, "pixel_size": info.pixel_size,
-        "coordinates": "map coordinates of the raster CRS" if info.georeferenced else PIXEL_COORDINATES,
-        "transform": list(info.transform)[:6], "has_mask": info.has_mask, "notes": list(info.notes),
-    }
-
-
-def write_vectors(polygons: gpd.GeoDataFrame, lines: gpd.GeoDataFrame | None, folder: Path) -> None:
-    """cracks.gpkg (layers 'cracks' and, in mask mode, 'centrelines'), cracks.geojson and centrelines.geojson.
-
-    Each file is written under a temp name and renamed, so no half-written file is left.
-    """
-    layers = [("cracks", polygons, "MultiPolygon")] + ([("centrelines", lines, "LineString")] if lines is not None else [])
-    gpkg_tmp = folder / f".partial.{GPKG}"
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="'crs' was not provided")  # pixel-coordinate outputs
-        for layer, frame, geometry_type in layers:
-            frame.to_file(gpkg_tmp, driver="GPKG", layer=layer, engine="pyogrio", promote_to_multi=layer == "cracks",
-                          geometry_type=geometry_type)
-            tmp = folder / f".partial.{layer}.geojson"
-            frame.to_file(tmp, driver="GeoJSON", engine="pyogrio", promote_to_multi=layer == "cracks",
-                          geometry_type=geometry_type)
-            tmp.rename(folder / (GEOJSON if layer == "cracks" else CENTRELINES_GEOJSON))
-    embed_layer_styles(gpkg_tmp, {layer: f"{layer}.qml" for layer, _, _ in layers})
-    gpkg_tmp.rename(folder / GPKG)
+def raster_summary(info: RasterInfo) -> RasterSummary:
+    return RasterSummary(
+        width=info.width, height=info.height, dtype=info.dtype, crs=info.crs, georeferenced=info.georeferenced,
+        pixel_size=info.pixel_size,
+        coordinates="map coordinates of the raster CRS" if info.georeferenced else PIXEL_COORDINATES,
+        transform=list(info.transform)[:6], has_mask=info.has_mask, notes=list(info.notes),
+    )

@@ -13,6 +13,7 @@ left out).
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
@@ -25,14 +26,14 @@ from survey_cracks.config import RunConfig
 from survey_cracks.deliverables import write_deliverables
 from survey_cracks.errors import RasterError
 from survey_cracks.evaluate import evaluate_raster
-from survey_cracks.pipeline import HEATMAP, REPORT, write_survey_reports, write_vectors
+from survey_cracks.outputs import HEATMAP, REPORT, write_json, write_vectors
+from survey_cracks.pipeline import write_survey_reports
 from survey_cracks.raster import RasterInfo, inspect_raster
-from survey_cracks.report import RasterOutcome, write_json, write_summary
+from survey_cracks.report import RasterOutcome, write_summary
 from survey_cracks.run_record import RUN_JSON, read_run
 from survey_cracks.tracing import trace_heatmap
 
 Log = Callable[[str], None]
-_THRESHOLD_COUNTS = ("polygons", "threshold", "centrelines", "crack_length", "unit", "annotation", "patches_above_threshold")
 
 
 def vectors_from_heatmap(heatmap: Path, threshold: float, info: RasterInfo, config: RunConfig, mode: str,
@@ -51,11 +52,9 @@ def reevaluate_raster(outcome: RasterOutcome, folder: Path, source: Path, thresh
     info = inspect_raster(source)
     polygons, lines = vectors_from_heatmap(folder / HEATMAP, threshold, info, config, mode, progress)
     write_vectors(polygons, lines, folder)
-    counts = {k: v for k, v in outcome.counts.items() if k not in _THRESHOLD_COUNTS}
-    counts.update(polygons=len(polygons), threshold=round(threshold, 4))
-    if lines is not None:
-        counts.update(centrelines=len(lines), crack_length=round(float(lines["length"].sum()), 4),
-                      unit=str(lines["unit"].iloc[0]) if len(lines) else ("m" if info.georeferenced else "px"))
+    # Patch scores are not kept: the count above the new threshold is left out.
+    counts = replace(outcome.counts, patches_above_threshold=None, annotation=None).with_vectors(
+        threshold, polygons, lines, info.georeferenced)
     result = RasterOutcome(survey=outcome.survey, raster=outcome.raster, source=outcome.source, info=outcome.info,
                            counts=counts, seconds=outcome.seconds, action=outcome.action, reason=outcome.reason)
     annotation = find_annotation(source)
@@ -63,7 +62,7 @@ def reevaluate_raster(outcome: RasterOutcome, folder: Path, source: Path, thresh
         truth = load_truth(source, info, config.evaluate, annotation)
         metrics = evaluate_raster(folder / HEATMAP, truth, polygons, threshold, info, config.evaluate)
         result.metrics, result.measured = metrics.as_dict(), metrics
-        result.counts["annotation"] = annotation.name
+        result.counts.annotation = annotation.name
     write_json(folder / REPORT, result.as_dict())
     return result
 

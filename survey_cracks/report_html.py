@@ -16,7 +16,6 @@ import base64
 import html
 import io
 import math
-import os
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -33,6 +32,7 @@ from survey_cracks.annotations import find_annotation, load_truth
 from survey_cracks.errors import SurveyCracksError
 from survey_cracks.evaluate import object_flags, pixel_pr_curve
 from survey_cracks.heatmap import read_probability
+from survey_cracks.outputs import GPKG, HEATMAP, write_text
 from survey_cracks.raster import inspect_raster, open_raster
 from survey_cracks.run_record import RunRecord
 
@@ -116,7 +116,7 @@ def _picture(raster: "RasterLayers", bounds: tuple[float, float, float, float], 
     import matplotlib.pyplot as plt
     from matplotlib.collections import LineCollection
 
-    heatmap = raster.folder / "heatmap.tif"
+    heatmap = raster.folder / HEATMAP
     with open_raster(heatmap) as ref:
         window = from_bounds(*bounds, transform=ref.transform)
     shape = _shape_for(window.width, window.height, longest)
@@ -208,7 +208,7 @@ def _gallery(raster: "RasterLayers", record: RunRecord) -> tuple[str, Any]:
     truth = load_truth(source, info, record.config.evaluate, annotation)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        predicted = gpd.read_file(raster.folder / "cracks.gpkg", layer="cracks")
+        predicted = gpd.read_file(raster.folder / GPKG, layer="cracks")
     flags = object_flags(truth.objects(), predicted, info, record.config.evaluate)
     scores = predicted["max_score"].to_numpy()[: len(flags.predicted)] if len(predicted) == len(flags.predicted) \
         else np.zeros(len(flags.predicted))
@@ -231,7 +231,7 @@ def _gallery(raster: "RasterLayers", record: RunRecord) -> tuple[str, Any]:
             colour = "#00e5ff" if kind == "false positive" else "#39ff14"
             image = _picture(raster, box, CROP_PX, [(geometry, colour)], f"{kind}: {value}", (2.9, 2.9))
             figures.append(f"<figure>{image}</figure>")
-    curve = pixel_pr_curve(raster.folder / "heatmap.tif", truth, info, tolerance=2, block=record.config.heatmap.block_size)
+    curve = pixel_pr_curve(raster.folder / HEATMAP, truth, info, tolerance=2, block=record.config.heatmap.block_size)
     gallery = ("<p>Worst false positives (polygons on no annotated crack, most confident first; cyan) and false negatives "
                "(annotated cracks not found, longest first; green):</p>"
                f'<div class="row">{"".join(figures) or "<p>none</p>"}</div>')
@@ -248,26 +248,30 @@ def _metrics_table(outcome: Any) -> str:
     return _table(frame.dropna(axis=1, how="all"), {"level"})
 
 
+def _or_dash(value: object) -> object:
+    return "-" if value is None else value
+
+
 def _raster_section(raster: "RasterLayers", record: RunRecord) -> str:
     outcome = raster.outcome
-    with open_raster(raster.folder / "heatmap.tif") as ref:
+    with open_raster(raster.folder / HEATMAP) as ref:
         bounds = tuple(ref.bounds)
     counts = outcome.counts
-    unit = counts.get("unit", "")
+    unit = counts.unit or ""
     outlines = [(g, "#00e5ff") for g in raster.cracks.geometry.values]
     overview = _picture(raster, bounds, OVERVIEW_PX, outlines,
                         f"{outcome.raster}: heatmap (inferno, >= 0.05) and crack outlines (cyan) over the imagery", (7.5, 6.2))
     parts = [f"<h3>{html.escape(outcome.raster)}</h3>",
-             f"<p>{counts.get('polygons', 0)} crack polygons, {counts.get('centrelines', '-')} centrelines, "
-             f"{counts.get('crack_length', '-')} {unit} of crack; threshold {counts.get('threshold')}; "
-             f"{html.escape(str(outcome.info.get('coordinates', '')))}</p>"]
+             f"<p>{counts.polygons or 0} crack polygons, {_or_dash(counts.centrelines)} centrelines, "
+             f"{_or_dash(counts.crack_length)} {unit} of crack; threshold {counts.threshold}; "
+             f"{html.escape(outcome.info.coordinates if outcome.info else '')}</p>"]
     try:
         gallery, curve = _gallery(raster, record)
     except SurveyCracksError as error:
         gallery, curve = f'<p class="note">no gallery: {html.escape(error.message)}</p>', None
     side = [_metrics_table(outcome)]
     if curve is not None:
-        side.append(f"<figure>{_pr_figure(curve, float(counts.get('threshold', record.threshold)))}<figcaption>pixel@2px "
+        side.append(f"<figure>{_pr_figure(curve, float(counts.threshold if counts.threshold is not None else record.threshold))}<figcaption>pixel@2px "
                     "precision-recall curve over thresholds; the dot is the run's threshold</figcaption></figure>")
     parts.append(f'<div class="row"><figure>{overview}</figure><div>{"".join(side)}</div></div>')
     parts.append(gallery)
@@ -311,7 +315,5 @@ def write_report_html(record: RunRecord, products: list["SurveyProduct"]) -> Pat
             f"{len(record.outcomes) - len(failed)} of {len(record.outcomes)} rasters done.</p>{failures}"
             + "".join(sections) + "</body></html>")
     path = record.out / REPORT_HTML
-    tmp = path.with_name(f".{path.name}.partial")
-    tmp.write_text(page)
-    os.replace(tmp, path)
+    write_text(path, page)
     return path

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from datetime import datetime
 from importlib import metadata
 from pathlib import Path
@@ -30,6 +29,7 @@ import shapely
 from pyproj import CRS
 
 from survey_cracks.assets import footprint
+from survey_cracks.outputs import HEATMAP, STAC_ITEM, write_text
 from survey_cracks.run_record import RunRecord
 
 if TYPE_CHECKING:
@@ -54,9 +54,7 @@ def _stac_io() -> Any:
         def write_text_to_href(self, href: str, txt: str) -> None:
             path = Path(href)
             path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f".{path.name}.partial")
-            tmp.write_text(txt)
-            os.replace(tmp, path)
+            write_text(path, txt)
 
     return AtomicStacIO()
 
@@ -66,8 +64,8 @@ def _item(record: RunRecord, product: "SurveyProduct", outcome: Any, version: st
 
     folder = record.folder(outcome)
     geometry = bbox = None
-    if outcome.info.get("georeferenced") and outcome.info.get("crs"):
-        shape = gpd.GeoSeries([footprint(folder / "heatmap.tif")], crs=CRS.from_user_input(outcome.info["crs"]))
+    if outcome.georeferenced:
+        shape = gpd.GeoSeries([footprint(folder / HEATMAP)], crs=CRS.from_user_input(outcome.info.crs))
         shape = shape.to_crs("EPSG:4326").simplify(1e-7)
         geometry, bbox = shapely.geometry.mapping(shape.iloc[0]), list(shape.total_bounds)
     item = pystac.Item(
@@ -82,9 +80,9 @@ def _item(record: RunRecord, product: "SurveyProduct", outcome: Any, version: st
             "survey_cracks:config_sha256": config_hash,
             "survey_cracks:threshold": record.threshold,
             "survey_cracks:mode": record.mode,
-            "survey_cracks:polygons": outcome.counts.get("polygons"),
-            "survey_cracks:crack_length": outcome.counts.get("crack_length"),
-            "survey_cracks:unit": outcome.counts.get("unit"),
+            "survey_cracks:polygons": outcome.counts.polygons,
+            "survey_cracks:crack_length": outcome.counts.crack_length,
+            "survey_cracks:unit": outcome.counts.unit,
             "survey_cracks:source": outcome.source,
         },
         stac_extensions=[PROCESSING_SCHEMA],
@@ -116,7 +114,7 @@ def write_catalog(record: RunRecord, products: list["SurveyProduct"]) -> Path:
         for raster in product.rasters:
             item = _item(record, product, raster.outcome, version, config_hash)
             child.add_item(item)
-            item.set_self_href(str(raster.folder / "item.json"))
+            item.set_self_href(str(raster.folder / STAC_ITEM))
     root.save(pystac.CatalogType.SELF_CONTAINED, stac_io=_stac_io())
     return record.out / CATALOG
 

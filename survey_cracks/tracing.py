@@ -100,10 +100,10 @@ class HeatmapTracer:
 
 
 def trace_heatmap(path: Path, info: RasterInfo, threshold: float, polygons: VectorizeConfig,
-                  centrelines: CentrelineConfig | None, progress: bool = False
+                  centrelines: CentrelineConfig | None, progress: bool = False, block: int = TRACE_BLOCK
                   ) -> tuple[gpd.GeoDataFrame, gpd.GeoDataFrame | None]:
     """The vectors of a finished heatmap file, exactly as a run traces them while writing it."""
-    tracer = HeatmapTracer(info, threshold, polygons, centrelines, progress=progress)
+    tracer = HeatmapTracer(info, threshold, polygons, centrelines, block=block, progress=progress)
     with open_raster(path) as src:
         tracer.settle_all(lambda window: read_probability(src, window))
     return tracer.finish()

@@ -9,7 +9,6 @@ cracks, never with the raster size.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import geopandas as gpd
 import numpy as np
@@ -20,12 +19,9 @@ from rasterio.windows import Window
 from shapely.affinity import affine_transform
 from scipy import ndimage
 from shapely.geometry import shape
-from tqdm import tqdm
 
 from survey_cracks.config import VectorizeConfig
-from survey_cracks.heatmap import read_probability
-from survey_cracks.raster import RasterInfo, open_raster
-from survey_cracks.tiling import block_windows
+from survey_cracks.raster import RasterInfo
 
 COLUMNS = ["id", "max_score", "mean_score", "area", "length", "unit", "geometry"]
 EIGHT = np.ones((3, 3), dtype=bool)
@@ -43,7 +39,7 @@ class _Region:
 class RegionCollector:
     """Collects above-threshold regions block by block; `polygons()` merges and measures them.
 
-    Fed any raster block by block (`vectorize_raster`); memory grows with the cracks only.
+    Fed any raster block by block (`tracing.HeatmapTracer`); memory grows with the cracks only.
     """
 
     def __init__(self, threshold: float, info: RasterInfo, min_area_px: float = 0.0) -> None:
@@ -63,23 +59,6 @@ class RegionCollector:
 
     def polygons(self, config: VectorizeConfig) -> gpd.GeoDataFrame:
         return _to_frame(self.finished + _merge(self.border), self.info, config)
-
-
-def vectorize_raster(
-    raster_path: Path,
-    threshold: float,
-    info: RasterInfo,
-    config: VectorizeConfig,
-    block: int = 1024,
-    progress: bool = False,
-) -> gpd.GeoDataFrame:
-    """Polygons of connected pixels with probability >= ``threshold`` of a finished heatmap, read block by block."""
-    with open_raster(raster_path) as src:
-        collector = RegionCollector(threshold, info, config.min_area_px or 0.0)
-        blocks = block_windows(src.width, src.height, block)
-        for window in tqdm(blocks, desc="polygons", unit="block", disable=not progress, leave=False):
-            collector.add(window, read_probability(src, window))
-    return collector.polygons(config)
 
 
 def _regions(values: np.ndarray, hit: np.ndarray, window: Window, info: RasterInfo, min_area: float = 0.0) -> list[_Region]:
@@ -247,4 +226,4 @@ def measure(frame: gpd.GeoDataFrame, info: RasterInfo) -> tuple[np.ndarray, np.n
 
 
 
-__all__ = ["RegionCollector", "vectorize_raster", "measure", "simplify", "COLUMNS"]
+__all__ = ["RegionCollector", "measure", "simplify", "COLUMNS"]

@@ -6,14 +6,20 @@ import pandas as pd
 import pytest
 import shapely
 
-from survey_cracks.centrelines import COLUMNS, attach_centrelines, trace_centrelines
+from survey_cracks.centrelines import COLUMNS, attach_centrelines
 from survey_cracks.config import CentrelineConfig
 from survey_cracks.config import VectorizeConfig
 from survey_cracks.raster import PIXEL_TRANSFORM
 from survey_cracks.synthetic import render_scene
-from survey_cracks.vectorize import vectorize_raster
+from survey_cracks.tracing import trace_heatmap
 from tests.conftest import write_geotiff
-from tests.test_vectorize import _heatmap, inspect_raster
+from tests.test_vectorize import _heatmap, inspect_raster, vectorize_raster
+
+
+def trace_centrelines(path, threshold, info, config, block=1024, progress=False):
+    """The centrelines of a finished heatmap as a run traces them (`tracing.trace_heatmap`), before they are
+    attached to their polygons."""
+    return trace_heatmap(path, info, threshold, VectorizeConfig(), config, progress, block)[1].drop(columns="crack_id")
 
 
 def _pixel_info(path):

@@ -3,7 +3,7 @@ import rasterio
 from rasterio.windows import Window
 
 from survey_cracks.config import HeatmapConfig
-from survey_cracks.heatmap import LEVELS, NODATA, SCALE, read_probability, to_levels, probability_of, blend_ramp, blend_weights, block_heatmap, write_heatmap
+from survey_cracks.heatmap import LEVELS, NODATA, SCALE, read_probability, to_levels, probability_of, blend_ramp, blend_weights, block_heatmap, StagedHeatmap, write_patch_scores
 from survey_cracks.raster import inspect_raster
 from survey_cracks.tiling import patch_grid
 from tests.conftest import write_geotiff
@@ -67,13 +67,12 @@ def test_written_heatmap_is_a_georeferenced_cog_with_nodata_outside_footprint(tm
     grid = patch_grid(900, 700, 128, 64)
     scores = np.linspace(0, 1, len(grid)).astype(np.float32)
     staged = []
-
-    def meanwhile(staging):  # the finished heatmap, uncompressed, while the COG is built
-        with rasterio.open(staging) as src:
+    with StagedHeatmap(tmp_path / "heatmap.tif", info, HeatmapConfig(block_size=256)) as heatmap:
+        write_patch_scores(heatmap, info, grid, scores, HeatmapConfig(block_size=256), progress=False)
+        published = heatmap.start_publishing()
+        with rasterio.open(heatmap.staging) as src:  # the finished heatmap, uncompressed, while the COG is built
             staged.append((src.nodata, src.read(1)))
-
-    out = write_heatmap(tmp_path / "heatmap.tif", info, grid, scores, HeatmapConfig(block_size=256),
-                        progress=False, meanwhile=meanwhile)
+        out = published.result()
     with rasterio.open(raster) as src, rasterio.open(out) as dst:
         assert dst.crs == src.crs and dst.transform == src.transform and dst.shape == src.shape
         assert dst.tags(ns="IMAGE_STRUCTURE")["LAYOUT"] == "COG"

@@ -6,7 +6,8 @@ from rasterio.transform import from_origin
 
 from survey_cracks.config import VectorizeConfig
 from survey_cracks.raster import RasterInfo
-from survey_cracks.vectorize import COLUMNS, simplify, vectorize_raster
+from survey_cracks.tracing import trace_heatmap
+from survey_cracks.vectorize import COLUMNS, simplify
 
 
 def _heatmap(tmp_path, values, crs="EPSG:32631", res=0.005, origin=(500000.0, 5700000.0)):
@@ -15,6 +16,11 @@ def _heatmap(tmp_path, values, crs="EPSG:32631", res=0.005, origin=(500000.0, 57
                        dtype="float32", crs=crs, transform=from_origin(*origin, res, res), nodata=-1) as dst:
         dst.write(values.astype(np.float32), 1)
     return path
+
+
+def vectorize_raster(path, threshold, info, config, block=1024):
+    """The polygons of a finished heatmap, as a run traces them (`tracing.trace_heatmap`)."""
+    return trace_heatmap(path, info, threshold, config, None, block=block)[0]
 
 
 def inspect_raster(path):

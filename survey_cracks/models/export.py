@@ -23,7 +23,6 @@ F1 point is published but flagged (``f1_loss_over_limit`` in its report).
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Literal
@@ -32,10 +31,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from survey_cracks.edge.runtime import EdgeModel, pad_to_stride, write_json
+from survey_cracks.edge.runtime import EdgeModel, pad_to_stride
 from survey_cracks.errors import OutputError
 from survey_cracks.models.checkpoint import SHIPPED_MODEL, ModelMeta, file_sha256
 from survey_cracks.models.network import TRUNK_STRIDE, load_checkpoint
+from survey_cracks.outputs import atomic_write, write_json
 from survey_cracks.models.verify import PARITY_TOLERANCE, ExportCheck, Maps, check_export, validation_images
 
 ExportFormat = Literal["onnx", "torchscript"]
@@ -137,16 +137,9 @@ def export_model(
              "source_sha256": source_sha256, "input": INPUT_DOC,
              "outputs": {k: v for k, v in OUTPUTS_DOC.items() if meta.has_mask or k != "crack_probability"},
              "exported_with": {"torch": torch.__version__, "onnxruntime": _ort_version()}}
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.partial")  # workers may export the same file at once
     say(f"exporting {model_path.name} to {fmt} {precision}")
-    if fmt == "onnx":
-        _write_onnx(graph, meta, tmp, precision, facts, say)
-    else:
-        scripted = torch.jit.trace(graph, _example(1), check_trace=False)
-        torch.jit.save(scripted, str(tmp), _extra_files={"survey_cracks.json": meta.to_json(),
-                                                         "survey_cracks.export.json": json.dumps(facts)})
 
-    def checked() -> ExportCheck:
+    def checked(tmp: Path) -> ExportCheck:
         images, origin = validation_images(verify_images)
         say(f"checking against PyTorch on {origin}")
         exported = EdgeModel(tmp, threads=torch.get_num_threads()).maps if fmt == "onnx" else torch_maps(torch.jit.load(str(tmp)), meta)
@@ -156,11 +149,19 @@ def export_model(
                               "report this; try --format torchscript")
         return check
 
-    if verify:
-        check: ExportCheck | None = _verified(tmp, out, checked)
-    else:
-        os.replace(tmp, out)
-        check = None
+    # An export that fails its check is never published (the ONNX cache would otherwise serve it to every
+    # later run); the temp name is this process's own, as workers may export the same file at once.
+    with atomic_write(out) as tmp:
+        if fmt == "onnx":
+            _write_onnx(graph, meta, tmp, precision, facts, say)
+        else:
+            scripted = torch.jit.trace(graph, _example(1), check_trace=False)
+            torch.jit.save(scripted, str(tmp), _extra_files={"survey_cracks.json": meta.to_json(),
+                                                             "survey_cracks.export.json": json.dumps(facts)})
+        try:
+            check = checked(tmp) if verify else None
+        except OutputError as error:
+            raise OutputError(out, error.problem, error.fix) from None
     report = out.with_name(out.name + ".json")  # crack.onnx.json: an .onnx and a .pt of one name keep their own
     result = ExportResult(out, fmt, precision, out.stat().st_size, file_sha256(out), model_path, source_sha256, report, check)
     write_json(report, {**result.to_dict(), "export": facts, "model": json.loads(meta.to_json())})
@@ -260,21 +261,6 @@ def _quantise_int8(fp32: Path, out: Path, say: Callable[[str], None]) -> None:
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, op_types_to_quantize=INT8_OPS)
     finally:
         prepared.unlink(missing_ok=True)
-
-
-def _verified(tmp: Path, out: Path, check: Callable[[], Any]) -> Any:
-    """Run ``check`` on the temp file, then move it to ``out``: an export that fails its check is never published
-    (the ONNX cache would otherwise serve it to every later run)."""
-    try:
-        result = check()
-    except OutputError as error:
-        tmp.unlink(missing_ok=True)
-        raise OutputError(out, error.problem, error.fix) from None
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    os.replace(tmp, out)
-    return result
 
 
 __all__ = ["EdgeGraph", "ExportFormat", "ExportPrecision", "ExportResult", "calibration_windows",

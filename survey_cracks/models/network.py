@@ -44,6 +44,7 @@ from survey_cracks.models.checkpoint import (  # noqa: F401  (re-exported: the m
 )
 from survey_cracks import hardware
 from survey_cracks.errors import ModelFileError
+from survey_cracks.outputs import atomic_write
 
 TRUNK_STRIDE = 32
 TRUNK_CHANNELS = (64, 64, 128, 256, 512)  # stem (stride 2), layer1 (4), layer2 (8), layer3 (16), layer4 (32)
@@ -166,9 +167,8 @@ def save_checkpoint(path: str | Path, model: nn.Module, meta: ModelMeta, half: b
         if half and tensor.is_floating_point():
             tensor = tensor.to(torch.float16)
         state[key] = tensor
-    tmp = path.with_name(path.name + ".partial")
-    save_file(state, str(tmp), metadata={"survey_cracks": meta.to_json()})
-    os.replace(tmp, path)
+    with atomic_write(path) as tmp:
+        save_file(state, str(tmp), metadata={"survey_cracks": meta.to_json()})
     return file_sha256(path)
 
 

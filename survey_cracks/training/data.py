@@ -27,6 +27,7 @@ from tqdm import tqdm
 
 from survey_cracks.config import DataSource, LabelRule, TilingConfig, TrainConfig
 from survey_cracks.errors import DataSourceError
+from survey_cracks.outputs import atomic_write
 from survey_cracks.raster import RASTER_SUFFIXES, inspect_raster, open_raster, read_patch
 from survey_cracks.tiling import patch_grid, window_size_for_ground
 from survey_cracks.training.labels import label_from_boxes, label_from_mask, yolo_to_pixel_boxes
@@ -344,11 +345,10 @@ def build_patch_set(config: TrainConfig, cache_dir: Path | None = None, progress
     patch_set = _cap_negatives(patch_set, config)
     if cache is not None:
         cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_name(cache.name + ".partial.npz")
-        np.savez(tmp, patches=patch_set.patches, labels=patch_set.labels, source=patch_set.source,
-                 split=patch_set.split, image=patch_set.image,
-                 names=json.dumps({"sources": source_names, "images": image_names}))
-        tmp.replace(cache)
+        with atomic_write(cache) as tmp:  # the temp name keeps .npz: np.savez would add it
+            np.savez(tmp, patches=patch_set.patches, labels=patch_set.labels, source=patch_set.source,
+                     split=patch_set.split, image=patch_set.image,
+                     names=json.dumps({"sources": source_names, "images": image_names}))
     return patch_set
 
 

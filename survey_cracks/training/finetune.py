@@ -21,6 +21,7 @@ import yaml
 from survey_cracks.config import TrainConfig, load_config
 from survey_cracks.errors import ConfigError, DataSourceError
 from survey_cracks.models.network import SHIPPED_MODEL, read_meta
+from survey_cracks.outputs import atomic_write
 from survey_cracks.training.train import TrainResult, train
 
 FINETUNE_DEFAULTS: dict[str, Any] = {
@@ -71,9 +72,8 @@ def finetune(
     _check_held_out(config, [Path(s) for s in surveys], val_fraction, progress, log)
     result = train(config, progress=progress, log=log, ship=True)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".partial")
-    shutil.copyfile(result.checkpoint, tmp)
-    tmp.replace(out)
+    with atomic_write(out) as tmp:
+        shutil.copyfile(result.checkpoint, tmp)
     from survey_cracks.training.card import model_card
 
     command = " ".join(["survey-cracks finetune", *map(str, surveys), "--out", str(out),

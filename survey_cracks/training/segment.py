@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,6 +39,7 @@ from tqdm import tqdm
 
 from survey_cracks.config import MaskTrainConfig
 from survey_cracks.metrics import choose_threshold
+from survey_cracks.outputs import atomic_write
 from survey_cracks.metrics_pixels import centreline_counts, centreline_scores, pixel_scores, tolerant_counts
 from survey_cracks.models.checkpoint import SHIPPED_MODEL, ModelMeta, file_sha256
 from survey_cracks.models.network import (
@@ -478,10 +478,9 @@ def fit_mask(config: MaskTrainConfig, resume: bool = False, progress: bool = Tru
             history.append(record)
             meta.mask_threshold = threshold
             save_checkpoint(last_path, net, meta)
-            tmp = state_path.with_name("state.pt.partial")
-            torch.save({"step": done, "seconds": time.time() - started, "optimizer": optimizer.state_dict(),
-                        "history": json.dumps(history), "init_detail": init_detail}, tmp)
-            os.replace(tmp, state_path)
+            with atomic_write(state_path) as tmp:
+                torch.save({"step": done, "seconds": time.time() - started, "optimizer": optimizer.state_dict(),
+                            "history": json.dumps(history), "init_detail": init_detail}, tmp)
             log(json.dumps(record))  # after the checkpoint: what is logged can be resumed from
     bar.close()
     net.eval()

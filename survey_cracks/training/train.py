@@ -31,6 +31,7 @@ from tqdm import tqdm
 from survey_cracks import hardware
 from survey_cracks.config import TrainConfig
 from survey_cracks.metrics import average_precision, choose_threshold, save_pr_curves, scores_at
+from survey_cracks.outputs import atomic_write
 from survey_cracks.models.network import (
     IMAGENET_FILE,
     SHIPPED_MODEL,
@@ -248,13 +249,13 @@ def fit(
             save_checkpoint(out_dir / "best.safetensors", model, meta)
         else:
             stale += 1
-        tmp = state_path.with_name("state.pt.partial")
-        torch.save(
-            {"epoch": epoch, "best_f1": best_f1, "best_epoch": best_epoch, "stale": stale, "optimizer": optimizer.state_dict(),
-             "history": json.dumps(history), "generator": generator.get_state(), "torch_rng": torch.get_rng_state()},
-            tmp,
-        )
-        os.replace(tmp, state_path)
+        with atomic_write(state_path) as tmp:
+            torch.save(
+                {"epoch": epoch, "best_f1": best_f1, "best_epoch": best_epoch, "stale": stale,
+                 "optimizer": optimizer.state_dict(), "history": json.dumps(history), "generator": generator.get_state(),
+                 "torch_rng": torch.get_rng_state()},
+                tmp,
+            )
 
     best, _ = load_checkpoint(out_dir / "best.safetensors")
     best = best.to(device).to(memory_format=torch.channels_last)
