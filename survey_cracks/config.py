@@ -41,6 +41,9 @@ class TilingConfig(StrictModel):
     def _derive_stride(self) -> "TilingConfig":
         if self.stride is None:
             object.__setattr__(self, "stride", max(8, self.patch_size // 2))
+        if self.stride > self.patch_size:  # strips between patches would get no score, silently nodata
+            raise ValueError(f"stride {self.stride} is larger than patch_size {self.patch_size}: "
+                             "pixels between patches would get no score; use stride <= patch_size")
         return self
 
     @property

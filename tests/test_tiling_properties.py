@@ -191,3 +191,15 @@ def test_cores_on_the_processing_grid_tile_the_source_raster_at_any_scale(width,
         hits[int(target.row_off) : int(target.row_off + target.height),
              int(target.col_off) : int(target.col_off + target.width)] += 1
     assert (hits == 1).all(), "source cores must tile the raster: no gap, no overlap"
+
+
+def test_a_stride_larger_than_the_patch_is_refused():
+    """Such a stride leaves strips no patch covers: nodata in the heatmap without a word."""
+    import pydantic
+    import pytest
+
+    from survey_cracks.config import TilingConfig
+
+    assert TilingConfig(patch_size=128, stride=128).step == 128
+    with pytest.raises(pydantic.ValidationError, match="stride 160 is larger than patch_size 128"):
+        TilingConfig(patch_size=128, stride=160)
