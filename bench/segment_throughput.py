@@ -19,11 +19,7 @@ them: same side, seed and tiling, so the two benchmarks see the same rasters):
                           with a task per core, `torch_threads` = 1 intra-op thread each), all
                           calling segment concurrently, as the pipeline runs it;
                         "one stream": one thread calling segment, with one intra-op thread per core.
-                      The faster way is the figure. The bare network runs under the environment
-                      the run gives its workers (`inference.WORKER_MALLOC`: one glibc arena that keeps
-                      freed activations): the script re-executes itself with it. The notebook loop
-                      shares that process (its batch-1 activations are small; if anything the
-                      setting speeds it up), and each end-to-end run gets the caller's own environment. Each way: one untimed window per stream, then
+                      The faster way is the figure. Each way: one untimed window per stream, then
                       --bare-windows windows per stream timed together. MP/s counts only the core
                       pixels (window_px^2 per window): the margin is overhead the pipeline pays too.
   3. end to end     - `survey-cracks run RASTER --mode mask|dense|patch` as a subprocess: wall time
@@ -86,7 +82,7 @@ import torch  # noqa: E402
 
 from survey_cracks import hardware  # noqa: E402
 from survey_cracks.config import RunConfig, load_config  # noqa: E402
-from survey_cracks.inference import WORKER_MALLOC, model_spec  # noqa: E402
+from survey_cracks.inference import model_spec  # noqa: E402
 from survey_cracks.models.checkpoint import SHIPPED_MODEL, file_sha256, read_meta  # noqa: E402
 from survey_cracks.models.engines import ModelSpec, compute_of, load_engine  # noqa: E402
 from survey_cracks.pipeline import context_margin  # noqa: E402
@@ -206,24 +202,12 @@ def bare_network(spec: ModelSpec, windows: list[np.ndarray], core_pixels: int, s
 # --------------------------------------------------------------------------- end to end
 
 
-PLAIN_ENVIRONMENT = "SURVEY_CRACKS_BENCH_PLAIN_ENVIRONMENT"
-
-
-def under_worker_malloc() -> dict[str, str]:
-    """Re-execute this script with the workers' malloc settings (once); the caller's environment, for the runs."""
-    if PLAIN_ENVIRONMENT not in os.environ:
-        plain = dict(os.environ)
-        os.execve(sys.executable, [sys.executable, *sys.argv],
-                  {**plain, **WORKER_MALLOC, PLAIN_ENVIRONMENT: json.dumps(plain)})
-    return json.loads(os.environ[PLAIN_ENVIRONMENT])
-
-
 def run_mode(raster: Path, model: Path, out: Path, mode: str, config: Path | None) -> dict:
     """`survey-cracks run --mode MODE` on one raster: wall time, peak RSS of the process tree, MP/s."""
     command = [str(Path(sys.executable).with_name("survey-cracks")), "run", str(raster), "--out", str(out),
                "--model", str(model), "--mode", mode, "--quiet"] + (["--config", str(config)] if config else [])
     load = os.getloadavg()[0]
-    seconds, peak_gib, returncode, output = timed_command(command, env=json.loads(os.environ[PLAIN_ENVIRONMENT]))
+    seconds, peak_gib, returncode, output = timed_command(command)
     if returncode != 0:
         raise RuntimeError(f"survey-cracks run --mode {mode} failed on {raster}:\n{output}")
     report = json.loads(next(out.glob("*/*/report.json")).read_text())
@@ -411,7 +395,6 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> None:
     args = parse_args()
-    under_worker_malloc()
     model = args.model.resolve()
     meta = read_meta(model)
     config = load_config(RunConfig, args.config, {"inference.mode": "mask"})
@@ -435,7 +418,7 @@ def main() -> None:
                   "decoder_channels": meta.decoder_channels, "min_margin_px": meta.min_margin_px,
                   "patch_size": meta.patch_size},
         "spec": {"engine": spec.engine, "precision": spec.precision, "device": spec.device, "threads": spec.threads,
-                 "task_slots": slots, "environment": {k: os.environ.get(k) for k in WORKER_MALLOC}},
+                 "task_slots": slots},
         "window": {"core_px": window_px, "margin_px": margin, "read_px": window_px + 2 * margin},
         "naive": {"patch": meta.patch_size, "stride": stride, "new_pixels_per_patch": naive_pixels,
                   "patches_timed": args.naive_patches},

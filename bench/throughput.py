@@ -192,10 +192,10 @@ class TreeMemory(threading.Thread):
             time.sleep(0.2)
 
 
-def timed_command(command: list[str], env: dict[str, str] | None = None) -> tuple[float, float, int, str]:
+def timed_command(command: list[str]) -> tuple[float, float, int, str]:
     """Run a command: (wall seconds from start to exit, peak RSS of its process tree in GiB, return code, output)."""
     start = time.perf_counter()
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     memory = TreeMemory(proc.pid)
     memory.start()
     output, _ = proc.communicate()

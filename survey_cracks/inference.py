@@ -281,44 +281,24 @@ def tapered(chunks: list[np.ndarray], slots: int, pieces: int = 4) -> list[np.nd
     return chunks[:cut] + tail
 
 
-# glibc malloc for the workers: one arena, no mmap for big blocks, 128 MB of free heap kept.
-# With glibc's defaults each window's activations (tens of MB per layer) are mmap'ed and
-# unmapped again, from per-thread arenas too small to hold them, and the kernel zeroes every
-# page again on the next window: measured here (2 task threads, 1280 px windows, bf16) that
-# is 0.13 s of system time per 0.78 s window, a sixth of the worker's CPU. One arena serves
-# both task threads from one heap; keeping all freed memory (a 1 GiB trim threshold) was a
-# further ~6 % faster but raised a 100 MP run's peak RSS by 0.2-0.4 GiB (2.14 GiB for the
-# process tree, over the 2 GiB budget), so up to 128 MB of free heap is kept and the rest given
-# back (measured: worker peak 1.37 GiB against 1.41 with glibc's defaults). Workers of a
-# `--scheduler` cluster need the same environment to get the same speed (README "Dask cluster").
-WORKER_MALLOC = {
-    "MALLOC_ARENA_MAX": "1",
-    "MALLOC_MMAP_THRESHOLD_": str(2**30),
-    "MALLOC_TRIM_THRESHOLD_": str(128 * 2**20),
-}
-
-
-def worker_environment(config: InferenceConfig) -> dict[str, str]:
-    """Environment of a worker process: thread counts, GDAL's capped block cache (memory), `WORKER_MALLOC`."""
-    return {
-        "OMP_NUM_THREADS": str(config.torch_threads),
-        "MKL_NUM_THREADS": str(config.torch_threads),
-        "GDAL_CACHEMAX": str(config.gdal_cache_mb),
-        **WORKER_MALLOC,
-    }
-
-
 def worker_settings(config: InferenceConfig) -> dict[str, object]:
     """Dask settings for long, CPU-bound model tasks.
 
-    Dask's own pre-spawn environment (MALLOC_TRIM_THRESHOLD_=65536 alone) turns off glibc's
-    adaptive mmap threshold and keeps the per-thread arenas: measured here, a fifth of
-    ResNet18's speed. It is replaced as a whole by `worker_environment`.
+    Dask starts workers with MALLOC_TRIM_THRESHOLD_=65536; setting it at all turns off
+    glibc's adaptive mmap threshold, so every batch's activations are mapped and
+    unmapped again: measured here, that costs ResNet18 a fifth of its speed. The
+    environment below leaves malloc alone (README "Performance" says what one glibc
+    arena keeping freed memory would gain, and why it is not used). GDAL's block cache
+    is capped so memory does not grow with the raster.
     """
     return {
         "distributed.worker.profile.enabled": False,
         # A whole mapping: dask.config.set would rewrite '_' to '-' in dotted keys.
-        "distributed.nanny.pre-spawn-environ": worker_environment(config),
+        "distributed.nanny.pre-spawn-environ": {
+            "OMP_NUM_THREADS": str(config.torch_threads),
+            "MKL_NUM_THREADS": str(config.torch_threads),
+            "GDAL_CACHEMAX": str(config.gdal_cache_mb),
+        },
     }
 
 
@@ -401,5 +381,5 @@ def model_spec(path: Path, sha256: str, config: InferenceConfig) -> ModelSpec:
 
 
 __all__ = [
-    "ModelSpec", "WORKER_MALLOC", "compute_when_warm", "worker_environment", "dashboard_of", "dask_client", "warm_workers", "model_spec", "score_raster", "score_windows", "segment_raster", "segment_window", "tapered", "WindowMaps",
+    "ModelSpec", "compute_when_warm", "dashboard_of", "dask_client", "warm_workers", "model_spec", "score_raster", "score_windows", "segment_raster", "segment_window", "tapered", "WindowMaps",
 ]
