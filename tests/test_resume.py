@@ -149,3 +149,40 @@ def test_real_kill_9_in_the_middle_of_a_raster_then_resume(tiny_mask_model, tmp_
     assert line.endswith(f"resumed: {done} of 100 windows already done") and 2 * survey_cracks.journal.FLUSH_WINDOWS <= done < 100
     assert_same_outputs(out / "site" / "big", reference / "site" / "big")
     assert not [p for p in out.rglob("*") if "partial" in p.name or "staging" in p.name]
+
+
+@pytest.mark.parametrize("seed", [11, 12, 13])
+def test_kill_9_at_a_random_moment_then_resume_ends_as_an_uninterrupted_night(tiny_mask_model, tmp_path, seed):
+    """SIGKILL at a seeded random moment of a two-raster night (start-up, mid-raster, between rasters or the
+    tail); the rerun ends with an uninterrupted night's outputs and leaves finished rasters untouched."""
+    import random
+
+    survey = tmp_path / "site"
+    write_raster(survey / "a_small.tif", 384, seed=5)
+    write_raster(survey / "big.tif", 1024)
+    script = Path(sys.executable).parent / "survey-cracks"
+
+    def command(out: Path) -> list[str]:
+        return [str(script), "run", str(survey), "--out", str(out), "--model", str(tiny_mask_model), "--window",
+                str(WINDOW), "--workers", "1", "-q"]
+
+    reference, out = tmp_path / "reference", tmp_path / "out"
+    started = time.monotonic()
+    subprocess.run(command(reference), check=True, capture_output=True, timeout=600)
+    uninterrupted = time.monotonic() - started
+    proc = subprocess.Popen(command(out), start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(random.Random(seed).uniform(0.1, 0.9) * uninterrupted)
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    finished = {r.raster: (out / r.survey / r.raster / "heatmap.tif").stat().st_mtime_ns
+                for r in load_records(out) if r.status == "ok"}
+
+    rerun = subprocess.run(command(out), capture_output=True, text=True, timeout=600)
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    for raster in ("a_small", "big"):
+        assert_same_outputs(out / "site" / raster, reference / "site" / raster)
+    for raster, mtime in finished.items():  # finished before the kill: not computed again
+        assert (out / "site" / raster / "heatmap.tif").stat().st_mtime_ns == mtime, raster
+    assert [r.status for r in load_records(out)] == ["ok", "ok"]
+    assert not [p for p in out.rglob("*") if "partial" in p.name or "staging" in p.name]
