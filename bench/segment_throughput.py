@@ -74,9 +74,16 @@ import numpy as np
 import psutil
 import rasterio
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve().parents[1])]
 
-from throughput import ROOT, naive_loop, timed_command  # noqa: E402  (also puts the repository on sys.path)
+from survey_cracks.inference import NETWORK_ENVIRONMENT  # noqa: E402  (imports no torch)
+
+# The bare network runs in this process with the environment the run gives its workers (PyTorch
+# reads it at its first allocation, so before torch is imported): the two figures then differ
+# only by what the pipeline adds.
+os.environ.update(NETWORK_ENVIRONMENT)
+
+from throughput import ROOT, naive_loop, timed_command  # noqa: E402
 
 import torch  # noqa: E402
 

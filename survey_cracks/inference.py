@@ -281,6 +281,13 @@ def tapered(chunks: list[np.ndarray], slots: int, pieces: int = 4) -> list[np.nd
     return chunks[:cut] + tail
 
 
+# Each window's activations are tens of MB, allocated and freed again for every window: in
+# 4 kB pages that is a page fault per 4 kB, a tenth of a worker's CPU time on this machine.
+# PyTorch's allocator backs its blocks of 2 MB and more with transparent huge pages when
+# asked (where the kernel offers them: "madvise" or "always"); the memory used is the same.
+NETWORK_ENVIRONMENT = {"THP_MEM_ALLOC_ENABLE": "1"}
+
+
 def worker_settings(config: InferenceConfig) -> dict[str, object]:
     """Dask settings for long, CPU-bound model tasks.
 
@@ -288,8 +295,8 @@ def worker_settings(config: InferenceConfig) -> dict[str, object]:
     glibc's adaptive mmap threshold, so every batch's activations are mapped and
     unmapped again: measured here, that costs ResNet18 a fifth of its speed. The
     environment below leaves malloc alone (README "Performance" says what one glibc
-    arena keeping freed memory would gain, and why it is not used). GDAL's block cache
-    is capped so memory does not grow with the raster.
+    arena keeping freed memory would gain, and why it is not used) and adds
+    `NETWORK_ENVIRONMENT`. GDAL's block cache is capped so memory does not grow with the raster.
     """
     return {
         "distributed.worker.profile.enabled": False,
@@ -298,17 +305,22 @@ def worker_settings(config: InferenceConfig) -> dict[str, object]:
             "OMP_NUM_THREADS": str(config.torch_threads),
             "MKL_NUM_THREADS": str(config.torch_threads),
             "GDAL_CACHEMAX": str(config.gdal_cache_mb),
+            **NETWORK_ENVIRONMENT,
         },
     }
 
 
 @contextlib.contextmanager
-def dask_client(config: InferenceConfig) -> Iterator[Client]:
+def dask_client(config: InferenceConfig, shutdown: contextlib.ExitStack | None = None) -> Iterator[Client]:
     """A client on ``config.scheduler``, or on a LocalCluster of worker processes.
 
     An unreachable or malformed scheduler address is an InfrastructureError (one line,
     exit code 3). The LocalCluster serves Dask's dashboard on a free port when bokeh is
     installed (`dashboard_of` tells where); without bokeh it serves only health pages.
+    The client is closed on leaving. The LocalCluster is shut down then too, unless
+    ``shutdown`` is given: its worker processes take a second or more to exit, so a caller
+    with work left can leave that on ``shutdown`` and close it when it suits (on a thread).
+    An error inside shuts it down on the way out regardless.
     """
     if config.scheduler:
         try:
@@ -320,15 +332,21 @@ def dask_client(config: InferenceConfig) -> Iterator[Client]:
         with client:
             yield client
         return
-    with dask.config.set(worker_settings(config)), LocalCluster(
-        n_workers=config.workers,
-        threads_per_worker=config.worker_threads(),
-        processes=True,
-        dashboard_address=":0",  # a free port: the dashboard when bokeh is installed, else only Dask's health pages
-        silence_logs=logging.CRITICAL,  # a task's error reaches the client as one line per raster, not a worker traceback
-        memory_limit=0,
-    ) as cluster, Client(cluster) as client:
-        yield client
+    with contextlib.ExitStack() as cluster:
+        # The settings stay for the cluster's life: a nanny reads them again when it restarts a dead worker.
+        cluster.enter_context(dask.config.set(worker_settings(config)))
+        local = cluster.enter_context(LocalCluster(
+            n_workers=config.workers,
+            threads_per_worker=config.worker_threads(),
+            processes=True,
+            dashboard_address=":0",  # a free port: the dashboard when bokeh is installed, else only Dask's health pages
+            silence_logs=logging.CRITICAL,  # a task's error reaches the client as one line per raster, not a worker traceback
+            memory_limit=0,
+        ))
+        with Client(local) as client:  # closed here, on this thread: it resets a context variable set here
+            yield client
+        if shutdown is not None:
+            shutdown.push(cluster.pop_all())
 
 
 def dashboard_of(client: Client) -> str:
@@ -381,5 +399,5 @@ def model_spec(path: Path, sha256: str, config: InferenceConfig) -> ModelSpec:
 
 
 __all__ = [
-    "ModelSpec", "compute_when_warm", "dashboard_of", "dask_client", "warm_workers", "model_spec", "score_raster", "score_windows", "segment_raster", "segment_window", "tapered", "WindowMaps",
+    "ModelSpec", "NETWORK_ENVIRONMENT", "compute_when_warm", "dashboard_of", "dask_client", "warm_workers", "model_spec", "score_raster", "score_windows", "segment_raster", "segment_window", "tapered", "WindowMaps",
 ]

@@ -75,7 +75,7 @@ print("ok")
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr
 
 
-def test_local_workers_leave_glibc_malloc_adaptive_and_cap_the_gdal_cache(monkeypatch):
+def test_local_workers_leave_glibc_malloc_adaptive_ask_for_huge_pages_and_cap_the_gdal_cache(monkeypatch):
     """Dask's own pre-spawn environment (MALLOC_TRIM_THRESHOLD_=65536) costs the network a fifth of its speed."""
     import os
 
@@ -84,10 +84,11 @@ def test_local_workers_leave_glibc_malloc_adaptive_and_cap_the_gdal_cache(monkey
 
     # A variable already in the environment wins over Dask's pre-spawn settings, and a Dask nanny
     # writes its settings into this process's environment: another test's cluster leaves them.
-    for key in ("MALLOC_TRIM_THRESHOLD_", "GDAL_CACHEMAX"):
+    for key in ("MALLOC_TRIM_THRESHOLD_", "GDAL_CACHEMAX", "THP_MEM_ALLOC_ENABLE"):
         monkeypatch.delenv(key, raising=False)
     config = InferenceConfig(workers=1, torch_threads=1, gdal_cache_mb=48)
     with dask_client(config) as client:
         seen = next(iter(client.run(lambda: dict(os.environ)).values()))
     assert seen["GDAL_CACHEMAX"] == "48"
     assert "MALLOC_TRIM_THRESHOLD_" not in seen
+    assert seen["THP_MEM_ALLOC_ENABLE"] == "1"  # PyTorch's large blocks on transparent huge pages
