@@ -9,12 +9,14 @@ with one clear line and the batch goes on.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import json
 import shutil
 import time
 import traceback
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
@@ -251,11 +253,13 @@ def _run_locked(inputs: list[str | Path], out: Path, run: RunContext, progress: 
             todo.append((item, inputs_now, reason))
     events(f"{len(rasters)} rasters: {len(todo)} to compute, {len(rasters) - len(todo)} up to date or unreadable")
     write_run_reports(out, run)
+    closing: Future[None] | None = None
     if todo:
         spec = model_spec(run.model_path, run.sha256, config.inference)
         # rasterio passes an integer GDAL_CACHEMAX to GDALSetCacheMax64: bytes, not MB.
         cache_bytes = config.inference.gdal_cache_mb * 2**20
-        with rasterio.Env(GDAL_CACHEMAX=cache_bytes), dask_client(config.inference) as client:
+        cluster = contextlib.ExitStack()  # the LocalCluster's shutdown, done while the reports are written
+        with rasterio.Env(GDAL_CACHEMAX=cache_bytes), dask_client(config.inference, shutdown=cluster) as client:
             warming = warm_workers(client, spec)
             events(f"dask: {len(client.scheduler_info().get('workers', {}))} workers at {client.scheduler.address}; "
                    f"dashboard {dashboard_of(client)}")
@@ -283,14 +287,25 @@ def _run_locked(inputs: list[str | Path], out: Path, run: RunContext, progress: 
                     run.compute = compute_when_warm(warming)
                     events(f"model on {' / '.join(run.compute)}")
                 write_run_reports(out, run)
+        closing = close_in_background(cluster)
     run.finished = True
     # The run's end: OUT's reports rebuilt from what is in OUT (the manifest and the raster folders).
     result = write_run_reports(out, run)
     write_deliverables(out, events)
+    if closing is not None:
+        closing.result()
     events(f"finished: {len(result.computed)} computed, {len(result.up_to_date)} up to date, {len(result.failed)} failed; "
            f"OUT holds {result.covered} rasters", computed=len(result.computed), up_to_date=len(result.up_to_date),
            failed=len(result.failed), rasters_in_out=result.covered)
     return result
+
+
+def close_in_background(resources: contextlib.ExitStack) -> Future[None]:
+    """Close ``resources`` on a thread; the future says when it is done (and raises what closing raised)."""
+    pool = ThreadPoolExecutor(1, thread_name_prefix="close")
+    closing = pool.submit(resources.close)
+    pool.shutdown(wait=False)
+    return closing
 
 
 def process_raster(
