@@ -113,3 +113,26 @@ def test_auto_precision_uses_bf16_only_where_the_cpu_runs_it_natively(monkeypatc
     assert autocast_dtype(cpu, "auto") == torch.bfloat16
     assert autocast_dtype(cpu, "fp32") is None
     assert autocast_dtype(cuda, "auto") == torch.float16 and autocast_dtype(cuda, "bf16") == torch.bfloat16
+
+
+def test_batch_norms_folded_for_inference_give_the_same_maps():
+    """The engine folds each BatchNorm into its convolution: trunk, blocks, shortcuts and mask head alike."""
+    from survey_cracks.models.network import fold_batch_norms
+
+    torch.manual_seed(0)
+    model = build_model(decoder_channels=16)
+    for module in model.modules():  # statistics far from the identity, so a missed fold shows
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.uniform_(-1, 1)
+            module.running_var.uniform_(0.5, 2)
+            module.weight.data.uniform_(0.5, 1.5)
+            module.bias.data.uniform_(-0.5, 0.5)
+    model.eval()
+    x = torch.randn(1, 3, 128, 160)
+    with torch.inference_mode():
+        mask, dense = model.segment(x)
+        folded = fold_batch_norms(model)
+        assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+        mask_folded, dense_folded = folded.segment(x)
+    assert torch.allclose(mask, mask_folded, atol=1e-4, rtol=1e-4)
+    assert torch.allclose(dense, dense_folded, atol=1e-4, rtol=1e-4)

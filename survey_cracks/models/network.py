@@ -26,6 +26,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.nn import functional as F
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 from torchvision.models import resnet18
 from torchvision.ops import FeaturePyramidNetwork
 
@@ -190,6 +191,23 @@ def load_checkpoint(path: str | Path | None = None) -> tuple[nn.Module, ModelMet
     return model, meta
 
 
+def fold_batch_norms(model: nn.Module) -> nn.Module:
+    """Fold every eval-mode BatchNorm into the convolution just before it, in place (inference only).
+
+    The same function up to rounding, one pass over each layer's activations fewer: a few
+    per cent of a window's time on CPU. A BatchNorm is folded where it is registered right
+    after its convolution (torchvision's ResNet blocks, Sequential stems), which is where it
+    follows it in ``forward``; it is then an identity.
+    """
+    for module in list(model.modules()):
+        children = list(module.named_children())
+        for (conv_name, conv), (norm_name, norm) in zip(children, children[1:]):
+            if isinstance(conv, nn.Conv2d) and isinstance(norm, nn.BatchNorm2d) and not norm.training:
+                setattr(module, conv_name, fuse_conv_bn_eval(conv, norm))
+                setattr(module, norm_name, nn.Identity())
+    return model
+
+
 def patches_to_tensor(patches: np.ndarray | torch.Tensor, meta: ModelMeta) -> torch.Tensor:
     """uint8 NHWC patches -> normalised float NCHW tensor (channels_last memory)."""
     batch = torch.as_tensor(patches)
@@ -243,7 +261,7 @@ class CrackClassifier:
         self.model, self.meta = load_checkpoint(self.path)
         self.device = pick_device(device)
         self.amp_dtype = autocast_dtype(self.device, precision)
-        self.model = self.model.to(self.device).to(memory_format=torch.channels_last)
+        self.model = fold_batch_norms(self.model).to(self.device).to(memory_format=torch.channels_last)
 
     def predict(self, patches: np.ndarray, batch_size: int = 64) -> np.ndarray:
         """Crack probability per patch, float32 (N,)."""
