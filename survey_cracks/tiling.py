@@ -132,19 +132,22 @@ class ContextWindow:
 def context_windows(width: int, height: int, core: int, margin: int) -> list[ContextWindow]:
     """Cores of ``core`` px (multiples of 32, aligned to the raster origin) with ``margin`` px of context.
 
-    Every ``read`` window has the same size, ``min(core, raster side rounded up to 32) +
-    2 margin``, so one network input shape serves the whole raster; parts of it outside
-    the raster are filled by the reader (reflection).
+    A read window is its core, rounded up to 32 px, plus ``margin`` each side; parts of it
+    outside the raster are filled by the reader (reflection). Cores on the right and bottom
+    edges are clipped to the raster and so are their reads: a 10000 px side in 1024 px
+    windows ends in a 784 px core, read 1056 px wide instead of 1280 (the network's work
+    on the last row and column, a sixth less). Every other read has one size.
     """
     if core % ALIGN or margin % ALIGN or core <= 0 or margin < 0:
         raise ValueError(f"core ({core}) and margin ({margin}) must be multiples of {ALIGN}")
-    core_h = min(core, -(-height // ALIGN) * ALIGN)
-    core_w = min(core, -(-width // ALIGN) * ALIGN)
-    return [
-        ContextWindow(
-            core=Window(col, row, min(core_w, width - col), min(core_h, height - row)),
-            read=Window(col - margin, row - margin, core_w + 2 * margin, core_h + 2 * margin),
-        )
-        for row in range(0, height, core_h)
-        for col in range(0, width, core_w)
-    ]
+
+    def read_side(kept: int) -> int:
+        return -(-kept // ALIGN) * ALIGN + 2 * margin
+
+    windows = []
+    for row in range(0, height, core):
+        for col in range(0, width, core):
+            kept_w, kept_h = min(core, width - col), min(core, height - row)
+            windows.append(ContextWindow(core=Window(col, row, kept_w, kept_h),
+                                         read=Window(col - margin, row - margin, read_side(kept_w), read_side(kept_h))))
+    return windows
