@@ -36,9 +36,11 @@ from survey_cracks.errors import (ConfigError, InfrastructureError, ModelFileErr
                                   SurveyCracksError)
 from survey_cracks.evaluate import RasterMetrics, combine, evaluate_raster
 from survey_cracks.heatmap import StagedHeatmap, staged_heatmap_problem, write_patch_scores
-from survey_cracks.inference import (ModelSpec, compute_when_warm, dashboard_of, dask_client, model_spec, score_raster,
+from survey_cracks.inference import (ModelSpec, compute_when_warm, dashboard_of, dask_client, model_spec,
+                                     release_worker_memory, score_raster,
                                      segment_raster, source_core, warm_workers)
 from survey_cracks.lock import out_lock
+from survey_cracks.memory import trim_heap
 from survey_cracks.manifest import (Inputs, RasterRecord, config_sha256, fingerprint, load_records, now,
                                     save_record, why_redo)
 from survey_cracks.journal import JOURNAL, FinishedWindow, WindowJournal, checksum
@@ -353,6 +355,7 @@ def process_raster(
                 counts = segment_into(staged, tracer, plan, journal, item, client, spec, config, progress, say)
             else:
                 counts = score_into(staged, tracer, item, info, client, spec, meta, threshold, config, progress, mode, margin)
+            release_worker_memory(client)
             lap("inference")
             cog = staged.start_publishing()  # the COG copy runs beside the vector work
             lap("heatmap")
@@ -480,6 +483,7 @@ def segment_into(staged: StagedHeatmap, tracer: HeatmapTracer, plan: WindowPlan,
         if journal.due():
             staged.flush()  # pixels on disk before the journal says so
             journal.commit()
+            trim_heap()  # the traced blocks' arrays: the client's share of the run's peak memory stays flat
     if done == 0:
         raise RasterError(item.path, "no window lies inside the valid footprint", "check the raster's nodata/alpha")
     return RasterCounts(windows=len(plan.windows), windows_processed=done, window_px=plan.window_px,
