@@ -4,7 +4,8 @@ One run measures, on this machine and on procedural orthomosaics of 100 and 400 
 once per size by survey_cracks.synthetic.write_orthomosaic, exactly as bench/throughput.py makes
 them: same side, seed and tiling, so the two benchmarks see the same rasters):
 
-  1. notebook loop  - the naive way, bench/throughput.py's `naive_loop`: 128 px patches at 50 %
+  1. notebook loop  - the naive way, bench/throughput.py's `naive_loop` (in a process of its own, without
+                      the workers' environment): 128 px patches at 50 %
                       overlap (stride 64) cut from a PIL image, torchvision ToTensor + Normalize,
                       the network's patch head in fp32, batch 1. It reports patches/s; here that is
                       turned into megapixels of raster covered per second: on a stride-64 grid each
@@ -81,10 +82,13 @@ from survey_cracks.inference import NETWORK_ENVIRONMENT  # noqa: E402  (imports 
 
 # The bare network runs in this process with the environment the run gives its workers (PyTorch
 # reads it at its first allocation, so before torch is imported): the two figures then differ
-# only by what the pipeline adds.
+# only by what the pipeline adds. The notebook loop runs in a process of its own without it
+# (`naive_in_plain_process`): a notebook has no such setting, and huge pages slow its batch-1
+# passes down (measured: 71 against 65 patches/s, medians of three pairs).
+PLAIN_ENVIRONMENT = {key: value for key, value in os.environ.items() if key not in NETWORK_ENVIRONMENT}
 os.environ.update(NETWORK_ENVIRONMENT)
 
-from throughput import ROOT, naive_loop, timed_command  # noqa: E402
+from throughput import ROOT, timed_command  # noqa: E402
 
 import torch  # noqa: E402
 
@@ -159,6 +163,22 @@ def sample_windows(raster: Path, window_px: int, margin: int, count: int = 4) ->
             scored.append((core_valid, rgb))
     scored.sort(key=lambda item: -item[0])
     return [rgb for _, rgb in scored[:count]]
+
+
+# --------------------------------------------------------------------------- notebook loop
+
+
+def naive_in_plain_process(model: Path, raster: Path, size: int, count: int, threads: int) -> dict:
+    """bench/throughput.py's `naive_loop` in a fresh process with this process's environment before the
+    network's settings were added: what a notebook would run in."""
+    code = ("import json, sys; from pathlib import Path; sys.path[:0] = [sys.argv[1]]; from throughput import naive_loop; "
+            "print(json.dumps(naive_loop(Path(sys.argv[2]), Path(sys.argv[3]), *map(int, sys.argv[4:]))))")
+    done = subprocess.run([sys.executable, "-c", code, str(Path(__file__).resolve().parent), str(model), str(raster),
+                           str(size), str(count), str(threads)], env=PLAIN_ENVIRONMENT, capture_output=True, text=True,
+                          timeout=3600)
+    if done.returncode != 0:
+        raise RuntimeError(f"the notebook loop failed:\n{done.stderr[-2000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 # --------------------------------------------------------------------------- bare network
@@ -453,7 +473,7 @@ def main() -> None:
         round_ratio_list = []
         for number in range(1, args.repeats + 1):
             print(f"round {number} of {args.repeats}", flush=True)
-            naive = naive_loop(model, rasters[args.sizes[0]], meta.patch_size, args.naive_patches, cores)
+            naive = naive_in_plain_process(model, rasters[args.sizes[0]], meta.patch_size, args.naive_patches, cores)
             naive["megapixels_per_s"] = round(naive["patches_per_s"] * naive_pixels / 1e6, 3)
             naive["crop_px"] = min(4096, int(round((args.sizes[0] * 1e6) ** 0.5)))  # naive_loop's centre crop
             print(f"  notebook loop: {naive['patches_per_s']} patches/s = {naive['megapixels_per_s']} MP/s", flush=True)
