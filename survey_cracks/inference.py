@@ -27,9 +27,9 @@ from survey_cracks.config import InferenceConfig
 from survey_cracks.errors import InfrastructureError
 from survey_cracks.heatmap import to_levels
 from survey_cracks.memory import trim_heap
-from survey_cracks.models.engines import ModelSpec, compute_of, load_engine
+from survey_cracks.models.engines import CrackEngine, ModelSpec, compute_of, load_engine
 from survey_cracks.raster import RasterInfo, fill_invalid, open_raster, read_context, read_patch, read_window
-from survey_cracks.tiling import ALIGN, ContextWindow, PatchGrid
+from survey_cracks.tiling import ALIGN, ContextWindow, PatchGrid, footprint_crop
 
 ProgressCallback = Callable[[int], None]
 
@@ -172,10 +172,8 @@ def segment_window(
     target = source_core(info, window, scale)
     if target is None:
         return None
-    mask, dense = engine.segment(rgb)
     if keep_mask:
-        if mask is None:
-            raise ValueError("mask mode needs a model with a mask decoder")
+        mask = _segment_footprint(engine, window, rgb, valid)
         if scale == 1.0:
             levels = to_levels(np.where(valid[core], mask[core], np.nan))
         else:
@@ -187,6 +185,7 @@ def segment_window(
         return WindowMaps(target, levels, np.zeros((0, 0), np.float32), (0, 0))
     if scale != 1.0:
         raise ValueError("a processing scale other than 1 applies to mask mode only")
+    _, dense = engine.segment(rgb)
     # Dense position (i, j) is the patch at read offset (32 i, 32 j); keep those centred in the core.
     patch = engine.meta.patch_size
     centres_r = np.arange(dense.shape[0]) * ALIGN + patch // 2
@@ -200,6 +199,17 @@ def segment_window(
     origin = (int(window.read.row_off) + int(rows[0]) * ALIGN if rows.size else 0,
               int(window.read.col_off) + int(cols[0]) * ALIGN if cols.size else 0)
     return WindowMaps(window.core, None, kept, origin)
+
+
+def _segment_footprint(engine: CrackEngine, window: ContextWindow, rgb: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """The mask over the whole read, the network run on `footprint_crop` of it only (0 elsewhere: no valid pixel there)."""
+    rows, cols = footprint_crop(window, valid)
+    mask, _ = engine.segment(np.ascontiguousarray(rgb[rows, cols]))
+    if mask is None:
+        raise ValueError("mask mode needs a model with a mask decoder")
+    whole = np.zeros(valid.shape, mask.dtype)
+    whole[rows, cols] = mask
+    return whole
 
 
 def segment_raster(

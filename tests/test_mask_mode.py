@@ -18,7 +18,7 @@ from rasterio.windows import Window
 
 from survey_cracks.cli.main import cli
 from survey_cracks.config import RunConfig
-from survey_cracks.heatmap import SCALE, read_probability
+from survey_cracks.heatmap import NODATA, SCALE, read_probability, to_levels
 from survey_cracks.models.checkpoint import read_meta
 from survey_cracks.models.network import load_checkpoint, normalise
 from survey_cracks.raster import inspect_raster, open_raster, read_context
@@ -313,3 +313,37 @@ def test_evaluation_reads_only_the_splits_it_scores(mask_source, tiny_model, tmp
     val = load_images(config, progress=False, splits=("val",))
     assert {im.split for im in every} == {"train", "val"}
     assert {im.split for im in val} == {"val"} and [im.name for im in val] == [im.name for im in every if im.split == "val"]
+
+
+def test_window_crossed_by_the_footprint_edge_runs_the_network_on_its_valid_part_only(tiny_mask_model, tmp_path, monkeypatch):
+    """Beyond the margin nothing changes a valid pixel's score: the network sees the crop, and the
+    levels it gives inside the footprint are those of the whole read (to the margin's tolerance)."""
+    from survey_cracks.inference import model_spec, segment_window
+    from survey_cracks.models.checkpoint import file_sha256
+    from survey_cracks.models.engines import load_engine
+
+    rgb = render_scene(256, 1024, seed=5)[0]
+    valid = np.zeros((256, 1024), bool)
+    valid[:, :150] = True  # the footprint ends 150 px into a 512 px core
+    rgb[~valid] = 0
+    path = write_geotiff(tmp_path / "edge.tif", rgb, mask=valid)
+    info = inspect_raster(path)
+    margin = 160
+    window = context_windows(info.width, info.height, 512, margin)[0]
+    spec = model_spec(tiny_mask_model, file_sha256(tiny_mask_model), RunConfig().inference)
+    engine = load_engine(spec)
+    seen = []
+    whole_segment = engine.segment
+    monkeypatch.setattr(engine, "segment", lambda window_rgb: seen.append(window_rgb.shape) or whole_segment(window_rgb))
+    maps = segment_window(info, window, spec, keep_mask=True)
+    read = (int(window.read.height), int(window.read.width))
+    # valid core columns 0-149 are read columns 160-309; + 160 px of margin -> 470, on the 32 px lattice: 480
+    assert seen == [(read[0], 480, 3)] and read[1] == 832
+    with open_raster(path) as src:
+        whole_rgb, whole_valid = read_context(src, info, window.read)
+    whole_mask, _ = whole_segment(whole_rgb)
+    core = (slice(margin, margin + int(window.core.height)), slice(margin, margin + int(window.core.width)))
+    inside = whole_valid[core]
+    assert maps is not None and (maps.levels[~inside] == NODATA).all()
+    difference = np.abs(maps.levels[inside].astype(int) - to_levels(whole_mask[core])[inside].astype(int))
+    assert difference.max() <= 2, np.bincount(difference.ravel())

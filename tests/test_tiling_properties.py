@@ -20,7 +20,7 @@ from rasterio.windows import Window
 
 from survey_cracks.heatmap import BlockBlender, blend_ramp, blend_weights
 from survey_cracks.inference import source_core, window_sums
-from survey_cracks.tiling import ALIGN, block_windows, context_windows, patch_grid
+from survey_cracks.tiling import ALIGN, block_windows, context_windows, footprint_crop, patch_grid
 
 PROPERTIES = settings(max_examples=60, deadline=None)
 
@@ -175,6 +175,33 @@ def test_context_window_cores_tile_the_raster_and_reads_hold_their_cores(layout)
             shapes.add((int(r.height), int(r.width)))
     assert (hits == 1).all(), "cores must tile the raster: no gap, no overlap"
     assert len(shapes) <= 1, "one network input shape for every window but the last row and column"
+
+
+@PROPERTIES
+@given(st.data(), context_layouts())
+def test_footprint_crop_keeps_every_valid_core_pixel_with_its_margin_on_the_trunk_lattice(data, layout):
+    """A window the footprint's edge crosses: the network sees the crop, which must hold each valid
+    core pixel with ``margin`` px of context each side (or up to the read's edge), at the read's phase."""
+    width, height, core, margin = layout
+    windows = context_windows(width, height, core, margin)
+    window = windows[data.draw(st.integers(0, len(windows) - 1))]
+    read_h, read_w = int(window.read.height), int(window.read.width)
+    valid = np.zeros((read_h, read_w), bool)
+    top, left = margin, margin
+    c_h, c_w = int(window.core.height), int(window.core.width)
+    valid[top : top + c_h, left : left + c_w] = footprint(data.draw, c_h, c_w)
+    if data.draw(st.booleans()):
+        valid |= footprint(data.draw, read_h, read_w)  # valid context around the core too
+    rows, cols = footprint_crop(window, valid)
+    assert rows.start % ALIGN == 0 and cols.start % ALIGN == 0, "the crop keeps the trunk's 32 px phase"
+    assert (rows.stop - rows.start) % ALIGN == 0 and (cols.stop - cols.start) % ALIGN == 0
+    assert 0 <= rows.start < rows.stop <= read_h and 0 <= cols.start < cols.stop <= read_w
+    need_r, need_c = np.nonzero(valid[top : top + c_h, left : left + c_w])
+    need_r, need_c = need_r + top, need_c + left
+    assert rows.start <= max(0, need_r.min() - margin) and rows.stop >= min(read_h, need_r.max() + 1 + margin)
+    assert cols.start <= max(0, need_c.min() - margin) and cols.stop >= min(read_w, need_c.max() + 1 + margin)
+    assert rows.stop - rows.start < need_r.max() - need_r.min() + 1 + 2 * margin + 2 * ALIGN, "no more than it needs"
+    assert cols.stop - cols.start < need_c.max() - need_c.min() + 1 + 2 * margin + 2 * ALIGN, "no more than it needs"
 
 
 @PROPERTIES
