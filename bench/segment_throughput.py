@@ -78,7 +78,7 @@ import rasterio
 
 sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve().parents[1])]
 
-from survey_cracks.inference import NETWORK_ENVIRONMENT  # noqa: E402  (imports no torch)
+from survey_cracks.cluster import NETWORK_ENVIRONMENT  # noqa: E402  (imports no torch)
 
 # The bare network runs in this process with the environment the run gives its workers (PyTorch
 # reads it at its first allocation, so before torch is imported): the two figures then differ

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from concurrent.futures import Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future, wait
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +32,7 @@ from rasterio.windows import Window
 from threadpoolctl import threadpool_limits
 from tqdm import tqdm
 
+from survey_cracks.background import in_background
 from survey_cracks.config import HeatmapConfig
 from survey_cracks.raster import RasterInfo, open_raster
 from survey_cracks.tiling import PatchGrid, block_windows
@@ -238,9 +239,7 @@ class StagedHeatmap:
         """
         assert self._dst is not None and self._published is None
         self._dst.close()
-        pool = ThreadPoolExecutor(1, thread_name_prefix="cog")
-        self._published = pool.submit(self._publish)
-        pool.shutdown(wait=False)
+        self._published = in_background(self._publish, "cog")
         return self._published
 
     def publish(self) -> Path:

@@ -9,24 +9,19 @@ given its scheduler address.
 
 from __future__ import annotations
 
-import contextlib
-import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
 import cv2
-import dask
 import numpy as np
 import rasterio
-from distributed import Client, Future, LocalCluster, as_completed
+from distributed import Client, Future, as_completed
 from rasterio.windows import Window
 from tqdm import tqdm
 
 from survey_cracks.config import InferenceConfig
-from survey_cracks.errors import InfrastructureError
 from survey_cracks.heatmap import to_levels
-from survey_cracks.memory import trim_heap
 from survey_cracks.models.engines import CrackEngine, ModelSpec, compute_of, load_engine
 from survey_cracks.raster import RasterInfo, fill_invalid, open_raster, read_context, read_patch, read_window
 from survey_cracks.tiling import ALIGN, ContextWindow, PatchGrid, footprint_crop
@@ -292,91 +287,6 @@ def tapered(chunks: list[np.ndarray], slots: int, pieces: int = 4) -> list[np.nd
     return chunks[:cut] + tail
 
 
-# Each window's activations are tens of MB, allocated and freed again for every window: in
-# 4 kB pages that is a page fault per 4 kB, a tenth of a worker's CPU time on this machine.
-# PyTorch's allocator backs its blocks of 2 MB and more with transparent huge pages when
-# asked (where the kernel offers them: "madvise" or "always"); the memory used is the same.
-NETWORK_ENVIRONMENT = {"THP_MEM_ALLOC_ENABLE": "1"}
-
-
-def worker_settings(config: InferenceConfig) -> dict[str, object]:
-    """Dask settings for long, CPU-bound model tasks.
-
-    Dask starts workers with MALLOC_TRIM_THRESHOLD_=65536; setting it at all turns off
-    glibc's adaptive mmap threshold, so every batch's activations are mapped and
-    unmapped again: measured here, that costs ResNet18 a fifth of its speed. The
-    environment below leaves malloc alone (README "Performance" says what one glibc
-    arena keeping freed memory would gain, and why it is not used) and adds
-    `NETWORK_ENVIRONMENT`. GDAL's block cache is capped so memory does not grow with the raster.
-    """
-    return {
-        "distributed.worker.profile.enabled": False,
-        # A whole mapping: dask.config.set would rewrite '_' to '-' in dotted keys.
-        "distributed.nanny.pre-spawn-environ": {
-            "OMP_NUM_THREADS": str(config.torch_threads),
-            "MKL_NUM_THREADS": str(config.torch_threads),
-            "GDAL_CACHEMAX": str(config.gdal_cache_mb),
-            **NETWORK_ENVIRONMENT,
-        },
-    }
-
-
-@contextlib.contextmanager
-def dask_client(config: InferenceConfig, shutdown: contextlib.ExitStack | None = None) -> Iterator[Client]:
-    """A client on ``config.scheduler``, or on a LocalCluster of worker processes.
-
-    An unreachable or malformed scheduler address is an InfrastructureError (one line,
-    exit code 3). The LocalCluster serves Dask's dashboard on a free port when bokeh is
-    installed (`dashboard_of` tells where); without bokeh it serves only health pages.
-    The client is closed on leaving. The LocalCluster is shut down then too, unless
-    ``shutdown`` is given: its worker processes take a second or more to exit, so a caller
-    with work left can leave that on ``shutdown`` and close it when it suits (on a thread).
-    An error inside shuts it down on the way out regardless.
-    """
-    if config.scheduler:
-        try:
-            client = Client(config.scheduler, timeout=f"{config.scheduler_timeout_s}s")
-        except (OSError, ValueError, TypeError) as error:  # distributed raises OSError on timeout, ValueError on a bad address
-            reason = str(error).splitlines()[0] if str(error) else type(error).__name__
-            raise InfrastructureError(config.scheduler, f"cannot reach the Dask scheduler ({reason})",
-                                      "check the address (tcp://host:8786) and that the scheduler is running") from None
-        with client:
-            yield client
-        return
-    with contextlib.ExitStack() as cluster:
-        # The settings stay for the cluster's life: a nanny reads them again when it restarts a dead worker.
-        cluster.enter_context(dask.config.set(worker_settings(config)))
-        local = cluster.enter_context(LocalCluster(
-            n_workers=config.workers,
-            threads_per_worker=config.worker_threads(),
-            processes=True,
-            dashboard_address=":0",  # a free port: the dashboard when bokeh is installed, else only Dask's health pages
-            silence_logs=logging.CRITICAL,  # a task's error reaches the client as one line per raster, not a worker traceback
-            memory_limit=0,
-        ))
-        with Client(local) as client:  # closed here, on this thread: it resets a context variable set here
-            yield client
-        if shutdown is not None:
-            shutdown.push(cluster.pop_all())
-
-
-def release_worker_memory(client: Client) -> None:
-    """Between rasters, workers return what their last windows freed (glibc keeps freed heap in its
-    arenas: some 0.5 GB after a raster here). The raster's last stages run in the client beside them,
-    so the whole run's peak memory is the client's peak plus the workers' resting size, not their
-    working size.
-    """
-    client.run(trim_heap)
-
-
-def dashboard_of(client: Client) -> str:
-    """The dashboard's address, or why there is none."""
-    services = client.scheduler_info().get("services", {})
-    if "dashboard" not in services:
-        return "none (the scheduler serves none; install bokeh for one)"
-    return client.dashboard_link
-
-
 def warm(spec: ModelSpec) -> str:
     """Dask task: load the model into this worker now; what it runs on (`compute_of`)."""
     load_engine(spec)
@@ -419,5 +329,5 @@ def model_spec(path: Path, sha256: str, config: InferenceConfig) -> ModelSpec:
 
 
 __all__ = [
-    "ModelSpec", "NETWORK_ENVIRONMENT", "compute_when_warm", "dashboard_of", "dask_client", "warm_workers", "model_spec", "release_worker_memory", "score_raster", "score_windows", "segment_raster", "segment_window", "tapered", "WindowMaps",
+    "ModelSpec", "compute_when_warm", "warm_workers", "model_spec", "score_raster", "score_windows", "segment_raster", "segment_window", "tapered", "WindowMaps",
 ]

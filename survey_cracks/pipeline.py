@@ -16,7 +16,7 @@ import json
 import shutil
 import time
 import traceback
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
@@ -28,17 +28,18 @@ from rasterio.windows import Window
 
 from survey_cracks.assets import load_assets
 from survey_cracks.annotations import Truth, find_annotation, load_truth
+from survey_cracks.background import in_background
 from survey_cracks.condition import AssetRules
 from survey_cracks.config import HeatmapConfig, RunConfig
 from survey_cracks.deliverables import write_deliverables
+from survey_cracks.report_html import load_plotting
 from survey_cracks.discover import SurveyRaster, find_rasters
 from survey_cracks.errors import (ConfigError, InfrastructureError, ModelFileError, OutputError, RasterError,
                                   SurveyCracksError)
 from survey_cracks.evaluate import RasterMetrics, combine, evaluate_raster
 from survey_cracks.heatmap import StagedHeatmap, staged_heatmap_problem, write_patch_scores
-from survey_cracks.inference import (ModelSpec, compute_when_warm, dashboard_of, dask_client, model_spec,
-                                     release_worker_memory, score_raster,
-                                     segment_raster, source_core, warm_workers)
+from survey_cracks.cluster import EarlyCluster, dashboard_of, dask_client, release_worker_memory
+from survey_cracks.inference import ModelSpec, compute_when_warm, model_spec, score_raster, segment_raster, source_core, warm_workers
 from survey_cracks.lock import out_lock
 from survey_cracks.memory import trim_heap
 from survey_cracks.manifest import (Inputs, RasterRecord, config_sha256, fingerprint, load_records, now,
@@ -178,6 +179,7 @@ def run_surveys(
     rules: AssetRules | None = None,
     force: bool = False,
     quiet: bool = False,
+    cluster: EarlyCluster | None = None,
 ) -> RunResult:
     """Bring OUT up to date with ``inputs``: compute new and changed rasters, skip the rest, rebuild the reports
     and the deliverables.
@@ -185,7 +187,8 @@ def run_surveys(
     ``assets``: asset polygons for every survey (else each survey folder's assets.gpkg/.geojson, else
     the rasters' footprints); ``rules``: condition classes and crack types (see deliverables).
     ``log`` gets the human lines (only warnings and errors when ``quiet``); OUT/run.log and
-    OUT/run.log.jsonl get them all. Raises InfrastructureError (OUT locked or not writable,
+    OUT/run.log.jsonl get them all. ``cluster``: the LocalCluster already being started (`EarlyCluster`),
+    used when there is something to compute. Raises InfrastructureError (OUT locked or not writable,
     disk full, scheduler unreachable) and the usage errors of config and model.
     """
     out = Path(out)
@@ -213,7 +216,7 @@ def run_surveys(
     with out_lock(out, events.warning):
         try:
             events.attach(out)
-            return _run_locked(inputs, out, run, progress, events, force)
+            return _run_locked(inputs, out, run, progress, events, force, cluster)
         except OSError as error:
             if error.errno not in INFRASTRUCTURE_ERRNOS:
                 raise
@@ -223,7 +226,8 @@ def run_surveys(
             events.close()
 
 
-def _run_locked(inputs: list[str | Path], out: Path, run: RunContext, progress: bool, events: RunLog, force: bool) -> RunResult:
+def _run_locked(inputs: list[str | Path], out: Path, run: RunContext, progress: bool, events: RunLog, force: bool,
+                early: EarlyCluster | None) -> RunResult:
     config, meta = run.config, run.meta
     events(f"model {run.model_path.name} (sha256 {run.sha256[:12]}, heads {'+'.join(meta.heads)}, "
            f"{meta.provenance.get('init', 'unknown')} init); mode {run.mode}, threshold {run.threshold:.3f}"
@@ -261,8 +265,9 @@ def _run_locked(inputs: list[str | Path], out: Path, run: RunContext, progress: 
         # rasterio passes an integer GDAL_CACHEMAX to GDALSetCacheMax64: bytes, not MB.
         cache_bytes = config.inference.gdal_cache_mb * 2**20
         cluster = contextlib.ExitStack()  # the LocalCluster's shutdown, done while the reports are written
-        with rasterio.Env(GDAL_CACHEMAX=cache_bytes), dask_client(config.inference, shutdown=cluster) as client:
+        with rasterio.Env(GDAL_CACHEMAX=cache_bytes), dask_client(config.inference, shutdown=cluster, early=early) as client:
             warming = warm_workers(client, spec)
+            in_background(load_plotting, "plotting")  # ~0.4 s off the run's last stage, while the client waits for the model
             events(f"dask: {len(client.scheduler_info().get('workers', {}))} workers at {client.scheduler.address}; "
                    f"dashboard {dashboard_of(client)}")
             for number, (item, inputs_now, reason) in enumerate(todo, 1):
@@ -289,7 +294,7 @@ def _run_locked(inputs: list[str | Path], out: Path, run: RunContext, progress: 
                     run.compute = compute_when_warm(warming)
                     events(f"model on {' / '.join(run.compute)}")
                 write_run_reports(out, run)
-        closing = close_in_background(cluster)
+        closing = in_background(cluster.close, "close")
     run.finished = True
     # The run's end: OUT's reports rebuilt from what is in OUT (the manifest and the raster folders).
     result = write_run_reports(out, run)
@@ -300,14 +305,6 @@ def _run_locked(inputs: list[str | Path], out: Path, run: RunContext, progress: 
            f"OUT holds {result.covered} rasters", computed=len(result.computed), up_to_date=len(result.up_to_date),
            failed=len(result.failed), rasters_in_out=result.covered)
     return result
-
-
-def close_in_background(resources: contextlib.ExitStack) -> Future[None]:
-    """Close ``resources`` on a thread; the future says when it is done (and raises what closing raised)."""
-    pool = ThreadPoolExecutor(1, thread_name_prefix="close")
-    closing = pool.submit(resources.close)
-    pool.shutdown(wait=False)
-    return closing
 
 
 def process_raster(

@@ -80,7 +80,7 @@ def test_local_workers_leave_glibc_malloc_adaptive_ask_for_huge_pages_and_cap_th
     import os
 
     from survey_cracks.config import InferenceConfig
-    from survey_cracks.inference import dask_client
+    from survey_cracks.cluster import dask_client
 
     # A variable already in the environment wins over Dask's pre-spawn settings, and a Dask nanny
     # writes its settings into this process's environment: another test's cluster leaves them.

@@ -132,16 +132,11 @@ def run(inputs: tuple[str, ...], from_list: Path | None, out: Path, config_path:
                  3  infrastructure: OUT locked by another run, OUT not writable, disk full,
                     Dask scheduler unreachable or malformed
     """
-    from survey_cracks.condition import load_rules
     from survey_cracks.config import RunConfig, load_config
-    from survey_cracks.discover import read_input_list
-    from survey_cracks.pipeline import run_surveys
 
     if not inputs and from_list is None:
         raise click.UsageError("give INPUTS (raster files, survey folders, URLs) or --from-list FILE")
     try:
-        listed = read_input_list(from_list) if from_list else []
-        rules = load_rules(rules_path)
         config = load_config(RunConfig, config_path, {
             "inference.scheduler": scheduler, "inference.workers": workers,
             "inference.threads_per_worker": threads, "inference.batch_size": batch_size,
@@ -149,8 +144,18 @@ def run(inputs: tuple[str, ...], from_list: Path | None, out: Path, config_path:
             "inference.mode": mode, "inference.window_px": window_px, "inference.margin_px": margin_px,
             "inference.scale": scale, "inference.target_gsd_m": target_gsd_m, "inference.precision": precision,
         })
-        result = run_surveys([*inputs, *listed], out, config, model_path, progress=not quiet, log=click.echo, assets=assets_path,
-                             rules=rules, force=force, quiet=quiet)
+        from survey_cracks.cluster import EarlyCluster
+
+        # The workers start now, while the pipeline's libraries are imported (seconds each).
+        with EarlyCluster(config.inference) as cluster:
+            from survey_cracks.condition import load_rules
+            from survey_cracks.discover import read_input_list
+            from survey_cracks.pipeline import run_surveys
+
+            listed = read_input_list(from_list) if from_list else []
+            rules = load_rules(rules_path)
+            result = run_surveys([*inputs, *listed], out, config, model_path, progress=not quiet, log=click.echo,
+                                 assets=assets_path, rules=rules, force=force, quiet=quiet, cluster=cluster)
     except SurveyCracksError as error:
         _fail(error)
         return
