@@ -22,6 +22,7 @@ from tqdm import tqdm
 
 from survey_cracks.config import InferenceConfig
 from survey_cracks.heatmap import to_levels
+from survey_cracks.memory import trim_heap
 from survey_cracks.models.engines import CrackEngine, ModelSpec, compute_of, load_engine
 from survey_cracks.raster import RasterInfo, fill_invalid, open_raster, read_context, read_patch, read_window
 from survey_cracks.tiling import ALIGN, ContextWindow, PatchGrid, footprint_crop
@@ -202,6 +203,11 @@ def _segment_footprint(engine: CrackEngine, window: ContextWindow, rgb: np.ndarr
     mask, _ = engine.segment(np.ascontiguousarray(rgb[rows, cols]))
     if mask is None:
         raise ValueError("mask mode needs a model with a mask decoder")
+    if (rows.stop - rows.start, cols.stop - cols.start) != valid.shape:
+        # A pass of a shape of its own leaves its freed activations in glibc's heap in pieces other shapes
+        # cannot reuse. Trimmed after each such window, the worker's peak stays near that of full windows
+        # (100 MP, two runs each: 1.61 GiB without, 1.48 with; tree 1.94 -> 1.81) at no measurable cost.
+        trim_heap()
     whole = np.zeros(valid.shape, mask.dtype)
     whole[rows, cols] = mask
     return whole

@@ -335,10 +335,13 @@ def test_window_crossed_by_the_footprint_edge_runs_the_network_on_its_valid_part
     seen = []
     whole_segment = engine.segment
     monkeypatch.setattr(engine, "segment", lambda window_rgb: seen.append(window_rgb.shape) or whole_segment(window_rgb))
+    trims = []
+    monkeypatch.setattr("survey_cracks.inference.trim_heap", lambda: trims.append(1))
     maps = segment_window(info, window, spec, keep_mask=True)
     read = (int(window.read.height), int(window.read.width))
     # valid core columns 0-149 are read columns 160-309; + 160 px of margin -> 470, on the 32 px lattice: 480
     assert seen == [(read[0], 480, 3)] and read[1] == 832
+    assert trims == [1], "a pass of a shape of its own gives its heap back"
     with open_raster(path) as src:
         whole_rgb, whole_valid = read_context(src, info, window.read)
     whole_mask, _ = whole_segment(whole_rgb)
