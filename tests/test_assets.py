@@ -182,3 +182,28 @@ def test_rule_file_is_validated(tmp_path):
     typo.write_text("crack_type: {}\n")
     with pytest.raises(ConfigError, match="crack_type"):
         load_rules(typo)
+
+
+def test_union_area_equals_the_full_union_whether_or_not_polygons_meet():
+    from survey_cracks.assets import union_area
+
+    rng = np.random.default_rng(3)
+    apart = [shapely.box(x, 0, x + 1, 5) for x in range(0, 40, 2)]  # never meet
+    crossing = [shapely.box(*xy, *(xy + rng.uniform(1, 4, 2))) for xy in rng.uniform(0, 10, (30, 2))]  # many overlap
+    ring = shapely.Point(50, 50).buffer(10).difference(shapely.Point(50, 50).buffer(8))
+    inner = shapely.Point(50, 50).buffer(3)  # in the ring's hole: boxes meet, polygons do not
+    for polygons in (apart, crossing, apart + crossing + [ring, inner], []):
+        polygons = np.array(polygons, dtype=object)
+        expected = float(shapely.area(shapely.union_all(polygons))) if len(polygons) else 0.0
+        assert union_area(polygons) == pytest.approx(expected, rel=1e-12, abs=1e-12)
+    assert union_area(np.array(crossing, dtype=object)) < sum(g.area for g in crossing), "overlaps counted once"
+
+
+def test_clipped_cuts_only_what_crosses_the_area_and_keeps_the_rest():
+    from survey_cracks.assets import clipped
+
+    area = shapely.box(0, 0, 10, 10)
+    inside, crossing, outside = shapely.box(2, 2, 3, 3), shapely.box(8, 8, 12, 12), shapely.box(20, 20, 21, 21)
+    parts = clipped(np.array([inside, crossing, outside], dtype=object), area)
+    assert parts[0] is inside
+    assert shapely.equals(parts[1], shapely.box(8, 8, 10, 10)) and shapely.is_empty(parts[2])
