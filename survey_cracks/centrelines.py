@@ -87,30 +87,29 @@ def _block_pieces(hit: np.ndarray, core: Window, ext: Window) -> _Lines:
         return _Lines.concat([])
     top, left = max(rows[0] - 1, 0), max(cols[0] - 1, 0)
     hit = hit[top : rows[-1] + 2, left : cols[-1] + 2]
-    skeleton = skeletonize(hit)
+    skeleton = _Skeleton(skeletonize(hit))
     # Outside the read window counts as background, as it does for skeletonize.
     # OpenCV's exact (DIST_MASK_PRECISE) Euclidean distance: ~10x faster than ndimage's.
     edt = cv2.distanceTransform(np.pad(hit, 1).view(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)[1:-1, 1:-1]
-    links = _links(skeleton)
-    degree = np.zeros(skeleton.shape, dtype=np.uint8)
-    for d, link in links.items():
-        degree += link
-        degree += _shift(link, d)
+    sources, targets = _links(skeleton)
+    degree = np.bincount(np.concatenate([sources, targets]), minlength=len(skeleton.rows))
+    junction = np.zeros(skeleton.shape, dtype=bool)
+    junction[skeleton.rows[degree >= 3], skeleton.cols[degree >= 3]] = True
     r0, c0 = int(core.row_off - ext.row_off) - top, int(core.col_off - ext.col_off) - left
     r1, c1 = max(r0 + int(core.height), 0), max(c0 + int(core.width), 0)  # the core may end before the box
     r0, c0 = max(r0, 0), max(c0, 0)
-    segments = []
-    for (dr, dc), link in links.items():
-        rows, cols = np.nonzero(link[r0:r1, c0:c1])
-        rows, cols = rows + r0, cols + c0
-        segments.append(np.stack([np.stack([cols, rows], 1), np.stack([cols + dc, rows + dr], 1)], 1))
-    segments = np.concatenate(segments)
-    if not len(segments):
+    # Each link belongs to the block of its first pixel.
+    rows, cols = skeleton.rows[sources], skeleton.cols[sources]
+    owned = (rows >= r0) & (rows < r1) & (cols >= c0) & (cols < c1)
+    sources, targets = sources[owned], targets[owned]
+    if not len(sources):
         return _Lines.concat([])
+    start = np.stack([skeleton.cols[sources], skeleton.rows[sources]], 1)
+    end = np.stack([skeleton.cols[targets], skeleton.rows[targets]], 1)
+    segments = np.stack([start, end], 1)
     merged = shapely.line_merge(shapely.multilinestrings(shapely.linestrings(segments)))
     xy, index = shapely.get_coordinates(shapely.get_parts(merged), return_index=True)
     parts = np.split(xy.astype(np.int64), np.flatnonzero(np.diff(index)) + 1)
-    junction = degree >= 3
     pieces = [piece for part in parts for piece in _split(part, junction)]
     sizes = [len(piece) for piece in pieces]
     xy, index = np.concatenate(pieces), np.repeat(np.arange(len(pieces)), sizes)
@@ -130,33 +129,37 @@ def _linestrings(coords: list[np.ndarray]) -> np.ndarray:
     return shapely.linestrings(np.concatenate(coords), indices=index)
 
 
-def _links(skeleton: np.ndarray) -> dict[tuple[int, int], np.ndarray]:
-    """Forward 8-neighbour links at their first pixel; a diagonal with a shared 4-neighbour is dropped.
+class _Skeleton:
+    """A skeleton's pixels (row-major), with each pixel's index for looking neighbours up."""
+
+    def __init__(self, mask: np.ndarray) -> None:
+        self.shape = mask.shape
+        self.rows, self.cols = np.nonzero(mask)
+        self.index = np.full((mask.shape[0] + 2, mask.shape[1] + 2), -1, dtype=np.int32)  # one pixel of padding
+        self.index[self.rows + 1, self.cols + 1] = np.arange(len(self.rows))
+
+    def neighbour(self, dr: int, dc: int) -> np.ndarray:
+        """Index of each pixel's neighbour at (dr, dc), -1 where that is background."""
+        return self.index[self.rows + 1 + dr, self.cols + 1 + dc]
+
+
+def _links(skeleton: _Skeleton) -> tuple[np.ndarray, np.ndarray]:
+    """Forward 8-neighbour links (first pixel, second pixel); a diagonal with a shared 4-neighbour is dropped.
 
     The dropped diagonals would close tiny triangles with the orthogonal path beside them.
+    Only the skeleton's pixels are visited, not the block's.
     """
-    p = np.pad(skeleton, 1)
-    h, w = skeleton.shape
-
-    def at(dr: int, dc: int) -> np.ndarray:
-        return p[1 + dr : 1 + dr + h, 1 + dc : 1 + dc + w]
-
-    here = at(0, 0)
-    return {
-        (0, 1): here & at(0, 1),
-        (1, 0): here & at(1, 0),
-        (1, 1): here & at(1, 1) & ~at(0, 1) & ~at(1, 0),
-        (1, -1): here & at(1, -1) & ~at(0, -1) & ~at(1, 0),
-    }
-
-
-def _shift(link: np.ndarray, d: tuple[int, int]) -> np.ndarray:
-    """A forward link array moved to the link's second pixel (for degrees)."""
-    dr, dc = d
-    out = np.zeros(link.shape, dtype=np.uint8)
-    h, w = link.shape
-    out[dr:, max(dc, 0) : w + min(dc, 0)] = link[: h - dr, max(-dc, 0) : w - max(dc, 0)]
-    return out
+    right, down = skeleton.neighbour(0, 1), skeleton.neighbour(1, 0)
+    left = skeleton.neighbour(0, -1)
+    down_right = np.where((right < 0) & (down < 0), skeleton.neighbour(1, 1), -1)
+    down_left = np.where((left < 0) & (down < 0), skeleton.neighbour(1, -1), -1)
+    here = np.arange(len(skeleton.rows))
+    sources, targets = [], []
+    for there in (right, down, down_right, down_left):  # the order of the pixel-array version's links
+        linked = there >= 0
+        sources.append(here[linked])
+        targets.append(there[linked])
+    return np.concatenate(sources), np.concatenate(targets)
 
 
 def _split(xy: np.ndarray, junction: np.ndarray) -> list[np.ndarray]:
