@@ -15,8 +15,9 @@ from distributed import Client, LocalCluster
 
 from survey_cracks.background import in_background
 from survey_cracks.config import InferenceConfig
-from survey_cracks.errors import InfrastructureError
+from survey_cracks.errors import ConfigError, InfrastructureError
 from survey_cracks.memory import trim_heap
+from survey_cracks.models.engines import resolve_engine
 
 # Each window's activations are tens of MB, allocated and freed again for every window: in
 # 4 kB pages that is a page fault per 4 kB, a tenth of a worker's CPU time on this machine.
@@ -34,8 +35,10 @@ def worker_settings(config: InferenceConfig) -> dict[str, object]:
     environment below leaves malloc alone (README "Performance" says what one glibc
     arena keeping freed memory would gain, and why it is not used) and adds
     `NETWORK_ENVIRONMENT`. GDAL's block cache is capped so memory does not grow with the raster.
+    Workers that will run the model on PyTorch start importing it as they start
+    (`models.preload`); ONNX Runtime workers never import torch.
     """
-    return {
+    settings: dict[str, object] = {
         "distributed.worker.profile.enabled": False,
         # A whole mapping: dask.config.set would rewrite '_' to '-' in dotted keys.
         "distributed.nanny.pre-spawn-environ": {
@@ -45,6 +48,13 @@ def worker_settings(config: InferenceConfig) -> dict[str, object]:
             **NETWORK_ENVIRONMENT,
         },
     }
+    try:
+        on_torch = resolve_engine(config.engine, config.device, config.precision) == "torch"
+    except ConfigError:
+        on_torch = False  # the run reports the setting; the workers just start without the head start
+    if on_torch:
+        settings["distributed.worker.preload"] = ["survey_cracks.models.preload"]
+    return settings
 
 
 @contextlib.contextmanager

@@ -62,3 +62,18 @@ def test_with_a_scheduler_address_nothing_is_started_early():
     with EarlyCluster(InferenceConfig(scheduler="tcp://127.0.0.1:1")) as early:
         assert not early.starting
         assert _children() == before
+
+
+def test_workers_that_will_run_pytorch_start_importing_it_as_they_start():
+    import importlib.util
+
+    from survey_cracks.cluster import worker_settings
+
+    assert worker_settings(InferenceConfig(engine="torch"))["distributed.worker.preload"] == ["survey_cracks.models.preload"]
+    if importlib.util.find_spec("onnxruntime"):
+        assert "distributed.worker.preload" not in worker_settings(InferenceConfig(engine="onnxruntime")), \
+            "an ONNX Runtime worker never imports torch"
+    with EarlyCluster(InferenceConfig(workers=1, threads_per_worker=1, engine="torch")) as early:
+        with dask_client(InferenceConfig(workers=1, threads_per_worker=1, engine="torch"), early=early) as client:
+            seen = client.run(lambda: __import__("sys").modules.get("survey_cracks.models.preload") is not None)
+    assert list(seen.values()) == [True]
