@@ -16,7 +16,6 @@ from distributed import Client, LocalCluster
 from survey_cracks.background import in_background
 from survey_cracks.config import InferenceConfig
 from survey_cracks.errors import ConfigError, InfrastructureError
-from survey_cracks.memory import trim_heap
 from survey_cracks.models.engines import resolve_engine
 
 # Each window's activations are tens of MB, allocated and freed again for every window: in
@@ -140,15 +139,6 @@ class EarlyCluster:
                 future.result()[0].close()
 
 
-def release_worker_memory(client: Client) -> None:
-    """Between rasters, workers return what their last windows freed (glibc keeps freed heap in its
-    arenas: some 0.5 GB after a raster here). The raster's last stages run in the client beside them,
-    so the whole run's peak memory is the client's peak plus the workers' resting size, not their
-    working size.
-    """
-    client.run(trim_heap)
-
-
 def dashboard_of(client: Client) -> str:
     """The dashboard's address, or why there is none."""
     services = client.scheduler_info().get("services", {})
@@ -157,5 +147,4 @@ def dashboard_of(client: Client) -> str:
     return client.dashboard_link
 
 
-__all__ = ["EarlyCluster", "NETWORK_ENVIRONMENT", "dashboard_of", "dask_client", "local_cluster", "release_worker_memory",
-           "worker_settings"]
+__all__ = ["EarlyCluster", "NETWORK_ENVIRONMENT", "dashboard_of", "dask_client", "local_cluster", "worker_settings"]

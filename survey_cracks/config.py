@@ -107,7 +107,7 @@ class InferenceConfig(StrictModel):
     )
     scheduler: str | None = Field(None, description="address of an existing Dask scheduler")
     scheduler_timeout_s: float = Field(30.0, gt=0, description="how long to try to reach the scheduler before giving up")
-    gdal_cache_mb: int = Field(64, ge=8, description="GDAL block cache per process (MB): bounds memory")
+    gdal_cache_mb: int = Field(16, ge=8, description="GDAL block cache per process (MB): bounds memory; a window's blocks fit")
 
     @model_validator(mode="after")
     def _windows_multiple_of_32(self) -> "InferenceConfig":

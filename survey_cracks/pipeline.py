@@ -38,8 +38,9 @@ from survey_cracks.errors import (ConfigError, InfrastructureError, ModelFileErr
                                   SurveyCracksError)
 from survey_cracks.evaluate import RasterMetrics, combine, evaluate_raster
 from survey_cracks.heatmap import StagedHeatmap, staged_heatmap_problem, write_patch_scores
-from survey_cracks.cluster import EarlyCluster, dashboard_of, dask_client, release_worker_memory
-from survey_cracks.inference import ModelSpec, compute_when_warm, model_spec, score_raster, segment_raster, source_core, warm_workers
+from survey_cracks.cluster import EarlyCluster, dashboard_of, dask_client
+from survey_cracks.inference import (ModelSpec, compute_when_warm, model_spec, release_worker_memory, score_raster, segment_raster,
+                                     source_core, warm_workers)
 from survey_cracks.lock import out_lock
 from survey_cracks.memory import trim_heap
 from survey_cracks.manifest import (Inputs, RasterRecord, config_sha256, fingerprint, load_records, now,

@@ -108,3 +108,47 @@ def test_strip_patches_equal_read_patch(tmp_path, window_size):
             else:
                 np.testing.assert_array_equal(cut[i], patch)
     assert 0 < len(cut) < len(grid)
+
+
+def test_shared_reader_lends_one_handle_reopens_a_changed_file_and_closes(tmp_path):
+    """Window tasks in one worker read through one handle, so GDAL decodes shared blocks once."""
+    import os
+    import threading
+
+    from survey_cracks.raster import close_shared_readers, shared_reader
+
+    path = write_geotiff(tmp_path / "a.tif", np.full((64, 64, 3), 10, np.uint8))
+    with shared_reader(path) as first:
+        assert first.read(1)[0, 0] == 10
+    with shared_reader(path) as again:
+        assert again is first, "the same open dataset, with its cached blocks"
+    held = threading.Event()
+    release = threading.Event()
+
+    def hold() -> None:
+        with shared_reader(path):
+            held.set()
+            release.wait(10)
+
+    other = threading.Thread(target=hold)
+    other.start()
+    held.wait(10)
+    entered = threading.Event()
+
+    def wait_for_it() -> None:
+        with shared_reader(path):
+            entered.set()
+
+    waiter = threading.Thread(target=wait_for_it)
+    waiter.start()
+    assert not entered.wait(0.3), "one thread at a time: GDAL datasets are not thread-safe"
+    release.set()
+    other.join(10)
+    waiter.join(10)
+    assert entered.is_set()
+    write_geotiff(path, np.full((64, 64, 3), 20, np.uint8))
+    os.utime(path, ns=(1, 1))  # a change the size alone would not show
+    with shared_reader(path) as changed:
+        assert changed is not first and first.closed and changed.read(1)[0, 0] == 20
+    close_shared_readers()
+    assert changed.closed
