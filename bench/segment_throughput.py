@@ -49,8 +49,9 @@ Rule, fixed before any run of this script:
 What the end-to-end figure includes that the bare one does not, by design: windows whose core lies
 wholly outside the raster's footprint are skipped by the run (the procedural rasters have irregular
 footprints: 7 of 100 windows at 100 MP, 114 of 400 at 400 MP), and windows on the right and bottom
-edges are read only as wide as their clipped core needs (`tiling.context_windows`), while the bare
-network runs full-size windows only. The JSON keeps each run's window counts so both can be accounted for.
+edges are read only as wide as their clipped core needs (`tiling.context_windows`), windows the
+footprint's edge crosses run the network on their valid part plus the margin (`tiling.footprint_crop`),
+while the bare network runs full-size windows only. The JSON keeps each run's window counts so both can be accounted for.
 
 Results: every raw figure, each round, and the machine (CPU model, avx512_bf16, torch, the engine
 `compute_of` resolves) go to bench/results/segment_throughput.json (--json), rewritten after each
