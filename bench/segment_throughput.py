@@ -159,8 +159,7 @@ def sample_windows(raster: Path, window_px: int, margin: int, count: int = 4) ->
     with open_raster(raster) as src:
         for window in windows[: max(count * 4, 16)]:
             rgb, valid = read_context(src, info, window.read)
-            top, left = int(window.core.row_off - window.read.row_off), int(window.core.col_off - window.read.col_off)
-            core_valid = valid[top : top + int(window.core.height), left : left + int(window.core.width)].mean()
+            core_valid = valid[window.in_read].mean()
             scored.append((core_valid, rgb))
     scored.sort(key=lambda item: -item[0])
     return [rgb for _, rgb in scored[:count]]

@@ -166,6 +166,7 @@ def test_context_window_cores_tile_the_raster_and_reads_hold_their_cores(layout)
         assert c.width > 0 and c.height > 0
         assert c.row_off % ALIGN == 0 and c.col_off % ALIGN == 0, "cores keep the trunk's 32 px phase"
         assert r.row_off == c.row_off - margin and r.col_off == c.col_off - margin
+        assert w.in_read == (slice(margin, margin + int(c.height)), slice(margin, margin + int(c.width)))
         assert r.row_off + r.height >= c.row_off + c.height + margin and r.col_off + r.width >= c.col_off + c.width + margin
         hits[int(c.row_off) : int(c.row_off + c.height), int(c.col_off) : int(c.col_off + c.width)] += 1
         assert r.height % ALIGN == 0 and r.width % ALIGN == 0, "the trunk takes multiples of its stride"
