@@ -77,3 +77,11 @@ def test_workers_that_will_run_pytorch_start_importing_it_as_they_start():
         with dask_client(InferenceConfig(workers=1, threads_per_worker=1, engine="torch"), early=early) as client:
             seen = client.run(lambda: __import__("sys").modules.get("survey_cracks.models.preload") is not None)
     assert list(seen.values()) == [True]
+
+
+def test_the_cluster_checks_its_event_loops_once_a_second_not_fifty_times():
+    with EarlyCluster(CONFIG) as early:
+        with dask_client(CONFIG, early=early) as client:
+            worker_ticks = client.run(lambda dask_worker: dask_worker._tick_interval)
+            scheduler_tick = client.run_on_scheduler(lambda dask_scheduler: dask_scheduler._tick_interval)
+    assert list(worker_ticks.values()) == [1.0] and scheduler_tick == 1.0
