@@ -274,10 +274,16 @@ def read_window(
     w = max(1, min(out_w - c0, int(round(inner.width * scale_x))))
     resampling = Resampling.nearest if (scale_x, scale_y) == (1.0, 1.0) else Resampling.bilinear
     unique = list(dict.fromkeys(info.band_indexes))
-    data = src.read(unique, window=inner, out_shape=(len(unique), h, w), resampling=resampling)
-    if len(unique) == 1:
-        data = np.repeat(data, 3, axis=0)
-    rgb[r0 : r0 + h, c0 : c0 + w] = to_uint8(np.moveaxis(data, 0, -1), info.value_range)
+    inside = rgb[r0 : r0 + h, c0 : c0 + w]
+    if len(unique) == 3 and info.dtype == "uint8":
+        # GDAL writes straight into the pixel-interleaved array (a band-first view of it): no
+        # band-first copy to transpose afterwards (~8 ms of a 1280 px window's ~35 ms read).
+        src.read(unique, window=inner, out=inside.transpose(2, 0, 1), resampling=resampling)
+    else:
+        data = src.read(unique, window=inner, out_shape=(len(unique), h, w), resampling=resampling)
+        if len(unique) == 1:
+            data = np.repeat(data, 3, axis=0)
+        inside[:] = to_uint8(np.moveaxis(data, 0, -1), info.value_range)
     if info.has_mask:
         mask = src.dataset_mask(window=inner, out_shape=(h, w), resampling=Resampling.nearest)
         valid[r0 : r0 + h, c0 : c0 + w] = mask > 0

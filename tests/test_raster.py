@@ -3,7 +3,7 @@ import pytest
 from rasterio.windows import Window
 
 from survey_cracks.errors import RasterError
-from survey_cracks.raster import PIXEL_TRANSFORM, inspect_raster, open_raster, read_patch
+from survey_cracks.raster import PIXEL_TRANSFORM, inspect_raster, open_raster, read_patch, read_window
 from tests.conftest import write_geotiff
 
 
@@ -152,3 +152,22 @@ def test_shared_reader_lends_one_handle_reopens_a_changed_file_and_closes(tmp_pa
         assert changed is not first and first.closed and changed.read(1)[0, 0] == 20
     close_shared_readers()
     assert changed.closed
+
+
+@pytest.mark.parametrize("out_shape", [None, (90, 45)])
+def test_read_window_gives_bands_1_2_3_as_r_g_b_inside_the_raster_and_zero_outside(tmp_path, out_shape):
+    rows, cols = np.mgrid[0:40, 0:50]
+    data = np.stack([rows * 5, cols * 5, np.full_like(rows, 200)], axis=-1).astype(np.uint8)
+    path = write_geotiff(tmp_path / "rgb.tif", data)
+    info = inspect_raster(path)
+    window = Window(-10, 10, 30, 60)  # 10 columns left of the raster, 30 rows below it
+    with open_raster(path) as src:
+        rgb, valid = read_window(src, info, window, out_shape, fill=False)
+    scale_r, scale_c = (1, 1) if out_shape is None else (out_shape[0] / 60, out_shape[1] / 30)
+    inside = rgb[: round(30 * scale_r), round(10 * scale_c):]
+    assert valid[: round(30 * scale_r), round(10 * scale_c):].all() and not valid[round(30 * scale_r):].any()
+    assert (inside[..., 2] == 200).all() and (rgb[round(30 * scale_r):] == 0).all()
+    if out_shape is None:
+        np.testing.assert_array_equal(inside, data[10:40, 0:20])
+    else:  # resampled: still increasing down (band 1) and across (band 2)
+        assert (np.diff(inside[..., 0].astype(int), axis=0) >= 0).all() and (np.diff(inside[..., 1].astype(int), axis=1) >= 0).all()
