@@ -214,6 +214,9 @@ def measure_assets(
     line_geoms = np.asarray(lines.geometry.values if lines is not None else [], dtype=object)
     network = network_lines(line_geoms, rules.crack_types, scale.metres_per_unit is not None)
     line_tree = shapely.STRtree(line_geoms)
+    # Columns as arrays once: a GeoDataFrame lookup per line took 0.3 s for 2259 lines.
+    line_length, line_mean_width, line_max_width = (
+        lines[column].to_numpy(np.float64) if lines is not None else np.zeros(0) for column in ("length", "mean_width", "max_width"))
     crack_geoms = np.asarray(cracks.geometry.values, dtype=object)
     crack_tree = shapely.STRtree(crack_geoms)
     best_share = np.zeros(len(line_geoms))
@@ -239,8 +242,8 @@ def measure_assets(
                 if length <= 0:
                     continue
                 type_lengths[kind] += float(length)
-                widths.append((float(length), float(lines["mean_width"].iat[i]), float(lines["max_width"].iat[i])))
-                share = length / max(float(lines["length"].iat[i]), 1e-12)
+                widths.append((float(length), float(line_mean_width[i]), float(line_max_width[i])))
+                share = length / max(float(line_length[i]), 1e-12)
                 if share > best_share[i]:
                     best_share[i] = share
                     assigned.asset_id[i], assigned.crack_type[i] = str(asset_id), kind
