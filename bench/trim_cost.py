@@ -3,7 +3,7 @@
 A Dask worker trims glibc's heap after each window the footprint's edge crops
 (`inference._segment_footprint`). This runs what a worker runs, in one process and
 without the client beside it: every window of a raster through `inference.segment_window`
-on two threads (the default task slots of a 2-core machine, one intra-op thread each),
+on the worker's task slots (two on a 2-core machine, one intra-op thread each),
 with that trim as shipped (``--trim always``) or turned off (``--trim never``); it prints
 wall seconds, CPU seconds and the process's peak RSS (polled every 0.05 s). Run the two
 alternately, a few times each: the machine drifts.
@@ -23,13 +23,17 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-# The environment `cluster.worker_settings` gives a worker, set before torch is imported.
-os.environ.update({"OMP_NUM_THREADS": "1", "GDAL_CACHEMAX": "16", "THP_MEM_ALLOC_ENABLE": "1"})
+
+from survey_cracks.cluster import worker_settings  # noqa: E402  (imports no torch)
+from survey_cracks.config import RunConfig  # noqa: E402
+
+CONFIG = RunConfig()
+# The environment a LocalCluster worker starts with (`cluster.worker_settings`), set before torch is imported.
+os.environ.update(worker_settings(CONFIG.inference)["distributed.nanny.pre-spawn-environ"])  # type: ignore[arg-type]
 
 import psutil  # noqa: E402
 
 import survey_cracks.inference as inference  # noqa: E402
-from survey_cracks.config import RunConfig  # noqa: E402
 from survey_cracks.models.checkpoint import SHIPPED_MODEL, file_sha256, read_meta  # noqa: E402
 from survey_cracks.pipeline import context_margin  # noqa: E402
 from survey_cracks.raster import inspect_raster  # noqa: E402
@@ -52,7 +56,7 @@ def main() -> None:
 
     shipped_trim = inference.trim_heap
     inference.trim_heap = counted_trim
-    config = RunConfig()
+    config = CONFIG
     info = inspect_raster(args.raster)
     margin = context_margin(read_meta(SHIPPED_MODEL), "mask", config, SHIPPED_MODEL)  # as `survey-cracks run` picks it
     windows = context_windows(info.width, info.height, config.inference.window_px, margin)
@@ -68,7 +72,7 @@ def main() -> None:
 
     threading.Thread(target=poll, daemon=True).start()
     wall, cpu = time.perf_counter(), time.process_time()
-    with ThreadPoolExecutor(2) as pool:
+    with ThreadPoolExecutor(config.inference.worker_threads()) as pool:  # a worker's task slots
         list(pool.map(lambda window: inference.segment_window(info, window, spec, True), windows))
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     done.set()
