@@ -49,18 +49,21 @@ def _torch_dynamo_deferred() -> Iterator[None]:
         yield
         return
 
+    def real(attribute: str) -> object:
+        if sys.modules.get(name) is stand_in:
+            del sys.modules[name]
+        return getattr(importlib.import_module(name), attribute)
+
     def later(attribute: str) -> Callable[..., object]:
         def call(*args: object, **kwargs: object) -> object:
-            return getattr(importlib.import_module(name), attribute)(*args, **kwargs)
+            return real(attribute)(*args, **kwargs)  # type: ignore[operator]
         return call
 
     class StandIn(types.ModuleType):
         def __getattr__(self, attribute: str) -> object:
             if attribute.startswith("__"):  # introspection (inspect.getmodule asks every module for __file__)
                 raise AttributeError(attribute)
-            if sys.modules.get(name) is self:
-                del sys.modules[name]
-            return getattr(importlib.import_module(name), attribute)
+            return real(attribute)
 
     stand_in = StandIn(name)
     stand_in.is_compile_supported = later("is_compile_supported")  # type: ignore[attr-defined]
