@@ -7,6 +7,8 @@ The checkpoint is trained here, for a few seconds, on procedural crack patches
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -18,6 +20,13 @@ from rasterio.transform import from_origin
 os.environ.setdefault("OMP_NUM_THREADS", "2")
 # Converted (ONNX) models go to a throw-away cache; Dask workers and CLI subprocesses inherit it.
 os.environ.setdefault("SURVEY_CRACKS_CACHE", tempfile.mkdtemp(prefix="survey_cracks_test_cache_"))
+
+def run_in_fresh_python(code: str, timeout: float = 300) -> str:
+    """Run ``code`` in a new interpreter (this one has imported what the test checks is not imported); its stdout."""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 TINY_PATCH = 64

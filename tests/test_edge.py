@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import cv2
@@ -20,7 +18,7 @@ from click.testing import CliRunner
 from survey_cracks.cli.main import cli
 from survey_cracks.models.checkpoint import SHIPPED_MODEL, file_sha256, read_meta
 from survey_cracks.synthetic import render_scene
-from tests.conftest import SHARED_DATA
+from tests.conftest import SHARED_DATA, run_in_fresh_python
 
 VERIFY_IMAGES = 3
 
@@ -164,8 +162,7 @@ assert edge.run_images(model, [Path({str(images)!r})], Path({str(tmp_path / 'fou
 assert "torch" not in sys.modules, "torch was imported"
 print("ok")
 """
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr
+    assert run_in_fresh_python(script) == "ok"
     lines = (tmp_path / "found" / "images.jsonl").read_text().splitlines()
     assert [json.loads(line)["frame"] for line in lines] == ["p0.jpg", "p1.jpg"]
     assert (tmp_path / "found" / "p0.overlay.png").is_file()

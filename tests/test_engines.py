@@ -1,8 +1,5 @@
 """Inference engines: ONNX Runtime gives PyTorch's scores; ``auto`` picks by what the hardware runs fast."""
 
-import subprocess
-import sys
-
 import numpy as np
 import pytest
 import torch
@@ -11,6 +8,7 @@ from survey_cracks import hardware
 from survey_cracks.models.engines import resolve_engine
 from survey_cracks.models.network import CrackClassifier, ModelMeta, build_model, save_checkpoint
 from survey_cracks.models.onnx_engine import OnnxCrackClassifier, cached_onnx
+from tests.conftest import run_in_fresh_python
 
 
 @pytest.fixture
@@ -71,8 +69,7 @@ assert scores.shape == (2,), scores
 assert "torch" not in sys.modules, "torch was imported"
 print("ok")
 """
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr
+    assert run_in_fresh_python(script) == "ok"
 
 
 def test_local_workers_leave_glibc_malloc_adaptive_ask_for_huge_pages_and_cap_the_gdal_cache(monkeypatch):

@@ -1,9 +1,8 @@
-import subprocess
 import sys
 
 import pytest
 
-from survey_cracks.memory import trim_heap
+from tests.conftest import run_in_fresh_python
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc_trim")
@@ -20,6 +19,5 @@ before = rss()
 assert trim_heap()
 print(before - rss())
 """
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr
-    assert float(done.stdout) > 200, f"only {done.stdout.strip()} MB given back"
+    given_back = run_in_fresh_python(script, timeout=120)
+    assert float(given_back) > 200, f"only {given_back} MB given back"

@@ -17,6 +17,7 @@ from survey_cracks.models.network import (
     read_meta,
     save_checkpoint,
 )
+from tests.conftest import run_in_fresh_python
 
 
 def test_checkpoint_round_trips_weights_and_metadata(tmp_path):
@@ -138,20 +139,10 @@ def test_batch_norms_folded_for_inference_give_the_same_maps():
     assert torch.allclose(dense, dense_folded, atol=1e-4, rtol=1e-4)
 
 
-def _fresh_python(code: str) -> str:
-    """Run ``code`` in a new interpreter (this one may have TorchDynamo loaded already); its stdout."""
-    import subprocess
-    import sys
-
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr
-    return done.stdout.strip()
-
-
 def test_building_and_running_the_network_does_not_load_torch_dynamo():
     """A worker imports torchvision for ResNet18 and the FPN only: TorchDynamo (1.2 s) stays unloaded
     until something calls it, and then the real one answers."""
-    out = _fresh_python(
+    out = run_in_fresh_python(
         "import sys\n"
         "import numpy as np\n"
         "from survey_cracks.models.network import CrackClassifier\n"
@@ -166,7 +157,7 @@ def test_building_and_running_the_network_does_not_load_torch_dynamo():
 
 
 def test_any_other_name_taken_from_the_stand_in_is_torch_dynamos_own():
-    out = _fresh_python(
+    out = run_in_fresh_python(
         "import sys, collections\n"
         "from survey_cracks.models.network import _torch_dynamo_deferred\n"
         "with _torch_dynamo_deferred():\n"
