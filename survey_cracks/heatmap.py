@@ -267,20 +267,6 @@ def _reopen(staging: Path) -> rasterio.io.DatasetWriter:
         return rasterio.open(staging, "r+")
 
 
-def write_heatmap(
-    path: Path,
-    info: RasterInfo,
-    grid: PatchGrid,
-    scores: np.ndarray,
-    config: HeatmapConfig,
-    progress: bool = True,
-) -> Path:
-    """The heatmap COG of patch scores blended over their windows."""
-    with StagedHeatmap(path, info, config) as staged:
-        write_patch_scores(staged, info, grid, scores, config, progress)
-        return staged.publish()
-
-
 def _copy_to_cog(staging: Path, target: Path, config: HeatmapConfig) -> None:
     level = {} if config.compress == "lzw" else {"LEVEL": config.compress_level}
     rasterio.shutil.copy(
