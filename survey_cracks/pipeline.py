@@ -26,26 +26,25 @@ import rasterio
 from rasterio.errors import RasterioIOError
 from rasterio.windows import Window
 
-from survey_cracks.assets import load_assets
 from survey_cracks.annotations import Truth, find_annotation, load_truth
+from survey_cracks.assets import load_assets
 from survey_cracks.background import in_background
+from survey_cracks.cluster import EarlyCluster, dashboard_of, dask_client
 from survey_cracks.condition import AssetRules
 from survey_cracks.config import HeatmapConfig, RunConfig
 from survey_cracks.deliverables import write_deliverables
-from survey_cracks.report_html import load_plotting
 from survey_cracks.discover import SurveyRaster, find_rasters
 from survey_cracks.errors import (ConfigError, InfrastructureError, ModelFileError, OutputError, RasterError,
                                   SurveyCracksError)
 from survey_cracks.evaluate import RasterMetrics, combine, evaluate_raster
 from survey_cracks.heatmap import StagedHeatmap, staged_heatmap_problem, write_patch_scores
-from survey_cracks.cluster import EarlyCluster, dashboard_of, dask_client
 from survey_cracks.inference import (ModelSpec, compute_when_warm, model_spec, release_worker_memory, score_raster, segment_raster,
                                      source_core, warm_workers)
+from survey_cracks.journal import JOURNAL, FinishedWindow, WindowJournal, checksum
 from survey_cracks.lock import out_lock
-from survey_cracks.memory import trim_heap
 from survey_cracks.manifest import (Inputs, RasterRecord, config_sha256, fingerprint, load_records, now,
                                     save_record, why_redo)
-from survey_cracks.journal import JOURNAL, FinishedWindow, WindowJournal, checksum
+from survey_cracks.memory import trim_heap
 from survey_cracks.models.checkpoint import SHIPPED_MODEL, ModelMeta, file_sha256, read_meta
 from survey_cracks.outputs import (CENTRELINES_GEOJSON, GEOJSON, GPKG, HEATMAP, OUTPUT_NAMES, REPORT,  # noqa: F401 (names
                                    STAC_ITEM, remove_outputs, replace_folder, work_folder, write_json,  # importable from here too)
@@ -53,6 +52,7 @@ from survey_cracks.outputs import (CENTRELINES_GEOJSON, GEOJSON, GPKG, HEATMAP, 
 from survey_cracks.raster import RasterInfo, inspect_raster
 from survey_cracks.report import (COMPUTED, NOT_IN_INPUTS, RUNNING, UP_TO_DATE, RasterCounts, RasterOutcome, RasterSummary,
                                   package_versions, write_summary)
+from survey_cracks.report_html import load_plotting
 from survey_cracks.runlog import RunLog
 from survey_cracks.tiling import ALIGN, ContextWindow, PatchGrid, context_windows, patch_grid, window_size_for_ground
 from survey_cracks.tracing import HeatmapTracer
