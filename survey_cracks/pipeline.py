@@ -366,7 +366,6 @@ def process_raster(
         # evaluate
         if truth is not None:
             metrics = evaluate_raster(work / HEATMAP, truth, polygons, threshold, info, config.evaluate)
-            outcome.metrics = metrics.as_dict()
             outcome.counts.annotation = annotation.name if annotation else None
             outcome.measured = metrics
         lap("evaluate")

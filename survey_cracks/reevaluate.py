@@ -60,8 +60,7 @@ def reevaluate_raster(outcome: RasterOutcome, folder: Path, source: Path, thresh
     annotation = find_annotation(source)
     if annotation is not None:
         truth = load_truth(source, info, config.evaluate, annotation)
-        metrics = evaluate_raster(folder / HEATMAP, truth, polygons, threshold, info, config.evaluate)
-        result.metrics, result.measured = metrics.as_dict(), metrics
+        result.measured = evaluate_raster(folder / HEATMAP, truth, polygons, threshold, info, config.evaluate)
         result.counts.annotation = annotation.name
     write_json(folder / REPORT, result.as_dict())
     return result

@@ -103,12 +103,16 @@ class RasterOutcome:
     error: str | None = None
     info: RasterSummary | None = None  # None: the raster could not be inspected
     counts: RasterCounts = field(default_factory=RasterCounts)
-    metrics: dict[str, Any] | None = None  # measured.as_dict(), as report.json has it
     seconds: dict[str, float] = field(default_factory=dict)
-    measured: RasterMetrics | None = None  # with raw counts, for survey totals
+    measured: RasterMetrics | None = None  # None: no annotation
     action: str = COMPUTED
     reason: str = ""
     traceback: str | None = None  # of an unexpected error
+
+    @property
+    def metrics(self) -> dict[str, Any] | None:
+        """The figures as report.json and the reports show them."""
+        return self.measured.as_dict() if self.measured is not None else None
 
     @property
     def georeferenced(self) -> bool:
@@ -124,7 +128,7 @@ class RasterOutcome:
         info = report.get("raster_info")
         return cls(survey=report["survey"], raster=report["raster"], source=report["source"], status=report["status"],
                    error=report.get("error"), info=RasterSummary.from_dict(info) if info else None,
-                   counts=RasterCounts.from_dict(report.get("counts") or {}), metrics=metrics,
+                   counts=RasterCounts.from_dict(report.get("counts") or {}),
                    seconds=report.get("seconds") or {}, measured=RasterMetrics.from_dict(metrics) if metrics else None,
                    action=action, reason=reason)
 
