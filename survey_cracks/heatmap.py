@@ -20,6 +20,7 @@ import os
 import warnings
 from concurrent.futures import Future, wait
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import rasterio
@@ -159,10 +160,8 @@ def staging_path(path: Path) -> Path:
 def staged_heatmap_problem(path: Path, info: RasterInfo, config: HeatmapConfig) -> str | None:
     """Why the staged heatmap of ``path`` left by an interrupted run cannot be resumed; None when it can."""
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", NotGeoreferencedWarning)
-            with rasterio.open(staging_path(path)) as src:
-                profile = src.profile
+        with _open_staging(staging_path(path), "r") as src:
+            profile = src.profile
     except (OSError, rasterio.errors.RasterioError) as error:
         return f"staged heatmap unreadable ({str(error).splitlines()[0] if str(error) else type(error).__name__})"
     expected = heatmap_profile(info, config)
@@ -194,12 +193,9 @@ class StagedHeatmap:
             problem = staged_heatmap_problem(self.path, self.info, self.config)
             if problem:
                 raise ValueError(f"{self.staging}: {problem}")
-            self._dst = _reopen(self.staging)
+            self._dst = _open_staging(self.staging, "r+")
             return self
-        with warnings.catch_warnings():
-            # Pixel-coordinate outputs carry x = column, y = -row on purpose (see raster.PIXEL_TRANSFORM).
-            warnings.simplefilter("ignore", NotGeoreferencedWarning)
-            self._dst = rasterio.open(self.staging, "w+", **heatmap_profile(self.info, self.config))
+        self._dst = _open_staging(self.staging, "w+", **heatmap_profile(self.info, self.config))
         self._dst.scales, self._dst.offsets = (SCALE,), (0.0,)
         return self
 
@@ -209,7 +205,7 @@ class StagedHeatmap:
         self._dst.close()
         with open(self.staging, "rb+") as fh:
             os.fsync(fh.fileno())
-        self._dst = _reopen(self.staging)
+        self._dst = _open_staging(self.staging, "r+")
 
     def levels(self, window: Window) -> np.ndarray:
         """Stored levels in ``window`` as written (nodata where nothing is)."""
@@ -261,10 +257,14 @@ class StagedHeatmap:
             leftover.unlink(missing_ok=True)
 
 
-def _reopen(staging: Path) -> rasterio.io.DatasetWriter:
+def _open_staging(staging: Path, mode: str, **profile: Any) -> Any:
+    """The staging file, without GDAL's warning about pixel-coordinate grids.
+
+    Pixel-coordinate outputs carry x = column, y = -row on purpose (see raster.PIXEL_TRANSFORM).
+    """
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", NotGeoreferencedWarning)
-        return rasterio.open(staging, "r+")
+        return rasterio.open(staging, mode, **profile)
 
 
 def _copy_to_cog(staging: Path, target: Path, config: HeatmapConfig) -> None:
