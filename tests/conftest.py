@@ -21,6 +21,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "2")
 # Converted (ONNX) models go to a throw-away cache; Dask workers and CLI subprocesses inherit it.
 os.environ.setdefault("SURVEY_CRACKS_CACHE", tempfile.mkdtemp(prefix="survey_cracks_test_cache_"))
 
+
 def run_in_fresh_python(code: str, timeout: float = 300) -> str:
     """Run ``code`` in a new interpreter (this one has imported what the test checks is not imported); its stdout."""
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout)
