@@ -79,7 +79,7 @@ import rasterio
 
 sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve().parents[1])]
 
-from survey_cracks.cluster import NETWORK_ENVIRONMENT  # noqa: E402  (imports no torch)
+from survey_cracks.inference.cluster import NETWORK_ENVIRONMENT  # noqa: E402  (imports no torch)
 
 # The bare network runs in this process with the environment the run gives its workers (PyTorch
 # reads it at its first allocation, so before torch is imported): the two figures then differ
@@ -95,11 +95,11 @@ import torch  # noqa: E402
 
 from survey_cracks import hardware  # noqa: E402
 from survey_cracks.config import RunConfig, load_config  # noqa: E402
-from survey_cracks.inference import model_spec  # noqa: E402
+from survey_cracks.inference.dispatch import model_spec  # noqa: E402
 from survey_cracks.models.checkpoint import SHIPPED_MODEL, file_sha256, read_meta  # noqa: E402
 from survey_cracks.models.engines import ModelSpec, compute_of, load_engine  # noqa: E402
-from survey_cracks.pipeline import context_margin  # noqa: E402
-from survey_cracks.raster import inspect_raster, open_raster, read_context  # noqa: E402
+from survey_cracks.run.pipeline import context_margin  # noqa: E402
+from survey_cracks.io.raster import inspect_raster, open_raster, read_context  # noqa: E402
 from survey_cracks.synthetic import write_orthomosaic  # noqa: E402
 from survey_cracks.tiling import context_windows  # noqa: E402
 

@@ -63,7 +63,7 @@ def test_blocks_tile_raster_exactly():
 
 
 def test_tapered_tasks_keep_every_window_once_in_order_and_shrink_the_tail():
-    from survey_cracks.inference import tapered
+    from survey_cracks.inference.dispatch import tapered
 
     grid = patch_grid(4000, 3000, 128, 64)
     chunks = grid.chunks(512)

@@ -145,13 +145,13 @@ def run(inputs: tuple[str, ...], from_list: Path | None, out: Path, config_path:
             "inference.mode": mode, "inference.window_px": window_px, "inference.margin_px": margin_px,
             "inference.scale": scale, "inference.target_gsd_m": target_gsd_m, "inference.precision": precision,
         })
-        from survey_cracks.cluster import EarlyCluster
+        from survey_cracks.inference.cluster import EarlyCluster
 
         # The workers start now, while the pipeline's libraries are imported (seconds each).
         with EarlyCluster(config.inference) as cluster:
-            from survey_cracks.condition import load_rules
-            from survey_cracks.discover import read_input_list
-            from survey_cracks.pipeline import run_surveys
+            from survey_cracks.deliver.condition import load_rules
+            from survey_cracks.io.discover import read_input_list
+            from survey_cracks.run.pipeline import run_surveys
 
             listed = read_input_list(from_list) if from_list else []
             rules = load_rules(rules_path)
@@ -295,8 +295,8 @@ def evaluate(out_dir: Path | None, threshold: float | None, assets_path: Path | 
     if (out_dir is None) == (config_path is None):
         raise click.UsageError("give either OUT_DIR (a run's output folder) or --config (a training config)")
     if out_dir is not None:
-        from survey_cracks.condition import load_rules
-        from survey_cracks.reevaluate import evaluate_outputs
+        from survey_cracks.deliver.condition import load_rules
+        from survey_cracks.run.reevaluate import evaluate_outputs
 
         try:
             rules = load_rules(rules_path) if rules_path else None
@@ -339,8 +339,8 @@ def compare(old_out: Path, new_out: Path, assets_path: Path | None, rules_path: 
       asset_changes.csv  per asset: length, density and condition then and now
     and NEW_OUT/report.html gains the change tables. The two dates' rasters need not share a grid or a CRS.
     """
-    from survey_cracks.compare import compare_runs
-    from survey_cracks.condition import load_rules
+    from survey_cracks.deliver.compare import compare_runs
+    from survey_cracks.deliver.condition import load_rules
 
     try:
         rules = load_rules(rules_path) if rules_path else None

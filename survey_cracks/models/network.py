@@ -92,7 +92,7 @@ from survey_cracks.models.checkpoint import (  # noqa: F401  (re-exported: the m
     file_sha256,
     read_meta,
 )
-from survey_cracks import hardware
+from survey_cracks.models import hardware
 from survey_cracks.errors import ModelFileError
 from survey_cracks.outputs import atomic_write
 

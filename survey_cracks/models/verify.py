@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from survey_cracks.config import LabelRule
-from survey_cracks.metrics_pixels import pixel_scores, tolerant_counts
+from survey_cracks.evaluation.pixel_metrics import pixel_scores, tolerant_counts
 from survey_cracks.models.checkpoint import ModelMeta
 
 REPOSITORY = Path(__file__).resolve().parents[2]

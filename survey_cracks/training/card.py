@@ -265,7 +265,7 @@ def _mask_card(run_dir: Path, metrics: dict[str, Any], checkpoint: Path, meta: A
         "## Held-out results (pixel and centreline level)",
         "",
         "At the model's threshold; pixel figures at 0 px (exact) and 2 px tolerance, centrelines (skeletons) at 2 px",
-        "(definitions: `survey_cracks/metrics_pixels.py`). Test images were never used for training, the threshold or",
+        "(definitions: `survey_cracks/evaluation/pixel_metrics.py`). Test images were never used for training, the threshold or",
         "any choice of the recipe's step counts; `val/*` rows chose the threshold.",
     ]
     if baseline:

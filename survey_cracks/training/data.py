@@ -1,7 +1,7 @@
 """Training patches from several kinds of labelled source.
 
 Every source is cut with the same tiling (`survey_cracks.tiling`) and read with the
-same reader (`survey_cracks.raster.read_patch`) as inference, so the model trains on
+same reader (`survey_cracks.io.raster.read_patch`) as inference, so the model trains on
 exactly the pixels it will later score. Images are assigned to train / val / test
 by a seeded hash of their *group* (the photo they were cut from), never by patch.
 A user's survey with a single annotated raster is the one exception: it has no
@@ -28,7 +28,7 @@ from tqdm import tqdm
 from survey_cracks.config import DataSource, LabelRule, TilingConfig, TrainConfig
 from survey_cracks.errors import DataSourceError
 from survey_cracks.outputs import atomic_write
-from survey_cracks.raster import RASTER_SUFFIXES, inspect_raster, open_raster, read_patch
+from survey_cracks.io.raster import RASTER_SUFFIXES, inspect_raster, open_raster, read_patch
 from survey_cracks.tiling import patch_grid, window_size_for_ground
 from survey_cracks.training.labels import label_from_boxes, label_from_mask, yolo_to_pixel_boxes
 
@@ -210,8 +210,8 @@ def list_items(source: DataSource, seed: int) -> list[ImageItem]:
             split = split_of(group_of(image.stem, source), source, seed)
             items.append(ImageItem(source.name, image, split, boxes=tuple(map(tuple, boxes.tolist()))))
     elif source.kind == "survey":
-        from survey_cracks.annotations import find_annotation
-        from survey_cracks.discover import rasters_in
+        from survey_cracks.io.annotations import find_annotation
+        from survey_cracks.io.discover import rasters_in
 
         rasters = [r for r in rasters_in(root) if find_annotation(r) is not None]
         if not rasters:
@@ -252,7 +252,7 @@ def _patches_of(item: ImageItem, tiling: TilingConfig, rule: LabelRule) -> tuple
                 raise DataSourceError(item.mask, "mask size differs from its image", "masks must match image size")
             mask_src = open_raster(item.mask)
         elif item.survey:
-            from survey_cracks.annotations import load_truth
+            from survey_cracks.io.annotations import load_truth
 
             truth = load_truth(item.path, info)
         boxes = np.asarray(item.boxes or [], dtype=np.float64).reshape(-1, 4)

@@ -28,9 +28,9 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
 from tqdm import tqdm
 
-from survey_cracks import hardware
+from survey_cracks.models import hardware
 from survey_cracks.config import TrainConfig
-from survey_cracks.metrics import average_precision, choose_threshold, save_pr_curves, scores_at
+from survey_cracks.evaluation.metrics import average_precision, choose_threshold, save_pr_curves, scores_at
 from survey_cracks.outputs import atomic_write
 from survey_cracks.models.network import (
     IMAGENET_FILE,

@@ -1,0 +1,620 @@
+"""The survey job: every raster through read → infer → heatmap → vectorize → evaluate → write (`process_raster`).
+
+Each raster is built in a hidden ``.<name>.partial`` folder (`outputs.work_folder`) and
+renamed into place only when complete, so a failure (or a kill) never leaves half-written
+outputs; a kill in mask mode leaves the staged heatmap and its windows journal there, and
+the rerun resumes from the finished windows (`journal`). A raster that fails is reported
+with one clear line and the batch goes on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import hashlib
+import json
+import shutil
+import time
+import traceback
+from concurrent.futures import Future
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import rasterio
+from rasterio.errors import RasterioIOError
+from rasterio.windows import Window
+
+from survey_cracks.io.annotations import Truth, find_annotation, load_truth
+from survey_cracks.deliver.assets import load_assets
+from survey_cracks.background import in_background
+from survey_cracks.inference.cluster import EarlyCluster, dashboard_of, dask_client
+from survey_cracks.deliver.condition import AssetRules
+from survey_cracks.config import HeatmapConfig, RunConfig
+from survey_cracks.deliver.deliverables import write_deliverables
+from survey_cracks.io.discover import SurveyRaster, find_rasters
+from survey_cracks.errors import (ConfigError, InfrastructureError, ModelFileError, OutputError, RasterError,
+                                  SurveyCracksError)
+from survey_cracks.evaluation.evaluate import RasterMetrics, combine, evaluate_raster
+from survey_cracks.vectors.heatmap import StagedHeatmap, staged_heatmap_problem, write_patch_scores
+from survey_cracks.inference.dispatch import (ModelSpec, compute_when_warm, model_spec, release_worker_memory, score_raster, segment_raster,
+                                     source_core, warm_workers)
+from survey_cracks.run.journal import JOURNAL, FinishedWindow, WindowJournal, checksum
+from survey_cracks.run.lock import out_lock
+from survey_cracks.run.manifest import (Inputs, RasterRecord, config_sha256, fingerprint, load_records, now,
+                                    save_record, why_redo)
+from survey_cracks.inference.memory import trim_heap
+from survey_cracks.models.checkpoint import SHIPPED_MODEL, ModelMeta, file_sha256, read_meta
+from survey_cracks.outputs import (CENTRELINES_GEOJSON, GEOJSON, GPKG, HEATMAP, OUTPUT_NAMES, REPORT,  # noqa: F401 (names
+                                   STAC_ITEM, remove_outputs, replace_folder, work_folder, write_json,  # importable from here too)
+                                   write_vectors)
+from survey_cracks.io.raster import RasterInfo, inspect_raster
+from survey_cracks.deliver.outcomes import (COMPUTED, NOT_IN_INPUTS, RUNNING, UP_TO_DATE, RasterCounts, RasterOutcome, RasterSummary,
+                                  package_versions, write_summary)
+from survey_cracks.deliver.report_html import load_plotting
+from survey_cracks.run.runlog import RunLog
+from survey_cracks.tiling import ALIGN, ContextWindow, PatchGrid, context_windows, patch_grid, window_size_for_ground
+from survey_cracks.vectors.tracing import HeatmapTracer
+
+Log = Callable[[str], None]
+# OS errors of the machine rather than of one raster: the run stops with exit code 3.
+INFRASTRUCTURE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS}
+PIXEL_COORDINATES = "pixel coordinates (x = column, y = -row); the image has no georeferencing"
+
+
+@dataclass
+class RunResult:
+    """This run's rasters (computed, up to date, failed) and bad inputs; ``covered`` counts every raster in OUT."""
+
+    out: Path
+    outcomes: list[RasterOutcome] = field(default_factory=list)
+    covered: int = 0
+
+    @property
+    def failed(self) -> list[RasterOutcome]:
+        return [o for o in self.outcomes if o.status != "ok"]
+
+    @property
+    def up_to_date(self) -> list[RasterOutcome]:
+        return [o for o in self.outcomes if o.action == UP_TO_DATE]
+
+    @property
+    def computed(self) -> list[RasterOutcome]:
+        return [o for o in self.outcomes if o.action == COMPUTED and o.status == "ok"]
+
+
+@dataclass
+class RunContext:
+    """What this run is (for run.json) and what it did so far (for the reports rebuilt as rasters finish)."""
+
+    inputs: list[str]
+    config: RunConfig
+    model_path: Path
+    meta: ModelMeta
+    sha256: str
+    mode: Mode
+    margin: int
+    threshold: float
+    started_at: str = field(default_factory=now)
+    started: float = field(default_factory=time.time)
+    compute: list[str] = field(default_factory=list)
+    input_errors: list[RasterOutcome] = field(default_factory=list)
+    actions: dict[tuple[str, str], tuple[str, str]] = field(default_factory=dict)  # (survey, raster) -> (action, reason)
+    finished: bool = False
+    assets: Path | None = None
+    rules: AssetRules = field(default_factory=AssetRules)
+
+
+def raster_inputs(item: SurveyRaster, model_sha256: str, config_hash: str) -> Inputs:
+    """What the raster's outputs would be made from now (raises OSError when the raster cannot be read)."""
+    annotation = find_annotation(item.path)
+    return Inputs(raster=fingerprint(item.path), annotation=annotation.name if annotation else None,
+                  annotation_fingerprint=fingerprint(annotation) if annotation else None,
+                  model_sha256=model_sha256, config_sha256=config_hash)
+
+
+def patch_grid_for(info: RasterInfo, meta: ModelMeta, config: RunConfig) -> PatchGrid:
+    """Windows in source pixels: the model's patch, or a ground size when GSD-aware."""
+    window_px = window_size_for_ground(meta.patch_size, config.tiling.ground_patch_m, info.pixel_size)
+    overlap = config.tiling.step / config.tiling.patch_size
+    stride = max(1, int(round(window_px * overlap)))
+    return patch_grid(info.width, info.height, window_px, stride)
+
+
+Mode = str  # "mask", "dense" or "patch"
+
+
+def resolve_mode(requested: str, meta: ModelMeta, model_path: Path) -> Mode:
+    """``auto``: per-pixel masks when the checkpoint has a decoder, else today's patch scores."""
+    if requested == "auto":
+        return "mask" if meta.has_mask else "patch"
+    if requested == "mask" and not meta.has_mask:
+        raise ModelFileError(model_path, "inference.mode is mask but this checkpoint has no mask decoder",
+                             "use --mode dense or patch, or a model trained with train-mask")
+    return requested
+
+
+def context_margin(meta: ModelMeta, mode: Mode, config: RunConfig, model_path: Path) -> int:
+    """Context each window needs: the model's measured margin, at least half a patch in dense mode."""
+    needed = max(meta.min_margin_px, meta.patch_size // 2 if mode == "dense" else 0, 32)
+    needed = -(-needed // 32) * 32
+    margin = config.inference.margin_px
+    if margin is None:
+        return needed
+    if margin < needed:
+        raise ConfigError(model_path, f"inference.margin_px {margin} is below the {needed} px of context this model "
+                          f"needs in {mode} mode (measured when it was trained)", f"set margin_px >= {needed}, or leave it unset")
+    return margin
+
+
+def output_threshold(meta: ModelMeta, mode: Mode, config: RunConfig) -> float:
+    if config.vectorize.threshold is not None:
+        return config.vectorize.threshold
+    return meta.mask_threshold if mode == "mask" else meta.threshold
+
+
+def processing_scale(info: RasterInfo, config: RunConfig) -> float:
+    """Processing pixels per source pixel: from the GSD when asked and known, else ``inference.scale``."""
+    target = config.inference.target_gsd_m
+    if target is not None and info.pixel_size is not None:
+        return float(np.clip(info.pixel_size / target, 0.25, 4.0))
+    return config.inference.scale
+
+
+def dense_lattice(info: RasterInfo, patch: int) -> PatchGrid:
+    """Every 128 px patch at a 32 px step whose centre lies in the raster (offsets may be negative)."""
+    rows = np.arange(-(patch // 2), info.height - patch // 2, ALIGN, dtype=np.int64)
+    cols = np.arange(-(patch // 2), info.width - patch // 2, ALIGN, dtype=np.int64)
+    return PatchGrid(width=info.width, height=info.height, size=patch, stride=ALIGN, rows=rows, cols=cols)
+
+
+def run_surveys(
+    inputs: list[str | Path],
+    out: Path,
+    config: RunConfig,
+    model_path: Path | None = None,
+    progress: bool = True,
+    log: Log = print,
+    assets: Path | None = None,
+    rules: AssetRules | None = None,
+    force: bool = False,
+    quiet: bool = False,
+    cluster: EarlyCluster | None = None,
+) -> RunResult:
+    """Bring OUT up to date with ``inputs``: compute new and changed rasters, skip the rest, rebuild the reports
+    and the deliverables.
+
+    ``assets``: asset polygons for every survey (else each survey folder's assets.gpkg/.geojson, else
+    the rasters' footprints); ``rules``: condition classes and crack types (see deliverables).
+    ``log`` gets the human lines (only warnings and errors when ``quiet``); OUT/run.log and
+    OUT/run.log.jsonl get them all. ``cluster``: the LocalCluster already being started (`EarlyCluster`),
+    used when there is something to compute. Raises InfrastructureError (OUT locked or not writable,
+    disk full, scheduler unreachable) and the usage errors of config and model.
+    """
+    out = Path(out)
+    if not out.parent.exists():
+        raise OutputError(out, f"parent folder {out.parent} does not exist", "create it, or choose another --out")
+    rules = rules or AssetRules()
+    if assets is not None:
+        load_assets(assets, rules)  # a bad asset file fails before hours of inference, not after
+    model_path = Path(model_path) if model_path else SHIPPED_MODEL
+    meta = read_meta(model_path)
+    mode = resolve_mode(config.inference.mode, meta, model_path)
+    if mode != "mask" and (config.inference.scale != 1.0 or config.inference.target_gsd_m is not None):
+        raise ConfigError(None, f"inference.scale / target_gsd_m apply to mask mode only (mode is {mode})",
+                          "leave them unset, or use a model with a mask decoder")
+    margin = context_margin(meta, mode, config, model_path) if mode != "patch" else 0
+    sha = file_sha256(model_path)
+    run = RunContext(inputs=[str(p) for p in inputs], config=config, model_path=model_path, meta=meta, sha256=sha,
+                     mode=mode, margin=margin, threshold=output_threshold(meta, mode, config), assets=assets, rules=rules)
+    try:
+        out.mkdir(exist_ok=True)
+    except OSError as error:
+        raise InfrastructureError(out, f"cannot create the output folder ({error.strerror or error})",
+                                  "check permissions and free space, or choose another --out") from None
+    events = RunLog(log, quiet)
+    with out_lock(out, events.warning):
+        try:
+            events.attach(out)
+            return _run_locked(inputs, out, run, progress, events, force, cluster)
+        except OSError as error:
+            if error.errno not in INFRASTRUCTURE_ERRNOS:
+                raise
+            raise InfrastructureError(out, f"cannot write outputs ({error.strerror})",
+                                      "free disk space or make OUT writable, then run again: finished rasters are kept") from None
+        finally:
+            events.close()
+
+
+def _run_locked(inputs: list[str | Path], out: Path, run: RunContext, progress: bool, events: RunLog, force: bool,
+                early: EarlyCluster | None) -> RunResult:
+    config, meta = run.config, run.meta
+    events(f"model {run.model_path.name} (sha256 {run.sha256[:12]}, heads {'+'.join(meta.heads)}, "
+           f"{meta.provenance.get('init', 'unknown')} init); mode {run.mode}, threshold {run.threshold:.3f}"
+           + (f", windows {config.inference.window_px} px + {run.margin} px context" if run.margin else ""))
+    records = {(r.survey, r.raster): r for r in load_records(out)}
+    rasters, input_errors = find_rasters(inputs, {r.survey_source: r.survey for r in records.values()},
+                                         {r.source: (r.survey, r.raster) for r in records.values()})
+    run.input_errors = [RasterOutcome(survey="", raster="", source=str(e.path), status="error", error=e.message)
+                        for e in input_errors]
+    for outcome in run.input_errors:
+        events.error(outcome.error or "", source=outcome.source)
+    todo: list[tuple[SurveyRaster, Inputs, str]] = []
+    config_hash = config_sha256(config)
+    for item in rasters:
+        key = (item.survey, item.name)
+        try:
+            inputs_now = raster_inputs(item, run.sha256, config_hash)
+        except OSError as error:  # vanished or unreadable since it was listed
+            message = f"{item.path}: cannot read it ({error.strerror or error}) — check the file and its permissions"
+            run.input_errors.append(RasterOutcome(survey=item.survey, raster=item.name, source=item.source, status="error",
+                                                  error=message, reason="unreadable"))
+            events.error(message, survey=item.survey, raster=item.name)
+            continue
+        reason = why_redo(records.get(key), inputs_now, out, force)
+        if reason is None:
+            run.actions[key] = (UP_TO_DATE, "inputs, model and settings unchanged")
+            events(f"{item.survey}/{item.name}: up to date", survey=item.survey, raster=item.name, action=UP_TO_DATE)
+        else:
+            todo.append((item, inputs_now, reason))
+    events(f"{len(rasters)} rasters: {len(todo)} to compute, {len(rasters) - len(todo)} up to date or unreadable")
+    write_run_reports(out, run)
+    closing: Future[None] | None = None
+    if todo:
+        spec = model_spec(run.model_path, run.sha256, config.inference)
+        # rasterio passes an integer GDAL_CACHEMAX to GDALSetCacheMax64: bytes, not MB.
+        cache_bytes = config.inference.gdal_cache_mb * 2**20
+        cluster = contextlib.ExitStack()  # the LocalCluster's shutdown, done while the reports are written
+        with rasterio.Env(GDAL_CACHEMAX=cache_bytes), dask_client(config.inference, shutdown=cluster, early=early) as client:
+            warming = warm_workers(client, spec)
+            in_background(load_plotting, "plotting")  # ~0.4 s off the run's last stage, while the client waits for the model
+            events(f"dask: {len(client.scheduler_info().get('workers', {}))} workers at {client.scheduler.address}; "
+                   f"dashboard {dashboard_of(client)}")
+            for number, (item, inputs_now, reason) in enumerate(todo, 1):
+                key = (item.survey, item.name)
+                events(f"[{number}/{len(todo)}] {item.survey}/{item.name} ({reason})", survey=item.survey,
+                       raster=item.name, source=item.source, reason=reason)
+                record = RasterRecord(survey=item.survey, raster=item.name, source=item.source,
+                                      survey_source=str(item.folder), status="running", inputs=inputs_now, started_at=now())
+                save_record(out, record)
+                run.actions[key] = (RUNNING, reason)
+                outcome = process_raster(item, out, client, spec, meta, run.threshold, config, progress, run.mode, run.margin,
+                                         inputs_now, lambda line: events(f"{item.survey}/{item.name}: {line}",
+                                                                         survey=item.survey, raster=item.name))
+                record.status, record.error, record.seconds = ("ok" if outcome.status == "ok" else "error"), outcome.error, outcome.seconds
+                record.finished_at = now()
+                save_record(out, record)
+                run.actions[key] = (COMPUTED, reason)
+                if outcome.error:
+                    events.error(outcome.error, survey=item.survey, raster=item.name)
+                else:
+                    events(f"{item.survey}/{item.name}: done in {sum(outcome.seconds.values()):.1f} s",
+                           survey=item.survey, raster=item.name, seconds=outcome.seconds)
+                if number == 1:
+                    run.compute = compute_when_warm(warming)
+                    events(f"model on {' / '.join(run.compute)}")
+                write_run_reports(out, run)
+        closing = in_background(cluster.close, "close")
+    run.finished = True
+    # The run's end: OUT's reports rebuilt from what is in OUT (the manifest and the raster folders).
+    result = write_run_reports(out, run)
+    write_deliverables(out, events)
+    if closing is not None:
+        closing.result()
+    events(f"finished: {len(result.computed)} computed, {len(result.up_to_date)} up to date, {len(result.failed)} failed; "
+           f"OUT holds {result.covered} rasters", computed=len(result.computed), up_to_date=len(result.up_to_date),
+           failed=len(result.failed), rasters_in_out=result.covered)
+    return result
+
+
+def process_raster(
+    item: SurveyRaster,
+    out: Path,
+    client: Any,
+    spec: ModelSpec,
+    meta: ModelMeta,
+    threshold: float,
+    config: RunConfig,
+    progress: bool = True,
+    mode: Mode = "patch",
+    margin: int = 0,
+    inputs: Inputs | None = None,
+    log: Log | None = None,
+) -> RasterOutcome:
+    """One raster, its steps in order: read → infer → heatmap → vectorize → evaluate → write.
+
+    Everything is built in the raster's work folder, renamed into place at the end. In mask
+    mode the staged heatmap and its windows journal survive a kill (or Ctrl-C): called again
+    with the same ``inputs`` it resumes from the finished windows (``log`` says so).
+    """
+    outcome = RasterOutcome(survey=item.survey, raster=item.name, source=str(item.path))
+    final = out / item.survey / item.name
+    work = work_folder(final)
+    lap = Laps(outcome.seconds)
+    say = log or (lambda _: None)
+    interrupted = True
+    try:
+        # read
+        info = inspect_raster(item.path)
+        outcome.info = raster_summary(info)
+        annotation = find_annotation(item.path)
+        truth: Truth | None = load_truth(item.path, info, config.evaluate, annotation) if annotation else None
+        plan = window_plan(info, config, margin, inputs) if mode == "mask" else None
+        journal = resume_or_start(work, plan, config.heatmap, say)
+        lap("inspect")
+        # Patch-level blobs have no meaningful centreline: mask mode only.
+        tracer = HeatmapTracer(info, threshold, config.vectorize.for_mode(mode),
+                               config.centrelines if mode == "mask" else None, progress=progress)
+        with StagedHeatmap(work / HEATMAP, info, config.heatmap, resume=bool(journal and journal.finished)) as staged:
+            # infer + heatmap: the tracer traces each block as soon as its pixels are in
+            if plan is not None:
+                assert journal is not None
+                counts = segment_into(staged, tracer, plan, journal, item, client, spec, config, progress, say)
+            else:
+                counts = score_into(staged, tracer, item, info, client, spec, meta, threshold, config, progress, mode, margin)
+            release_worker_memory(client)
+            lap("inference")
+            cog = staged.start_publishing()  # the COG copy runs beside the vector work
+            lap("heatmap")
+            # vectorize
+            polygons, lines = tracer.finish()
+            write_vectors(polygons, lines, work)
+            cog.result()
+        lap("cog_and_polygons")
+        outcome.counts = replace(counts, mode=mode).with_vectors(threshold, polygons, lines, info.georeferenced)
+        # evaluate
+        if truth is not None:
+            metrics = evaluate_raster(work / HEATMAP, truth, polygons, threshold, info, config.evaluate)
+            outcome.counts.annotation = annotation.name if annotation else None
+            outcome.measured = metrics
+        lap("evaluate")
+        # write
+        (work / JOURNAL).unlink(missing_ok=True)
+        write_json(work / REPORT, outcome.as_dict())
+        replace_folder(work, final)
+        write_json(final / REPORT, outcome.as_dict())
+        interrupted = False
+    except SurveyCracksError as error:
+        interrupted = False
+        outcome.status, outcome.error = "error", error.message
+    except Exception as error:  # noqa: BLE001 — one raster's bug must not stop the night's batch
+        interrupted = False
+        if isinstance(error, OSError) and error.errno in INFRASTRUCTURE_ERRNOS:
+            raise  # a full disk is no fault of this raster: the run stops (exit code 3)
+        outcome.status = "error"
+        if failed_reading_pixels(error):
+            outcome.error = RasterError(item.path, f"cannot read its pixels ({str(error).splitlines()[0]}): the file is "
+                                        "truncated or corrupt", "re-copy or re-export it, then run again").message
+        else:
+            outcome.error = f"{item.path}: unexpected {type(error).__name__}: {error} — please report this with run.json"
+            outcome.traceback = traceback.format_exc(limit=5)
+    finally:
+        if not interrupted:  # interrupted (Ctrl-C, SystemExit): the staged heatmap stays for the rerun to resume
+            shutil.rmtree(work, ignore_errors=True)
+    if outcome.status != "ok":
+        remove_outputs(final)  # a previous night's outputs must not pass for this run's
+    return outcome
+
+
+class Laps:
+    """Seconds of each step, into ``seconds`` (a raster outcome's): ``lap(step)`` closes the step."""
+
+    def __init__(self, seconds: dict[str, float]) -> None:
+        self.seconds, self.started = seconds, time.perf_counter()
+
+    def __call__(self, step: str) -> None:
+        now = time.perf_counter()
+        self.seconds[step] = round(now - self.started, 3)
+        self.started = now
+
+
+@dataclass(frozen=True)
+class WindowPlan:
+    """Mask mode's windows over a raster, and what its windows journal must say to be resumed from."""
+
+    info: RasterInfo
+    windows: list[ContextWindow]
+    cores: list[Window | None]  # each window's core on the raster's grid (None: no source pixel)
+    scale: float
+    window_px: int
+    margin: int
+    header: dict[str, Any] | None  # None: not resumable (no inputs to check against)
+
+
+def window_plan(info: RasterInfo, config: RunConfig, margin: int, inputs: Inputs | None) -> WindowPlan:
+    scale = processing_scale(info, config)
+    windows = context_windows(int(np.ceil(info.width * scale)), int(np.ceil(info.height * scale)),
+                              config.inference.window_px, margin)
+    grid = [(w.core.col_off, w.core.row_off, w.core.width, w.core.height, w.read.col_off, w.read.row_off) for w in windows]
+    header = None if inputs is None else {
+        "format": 1, "inputs": inputs.model_dump(mode="json"), "size": [info.width, info.height],
+        "block": config.heatmap.block_size, "scale": scale,
+        "windows": hashlib.sha256(json.dumps(grid).encode()).hexdigest(),
+    }
+    return WindowPlan(info, windows, [source_core(info, w, scale) for w in windows], scale, config.inference.window_px,
+                      margin, header)
+
+
+def resume_or_start(work: Path, plan: WindowPlan | None, heatmap_config: HeatmapConfig, say: Log) -> WindowJournal | None:
+    """The work folder ready: kept with its journal when ``plan`` can resume from it, else emptied."""
+    if plan is not None and plan.header is not None and (work / JOURNAL).is_file():
+        journal, why = WindowJournal.reopen(work / JOURNAL, plan.header)
+        if journal is not None and not journal.finished:
+            why = "no window was finished"
+        elif journal is not None:
+            why = staged_heatmap_problem(work / HEATMAP, plan.info, heatmap_config) or ""
+            if not why:
+                return journal
+        say(f"cannot resume from the finished windows ({why}): starting from scratch")
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    return WindowJournal(work / JOURNAL, plan.header) if plan is not None and plan.header is not None else None
+
+
+def segment_into(staged: StagedHeatmap, tracer: HeatmapTracer, plan: WindowPlan, journal: WindowJournal,
+                 item: SurveyRaster, client: Any, spec: ModelSpec, config: RunConfig, progress: bool, say: Log
+                 ) -> RasterCounts:
+    """Mask mode: every window not yet in ``journal`` through the model into ``staged``; the counts."""
+    index_of = {_key(core): i for i, core in enumerate(plan.cores) if core is not None}
+    for i, entry in list(journal.finished.items()):
+        if entry.written and checksum(staged.levels(entry.window())) != entry.crc:
+            journal.forget(i)  # its pixels did not reach the disk after all
+    if journal.finished:
+        say(f"resumed: {len(journal.finished)} of {len(plan.windows)} windows already done")
+        for entry in journal.finished.values():  # the tracer sees every block, finished ones read back
+            core = plan.cores[entry.index]
+            if core is not None:
+                tracer.settle(core, staged.read, written=entry.written)
+    todo = [w for i, w in enumerate(plan.windows) if i not in journal.finished]
+    done = sum(entry.written for entry in journal.finished.values())
+    for core, maps in segment_raster(client, plan.info, todo, spec, True, config.tiling.min_valid_fraction,
+                                     progress, plan.scale):
+        if maps is not None:
+            staged.write_levels(maps.core, maps.levels)
+            done += 1
+        if core is not None:  # each block is traced as soon as its pixels are in
+            tracer.settle(core, staged.read, written=maps is not None)
+            journal.add(FinishedWindow(index_of[_key(core)], _key(maps.core) if maps is not None else None,
+                                       checksum(maps.levels) if maps is not None else 0))
+        if journal.due():
+            staged.flush()  # pixels on disk before the journal says so
+            journal.commit()
+            trim_heap()  # the traced blocks' arrays: the client's share of the run's peak memory stays flat
+    if done == 0:
+        raise RasterError(item.path, "no window lies inside the valid footprint", "check the raster's nodata/alpha")
+    return RasterCounts(windows=len(plan.windows), windows_processed=done, window_px=plan.window_px,
+                        margin_px=plan.margin, processing_scale=round(plan.scale, 4))
+
+
+def _key(window: Window) -> tuple[int, int, int, int]:
+    return int(window.col_off), int(window.row_off), int(window.width), int(window.height)
+
+
+def score_into(staged: StagedHeatmap, tracer: HeatmapTracer, item: SurveyRaster, info: RasterInfo, client: Any,
+               spec: ModelSpec, meta: ModelMeta, threshold: float, config: RunConfig, progress: bool, mode: Mode,
+               margin: int) -> RasterCounts:
+    """Dense and patch modes: a score per patch of a lattice, blended into ``staged``; the counts."""
+    if mode == "dense":
+        grid = dense_lattice(info, meta.patch_size)
+        scores = np.full(len(grid), np.nan, dtype=np.float32)
+        lattice = scores.reshape(len(grid.rows), len(grid.cols))
+        windows = context_windows(info.width, info.height, config.inference.window_px, margin)
+        for _, maps in segment_raster(client, info, windows, spec, False, config.tiling.min_valid_fraction, progress):
+            if maps is None:
+                continue
+            r = (maps.dense_origin[0] - int(grid.rows[0])) // ALIGN
+            c = (maps.dense_origin[1] - int(grid.cols[0])) // ALIGN
+            lattice[r : r + maps.dense.shape[0], c : c + maps.dense.shape[1]] = maps.dense
+    else:
+        grid = patch_grid_for(info, meta, config)
+        scores = score_raster(client, info, grid, meta.patch_size, config.tiling.min_valid_fraction, spec,
+                              config.inference, progress)
+    scored = int(np.isfinite(scores).sum())
+    if scored == 0:
+        raise RasterError(item.path, "no patch lies inside the valid footprint",
+                          "check the raster's nodata/alpha, or lower tiling.min_valid_fraction")
+    write_patch_scores(staged, info, grid, scores, config.heatmap, progress)
+    tracer.settle_all(staged.read)
+    return RasterCounts(patches=len(grid), patches_scored=scored, patch_window_px=grid.size, stride_px=grid.stride,
+                        patches_above_threshold=int(np.sum(scores[np.isfinite(scores)] >= threshold)))
+
+
+def failed_reading_pixels(error: BaseException) -> bool:
+    """True for a GDAL read error of a source raster: raised in raster.py here, or in a worker's task.
+
+    Worker tasks read nothing but the source raster; Dask hands their RasterioIOError back as
+    a plain Exception carrying its repr.
+    """
+    if isinstance(error, RasterioIOError):
+        return any(Path(frame.filename).name == "raster.py" for frame in traceback.extract_tb(error.__traceback__))
+    return type(error) is Exception and str(error).startswith(f"{RasterioIOError.__name__}(")
+
+
+def collect_outcomes(out: Path, run: RunContext) -> list[RasterOutcome]:
+    """Every raster in OUT's manifest as the reports show it, with what this run did to it and why."""
+    outcomes = []
+    unreadable = {(o.survey, o.raster) for o in run.input_errors}
+    for record in load_records(out):
+        if (record.survey, record.raster) in unreadable:
+            continue
+        action, reason = run.actions.get((record.survey, record.raster), (NOT_IN_INPUTS, ""))
+        report_path = record.folder(out) / REPORT
+        if record.status == "ok" and report_path.is_file():
+            outcomes.append(RasterOutcome.from_report(json.loads(report_path.read_text()), action, reason))
+            continue
+        status = record.status if record.status != "running" or action == RUNNING else "interrupted"
+        error = record.error or ("outputs missing" if record.status == "ok" else None)
+        outcomes.append(RasterOutcome(survey=record.survey, raster=record.raster, source=record.source, status=status,
+                                      error=error, seconds=record.seconds, action=action, reason=reason))
+    return outcomes
+
+
+def write_run_reports(out: Path, run: RunContext) -> RunResult:
+    """summary.csv, each survey's report.json and run.json, rebuilt from the manifest and the raster folders.
+
+    Called as each raster finishes, so a killed run leaves reports that cover what it finished.
+    """
+    outcomes = collect_outcomes(out, run) + run.input_errors
+    write_survey_reports(out, outcomes)
+    write_summary(out / "summary.csv", outcomes)
+    config = run.config
+    this_run = [o for o in outcomes if (o.survey, o.raster) in run.actions or o in run.input_errors]
+    write_json(
+        out / "run.json",
+        {
+            "status": "finished" if run.finished else "running",
+            "started_at": run.started_at,
+            "finished_at": now() if run.finished else None,
+            "inputs": run.inputs,
+            "config": config.model_dump(mode="json"),
+            "model": {"file": str(run.model_path), "sha256": run.sha256, "threshold": run.threshold,
+                      "metadata": run.meta.provenance, "patch_size": run.meta.patch_size, "heads": list(run.meta.heads),
+                      "compute": run.compute},
+            "mode": run.mode,
+            "window": {"core_px": config.inference.window_px, "margin_px": run.margin} if run.mode != "patch" else None,
+            "versions": package_versions(),
+            "rasters": len(outcomes),
+            "failed": sum(o.status != "ok" for o in outcomes),
+            "this_run": {action: sum(o.action == action for o in this_run) for action in (COMPUTED, UP_TO_DATE)}
+                        | {"failed": sum(o.status != "ok" for o in this_run)},
+            "seconds": round(time.time() - run.started, 2),
+            "timings": {f"{o.survey}/{o.raster}" if o.survey else o.source: o.seconds for o in outcomes},
+            "cwd": str(Path.cwd()),  # relative sources in report.json are relative to it
+            "assets": str(Path(run.assets).resolve()) if run.assets else None,
+            "asset_rules": run.rules.model_dump(mode="json"),
+        },
+    )
+    return RunResult(out, this_run, covered=len(outcomes))
+
+
+def write_survey_reports(out: Path, outcomes: list[RasterOutcome]) -> None:
+    surveys: dict[str, list[RasterOutcome]] = {}
+    for outcome in outcomes:
+        if outcome.survey:
+            surveys.setdefault(outcome.survey, []).append(outcome)
+    for survey, members in surveys.items():
+        measured: list[RasterMetrics] = [o.measured for o in members if o.measured is not None]
+        folder = out / survey
+        folder.mkdir(parents=True, exist_ok=True)
+        write_json(
+            folder / REPORT,
+            {
+                "survey": survey,
+                "rasters": [o.raster for o in members],
+                "ok": sum(o.status == "ok" for o in members),
+                "failed": [o.error for o in members if o.status != "ok"],
+                "annotated_rasters": len(measured),
+                "metrics": combine(measured).as_dict() if measured else None,
+                "this_run": {o.raster: {"action": o.action, "reason": o.reason} for o in members},
+            },
+        )
+
+
+def raster_summary(info: RasterInfo) -> RasterSummary:
+    return RasterSummary(
+        width=info.width, height=info.height, dtype=info.dtype, crs=info.crs, georeferenced=info.georeferenced,
+        pixel_size=info.pixel_size,
+        coordinates="map coordinates of the raster CRS" if info.georeferenced else PIXEL_COORDINATES,
+        transform=list(info.transform)[:6], has_mask=info.has_mask, notes=list(info.notes),
+    )

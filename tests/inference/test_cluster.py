@@ -1,0 +1,87 @@
+"""The cluster a run's windows go to: started early by the command line, taken over by the run."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import psutil
+
+from survey_cracks.inference.cluster import EarlyCluster, dask_client
+from survey_cracks.config import InferenceConfig
+
+CONFIG = InferenceConfig(workers=1, threads_per_worker=1, torch_threads=1)
+
+
+def _children() -> set[int]:
+    """This process's children, but multiprocessing's resource tracker (it outlives every cluster)."""
+    children = set()
+    for child in psutil.Process().children(recursive=True):
+        try:
+            if "resource_tracker" not in " ".join(child.cmdline()):
+                children.add(child.pid)
+        except psutil.Error:  # gone meanwhile
+            pass
+    return children
+
+
+def _gone(pids: set[int], seconds: float = 30.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if not any(psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE for pid in pids):
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def test_an_early_cluster_is_the_one_the_client_runs_on_and_shuts_down_with_it():
+    with EarlyCluster(CONFIG) as early:
+        assert early.starting
+        with dask_client(CONFIG, early=early) as client:
+            assert not early.starting, "taken over by the client"
+            workers = client.run(os.getpid)
+            assert len(workers) == 1
+            started = set(workers.values())
+            assert started <= _children(), "the early cluster's worker, a process of this one"
+    assert _gone(started), "the client's exit shuts the cluster down"
+
+
+def test_an_early_cluster_that_no_run_takes_is_shut_down_on_leaving():
+    before = _children()
+    with EarlyCluster(CONFIG):
+        deadline = time.monotonic() + 60
+        while not (_children() - before) and time.monotonic() < deadline:  # a run with nothing to compute
+            time.sleep(0.1)
+        started = _children() - before
+        assert started, "the cluster's processes were started"
+    assert _gone(started)
+
+
+def test_with_a_scheduler_address_nothing_is_started_early():
+    before = _children()
+    with EarlyCluster(InferenceConfig(scheduler="tcp://127.0.0.1:1")) as early:
+        assert not early.starting
+        assert _children() == before
+
+
+def test_workers_that_will_run_pytorch_start_importing_it_as_they_start():
+    import importlib.util
+
+    from survey_cracks.inference.cluster import worker_settings
+
+    assert worker_settings(InferenceConfig(engine="torch"))["distributed.worker.preload"] == ["survey_cracks.models.preload"]
+    if importlib.util.find_spec("onnxruntime"):
+        assert "distributed.worker.preload" not in worker_settings(InferenceConfig(engine="onnxruntime")), \
+            "an ONNX Runtime worker never imports torch"
+    with EarlyCluster(InferenceConfig(workers=1, threads_per_worker=1, engine="torch")) as early:
+        with dask_client(InferenceConfig(workers=1, threads_per_worker=1, engine="torch"), early=early) as client:
+            seen = client.run(lambda: __import__("sys").modules.get("survey_cracks.models.preload") is not None)
+    assert list(seen.values()) == [True]
+
+
+def test_the_cluster_checks_its_event_loops_once_a_second_not_fifty_times():
+    with EarlyCluster(CONFIG) as early:
+        with dask_client(CONFIG, early=early) as client:
+            worker_ticks = client.run(lambda dask_worker: dask_worker._tick_interval)
+            scheduler_tick = client.run_on_scheduler(lambda dask_scheduler: dask_scheduler._tick_interval)
+    assert list(worker_ticks.values()) == [1.0] and scheduler_tick == 1.0
