@@ -18,8 +18,8 @@ nothing is copied). Then:
 from __future__ import annotations
 
 import argparse
-import hashlib
 import csv
+import hashlib
 import json
 import re
 import shutil

@@ -89,17 +89,16 @@ from survey_cracks.inference.cluster import NETWORK_ENVIRONMENT  # noqa: E402  (
 PLAIN_ENVIRONMENT = {key: value for key, value in os.environ.items() if key not in NETWORK_ENVIRONMENT}
 os.environ.update(NETWORK_ENVIRONMENT)
 
-from throughput import ROOT, timed_command  # noqa: E402
-
 import torch  # noqa: E402
+from throughput import ROOT, timed_command  # noqa: E402
 
 from survey_cracks import hardware  # noqa: E402
 from survey_cracks.config import RunConfig, load_config  # noqa: E402
 from survey_cracks.inference.dispatch import model_spec  # noqa: E402
+from survey_cracks.io.raster import inspect_raster, open_raster, read_context  # noqa: E402
 from survey_cracks.models.checkpoint import SHIPPED_MODEL, file_sha256, read_meta  # noqa: E402
 from survey_cracks.models.engines import ModelSpec, compute_of, load_engine  # noqa: E402
 from survey_cracks.run.pipeline import context_margin  # noqa: E402
-from survey_cracks.io.raster import inspect_raster, open_raster, read_context  # noqa: E402
 from survey_cracks.synthetic import write_orthomosaic  # noqa: E402
 from survey_cracks.tiling import context_windows  # noqa: E402
 

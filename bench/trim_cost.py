@@ -24,8 +24,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from survey_cracks.inference.cluster import worker_settings  # noqa: E402  (imports no torch)
 from survey_cracks.config import RunConfig  # noqa: E402
+from survey_cracks.inference.cluster import worker_settings  # noqa: E402  (imports no torch)
 
 CONFIG = RunConfig()
 # The environment a LocalCluster worker starts with (`cluster.worker_settings`), set before torch is imported.
@@ -34,9 +34,9 @@ os.environ.update(worker_settings(CONFIG.inference)["distributed.nanny.pre-spawn
 import psutil  # noqa: E402
 
 import survey_cracks.inference.dispatch as inference  # noqa: E402
+from survey_cracks.io.raster import inspect_raster  # noqa: E402
 from survey_cracks.models.checkpoint import SHIPPED_MODEL, file_sha256, read_meta  # noqa: E402
 from survey_cracks.run.pipeline import context_margin  # noqa: E402
-from survey_cracks.io.raster import inspect_raster  # noqa: E402
 from survey_cracks.tiling import context_windows  # noqa: E402
 
 

@@ -7,10 +7,10 @@ import pytest
 from rasterio.windows import Window
 
 from survey_cracks.config import HeatmapConfig
-from survey_cracks.vectors.heatmap import StagedHeatmap, staged_heatmap_problem
-from survey_cracks.run.journal import FinishedWindow, WindowJournal, checksum
-from survey_cracks.outputs import atomic_write, write_json
 from survey_cracks.io.raster import inspect_raster
+from survey_cracks.outputs import atomic_write, write_json
+from survey_cracks.run.journal import FinishedWindow, WindowJournal, checksum
+from survey_cracks.vectors.heatmap import StagedHeatmap, staged_heatmap_problem
 from tests.conftest import write_geotiff
 
 

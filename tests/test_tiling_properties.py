@@ -18,9 +18,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from rasterio.windows import Window
 
-from survey_cracks.vectors.heatmap import BlockBlender, blend_ramp, blend_weights
 from survey_cracks.inference.dispatch import source_core, window_sums
 from survey_cracks.tiling import ALIGN, block_windows, context_windows, footprint_crop, patch_grid
+from survey_cracks.vectors.heatmap import BlockBlender, blend_ramp, blend_weights
 
 PROPERTIES = settings(max_examples=60, deadline=None)
 

@@ -28,10 +28,10 @@ import shapely
 from pyproj import CRS
 from rasterio.enums import Resampling
 
-from survey_cracks.io.annotations import _geojson_declares_crs
 from survey_cracks.deliver.condition import AssetRules, Verdict, density_verdict, width_verdict, worst
 from survey_cracks.deliver.crack_types import CRACK_TYPES, axis_angle, classify, network_lines
 from survey_cracks.errors import AssetError
+from survey_cracks.io.annotations import _geojson_declares_crs
 from survey_cracks.io.raster import open_raster
 from survey_cracks.io.remote import Source, as_source, readable
 

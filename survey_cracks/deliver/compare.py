@@ -37,8 +37,14 @@ from scipy.sparse.csgraph import connected_components
 
 from survey_cracks.deliver.assets import GroundScale, assets_in_crs, figures_frame, load_assets, measure_assets
 from survey_cracks.deliver.condition import AssetRules, ChangeRules
-from survey_cracks.deliver.deliverables import (SurveyProduct, _survey_assets, add_layer, build_products, write_csv,
-                                        write_survey_package)
+from survey_cracks.deliver.deliverables import (
+    SurveyProduct,
+    add_layer,
+    build_products,
+    survey_assets,
+    write_csv,
+    write_survey_package,
+)
 from survey_cracks.deliver.report_html import ASSET_CHANGES_CSV, CHANGES_CSV, write_report_html
 from survey_cracks.deliver.run_record import read_run
 
@@ -166,7 +172,7 @@ def compare_runs(old_out: Path, new_out: Path, assets: Path | None = None, rules
         old = old_products.get(new.survey)
         if old is None:
             continue
-        path, frame = _survey_assets(new_record.source(new.rasters[0].outcome).parent if new.rasters else None,
+        path, frame = survey_assets(new_record.source(new.rasters[0].outcome).parent if new.rasters else None,
                                      assets or new_record.assets, rules)
         frame = assets_in_crs(frame, new.crs, path) if frame is not None and path is not None else None
         result = compare_surveys(old, new, frame, rules)

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import csv
 import warnings
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -27,52 +26,26 @@ import pyogrio
 import shapely
 from pyproj import CRS
 
-from survey_cracks.deliver.assets import (SURVEY_ASSET_FILES, AssetFigures, GroundScale, LineAssignment, assets_in_crs, figures_frame,
-                                  footprint, load_assets, measure_assets)
-from survey_cracks.deliver.condition import AssetRules
 from survey_cracks import outputs
-from survey_cracks.outputs import GPKG, HEATMAP, Layer, atomic_write
+from survey_cracks.deliver.assets import (
+    SURVEY_ASSET_FILES,
+    AssetFigures,
+    GroundScale,
+    LineAssignment,
+    assets_in_crs,
+    footprint,
+    load_assets,
+    measure_assets,
+)
+from survey_cracks.deliver.condition import AssetRules
 from survey_cracks.deliver.outcomes import RasterOutcome
+from survey_cracks.deliver.product import RasterLayers, SurveyProduct
 from survey_cracks.deliver.run_record import RunRecord, read_run
+from survey_cracks.outputs import GPKG, HEATMAP, Layer, atomic_write
 
 Log = Callable[[str], None]
 GPKG_STYLES = {"cracks": "cracks.qml", "centrelines": "centrelines_typed.qml", "assets": "assets.qml", "changes": "changes.qml"}
 ASSETS_CSV = "assets.csv"
-
-
-@dataclass
-class RasterLayers:
-    """One raster's vectors and footprint, in the survey's CRS."""
-
-    outcome: RasterOutcome
-    folder: Path
-    source: Path
-    cracks: gpd.GeoDataFrame
-    lines: gpd.GeoDataFrame | None
-    footprint: shapely.Geometry
-
-
-@dataclass
-class SurveyProduct:
-    """A survey's rasters, assets and figures, ready to be written."""
-
-    survey: str
-    folder: Path
-    crs: CRS | None
-    scale: GroundScale
-    rasters: list[RasterLayers]
-    assets: list[AssetFigures]
-    asset_source: str  # the asset file, or "raster footprints"
-    lines: gpd.GeoDataFrame | None
-    cracks: gpd.GeoDataFrame
-    notes: list[str] = field(default_factory=list)
-
-    @property
-    def gpkg(self) -> Path:
-        return self.folder / f"{self.survey}.gpkg"
-
-    def assets_frame(self) -> gpd.GeoDataFrame:
-        return figures_frame(self.assets, self.crs)
 
 
 def survey_crs(outcomes: list[RasterOutcome], folder: Path) -> tuple[CRS | None, GroundScale]:
@@ -110,7 +83,7 @@ def _read_layers(outcome: RasterOutcome, folder: Path, source_path: Path, crs: C
     return RasterLayers(outcome, folder, source_path, cracks, lines, shape)
 
 
-def _survey_assets(survey_folder_source: Path | None, assets_file: Path | None, rules: AssetRules) -> tuple[Path | None, gpd.GeoDataFrame | None]:
+def survey_assets(survey_folder_source: Path | None, assets_file: Path | None, rules: AssetRules) -> tuple[Path | None, gpd.GeoDataFrame | None]:
     """``--assets FILE``, else assets.gpkg / assets.geojson beside the survey's rasters, else none (footprints)."""
     if assets_file is not None:
         return assets_file, load_assets(assets_file, rules)
@@ -135,7 +108,7 @@ def build_survey(record: RunRecord, survey: str, outcomes: list[RasterOutcome], 
     rasters = [_read_layers(o, record.folder(o), record.source(o), crs) for o in usable]
     rules = record.rules
     source_folder = record.source(ok[0]).parent if ok else None
-    asset_path, assets = _survey_assets(source_folder, assets_file, rules)
+    asset_path, assets = survey_assets(source_folder, assets_file, rules)
     figures: list[AssetFigures] = []
     has_lines = any(r.lines is not None for r in rasters)
     assignment = LineAssignment([], [])

@@ -28,16 +28,16 @@ import shapely
 from rasterio.enums import Compression, Resampling
 from rasterio.windows import Window, from_bounds
 
-from survey_cracks.io.annotations import find_annotation, load_truth
+from survey_cracks.deliver.run_record import RunRecord
 from survey_cracks.errors import SurveyCracksError
 from survey_cracks.evaluation.evaluate import object_flags, pixel_pr_curve
-from survey_cracks.vectors.heatmap import read_probability
-from survey_cracks.outputs import GPKG, HEATMAP, write_text
+from survey_cracks.io.annotations import find_annotation, load_truth
 from survey_cracks.io.raster import inspect_raster, open_raster
-from survey_cracks.deliver.run_record import RunRecord
+from survey_cracks.outputs import GPKG, HEATMAP, write_text
+from survey_cracks.vectors.heatmap import read_probability
 
 if TYPE_CHECKING:
-    from survey_cracks.deliver.deliverables import RasterLayers, SurveyProduct
+    from survey_cracks.deliver.product import RasterLayers, SurveyProduct
 
 REPORT_HTML = "report.html"
 OVERVIEW_PX = 900

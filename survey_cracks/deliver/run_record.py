@@ -11,11 +11,11 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from survey_cracks.deliver.condition import AssetRules
 from survey_cracks.config import RunConfig
+from survey_cracks.deliver.condition import AssetRules
+from survey_cracks.deliver.outcomes import COMPUTED, RasterOutcome
 from survey_cracks.errors import OutputError
 from survey_cracks.io.remote import Source, as_source, is_remote
-from survey_cracks.deliver.outcomes import COMPUTED, RasterOutcome
 
 RUN_JSON, REPORT = "run.json", "report.json"
 

@@ -29,11 +29,11 @@ import shapely
 from pyproj import CRS
 
 from survey_cracks.deliver.assets import footprint
-from survey_cracks.outputs import HEATMAP, STAC_ITEM, write_text
 from survey_cracks.deliver.run_record import RunRecord
+from survey_cracks.outputs import HEATMAP, STAC_ITEM, write_text
 
 if TYPE_CHECKING:
-    from survey_cracks.deliver.deliverables import SurveyProduct
+    from survey_cracks.deliver.product import SurveyProduct
 
 PROCESSING_SCHEMA = "https://stac-extensions.github.io/processing/v1.2.0/schema.json"
 CATALOG = "catalog.json"

@@ -70,16 +70,16 @@ from pyproj import CRS
 from rasterio.windows import Window
 from scipy import ndimage
 
-from survey_cracks.io.annotations import Truth
 from survey_cracks.config import EvaluateConfig
+from survey_cracks.io.annotations import Truth
 
 SKELETON_HALO = 16  # px of context around a block for its skeleton to match the whole raster's
 from survey_cracks.errors import RasterError
-from survey_cracks.vectors.heatmap import read_probability
 from survey_cracks.evaluation.metrics import Scores
 from survey_cracks.evaluation.pixel_metrics import centreline_counts, centreline_scores, tolerant_counts
 from survey_cracks.io.raster import RasterInfo, open_raster
 from survey_cracks.tiling import block_windows
+from survey_cracks.vectors.heatmap import read_probability
 
 
 @dataclass(frozen=True)

@@ -21,12 +21,20 @@ from rasterio.windows import Window
 from tqdm import tqdm
 
 from survey_cracks.config import InferenceConfig
-from survey_cracks.vectors.heatmap import to_levels
 from survey_cracks.inference.memory import trim_heap
+from survey_cracks.io.raster import (
+    RasterInfo,
+    close_shared_readers,
+    fill_invalid,
+    open_raster,
+    read_context,
+    read_patch,
+    read_window,
+    shared_reader,
+)
 from survey_cracks.models.engines import CrackEngine, ModelSpec, compute_of, load_engine
-from survey_cracks.io.raster import (RasterInfo, close_shared_readers, fill_invalid, open_raster, read_context, read_patch,
-                                  read_window, shared_reader)
 from survey_cracks.tiling import ALIGN, ContextWindow, PatchGrid, footprint_crop
+from survey_cracks.vectors.heatmap import to_levels
 
 ProgressCallback = Callable[[int], None]
 

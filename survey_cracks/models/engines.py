@@ -18,8 +18,8 @@ from typing import Protocol
 
 import numpy as np
 
-from survey_cracks.models import hardware
 from survey_cracks.errors import ConfigError, ModelFileError
+from survey_cracks.models import hardware
 from survey_cracks.models.checkpoint import SHIPPED_MODEL, ModelMeta, file_sha256
 
 

@@ -35,8 +35,8 @@ from survey_cracks.edge.runtime import EdgeModel, pad_to_stride
 from survey_cracks.errors import OutputError
 from survey_cracks.models.checkpoint import SHIPPED_MODEL, ModelMeta, file_sha256
 from survey_cracks.models.network import TRUNK_STRIDE, load_checkpoint
-from survey_cracks.outputs import atomic_write, write_json
 from survey_cracks.models.verify import PARITY_TOLERANCE, ExportCheck, Maps, check_export, validation_images
+from survey_cracks.outputs import atomic_write, write_json
 
 ExportFormat = Literal["onnx", "torchscript"]
 ExportPrecision = Literal["fp32", "fp16", "int8"]

@@ -79,6 +79,8 @@ with _torch_dynamo_deferred():
     from torchvision.models import resnet18
     from torchvision.ops import FeaturePyramidNetwork
 
+from survey_cracks.errors import ModelFileError
+from survey_cracks.models import hardware
 from survey_cracks.models.checkpoint import (  # noqa: F401  (re-exported: the model's public API)
     ARCH,
     CLASSES,
@@ -92,8 +94,6 @@ from survey_cracks.models.checkpoint import (  # noqa: F401  (re-exported: the m
     file_sha256,
     read_meta,
 )
-from survey_cracks.models import hardware
-from survey_cracks.errors import ModelFileError
 from survey_cracks.outputs import atomic_write
 
 TRUNK_STRIDE = 32

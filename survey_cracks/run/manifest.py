@@ -22,8 +22,8 @@ from typing import Literal
 from pydantic import BaseModel, ValidationError
 
 from survey_cracks.config import RunConfig
-from survey_cracks.outputs import REPORT, write_text
 from survey_cracks.io.remote import RemotePath, Source
+from survey_cracks.outputs import REPORT, write_text
 
 MANIFEST_DIR = ".manifest"
 SAMPLE_BYTES = 1 << 20  # the content hash reads the first and last MiB: cheap on a 10 GB orthomosaic

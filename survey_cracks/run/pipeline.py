@@ -26,35 +26,61 @@ import rasterio
 from rasterio.errors import RasterioIOError
 from rasterio.windows import Window
 
-from survey_cracks.io.annotations import Truth, find_annotation, load_truth
-from survey_cracks.deliver.assets import load_assets
 from survey_cracks.background import in_background
-from survey_cracks.inference.cluster import EarlyCluster, dashboard_of, dask_client
-from survey_cracks.deliver.condition import AssetRules
 from survey_cracks.config import HeatmapConfig, RunConfig
+from survey_cracks.deliver.assets import load_assets
+from survey_cracks.deliver.condition import AssetRules
 from survey_cracks.deliver.deliverables import write_deliverables
-from survey_cracks.io.discover import SurveyRaster, find_rasters
-from survey_cracks.errors import (ConfigError, InfrastructureError, ModelFileError, OutputError, RasterError,
-                                  SurveyCracksError)
+from survey_cracks.deliver.outcomes import (
+    COMPUTED,
+    NOT_IN_INPUTS,
+    RUNNING,
+    UP_TO_DATE,
+    RasterCounts,
+    RasterOutcome,
+    RasterSummary,
+    package_versions,
+    write_summary,
+)
+from survey_cracks.deliver.report_html import load_plotting
+from survey_cracks.errors import ConfigError, InfrastructureError, ModelFileError, OutputError, RasterError, SurveyCracksError
 from survey_cracks.evaluation.evaluate import RasterMetrics, combine, evaluate_raster
-from survey_cracks.vectors.heatmap import StagedHeatmap, staged_heatmap_problem, write_patch_scores
-from survey_cracks.inference.dispatch import (ModelSpec, compute_when_warm, model_spec, release_worker_memory, score_raster, segment_raster,
-                                     source_core, warm_workers)
+from survey_cracks.inference.cluster import EarlyCluster, dashboard_of, dask_client
+from survey_cracks.inference.dispatch import (
+    ModelSpec,
+    compute_when_warm,
+    model_spec,
+    release_worker_memory,
+    score_raster,
+    segment_raster,
+    source_core,
+    warm_workers,
+)
+from survey_cracks.inference.memory import trim_heap
+from survey_cracks.io.annotations import Truth, find_annotation, load_truth
+from survey_cracks.io.discover import SurveyRaster, find_rasters
+from survey_cracks.io.raster import RasterInfo, inspect_raster
+from survey_cracks.models.checkpoint import SHIPPED_MODEL, ModelMeta, file_sha256, read_meta
+from survey_cracks.outputs import (  # noqa: F401 (names
+    CENTRELINES_GEOJSON,
+    GEOJSON,
+    GPKG,
+    HEATMAP,
+    OUTPUT_NAMES,
+    REPORT,
+    STAC_ITEM,  # importable from here too)
+    remove_outputs,
+    replace_folder,
+    work_folder,
+    write_json,
+    write_vectors,
+)
 from survey_cracks.run.journal import JOURNAL, FinishedWindow, WindowJournal, checksum
 from survey_cracks.run.lock import out_lock
-from survey_cracks.run.manifest import (Inputs, RasterRecord, config_sha256, fingerprint, load_records, now,
-                                    save_record, why_redo)
-from survey_cracks.inference.memory import trim_heap
-from survey_cracks.models.checkpoint import SHIPPED_MODEL, ModelMeta, file_sha256, read_meta
-from survey_cracks.outputs import (CENTRELINES_GEOJSON, GEOJSON, GPKG, HEATMAP, OUTPUT_NAMES, REPORT,  # noqa: F401 (names
-                                   STAC_ITEM, remove_outputs, replace_folder, work_folder, write_json,  # importable from here too)
-                                   write_vectors)
-from survey_cracks.io.raster import RasterInfo, inspect_raster
-from survey_cracks.deliver.outcomes import (COMPUTED, NOT_IN_INPUTS, RUNNING, UP_TO_DATE, RasterCounts, RasterOutcome, RasterSummary,
-                                  package_versions, write_summary)
-from survey_cracks.deliver.report_html import load_plotting
+from survey_cracks.run.manifest import Inputs, RasterRecord, config_sha256, fingerprint, load_records, now, save_record, why_redo
 from survey_cracks.run.runlog import RunLog
 from survey_cracks.tiling import ALIGN, ContextWindow, PatchGrid, context_windows, patch_grid, window_size_for_ground
+from survey_cracks.vectors.heatmap import StagedHeatmap, staged_heatmap_problem, write_patch_scores
 from survey_cracks.vectors.tracing import HeatmapTracer
 
 Log = Callable[[str], None]

@@ -20,17 +20,17 @@ from typing import Callable
 
 import geopandas as gpd
 
-from survey_cracks.io.annotations import find_annotation, load_truth
-from survey_cracks.deliver.condition import AssetRules
 from survey_cracks.config import RunConfig
+from survey_cracks.deliver.condition import AssetRules
 from survey_cracks.deliver.deliverables import write_deliverables
-from survey_cracks.errors import RasterError
-from survey_cracks.evaluation.evaluate import evaluate_raster
-from survey_cracks.outputs import HEATMAP, REPORT, write_json, write_vectors
-from survey_cracks.run.pipeline import write_survey_reports
-from survey_cracks.io.raster import RasterInfo, inspect_raster
 from survey_cracks.deliver.outcomes import RasterOutcome, write_summary
 from survey_cracks.deliver.run_record import RUN_JSON, read_run
+from survey_cracks.errors import RasterError
+from survey_cracks.evaluation.evaluate import evaluate_raster
+from survey_cracks.io.annotations import find_annotation, load_truth
+from survey_cracks.io.raster import RasterInfo, inspect_raster
+from survey_cracks.outputs import HEATMAP, REPORT, write_json, write_vectors
+from survey_cracks.run.pipeline import write_survey_reports
 from survey_cracks.vectors.tracing import trace_heatmap
 
 Log = Callable[[str], None]

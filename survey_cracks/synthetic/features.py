@@ -5,14 +5,14 @@ window rasterises only the features it touches."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Callable
-import math
 
 import numpy as np
 import shapely
-from shapely.geometry import LineString, Polygon, box
 import shapely.ops
+from shapely.geometry import LineString, Polygon, box
 
 from survey_cracks.synthetic.noise import Surface
 

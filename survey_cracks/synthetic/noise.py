@@ -3,12 +3,11 @@ so tiles drawn separately join seamlessly."""
 
 from __future__ import annotations
 
-from typing import Literal
 import math
+from typing import Literal
 
 import cv2
 import numpy as np
-
 
 Surface = Literal["concrete", "asphalt"]
 

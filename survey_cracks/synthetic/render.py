@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import math
 
-from affine import Affine
 import cv2
 import numpy as np
-from rasterio.enums import MergeAlg
 import rasterio.features
 import shapely
+from affine import Affine
+from rasterio.enums import MergeAlg
 from shapely.geometry import box
 
 from survey_cracks.synthetic.features import _SIGMA, _Layer
-from survey_cracks.synthetic.noise import _WindowNoise, _smoothstep
+from survey_cracks.synthetic.noise import _smoothstep, _WindowNoise
 from survey_cracks.synthetic.scene import _Scene
 
 

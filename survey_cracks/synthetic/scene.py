@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from affine import Affine
 import numpy as np
 import shapely
+from affine import Affine
 from shapely.geometry import LineString, Polygon
 
 from survey_cracks.synthetic.cracks import _walk, crack_lines
-from survey_cracks.synthetic.features import _SIGMA, _Layer, _add_confusers, _footprint, _poisson
+from survey_cracks.synthetic.features import _SIGMA, _add_confusers, _footprint, _Layer, _poisson
 from survey_cracks.synthetic.noise import Surface
 
 

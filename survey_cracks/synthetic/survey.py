@@ -5,16 +5,17 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from affine import Affine
 import numpy as np
 import rasterio
+import shapely
+from affine import Affine
 from rasterio.transform import from_origin
 from rasterio.windows import Window
-import shapely
 
 from survey_cracks.synthetic.noise import Surface
 from survey_cracks.synthetic.render import _render_window
-from survey_cracks.synthetic.scene import LaterDate, _Scene, _build_scene
+from survey_cracks.synthetic.scene import LaterDate, _build_scene, _Scene
+
 
 def render_scene(
     height: int,

@@ -11,9 +11,9 @@ raster to hold out, so a strip of it is (see `survey_splits`).
 from __future__ import annotations
 
 import csv
-import multiprocessing
 import hashlib
 import json
+import multiprocessing
 import os
 import re
 from concurrent.futures import ProcessPoolExecutor
@@ -27,8 +27,8 @@ from tqdm import tqdm
 
 from survey_cracks.config import DataSource, LabelRule, TilingConfig, TrainConfig
 from survey_cracks.errors import DataSourceError
-from survey_cracks.outputs import atomic_write
 from survey_cracks.io.raster import RASTER_SUFFIXES, inspect_raster, open_raster, read_patch
+from survey_cracks.outputs import atomic_write
 from survey_cracks.tiling import patch_grid, window_size_for_ground
 from survey_cracks.training.labels import label_from_boxes, label_from_mask, yolo_to_pixel_boxes
 

@@ -39,8 +39,8 @@ from tqdm import tqdm
 
 from survey_cracks.config import MaskTrainConfig
 from survey_cracks.evaluation.metrics import choose_threshold
-from survey_cracks.outputs import atomic_write
 from survey_cracks.evaluation.pixel_metrics import centreline_counts, centreline_scores, pixel_scores, tolerant_counts
+from survey_cracks.io.raster import inspect_raster, open_raster, read_window
 from survey_cracks.models.checkpoint import SHIPPED_MODEL, ModelMeta, file_sha256
 from survey_cracks.models.network import (
     CrackNet,
@@ -51,11 +51,11 @@ from survey_cracks.models.network import (
     normalise,
     save_checkpoint,
 )
-from survey_cracks.vectors.heatmap import BlockBlender, blend_ramp
-from survey_cracks.training.card import MASK_TASK
-from survey_cracks.io.raster import inspect_raster, open_raster, read_window
+from survey_cracks.outputs import atomic_write
 from survey_cracks.tiling import ALIGN, PatchGrid
+from survey_cracks.training.card import MASK_TASK
 from survey_cracks.training.data import list_items
+from survey_cracks.vectors.heatmap import BlockBlender, blend_ramp
 
 Log = Callable[[str], None]
 IGNORE = -100

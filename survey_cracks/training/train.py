@@ -28,14 +28,12 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
 from tqdm import tqdm
 
-from survey_cracks.models import hardware
 from survey_cracks.config import TrainConfig
 from survey_cracks.evaluation.metrics import average_precision, choose_threshold, save_pr_curves, scores_at
-from survey_cracks.outputs import atomic_write
+from survey_cracks.models import hardware
 from survey_cracks.models.network import (
     IMAGENET_FILE,
     SHIPPED_MODEL,
-    read_meta,
     ModelMeta,
     autocast_dtype,
     build_model,
@@ -46,9 +44,11 @@ from survey_cracks.models.network import (
     normalise,
     pick_device,
     precision_name,
+    read_meta,
     save_checkpoint,
     score_patches,
 )
+from survey_cracks.outputs import atomic_write
 from survey_cracks.training.augment import training_augmentation
 from survey_cracks.training.data import PatchSet, build_patch_set
 

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import geopandas as gpd
 import cv2
+import geopandas as gpd
 import numpy as np
 import pandas as pd
 import shapely

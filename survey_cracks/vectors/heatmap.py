@@ -26,7 +26,6 @@ import numpy as np
 import rasterio
 import rasterio.errors
 import rasterio.shutil
-
 from rasterio.enums import Resampling
 from rasterio.errors import NotGeoreferencedWarning
 from rasterio.windows import Window

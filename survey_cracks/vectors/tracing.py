@@ -19,11 +19,11 @@ from rasterio.errors import WindowError
 from rasterio.windows import Window
 from tqdm import tqdm
 
-from survey_cracks.vectors.centrelines import HALO, CentrelineCollector, attach_centrelines, halo_window
 from survey_cracks.config import CentrelineConfig, VectorizeConfig
-from survey_cracks.vectors.heatmap import read_probability
 from survey_cracks.io.raster import RasterInfo, open_raster
 from survey_cracks.tiling import block_windows
+from survey_cracks.vectors.centrelines import HALO, CentrelineCollector, attach_centrelines, halo_window
+from survey_cracks.vectors.heatmap import read_probability
 from survey_cracks.vectors.vectorize import RegionCollector
 
 TRACE_BLOCK = 1024

@@ -13,11 +13,11 @@ from dataclasses import dataclass
 import geopandas as gpd
 import numpy as np
 import shapely
-from rasterio.features import shapes
 from affine import Affine
+from rasterio.features import shapes
 from rasterio.windows import Window
-from shapely.affinity import affine_transform
 from scipy import ndimage
+from shapely.affinity import affine_transform
 from shapely.geometry import shape
 
 from survey_cracks.config import VectorizeConfig

@@ -26,9 +26,9 @@ from click.testing import CliRunner
 from PIL import Image
 
 from survey_cracks.cli.main import cli
-from survey_cracks.vectors.heatmap import NODATA, SCALE, read_probability
 from survey_cracks.io.raster import PIXEL_TRANSFORM
 from survey_cracks.synthetic import render_scene, write_orthomosaic
+from survey_cracks.vectors.heatmap import NODATA, SCALE, read_probability
 from tests.conftest import write_geotiff
 
 REPO = Path(__file__).resolve().parents[2]

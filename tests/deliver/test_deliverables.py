@@ -22,8 +22,8 @@ from click.testing import CliRunner
 from shapely.geometry import LineString, box
 
 from survey_cracks.cli.main import cli
-from survey_cracks.deliver.condition import ChangeRules
 from survey_cracks.deliver.compare import match_cracks
+from survey_cracks.deliver.condition import ChangeRules
 from survey_cracks.deliver.stac import validate_catalog
 from survey_cracks.synthetic import write_orthomosaic
 

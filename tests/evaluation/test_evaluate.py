@@ -13,11 +13,11 @@ from rasterio.errors import NotGeoreferencedWarning
 from rasterio.transform import from_origin
 from shapely.geometry import Polygon, box
 
-from survey_cracks.io.annotations import load_truth
 from survey_cracks.config import EvaluateConfig
 from survey_cracks.errors import RasterError
 from survey_cracks.evaluation.evaluate import MatchScores, RasterMetrics, combine, evaluate_raster, object_match
 from survey_cracks.evaluation.metrics import Scores
+from survey_cracks.io.annotations import load_truth
 from survey_cracks.io.raster import PIXEL_TRANSFORM, inspect_raster
 
 W, H = 300, 200

@@ -7,8 +7,8 @@ import time
 
 import psutil
 
-from survey_cracks.inference.cluster import EarlyCluster, dask_client
 from survey_cracks.config import InferenceConfig
+from survey_cracks.inference.cluster import EarlyCluster, dask_client
 
 CONFIG = InferenceConfig(workers=1, threads_per_worker=1, torch_threads=1)
 

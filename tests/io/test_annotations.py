@@ -18,6 +18,8 @@ from rasterio.transform import from_origin
 from rasterio.windows import Window
 from shapely.geometry import LineString, Point, Polygon, box
 
+from survey_cracks.config import EvaluateConfig
+from survey_cracks.errors import AnnotationError
 from survey_cracks.io.annotations import (
     Truth,
     annotation_candidates,
@@ -25,8 +27,6 @@ from survey_cracks.io.annotations import (
     is_annotation_raster,
     load_truth,
 )
-from survey_cracks.config import EvaluateConfig
-from survey_cracks.errors import AnnotationError
 from survey_cracks.io.raster import inspect_raster
 
 W, H = 300, 200

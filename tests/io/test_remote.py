@@ -21,9 +21,8 @@ import numpy as np
 import pytest
 from shapely.geometry import LineString
 
-from survey_cracks.io.discover import find_rasters
-from survey_cracks.run.manifest import load_records
 from survey_cracks.io.remote import RemotePath, as_source, is_remote
+from survey_cracks.run.manifest import load_records
 from tests.run.test_nightly import heatmap, invoke, summary, write_raster
 
 BUCKET = "night-surveys"

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from survey_cracks.models import hardware
 from survey_cracks.errors import ModelFileError
+from survey_cracks.models import hardware
 from survey_cracks.models.network import (
     IMAGENET_FILE,
     CrackClassifier,

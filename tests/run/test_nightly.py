@@ -20,8 +20,8 @@ from click.testing import CliRunner
 from rasterio.transform import from_origin
 
 from survey_cracks.cli.main import cli
-from survey_cracks.io.discover import find_rasters, safe_name
 from survey_cracks.errors import InfrastructureError
+from survey_cracks.io.discover import find_rasters, safe_name
 from survey_cracks.run.lock import out_lock
 from survey_cracks.run.manifest import MANIFEST_DIR, load_records
 from survey_cracks.synthetic import render_scene

@@ -10,9 +10,9 @@ from rasterio.transform import from_origin
 from survey_cracks.cli.main import cli
 from survey_cracks.config import RunConfig, TilingConfig
 from survey_cracks.io.discover import find_rasters
+from survey_cracks.io.raster import inspect_raster
 from survey_cracks.models.network import ModelMeta
 from survey_cracks.run.pipeline import patch_grid_for
-from survey_cracks.io.raster import inspect_raster
 from tests.conftest import write_geotiff
 
 

@@ -6,9 +6,9 @@ import pytest
 from survey_cracks.config import DataSource, LabelRule, TrainConfig, load_config
 from survey_cracks.errors import DataSourceError
 from survey_cracks.models.network import load_checkpoint
-from survey_cracks.training.train import weights_sha256
 from survey_cracks.training.data import list_items, split_of
 from survey_cracks.training.labels import label_from_boxes, label_from_mask, yolo_to_pixel_boxes
+from survey_cracks.training.train import weights_sha256
 
 RULE = LabelRule(center_fraction=0.5, min_center_crack_px=10, box_center_overlap=0.15)
 

@@ -6,11 +6,10 @@ import pandas as pd
 import pytest
 import shapely
 
-from survey_cracks.vectors.centrelines import COLUMNS, attach_centrelines
-from survey_cracks.config import CentrelineConfig
-from survey_cracks.config import VectorizeConfig
+from survey_cracks.config import CentrelineConfig, VectorizeConfig
 from survey_cracks.io.raster import PIXEL_TRANSFORM
 from survey_cracks.synthetic import render_scene
+from survey_cracks.vectors.centrelines import COLUMNS, attach_centrelines
 from survey_cracks.vectors.tracing import trace_heatmap
 from tests.conftest import write_geotiff
 from tests.vectors.test_vectorize import _heatmap, inspect_raster, vectorize_raster

@@ -3,9 +3,21 @@ import rasterio
 from rasterio.windows import Window
 
 from survey_cracks.config import HeatmapConfig
-from survey_cracks.vectors.heatmap import LEVELS, NODATA, SCALE, read_probability, to_levels, probability_of, blend_ramp, blend_weights, block_heatmap, StagedHeatmap, write_patch_scores
 from survey_cracks.io.raster import inspect_raster
 from survey_cracks.tiling import patch_grid
+from survey_cracks.vectors.heatmap import (
+    LEVELS,
+    NODATA,
+    SCALE,
+    StagedHeatmap,
+    blend_ramp,
+    blend_weights,
+    block_heatmap,
+    probability_of,
+    read_probability,
+    to_levels,
+    write_patch_scores,
+)
 from tests.conftest import write_geotiff
 
 

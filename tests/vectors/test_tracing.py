@@ -7,11 +7,11 @@ import shapely
 from rasterio.windows import Window
 
 from survey_cracks.config import CentrelineConfig, HeatmapConfig, VectorizeConfig
-from survey_cracks.vectors.heatmap import StagedHeatmap
 from survey_cracks.synthetic import render_scene
 from survey_cracks.tiling import context_windows
+from survey_cracks.vectors.heatmap import StagedHeatmap
 from survey_cracks.vectors.tracing import HeatmapTracer, trace_heatmap
-from tests.vectors.test_vectorize import inspect_raster, _heatmap
+from tests.vectors.test_vectorize import _heatmap, inspect_raster
 
 
 def _scene(height=700, width=900, seed=3):
