@@ -22,7 +22,7 @@ from rasterio.transform import from_origin
 from survey_cracks.cli.main import cli
 from survey_cracks.errors import InfrastructureError
 from survey_cracks.io.discover import find_rasters, safe_name
-from survey_cracks.run.lock import out_lock
+from survey_cracks.run.lock import out_lock, read_owner
 from survey_cracks.run.manifest import MANIFEST_DIR, load_records
 from survey_cracks.synthetic import render_scene
 from tests.conftest import write_geotiff
@@ -222,37 +222,55 @@ def test_reserved_names_are_not_taken(tmp_path):
 def test_lock_refuses_a_live_owner_and_takes_over_a_dead_one(tmp_path):
     warnings: list[str] = []
     with out_lock(tmp_path, warnings.append):
-        with pytest.raises(InfrastructureError, match="another run is writing here"):
+        with pytest.raises(InfrastructureError, match=f"another run is writing here \\(pid {os.getpid()} on"):
             with out_lock(tmp_path, warnings.append):
                 pass
     assert not (tmp_path / ".lock").exists() and not warnings
     (tmp_path / ".lock").write_text(json.dumps({"pid": dead_pid(), "host": os.uname().nodename, "started_at": "x"}))
     with out_lock(tmp_path, warnings.append) as owner:
         assert json.loads((tmp_path / ".lock").read_text())["pid"] == owner.pid == os.getpid()
-    assert len(warnings) == 1 and "took over" in warnings[0]
+    assert len(warnings) == 1 and "took over" in warnings[0] and "started x" in warnings[0]
     assert [p.name for p in tmp_path.iterdir()] == []
 
 
-def test_a_lock_taken_over_a_moment_ago_by_another_run_is_put_back(tmp_path):
-    from survey_cracks.run.lock import LockOwner, _remove_stale
+HOLD_LOCK = """
+import sys, time
+from pathlib import Path
+from survey_cracks.run.lock import out_lock, read_owner
+with out_lock(Path(sys.argv[1]), print):
+    print("held", flush=True)
+    time.sleep(600)
+"""
 
-    fresh = {"pid": os.getpid(), "host": os.uname().nodename, "started_at": "just now"}
-    (tmp_path / ".lock").write_text(json.dumps(fresh))
-    stale_we_read = LockOwner(dead_pid(), os.uname().nodename, "long ago")
-    assert not _remove_stale(tmp_path / ".lock", stale_we_read)
-    assert json.loads((tmp_path / ".lock").read_text()) == fresh
-    assert [p.name for p in tmp_path.iterdir()] == [".lock"]
+
+def test_the_lock_of_a_killed_run_is_free_for_the_next_run(tmp_path):
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(tmp_path)], stdout=subprocess.PIPE, text=True,
+                              env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])})
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(InfrastructureError, match=f"another run is writing here \\(pid {holder.pid} on"):
+            with out_lock(tmp_path, print):
+                pass
+    finally:
+        holder.kill()
+        holder.wait()
+    warnings: list[str] = []
+    with out_lock(tmp_path, warnings.append) as owner:
+        assert json.loads((tmp_path / ".lock").read_text())["pid"] == owner.pid == os.getpid()
+    assert len(warnings) == 1 and f"pid {holder.pid}" in warnings[0]
+    assert not (tmp_path / ".lock").exists()
 
 
 def test_second_run_into_a_locked_out_exits_3(tiny_model, tmp_path):
     write_raster(tmp_path / "site" / "a.tif")
     out = tmp_path / "out"
     out.mkdir()
-    (out / ".lock").write_text(json.dumps({"pid": os.getpid(), "host": os.uname().nodename, "started_at": "now"}))
-    result = invoke("run", tmp_path / "site", "--out", out, "--model", tiny_model, "-q")
+    with out_lock(out, print) as owner:
+        result = invoke("run", tmp_path / "site", "--out", out, "--model", tiny_model, "-q")
+        assert read_owner(out / ".lock") == owner  # the refused run left the holder's lock alone
     assert result.exit_code == 3, result.output
     assert "another run is writing here" in result.stderr and str(os.getpid()) in result.stderr
-    assert (out / ".lock").exists() and not (out / "summary.csv").exists()
+    assert not (out / "summary.csv").exists()
 
 
 # ---------------------------------------------------------------------------------- exit codes, logs
