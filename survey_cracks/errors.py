@@ -18,6 +18,10 @@ class SurveyCracksError(Exception):
         self.fix = fix
         super().__init__(self.message)
 
+    def __reduce__(self) -> tuple[type, tuple[str | None, str, str]]:
+        """Pickled by its three parts: a Dask worker's error reaches the client as the same type and message."""
+        return type(self), (self.path, self.problem, self.fix)
+
     @property
     def message(self) -> str:
         where = f"{self.path}: " if self.path else ""
@@ -27,6 +31,10 @@ class SurveyCracksError(Exception):
 
 class RasterError(SurveyCracksError):
     """A raster cannot be read or has a layout the model cannot use."""
+
+
+class PixelReadError(RasterError):
+    """A raster opens but its pixels cannot be decoded: the file is truncated or corrupt (GDAL's read fails)."""
 
 
 class AnnotationError(SurveyCracksError):

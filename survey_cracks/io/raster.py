@@ -12,7 +12,7 @@ import threading
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator, TypeVar
 
 import cv2
 import numpy as np
@@ -23,13 +23,14 @@ from rasterio.enums import ColorInterp, MaskFlags, Resampling
 from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
 from rasterio.windows import Window
 
-from survey_cracks.errors import RasterError
+from survey_cracks.errors import PixelReadError, RasterError
 from survey_cracks.io.remote import REMOTE_FIX, RemotePath, Source, as_source, open_with_rasterio
 
 RASTER_SUFFIXES = {".tif", ".tiff", ".jpg", ".jpeg", ".png", ".jp2", ".vrt", ".img", ".bmp"}
 # Non-georeferenced images are placed with x = column, y = -row, the convention QGIS
 # uses for images without georeferencing, so outputs overlay the image there.
 PIXEL_TRANSFORM = Affine(1.0, 0.0, 0.0, 0.0, -1.0, 0.0)
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -146,6 +147,21 @@ def _stamp(path: Path) -> tuple[int, int] | None:
     return stat.st_size, stat.st_mtime_ns
 
 
+def read_pixels(path: str | Source, read: Callable[[], T]) -> T:
+    """``read()``, with GDAL's read error on a raster that opened (a truncated or corrupt file) raised as a
+    `PixelReadError` naming ``path``.
+
+    Raised outside the handler, so GDAL's error is not its ``__context__``: a Dask worker pickles an
+    error with its chain, and rasterio's CPLE errors do not unpickle (the client would get a bare Exception).
+    """
+    try:
+        return read()
+    except RasterioIOError as exc:
+        first_line = (str(exc) or type(exc).__name__).splitlines()[0]
+    raise PixelReadError(path, f"cannot read its pixels ({first_line}): the file is truncated or corrupt",
+                         "re-copy or re-export it, then run again")
+
+
 def inspect_raster(path: str | Source) -> RasterInfo:
     """Check band layout, dtype and footprint; raise RasterError naming the fix."""
     path = as_source(path)
@@ -185,9 +201,9 @@ def inspect_raster(path: str | Source) -> RasterInfo:
         has_mask = MaskFlags.all_valid not in flags
         value_range = (0.0, 255.0)
         if dtype == "uint16":
-            value_range = _stretch_range(src, bands)
+            value_range = read_pixels(path, lambda: _stretch_range(src, bands))
             notes.append(f"16-bit raster stretched from {value_range[0]:.0f}..{value_range[1]:.0f} to 8 bits")
-        if has_mask and not _has_valid_pixels(src):
+        if has_mask and not read_pixels(path, lambda: _has_valid_pixels(src)):
             raise RasterError(path, "raster has no valid pixels (empty footprint)", "check nodata/alpha settings")
         return RasterInfo(
             path=path,
@@ -275,20 +291,24 @@ def read_window(
     resampling = Resampling.nearest if (scale_x, scale_y) == (1.0, 1.0) else Resampling.bilinear
     unique = list(dict.fromkeys(info.band_indexes))
     inside = rgb[r0 : r0 + h, c0 : c0 + w]
-    if len(unique) == 3 and info.dtype == "uint8":
-        # GDAL writes straight into the pixel-interleaved array (a band-first view of it): no
-        # band-first copy to transpose afterwards (~8 ms of a 1280 px window's ~35 ms read).
-        src.read(unique, window=inner, out=inside.transpose(2, 0, 1), resampling=resampling)
-    else:
-        data = src.read(unique, window=inner, out_shape=(len(unique), h, w), resampling=resampling)
-        if len(unique) == 1:
-            data = np.repeat(data, 3, axis=0)
-        inside[:] = to_uint8(np.moveaxis(data, 0, -1), info.value_range)
-    if info.has_mask:
-        mask = src.dataset_mask(window=inner, out_shape=(h, w), resampling=Resampling.nearest)
-        valid[r0 : r0 + h, c0 : c0 + w] = mask > 0
-    else:
-        valid[r0 : r0 + h, c0 : c0 + w] = True
+
+    def read_inside() -> None:
+        if len(unique) == 3 and info.dtype == "uint8":
+            # GDAL writes straight into the pixel-interleaved array (a band-first view of it): no
+            # band-first copy to transpose afterwards (~8 ms of a 1280 px window's ~35 ms read).
+            src.read(unique, window=inner, out=inside.transpose(2, 0, 1), resampling=resampling)
+        else:
+            data = src.read(unique, window=inner, out_shape=(len(unique), h, w), resampling=resampling)
+            if len(unique) == 1:
+                data = np.repeat(data, 3, axis=0)
+            inside[:] = to_uint8(np.moveaxis(data, 0, -1), info.value_range)
+        if info.has_mask:
+            mask = src.dataset_mask(window=inner, out_shape=(h, w), resampling=Resampling.nearest)
+            valid[r0 : r0 + h, c0 : c0 + w] = mask > 0
+        else:
+            valid[r0 : r0 + h, c0 : c0 + w] = True
+
+    read_pixels(info.path, read_inside)  # a corrupt tile fails here, in the worker that reads it
     if fill:
         fill_invalid(rgb, valid)
     return rgb, valid

@@ -95,10 +95,11 @@ def add_gpkg_layer(path: Path, layer: Layer, style: str) -> None:
         embed_layer_styles(tmp, {name: style})
 
 
-def write_geojson(path: Path, frame: gpd.GeoDataFrame, geometry_type: str) -> None:
+def write_geojson(path: Path, frame: gpd.GeoDataFrame, geometry_type: str, layer: str) -> None:
+    """``layer`` is the collection's ``name``: given, since GDAL would name it after the temp file written."""
     with atomic_write(path) as tmp, warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="'crs' was not provided")
-        frame.to_file(tmp, driver="GeoJSON", engine="pyogrio", geometry_type=geometry_type,
+        frame.to_file(tmp, driver="GeoJSON", engine="pyogrio", layer=layer, geometry_type=geometry_type,
                       promote_to_multi=geometry_type.startswith("Multi"))
 
 
@@ -109,7 +110,7 @@ def write_vectors(polygons: gpd.GeoDataFrame, lines: gpd.GeoDataFrame | None, fo
     if lines is not None:
         layers.append(("centrelines", lines, "LineString"))
     for layer, frame, geometry_type in layers:
-        write_geojson(folder / (GEOJSON if layer == "cracks" else CENTRELINES_GEOJSON), frame, geometry_type)
+        write_geojson(folder / (GEOJSON if layer == "cracks" else CENTRELINES_GEOJSON), frame, geometry_type, layer)
     write_gpkg(folder / GPKG, layers, {layer: f"{layer}.qml" for layer, _, _ in layers})
     for style in RASTER_STYLES + ((CENTRELINE_STYLE,) if lines is not None else ()):
         shutil.copy(STYLES / style, folder / style)

@@ -23,7 +23,6 @@ from typing import Any, Callable
 
 import numpy as np
 import rasterio
-from rasterio.errors import RasterioIOError
 from rasterio.windows import Window
 
 from survey_cracks.background import in_background
@@ -401,7 +400,7 @@ def process_raster(
         replace_folder(work, final)
         write_json(final / REPORT, outcome.as_dict())
         interrupted = False
-    except SurveyCracksError as error:
+    except SurveyCracksError as error:  # a PixelReadError too, raised by io.raster here or in a Dask worker
         interrupted = False
         outcome.status, outcome.error = "error", error.message
     except Exception as error:  # noqa: BLE001 — one raster's bug must not stop the night's batch
@@ -409,12 +408,8 @@ def process_raster(
         if isinstance(error, OSError) and error.errno in INFRASTRUCTURE_ERRNOS:
             raise  # a full disk is no fault of this raster: the run stops (exit code 3)
         outcome.status = "error"
-        if failed_reading_pixels(error):
-            outcome.error = RasterError(item.path, f"cannot read its pixels ({str(error).splitlines()[0]}): the file is "
-                                        "truncated or corrupt", "re-copy or re-export it, then run again").message
-        else:
-            outcome.error = f"{item.path}: unexpected {type(error).__name__}: {error} — please report this with run.json"
-            outcome.traceback = traceback.format_exc(limit=5)
+        outcome.error = f"{item.path}: unexpected {type(error).__name__}: {error} — please report this with run.json"
+        outcome.traceback = traceback.format_exc(limit=5)
     finally:
         if not interrupted:  # interrupted (Ctrl-C, SystemExit): the staged heatmap stays for the rerun to resume
             shutil.rmtree(work, ignore_errors=True)
@@ -544,17 +539,6 @@ def score_into(staged: StagedHeatmap, tracer: HeatmapTracer, item: SurveyRaster,
     tracer.settle_all(staged.read)
     return RasterCounts(patches=len(grid), patches_scored=scored, patch_window_px=grid.size, stride_px=grid.stride,
                         patches_above_threshold=int(np.sum(scores[np.isfinite(scores)] >= threshold)))
-
-
-def failed_reading_pixels(error: BaseException) -> bool:
-    """True for a GDAL read error of a source raster: raised in raster.py here, or in a worker's task.
-
-    Worker tasks read nothing but the source raster; Dask hands their RasterioIOError back as
-    a plain Exception carrying its repr.
-    """
-    if isinstance(error, RasterioIOError):
-        return any(Path(frame.filename).name == "raster.py" for frame in traceback.extract_tb(error.__traceback__))
-    return type(error) is Exception and str(error).startswith(f"{RasterioIOError.__name__}(")
 
 
 def collect_outcomes(out: Path, run: RunContext) -> list[RasterOutcome]:

@@ -171,3 +171,36 @@ def test_read_window_gives_bands_1_2_3_as_r_g_b_inside_the_raster_and_zero_outsi
         np.testing.assert_array_equal(inside, data[10:40, 0:20])
     else:  # resampled: still increasing down (band 1) and across (band 2)
         assert (np.diff(inside[..., 0].astype(int), axis=0) >= 0).all() and (np.diff(inside[..., 1].astype(int), axis=1) >= 0).all()
+
+
+def test_a_corrupt_tile_raises_a_picklable_pixel_read_error_naming_the_file(tmp_path):
+    """The pipeline tells a broken file from a bug by this type, also when a Dask worker raised it (pickled)."""
+    import pickle
+
+    import rasterio
+
+    from survey_cracks.errors import PixelReadError
+
+    rgb = np.random.default_rng(0).integers(0, 255, (256, 256, 3), dtype=np.uint8)
+    path = write_geotiff(tmp_path / "cut.tif", rgb)
+    with rasterio.open(path) as src:
+        profile = src.profile
+    profile.update(tiled=True, blockxsize=128, blockysize=128, compress="deflate")
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(np.moveaxis(rgb, -1, 0))
+    with rasterio.open(path) as src:
+        offset = int(src.get_tag_item("BLOCK_OFFSET_1_1", "TIFF", bidx=1))
+        size = int(src.get_tag_item("BLOCK_SIZE_1_1", "TIFF", bidx=1))
+    with open(path, "r+b") as fh:
+        fh.seek(offset)
+        fh.write(np.random.default_rng(1).integers(0, 256, size, dtype=np.uint8).tobytes())
+    info = inspect_raster(path)
+    with open_raster(path) as src:
+        read_window(src, info, Window(0, 0, 128, 128))  # an intact tile reads
+        with pytest.raises(PixelReadError) as caught:
+            read_window(src, info, Window(128, 128, 128, 128))
+    assert isinstance(caught.value, RasterError) and caught.value.path == str(path)
+    assert "truncated or corrupt" in caught.value.message and "re-copy or re-export" in caught.value.message
+    assert caught.value.__context__ is None and caught.value.__cause__ is None  # GDAL's errors do not unpickle
+    again = pickle.loads(pickle.dumps(caught.value))
+    assert type(again) is PixelReadError and again.message == caught.value.message
