@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 OUT ?= out/demo
 
-.PHONY: demo test bench bench-patch clean samples
+.PHONY: demo test test-fast bench bench-patch clean samples
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -20,6 +20,9 @@ demo: $(STAMP)  ## Run the crack job on the bundled sample surveys -> out/demo/,
 
 test: $(STAMP)  ## The whole test suite
 	$(PY) -m pytest -q
+
+test-fast: $(STAMP)  ## All but the slow tests (processes, kills, clusters, whole surveys; see tests/conftest.py)
+	$(PY) -m pytest -q -m "not slow"
 
 bench: $(STAMP)  ## Mask, dense and patch mode vs the bare network and a notebook loop (about 30-60 min)
 	$(PY) bench/segment_throughput.py

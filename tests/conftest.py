@@ -165,3 +165,17 @@ def tiny_mask_model(tiny_model, mask_source, tmp_path_factory) -> Path:
     result = fit_mask(mask_config(mask_source, out, tiny_model, decoder_steps=48, joint_steps=16, checkpoint_every=32),
                       progress=False, log=lambda _: None)
     return result.checkpoint
+
+
+# ---------------------------------------------------------------------------------- the `slow` marker
+# `make test-fast` (-m "not slow") leaves out what starts processes, kills them, runs Dask clusters
+# or whole surveys, or trains the mask model. Marked here by one rule rather than in each file:
+# a test is slow when it uses one of these fixtures or lives in one of these files.
+SLOW_FIXTURES = {"cluster", "default_run", "run_out", "tiny_mask_model", "exports"}
+SLOW_FILES = {"test_worker_death.py", "test_cluster.py", "test_faults.py", "test_resume.py", "test_nightly.py"}
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    for item in items:
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())) or item.path.name in SLOW_FILES:
+            item.add_marker(pytest.mark.slow)

@@ -26,6 +26,7 @@ import torch
 from survey_cracks.config import LabelRule
 from survey_cracks.evaluation.pixel_metrics import pixel_scores, tolerant_counts
 from survey_cracks.models.checkpoint import ModelMeta
+from survey_cracks.models.labels import dense_patch_labels
 
 REPOSITORY = Path(__file__).resolve().parents[2]
 MASK_CONFIG = REPOSITORY / "configs" / "mask.yaml"
@@ -115,9 +116,7 @@ def validation_images(count: int | None = None) -> tuple[list[LabelledImage], st
 
 def patch_labels(truth: np.ndarray, patch: int, min_center_px: int | None = None) -> np.ndarray:
     """The classifier's label of every ``patch`` px patch at a 32 px step of a (padded) mask: 1 crack, 0 clean,
-    -100 neither (see `training.segment.dense_patch_labels`)."""
-    from survey_cracks.training.segment import dense_patch_labels
-
+    -100 neither (see `models.labels.dense_patch_labels`)."""
     target = torch.from_numpy(truth.astype(np.float32))[None, None]
     rule = min_center_px if min_center_px is not None else LabelRule().min_center_crack_px
     return dense_patch_labels(target, torch.zeros_like(target), patch, rule)[0].numpy()

@@ -42,6 +42,7 @@ from survey_cracks.evaluation.metrics import choose_threshold
 from survey_cracks.evaluation.pixel_metrics import centreline_counts, centreline_scores, pixel_scores, tolerant_counts
 from survey_cracks.io.raster import inspect_raster, open_raster, read_window
 from survey_cracks.models.checkpoint import SHIPPED_MODEL, ModelMeta, file_sha256
+from survey_cracks.models.labels import IGNORE, dense_patch_labels
 from survey_cracks.models.network import (
     CrackNet,
     build_model,
@@ -58,7 +59,6 @@ from survey_cracks.training.data import list_items
 from survey_cracks.vectors.heatmap import BlockBlender, blend_ramp
 
 Log = Callable[[str], None]
-IGNORE = -100
 
 
 @dataclass
@@ -212,22 +212,6 @@ def mask_loss(logits: torch.Tensor, target: torch.Tensor, ignore: torch.Tensor, 
     prob = torch.sigmoid(logits) * weight
     dice = 1.0 - (2.0 * (prob * target).sum() + 1.0) / (prob.sum() + (target * weight).sum() + 1.0)
     return bce + dice_weight * dice
-
-
-def dense_patch_labels(target: torch.Tensor, ignore: torch.Tensor, patch: int, min_center_px: int) -> torch.Tensor:
-    """The classifier's label rule at every 128 px patch of a crop, 32 px apart (as `CrackNet.dense_logits`).
-
-    1: at least ``min_center_px`` crack pixels in the central half; 0: no crack and no
-    unsupervised pixel anywhere in the patch; else ignored.
-    """
-    quarter = patch // 4
-    centre = F.avg_pool2d(target[:, :, quarter:-quarter, quarter:-quarter], patch // 2, stride=32) * (patch // 2) ** 2
-    whole = F.avg_pool2d(target, patch, stride=32)
-    unknown = F.avg_pool2d(ignore, patch, stride=32)
-    labels = torch.full_like(whole, IGNORE, dtype=torch.long)
-    labels[(whole == 0) & (unknown == 0)] = 0
-    labels[centre >= min_center_px] = 1
-    return labels[:, 0]
 
 
 # --- prediction and metrics on whole images -------------------------------------------------

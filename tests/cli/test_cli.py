@@ -181,7 +181,7 @@ def test_georeferenced_heatmap_is_cog_on_the_input_grid(default_run, surveys):
     inside = values[footprint]
     scored = inside[np.isfinite(inside)]
     assert scored.size > 0.8 * inside.size, "most of the footprint should be assessed"
-    assert scored.min() >= 0.0 and scored.max() <= 1.0
+    assert scored.max() > scored.min(), "the heatmap must tell pixels apart, not be one flat score"
 
 
 def test_georeferenced_polygons_and_report(default_run, surveys):
@@ -191,9 +191,9 @@ def test_georeferenced_polygons_and_report(default_run, surveys):
     gpkg = gpd.read_file(folder / "cracks.gpkg", layer="cracks")
     assert gpkg.crs is not None and gpkg.crs.to_epsg() == 32631
     assert CRACK_COLUMNS <= set(gpkg.columns)
-    if len(gpkg):
-        assert set(gpkg["unit"]) == {"m"}
-        assert (gpkg["max_score"] >= gpkg["mean_score"]).all()
+    assert len(gpkg) > 0, "the deck has annotated cracks: some must be found"
+    assert set(gpkg["unit"]) == {"m"}
+    assert (gpkg["max_score"] >= gpkg["mean_score"]).all()
     geojson_text = json.loads((folder / "cracks.geojson").read_text())
     assert "32631" in geojson_text["crs"]["properties"]["name"]
     geojson = gpd.read_file(folder / "cracks.geojson")
@@ -229,13 +229,13 @@ def test_road_scan_is_processed_in_pixel_coordinates(default_run, surveys):
         assert heat.tags(ns="IMAGE_STRUCTURE")["LAYOUT"] == "COG"
         assert heat.overviews(1), "a 1040 px wide heatmap should carry overviews"
         values = read_probability(heat)
-    assert ((values >= 0) & (values <= 1)).all(), "a scan without mask is assessed everywhere"
+    assert np.isfinite(values).all(), "a scan without mask is assessed everywhere"
     gpkg = gpd.read_file(folder / "cracks.gpkg", layer="cracks")
     assert gpkg.crs is None and CRACK_COLUMNS <= set(gpkg.columns)
-    if len(gpkg):
-        assert set(gpkg["unit"]) == {"px"}
-        xmin, ymin, xmax, ymax = gpkg.total_bounds
-        assert 0 <= xmin and xmax <= ROAD_SHAPE[1] and -ROAD_SHAPE[0] <= ymin and ymax <= 0
+    assert len(gpkg) > 0, "the scan has masked cracks: some must be found"
+    assert set(gpkg["unit"]) == {"px"}
+    xmin, ymin, xmax, ymax = gpkg.total_bounds
+    assert 0 <= xmin and xmax <= ROAD_SHAPE[1] and -ROAD_SHAPE[0] <= ymin and ymax <= 0
 
 
 def test_summary_and_run_json(default_run, surveys, tiny_model):

@@ -20,10 +20,11 @@ from survey_cracks.cli.main import cli
 from survey_cracks.config import RunConfig
 from survey_cracks.io.raster import inspect_raster, open_raster, read_context
 from survey_cracks.models.checkpoint import read_meta
+from survey_cracks.models.labels import dense_patch_labels
 from survey_cracks.models.network import load_checkpoint, normalise
 from survey_cracks.synthetic import render_scene
 from survey_cracks.tiling import context_windows
-from survey_cracks.training.segment import dense_patch_labels, fit_mask, mask_loss
+from survey_cracks.training.segment import fit_mask, mask_loss
 from survey_cracks.training.train import weights_sha256
 from survey_cracks.vectors.heatmap import NODATA, SCALE, read_probability, to_levels
 from tests.conftest import mask_config as _mask_config
