@@ -34,9 +34,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from survey_cracks.config import DataSource, TrainConfig  # noqa: E402
+from survey_cracks.io.sources import yolo_to_pixel_boxes  # noqa: E402
 from survey_cracks.models.network import SHIPPED_MODEL, load_checkpoint  # noqa: E402
 from survey_cracks.training.data import build_patch_set  # noqa: E402
-from survey_cracks.training.labels import yolo_to_pixel_boxes  # noqa: E402
 from survey_cracks.training.train import evaluate_sets  # noqa: E402
 
 SITE = "o6"

@@ -36,14 +36,6 @@ TIERS: list[set[str]] = [
     {"cli"},
 ]
 ROOT_ROOM = {"config", "errors", "tiling", "background", "outputs"}
-# Arrows known to break the rules, each with why it is tolerated for now; keep this empty.
-KNOWN_EXCEPTIONS: dict[tuple[str, str], str] = {
-    # verify.validation_images lists configs/mask.yaml's validation split by training.data.list_items;
-    # models.onnx_engine.cached_onnx (in Dask workers) checks and calibrates its export on them.
-    ("survey_cracks.models.verify", "survey_cracks.training.data"): "the split rule should move below models",
-    # io.annotations._geojson_declares_crs used by deliver.assets: both files owned elsewhere; make it public.
-    ("survey_cracks.deliver.assets", "survey_cracks.io.annotations"): "private name: make it public in io.annotations",
-}
 
 
 def module_name(path: Path, package: Path = PACKAGE) -> str:
@@ -139,7 +131,7 @@ def violations(graph: dict[str, list[tuple[str, str, int]]]) -> list[str]:
     for module, targets in graph.items():
         for target, name, line in targets:
             source_room, target_room = room_of(module), room_of(target)
-            if source_room == target_room or (module, target) in KNOWN_EXCEPTIONS:
+            if source_room == target_room:
                 continue
             if tier_of(target_room) >= tier_of(source_room):
                 found.append(f"{module}:{line} imports {target} ({source_room} may not import {target_room})")
@@ -172,13 +164,6 @@ def test_rooms_import_only_lower_rooms_and_no_private_names():
     graph = import_graph()
     found = violations(graph)
     assert not found, "\n".join(["imports against the room order:", *found, "room graph:", room_graph(graph)])
-
-
-def test_known_exceptions_are_still_real():
-    """An exception whose import is gone must leave the list (else it would hide a new one)."""
-    graph = import_graph()
-    arrows = {(module, target) for module, targets in graph.items() for target, _, _ in targets}
-    assert set(KNOWN_EXCEPTIONS) <= arrows, f"stale exceptions: {set(KNOWN_EXCEPTIONS) - arrows}"
 
 
 def test_the_check_catches_an_upward_import_a_circle_and_a_private_name(tmp_path):

@@ -31,7 +31,7 @@ from rasterio.enums import Resampling
 from survey_cracks.deliver.condition import AssetRules, Verdict, density_verdict, width_verdict, worst
 from survey_cracks.deliver.crack_types import CRACK_TYPES, axis_angle, classify, network_lines
 from survey_cracks.errors import AssetError
-from survey_cracks.io.annotations import _geojson_declares_crs
+from survey_cracks.io.annotations import geojson_declares_crs
 from survey_cracks.io.raster import open_raster
 from survey_cracks.io.remote import Source, as_source, readable
 
@@ -110,7 +110,7 @@ def load_assets(path: str | Source, rules: AssetRules | None = None) -> gpd.GeoD
             frame = gpd.read_file(readable(path))
     except Exception as exc:  # pyogrio raises several types for broken files
         raise AssetError(path, f"not a readable vector file ({exc})", "give a GeoPackage or GeoJSON of asset polygons") from None
-    if path.suffix.lower() in (".geojson", ".json") and frame.crs is not None and not _geojson_declares_crs(path):
+    if path.suffix.lower() in (".geojson", ".json") and frame.crs is not None and not geojson_declares_crs(path):
         frame = frame.set_crs(None, allow_override=True) if _pixel_like(frame) else frame.set_crs("OGC:CRS84", allow_override=True)
     if len(frame) == 0:
         raise AssetError(path, "asset file has no features", "draw the asset polygons (deck panels, wall sections, road segments)")

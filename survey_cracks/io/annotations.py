@@ -321,7 +321,7 @@ def _check_types(path: Path, frame: gpd.GeoDataFrame) -> None:
 def _to_raster_crs(path: Path, frame: gpd.GeoDataFrame, info: RasterInfo) -> gpd.GeoDataFrame:
     """Put the features in the raster's coordinates, refusing CRS mix-ups."""
     declared = frame.crs
-    if declared is not None and path.suffix.lower() in (".geojson", ".json") and not _geojson_declares_crs(path):
+    if declared is not None and path.suffix.lower() in (".geojson", ".json") and not geojson_declares_crs(path):
         declared = None  # GDAL's implicit WGS 84; decided below
     if not info.georeferenced:
         if declared is not None:
@@ -356,7 +356,7 @@ def _to_raster_crs(path: Path, frame: gpd.GeoDataFrame, info: RasterInfo) -> gpd
     return moved
 
 
-def _geojson_declares_crs(path: Path, chunk: int = 1 << 20) -> bool:
+def geojson_declares_crs(path: Path, chunk: int = 1 << 20) -> bool:
     """Whether a GeoJSON has a ``"crs"`` member; GDAL reports WGS 84 either way."""
     tail = b""
     with path.open("rb") as fh:

@@ -89,7 +89,7 @@ def validation_images(count: int | None = None) -> tuple[list[LabelledImage], st
     """The validation images of the mask model's pixel-annotated sources, ``count`` of them evenly spread
     over the sorted list (all when None), and where they come from; the sample road scans without ../shared."""
     from survey_cracks.config import MaskTrainConfig, load_config
-    from survey_cracks.training.data import list_items
+    from survey_cracks.io.sources import list_items
 
     sources = []
     if MASK_CONFIG.is_file():

@@ -6,7 +6,7 @@ and a lower backbone learning rate, so a few hundred local patches adapt the mod
 without erasing what it learned from the diverse training set.
 
 Epoch and threshold are chosen on held-out rasters of the surveys; a survey with a
-single annotated raster holds out a strip of it instead (`training.data.strip_parts`).
+single annotated raster holds out a strip of it instead (`io.sources.strip_parts`).
 """
 
 from __future__ import annotations
@@ -91,7 +91,8 @@ def _check_held_out(config: TrainConfig, surveys: list[Path], val_fraction: floa
 
     The patches are cut here into the run's cache, where `train` finds them.
     """
-    from survey_cracks.training.data import build_patch_set, list_items
+    from survey_cracks.io.sources import list_items
+    from survey_cracks.training.data import build_patch_set
 
     for source in config.sources:
         items = list_items(source, config.seed)

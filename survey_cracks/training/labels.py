@@ -58,19 +58,3 @@ def _overlap(ax0, ay0, ax1, ay1, bx0, by0, bx1, by1) -> np.ndarray:  # type: ign
     w = np.clip(np.minimum(ax1, bx1) - np.maximum(ax0, bx0), 0, None)
     h = np.clip(np.minimum(ay1, by1) - np.maximum(ay0, by0), 0, None)
     return w * h
-
-
-def yolo_to_pixel_boxes(lines: list[str], width: int, height: int) -> np.ndarray:
-    """YOLO ``class cx cy w h`` (normalised) -> (N, 4) pixel boxes; raises ValueError if malformed."""
-    boxes = []
-    for number, line in enumerate(lines, 1):
-        parts = line.split()
-        if not parts:
-            continue
-        if len(parts) != 5:
-            raise ValueError(f"line {number}: expected 'class cx cy w h', got {line.strip()!r}")
-        _, cx, cy, w, h = (float(p) for p in parts)
-        if not (0 <= cx <= 1 and 0 <= cy <= 1 and 0 < w <= 1 and 0 < h <= 1):
-            raise ValueError(f"line {number}: values must be normalised to 0..1")
-        boxes.append(((cx - w / 2) * width, (cy - h / 2) * height, (cx + w / 2) * width, (cy + h / 2) * height))
-    return np.asarray(boxes, dtype=np.float64).reshape(-1, 4)

@@ -13,7 +13,7 @@ What each source teaches:
   carry no pixel information and are left to the patch classifier that made the trunk;
 - YOLO boxes (quay-wall UAV tiles): outside every box is background, inside is ignored.
 
-Images are split by the same seeded group hash as the classifier (`data.list_items`),
+Images are split by the same seeded group hash as the classifier (`io.sources.list_items`),
 so the images held out from the trunk's training stay held out here. Each step's
 batch is a pure function of ``(seed, step)``, and a checkpoint with the optimiser
 state is written every ``checkpoint_every`` steps, so a killed run resumed with
@@ -41,6 +41,7 @@ from survey_cracks.config import MaskTrainConfig
 from survey_cracks.evaluation.metrics import choose_threshold
 from survey_cracks.evaluation.pixel_metrics import centreline_counts, centreline_scores, pixel_scores, tolerant_counts
 from survey_cracks.io.raster import inspect_raster, open_raster, read_window
+from survey_cracks.io.sources import list_items
 from survey_cracks.models.checkpoint import SHIPPED_MODEL, ModelMeta, file_sha256
 from survey_cracks.models.labels import IGNORE, dense_patch_labels
 from survey_cracks.models.network import (
@@ -55,7 +56,6 @@ from survey_cracks.models.network import (
 from survey_cracks.outputs import atomic_write
 from survey_cracks.tiling import ALIGN, PatchGrid
 from survey_cracks.training.card import MASK_TASK
-from survey_cracks.training.data import list_items
 from survey_cracks.vectors.heatmap import BlockBlender, blend_ramp
 
 Log = Callable[[str], None]

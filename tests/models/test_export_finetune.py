@@ -98,7 +98,8 @@ def test_finetune_on_a_single_annotated_raster_holds_out_a_strip(tiny_model, tmp
     """One raster: validation is a strip of it, and no training patch shares a pixel with it."""
     from survey_cracks.config import DataSource, SplitFractions
     from survey_cracks.io.raster import inspect_raster
-    from survey_cracks.training.data import _part_grid, list_items
+    from survey_cracks.io.sources import list_items
+    from survey_cracks.training.data import _part_grid
 
     survey = tmp_path / "one_scan"
     survey.mkdir()

@@ -41,7 +41,8 @@ def test_shipped_model_on_held_out_deepcrack_images(needs_shared):
     """Patch-level F1 on a slice of DeepCrack's official test split, cut by the training code's own rule."""
     from survey_cracks.config import DataSource, TrainConfig
     from survey_cracks.evaluation.metrics import scores_at
-    from survey_cracks.training.data import _patches_of, list_items
+    from survey_cracks.io.sources import list_items
+    from survey_cracks.training.data import _patches_of
 
     config = TrainConfig(sources=[DataSource(name="t", kind="mask_folder", root=needs_shared / "deepcrack" / "test",
                                              role="test")])

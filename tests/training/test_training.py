@@ -5,9 +5,10 @@ import pytest
 
 from survey_cracks.config import DataSource, LabelRule, TrainConfig, load_config
 from survey_cracks.errors import DataSourceError
+from survey_cracks.io.sources import yolo_to_pixel_boxes
 from survey_cracks.models.network import load_checkpoint
-from survey_cracks.training.data import list_items, split_of
-from survey_cracks.training.labels import label_from_boxes, label_from_mask, yolo_to_pixel_boxes
+from survey_cracks.io.sources import list_items, split_of
+from survey_cracks.training.labels import label_from_boxes, label_from_mask
 from survey_cracks.training.train import weights_sha256
 
 RULE = LabelRule(center_fraction=0.5, min_center_crack_px=10, box_center_overlap=0.15)
@@ -48,7 +49,7 @@ def test_yolo_parsing():
 
 def test_split_is_by_group_and_deterministic(tmp_path):
     source = DataSource(name="s", kind="mask_folder", root=tmp_path, group_regex=r"^(.+)-\d+$")
-    from survey_cracks.training.data import group_of
+    from survey_cracks.io.sources import group_of
 
     assert group_of("IMG_1-3", source) == "IMG_1"
     assert split_of("IMG_1", source, 0) == split_of("IMG_1", source, 0)
@@ -158,7 +159,7 @@ def test_shipped_training_config_reads_shared_sources(needs_shared):
     from collections import defaultdict
 
     splits = defaultdict(set)
-    from survey_cracks.training.data import group_of
+    from survey_cracks.io.sources import group_of
 
     for item in items:
         splits[group_of(item.path.stem, quay)].add(item.split)
