@@ -92,7 +92,7 @@ os.environ.update(NETWORK_ENVIRONMENT)
 import torch  # noqa: E402
 from throughput import ROOT, timed_command  # noqa: E402
 
-from survey_cracks import hardware  # noqa: E402
+from survey_cracks.models import hardware  # noqa: E402
 from survey_cracks.config import RunConfig, load_config  # noqa: E402
 from survey_cracks.inference.dispatch import model_spec  # noqa: E402
 from survey_cracks.io.raster import inspect_raster, open_raster, read_context  # noqa: E402

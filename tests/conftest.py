@@ -22,9 +22,13 @@ os.environ.setdefault("OMP_NUM_THREADS", "2")
 os.environ.setdefault("SURVEY_CRACKS_CACHE", tempfile.mkdtemp(prefix="survey_cracks_test_cache_"))
 
 
-def run_in_fresh_python(code: str, timeout: float = 300) -> str:
-    """Run ``code`` in a new interpreter (this one has imported what the test checks is not imported); its stdout."""
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout)
+def run_in_fresh_python(code: str, timeout: float = 300, env: dict[str, str] | None = None) -> str:
+    """Run ``code`` in a new interpreter (this one has imported what the test checks is not imported); its stdout.
+
+    ``env``: variables set for it on top of this process's environment.
+    """
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, **(env or {})})
     assert done.returncode == 0, done.stderr
     return done.stdout.strip()
 

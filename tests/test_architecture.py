@@ -35,7 +35,7 @@ TIERS: list[set[str]] = [
     {"run"},
     {"cli"},
 ]
-ROOT_ROOM = {"config", "errors", "tiling", "background", "outputs"}
+ROOT_ROOM = {"config", "errors", "tiling", "background", "outputs", "tuning"}
 
 
 def module_name(path: Path, package: Path = PACKAGE) -> str:

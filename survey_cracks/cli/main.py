@@ -6,7 +6,6 @@ job can run from Python, a notebook or a scheduler.
 
 from __future__ import annotations
 
-import gc
 import json
 import sys
 import warnings
@@ -166,9 +165,6 @@ def run(inputs: tuple[str, ...], from_list: Path | None, out: Path, config_path:
     click.echo(f"{ok} of {len(result.outcomes)} rasters done ({len(result.computed)} computed, {len(result.up_to_date)} up to date, "
                f"{len(result.failed)} failed); outputs in {out}/ (summary.csv covers {result.covered} rasters, run.json, "
                "report.html, catalog.json)")
-    # Everything is written and closed: the interpreter's exit need not search the libraries' millions of
-    # objects for reference cycles (measured: 0.4 of the 0.5 s a run's process takes to exit).
-    gc.freeze()
     sys.exit(EXIT_RASTERS_FAILED if result.failed else EXIT_OK)
 
 

@@ -21,7 +21,7 @@ from rasterio.windows import Window
 from tqdm import tqdm
 
 from survey_cracks.config import InferenceConfig
-from survey_cracks.inference.memory import trim_heap
+from survey_cracks.tuning import trim_heap
 from survey_cracks.io.raster import (
     RasterInfo,
     close_shared_readers,

@@ -16,13 +16,9 @@ preprocessing lives here too, so training and inference share it.
 
 from __future__ import annotations
 
-import contextlib
-import importlib
 import os
-import sys
-import types
 from pathlib import Path
-from typing import Callable, Iterator, Literal
+from typing import Literal
 
 import numpy as np
 import torch
@@ -32,50 +28,9 @@ from torch import nn
 from torch.nn import functional as F
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
+from survey_cracks.tuning import deferred_torch_dynamo
 
-@contextlib.contextmanager
-def _torch_dynamo_deferred() -> Iterator[None]:
-    """Imports inside do not load TorchDynamo just because torchvision names one of its helpers.
-
-    torchvision's `ops.roi_align` takes ``is_compile_supported`` from ``torch._dynamo.utils`` at
-    import time, and that loads TorchDynamo with sympy and triton: ~850 modules, 1.2 s and
-    ~140 MB in every process that builds this network — on a worker, most of its start before
-    the first window — for a helper only roi_align calls, which this network never does.
-    While torchvision is imported, ``torch._dynamo.utils`` is a stand-in whose helper loads the
-    real module when first called; any other name taken from it loads the real module at once.
-    """
-    name = "torch._dynamo.utils"
-    if name in sys.modules:
-        yield
-        return
-
-    def real(attribute: str) -> object:
-        if sys.modules.get(name) is stand_in:
-            del sys.modules[name]
-        return getattr(importlib.import_module(name), attribute)
-
-    def later(attribute: str) -> Callable[..., object]:
-        def call(*args: object, **kwargs: object) -> object:
-            return real(attribute)(*args, **kwargs)  # type: ignore[operator]
-        return call
-
-    class StandIn(types.ModuleType):
-        def __getattr__(self, attribute: str) -> object:
-            if attribute.startswith("__"):  # introspection (inspect.getmodule asks every module for __file__)
-                raise AttributeError(attribute)
-            return real(attribute)
-
-    stand_in = StandIn(name)
-    stand_in.is_compile_supported = later("is_compile_supported")  # type: ignore[attr-defined]
-    sys.modules[name] = stand_in
-    try:
-        yield
-    finally:
-        if sys.modules.get(name) is stand_in:
-            del sys.modules[name]
-
-
-with _torch_dynamo_deferred():
+with deferred_torch_dynamo():  # TorchDynamo stays unloaded (see `tuning`)
     from torchvision.models import resnet18
     from torchvision.ops import FeaturePyramidNetwork
 
@@ -232,7 +187,7 @@ def load_checkpoint(path: str | Path | None = None) -> tuple[nn.Module, ModelMet
         raise ModelFileError(path, f"model file is corrupt ({exc})", "re-download or re-train it") from None
     # Built on the CPU, random initialisation and all (0.13 s): on the meta device, PyTorch's
     # initialisers go through its reference implementations, which load TorchDynamo (1.2 s;
-    # see `_torch_dynamo_deferred`).
+    # see `tuning.deferred_torch_dynamo`).
     model = model_for(meta)
     state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
     try:

@@ -55,7 +55,7 @@ from survey_cracks.inference.dispatch import (
     source_core,
     warm_workers,
 )
-from survey_cracks.inference.memory import trim_heap
+from survey_cracks.tuning import trim_heap
 from survey_cracks.io.annotations import Truth, find_annotation, load_truth
 from survey_cracks.io.discover import SurveyRaster, find_rasters
 from survey_cracks.io.raster import RasterInfo, inspect_raster

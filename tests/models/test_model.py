@@ -17,7 +17,6 @@ from survey_cracks.models.network import (
     read_meta,
     save_checkpoint,
 )
-from tests.conftest import run_in_fresh_python
 
 
 def test_checkpoint_round_trips_weights_and_metadata(tmp_path):
@@ -137,31 +136,3 @@ def test_batch_norms_folded_for_inference_give_the_same_maps():
         mask_folded, dense_folded = folded.segment(x)
     assert torch.allclose(mask, mask_folded, atol=1e-4, rtol=1e-4)
     assert torch.allclose(dense, dense_folded, atol=1e-4, rtol=1e-4)
-
-
-def test_building_and_running_the_network_does_not_load_torch_dynamo():
-    """A worker imports torchvision for ResNet18 and the FPN only: TorchDynamo (1.2 s) stays unloaded
-    until something calls it, and then the real one answers."""
-    out = run_in_fresh_python(
-        "import sys\n"
-        "import numpy as np\n"
-        "from survey_cracks.models.network import CrackClassifier\n"
-        "net = CrackClassifier()\n"
-        "net.segment(np.zeros((256, 256, 3), np.uint8))\n"
-        "print('torch._dynamo' in sys.modules)\n"
-        "roi_align = sys.modules['torchvision.ops.roi_align']\n"
-        "print(roi_align.is_compile_supported('cpu'), 'torch._dynamo' in sys.modules)\n"
-        "print(sys.modules['torch._dynamo.utils'].__file__.endswith('utils.py'))\n"
-    )
-    assert out.splitlines() == ["False", "True True", "True"]
-
-
-def test_any_other_name_taken_from_the_stand_in_is_torch_dynamos_own():
-    out = run_in_fresh_python(
-        "import sys, collections\n"
-        "from survey_cracks.models.network import _torch_dynamo_deferred\n"
-        "with _torch_dynamo_deferred():\n"
-        "    from torch._dynamo.utils import counters\n"
-        "print(type(counters) is collections.defaultdict, sys.modules['torch._dynamo.utils'].counters is counters)\n"
-    )
-    assert out == "True True"
