@@ -124,7 +124,7 @@ class InferenceConfig(StrictModel):
 class HeatmapConfig(StrictModel):
     """How patch scores become a per-pixel crack probability raster."""
 
-    block_size: int = Field(512, ge=64, le=8192, description="output block edge, multiple of 16")
+    block_size: int = Field(512, ge=64, le=8192, multiple_of=16, description="output block edge (GeoTIFF tiles: multiple of 16)")
     compress: Literal["deflate", "lzw", "zstd"] = "deflate"
     compress_level: int = Field(
         1, ge=1, le=9, description="deflate/zstd level: 1 is twice as fast as GDAL's 6 for ~3 % more bytes"
@@ -132,12 +132,6 @@ class HeatmapConfig(StrictModel):
     blend_floor: float = Field(
         0.1, gt=0.0, le=1.0, description="weight at a patch edge relative to its centre (smooth blending)"
     )
-
-    @model_validator(mode="after")
-    def _block_multiple_of_16(self) -> "HeatmapConfig":
-        if self.block_size % 16:
-            raise ValueError("block_size must be a multiple of 16 (GeoTIFF tiles)")
-        return self
 
 
 class VectorizeConfig(StrictModel):
@@ -302,7 +296,7 @@ class MaskSchedule(StrictModel):
     decoder_steps: int = Field(2000, ge=0, description="steps training the decoder alone (trunk and patch head frozen)")
     joint_steps: int = Field(1500, ge=0, description="steps training everything, both losses")
     batch_size: int = Field(8, ge=1)
-    crop_size: int = Field(256, ge=64, le=1024, description="training crop edge (multiple of 32): the decoder's context")
+    crop_size: int = Field(256, ge=64, le=1024, multiple_of=32, description="training crop edge (multiple of 32): the decoder's context")
     lr: float = Field(1e-3, gt=0, description="decoder learning rate (cosine-decayed within each phase)")
     trunk_lr_factor: float = Field(0.1, gt=0, le=1.0, description="trunk and patch head rate = lr x this in the joint phase")
     weight_decay: float = Field(1e-4, ge=0)
@@ -310,12 +304,6 @@ class MaskSchedule(StrictModel):
     patch_loss_weight: float = Field(0.3, ge=0, description="weight of the patch head's loss in the joint phase")
     checkpoint_every: int = Field(250, ge=1, description="steps between resumable checkpoints and validation")
     scale_jitter: tuple[float, float] = Field((0.7, 1.4), description="random rescale of each crop (other GSDs)")
-
-    @model_validator(mode="after")
-    def _crop_multiple_of_32(self) -> "MaskSchedule":
-        if self.crop_size % 32:
-            raise ValueError("crop_size must be a multiple of 32")
-        return self
 
 
 class MaskTrainConfig(StrictModel):

@@ -14,7 +14,7 @@ from pathlib import Path
 import click
 from rasterio.errors import NotGeoreferencedWarning
 
-from survey_cracks.cli.options import assets_opt, config_opt, model_opt, quiet_opt, rules_opt
+from survey_cracks.cli.options import assets_opt, config_opt, model_opt, out_dir_opt, quiet_opt, resume_opt, rules_opt, ship_opt
 from survey_cracks.edge.cli import stream_and_report, stream_options
 from survey_cracks.errors import InfrastructureError, SurveyCracksError
 from survey_cracks.models.checkpoint import SHIPPED_MODEL
@@ -31,6 +31,12 @@ def _fail(error: SurveyCracksError) -> None:
     """One line on stderr; exit 3 for the machine's problems (lock, disk, scheduler), 2 for the user's."""
     click.echo(f"error: {error.message}", err=True)
     sys.exit(EXIT_INFRASTRUCTURE if isinstance(error, InfrastructureError) else EXIT_USAGE)
+
+
+def _report_training(metrics: dict, checkpoint: Path) -> None:
+    """What a training command ends with: the held-out (test split) figures and where the checkpoint is."""
+    click.echo(json.dumps({k: v for k, v in metrics["sets"].items() if k.startswith("test/")}, indent=1))
+    click.echo(f"checkpoint: {checkpoint}")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -171,12 +177,11 @@ def run(inputs: tuple[str, ...], from_list: Path | None, out: Path, config_path:
 @cli.command("train-mask")
 @click.option("--config", "config_path", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Mask training config (configs/mask.yaml trains the shipped model's decoder).")
-@click.option("--out-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Where checkpoints and metrics.json go.  [default: out_dir of the config]")
+@out_dir_opt("checkpoints and metrics.json")
 @click.option("--init-path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="The checkpoint whose trunk and patch head to start from.  [default: init_path of the config, else the shipped model]")
-@click.option("--resume", is_flag=True, help="Continue a killed run from its last checkpoint (same weights as an uninterrupted run).")
-@click.option("--ship", is_flag=True, help="Store the final weights in fp16 (the packaged model is shipped this way).")
+@resume_opt("checkpoint (same weights as an uninterrupted run)")
+@ship_opt
 @quiet_opt
 def train_mask(config_path: Path, out_dir: Path | None, init_path: Path | None, resume: bool, ship: bool, quiet: bool) -> None:
     """Train the crack-mask decoder on a classifier's trunk: decoder first, then end to end.
@@ -195,8 +200,7 @@ def train_mask(config_path: Path, out_dir: Path | None, init_path: Path | None, 
     except SurveyCracksError as error:
         _fail(error)
         return
-    click.echo(json.dumps({k: v for k, v in result.metrics["sets"].items() if k.startswith("test/")}, indent=1))
-    click.echo(f"checkpoint: {result.checkpoint}")
+    _report_training(result.metrics, result.checkpoint)
 
 
 @cli.command("evaluate-mask")
@@ -236,15 +240,14 @@ def evaluate_mask(config_path: Path, model_path: Path | None, out: Path | None, 
 @cli.command()
 @click.option("--config", "config_path", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Training config (configs/train.yaml trains the shipped model).")
-@click.option("--out-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Where checkpoints, metrics.json and pr_curve.png go.  [default: out_dir of the config]")
+@out_dir_opt("checkpoints, metrics.json and pr_curve.png")
 @click.option("--epochs", type=click.IntRange(1), default=None, help="Override schedule.epochs.")
 @click.option("--init", type=click.Choice(["auto", "imagenet", "shipped", "scratch"]), default=None,
               help="Starting weights.  [default: from the config; auto = ImageNet if the verified file is cached, else scratch]")
 @click.option("--init-path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="ImageNet resnet18-f37072fd.pth or a survey_cracks checkpoint.")
-@click.option("--resume", is_flag=True, help="Continue a killed run from its last epoch checkpoint.")
-@click.option("--ship", is_flag=True, help="Store the final weights in fp16 (the packaged model is shipped this way).")
+@resume_opt("epoch checkpoint")
+@ship_opt
 @quiet_opt
 def train(config_path: Path, out_dir: Path | None, epochs: int | None, init: str | None, init_path: Path | None,
           resume: bool, ship: bool, quiet: bool) -> None:
@@ -261,8 +264,7 @@ def train(config_path: Path, out_dir: Path | None, epochs: int | None, init: str
     except SurveyCracksError as error:
         _fail(error)
         return
-    click.echo(json.dumps({k: v for k, v in result.metrics["sets"].items() if k.startswith("test/")}, indent=1))
-    click.echo(f"checkpoint: {result.checkpoint}")
+    _report_training(result.metrics, result.checkpoint)
 
 
 @cli.command()

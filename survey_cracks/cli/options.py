@@ -25,3 +25,17 @@ rules_opt = click.option(
     help="Asset rules YAML: condition classes per material, crack-type angles, change matching (configs/assets.yaml).  "
          "[default: the built-in rules listed there]",
 )
+
+
+def out_dir_opt(what: str):  # type: ignore[no-untyped-def]
+    """--out-dir of a training command: where ``what`` go, the config's out_dir by default."""
+    return click.option("--out-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+                        help=f"Where {what} go.  [default: out_dir of the config]")
+
+
+def resume_opt(what: str):  # type: ignore[no-untyped-def]
+    """--resume of a training command that checkpoints as it goes (``what``: from which checkpoint)."""
+    return click.option("--resume", is_flag=True, help=f"Continue a killed run from its last {what}.")
+
+
+ship_opt = click.option("--ship", is_flag=True, help="Store the final weights in fp16 (the packaged model is shipped this way).")

@@ -75,13 +75,8 @@ def centreline_scores(counts: np.ndarray) -> dict[str, float | None]:
     completeness = tp_truth / (tp_truth + fn) if tp_truth + fn else None
     correctness = tp / (tp + fp) if tp + fp else None
     quality = tp_truth / (tp_truth + fn + fp) if tp_truth + fn + fp else None
-    return {
-        "completeness": None if completeness is None else round(completeness, 4),
-        "correctness": None if correctness is None else round(correctness, 4),
-        "quality": None if quality is None else round(quality, 4),
-        "predicted_px": tp + fp,
-        "annotated_px": tp_truth + fn,
-    }
+    return {"completeness": _rounded(completeness), "correctness": _rounded(correctness), "quality": _rounded(quality),
+            "predicted_px": tp + fp, "annotated_px": tp_truth + fn}
 
 
 def pixel_scores(counts: np.ndarray) -> dict[str, float | int | None]:
@@ -92,10 +87,10 @@ def pixel_scores(counts: np.ndarray) -> dict[str, float | int | None]:
     f1 = None
     if precision is not None and recall is not None:
         f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-    return {
-        "precision": None if precision is None else round(precision, 4),
-        "recall": None if recall is None else round(recall, 4),
-        "f1": None if f1 is None else round(f1, 4),
-        "predicted_px": tp + fp,
-        "annotated_px": tp_truth + fn,
-    }
+    return {"precision": _rounded(precision), "recall": _rounded(recall), "f1": _rounded(f1),
+            "predicted_px": tp + fp, "annotated_px": tp_truth + fn}
+
+
+def _rounded(score: float | None) -> float | None:
+    """A score as reports carry it: four decimals, None where it is undefined (nothing predicted or annotated)."""
+    return None if score is None else round(score, 4)
