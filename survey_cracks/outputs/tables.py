@@ -2,8 +2,9 @@
 
 One renderer, so that a figure reads the same wherever it is printed: a missing value
 (``None``) is an em dash rather than ``None`` or an empty cell that Markdown would
-collapse, a bool is yes/no, a float keeps its significant digits without trailing
-zeros, and numeric columns are right-aligned so their digits line up.
+collapse, a bool is yes/no, a float is written as Python (and JSON) write it, so a
+figure keeps the digits it was recorded with, and numeric columns are right-aligned so
+their digits line up.
 """
 
 from __future__ import annotations
@@ -16,13 +17,11 @@ _RULES = {"l": ":---", "r": "---:", "c": ":---:"}
 
 
 def format_cell(value: object) -> str:
-    """One cell's text: None as an em dash, bools as yes/no, floats in ``g`` format; ``|`` escaped."""
+    """One cell's text: None as an em dash, bools as yes/no, anything else as ``str`` gives it; ``|`` escaped."""
     if value is None:
         text = MISSING
     elif isinstance(value, bool):
         text = "yes" if value else "no"
-    elif isinstance(value, float):
-        text = f"{value:g}"
     else:
         text = str(value)
     return " ".join(text.split("\n")).replace("|", "\\|")

@@ -25,7 +25,7 @@ def test_given_alignment_wins_and_a_column_of_text_or_only_missing_values_is_lef
 
 def test_cells_keep_the_table_intact():
     assert format_cell(True) == "yes" and format_cell(False) == "no"
-    assert format_cell(2.3e-06) == "2.3e-06" and format_cell(137.0) == "137" and format_cell(7) == "7"
+    assert format_cell(2.3e-06) == "2.3e-06" and format_cell(137.0) == "137.0" and format_cell(7) == "7"
     assert format_cell("a | b\nc") == "a \\| b c"
 
 
