@@ -89,7 +89,9 @@ def segment_throughput(result: dict, table: Callable[..., str]) -> str:
     targets = [[t["target"], t["rule"], *(r["ratios"][t["key"]] for r in rounds),
                 f"**{t['value']}** ({'max' if t['key'] == 'max_peak_rss_gib' else 'median'})",
                 "met" if t["met"] else "**not met**"] for t in result.get("targets", [])]
-    commit = (git.get("commit") or "unknown")[:7] + (f", {git['changed_files']} files changed" if git.get("changed_files") else "")
+    commit = (git.get("commit") or "unknown")[:7]
+    if git.get("changed_files"):
+        commit += f", {git['changed_files']} files changed"  # measured on a working tree that differs from the commit
     return "\n\n".join([
         f"{machine['cpu']}, {machine['cores']} cores, {machine['memory_gib']:g} GiB, avx512_bf16 "
         f"{'yes' if machine['avx512_bf16'] else 'no'}; torch {machine['torch']}; network on {machine['compute']}; "
