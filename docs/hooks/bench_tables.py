@@ -13,8 +13,9 @@ from __future__ import annotations
 import json
 import re
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 PLACEHOLDER = re.compile(r"^<!-- bench-table: ([a-z_]+) -->$", re.MULTILINE)
 # Which command writes each result file: what the page tells a reader to run when it is missing.
@@ -47,11 +48,11 @@ def edge_throughput(result: dict, table: Callable[..., str]) -> str:
     return "\n\n".join([
         table(["engine", "ONNX MB", "patch latency, batch 1 (ms)", "patches/s, batch 32", "frames/s 640x480 (network)",
                "stream frames/s 640x480", "pixel F1@2", "patch F1"], rows),
-        f"`{result['command'].strip()}`: {result['rounds']} interleaved rounds, {result['threads']} threads on "
-        f"{result['cpus']} CPUs ({result['cpu']}), torch {result['torch']}, onnxruntime {result['onnxruntime']}, "
-        f"{result['seconds']} s. Speeds are each engine's median relative to the bracketing baseline times the run's "
-        f"median baseline ({result['baseline_gflops_median']} GFLOP/s; {low}–{high} within the run). "
-        f"F1 on {result['f1_images']}. Targets: {targets}.",
+        (f"`{result['command'].strip()}`: {result['rounds']} interleaved rounds, {result['threads']} threads on "
+         f"{result['cpus']} CPUs ({result['cpu']}), torch {result['torch']}, onnxruntime {result['onnxruntime']}, "
+         f"{result['seconds']} s. Speeds are each engine's median relative to the bracketing baseline times the run's "
+         f"median baseline ({result['baseline_gflops_median']} GFLOP/s; {low}–{high} within the run). "
+         f"F1 on {result['f1_images']}. Targets: {targets}."),
     ])
 
 
@@ -93,16 +94,16 @@ def segment_throughput(result: dict, table: Callable[..., str]) -> str:
     if git.get("changed_files"):
         commit += f", {git['changed_files']} files changed"  # measured on a working tree that differs from the commit
     return "\n\n".join([
-        f"{machine['cpu']}, {machine['cores']} cores, {machine['memory_gib']:g} GiB, avx512_bf16 "
-        f"{'yes' if machine['avx512_bf16'] else 'no'}; torch {machine['torch']}; network on {machine['compute']}; "
-        f"model `{model['file']}` (heads {'+'.join(model['heads'])}, decoder {model['decoder_channels']} channels); "
-        f"windows {window['core_px']} px + {window['margin_px']} px context; {len(rounds)} round(s); commit {commit}. "
-        f"Command: `{' '.join(result['command'])}`.",
+        (f"{machine['cpu']}, {machine['cores']} cores, {machine['memory_gib']:g} GiB, avx512_bf16 "
+         f"{'yes' if machine['avx512_bf16'] else 'no'}; torch {machine['torch']}; network on {machine['compute']}; "
+         f"model `{model['file']}` (heads {'+'.join(model['heads'])}, decoder {model['decoder_channels']} channels); "
+         f"windows {window['core_px']} px + {window['margin_px']} px context; {len(rounds)} round(s); commit {commit}. "
+         f"Command: `{' '.join(result['command'])}`."),
         table(["round", "raster", "what", "seconds", "MP/s", "peak RSS (GiB)", "bare network before / after (MP/s)",
                "× bare around", "× notebook loop"], rows),
         table(["target", "rule", *singles, "summary", "met"], targets) if targets else "No round finished: no targets judged.",
-        *([f"Targets: {'all met' if all(t['met'] for t in result['targets']) else '**not all met**'} "
-           "(by the rule in bench/segment_throughput.py)."] if targets else []),
+        *([(f"Targets: {'all met' if all(t['met'] for t in result['targets']) else '**not all met**'} "
+            "(by the rule in bench/segment_throughput.py).")] if targets else []),
     ])
 
 

@@ -9,8 +9,8 @@ their digits line up.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from numbers import Real
-from typing import Iterable, Sequence
 
 MISSING = "—"
 _RULES = {"l": ":---", "r": "---:", "c": ":---:"}
