@@ -1,11 +1,12 @@
-# Two entry points do all set-up: `make demo` and `make test`.
+# Two entry points do all set-up: `make demo` and `make test` (each creates .venv when missing).
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+DOCS_STAMP := $(VENV)/.docs-installed
 OUT ?= out/demo
 
-.PHONY: demo test test-fast bench bench-patch clean samples
+.PHONY: demo test test-fast docs bench bench-patch clean samples
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -24,6 +25,16 @@ test: $(STAMP)  ## The whole test suite
 test-fast: $(STAMP)  ## All but the slow tests (processes, kills, clusters, whole surveys; see tests/conftest.py)
 	$(PY) -m pytest -q -m "not slow"
 
+# The docs tools in their own stamp, so `make test` installs what it always did. mkdocs is pinned
+# below 2 in the docs extra, so its notice about 2.0 is silenced.
+$(DOCS_STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet -e '.[docs]'
+	touch $(DOCS_STAMP)
+
+docs: $(DOCS_STAMP)  ## The documentation site -> site/ (offline build; any warning fails it; open site/index.html)
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --site-dir site
+
 bench: $(STAMP)  ## Mask, dense and patch mode vs the bare network and a notebook loop (about 30-60 min)
 	$(PY) bench/segment_throughput.py
 
@@ -34,4 +45,4 @@ samples: $(STAMP)  ## Regenerate sample_surveys/ (procedural imagery)
 	$(PY) sample_surveys/make_samples.py --out sample_surveys
 
 clean:
-	rm -rf out .pytest_cache
+	rm -rf out .pytest_cache site

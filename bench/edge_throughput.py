@@ -21,7 +21,7 @@ at this run's typical machine state, which is what the table shows as frames/s, 
 and ms. The raw medians are in the JSON too. Targets (issue 16): stream >= 10 frames/s at
 640 x 480 with int8, within 1 F1 point of fp32.
 
-    python bench/edge_throughput.py [--rounds 3] [--images N] [--out bench/edge_throughput.json]
+    python bench/edge_throughput.py [--rounds 3] [--images N] [--out bench/results/edge_throughput.json]
 """
 
 from __future__ import annotations
@@ -74,7 +74,7 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=None, help="validation images for the F1, evenly spread (default: all)")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--stream-frames", type=int, default=20)
-    parser.add_argument("--out", type=Path, default=REPOSITORY / "bench" / "edge_throughput.json")
+    parser.add_argument("--out", type=Path, default=REPOSITORY / "bench" / "results" / "edge_throughput.json")
     args = parser.parse_args()
     if args.rounds < 3:
         parser.error("--rounds: at least 3 (medians of interleaved rounds)")
@@ -181,6 +181,7 @@ def main() -> None:
         "seconds": round(time.time() - started, 1),
         "command": "python bench/edge_throughput.py " + " ".join(sys.argv[1:]),
     }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1) + "\n")
     print(markdown(result))
 

@@ -1,4 +1,4 @@
-"""The README's export table from the reports `survey-cracks export` writes beside each file.
+"""The export table of docs/guide/edge.md from the reports `survey-cracks export` writes beside each file.
 
     for p in fp32 fp16 int8; do survey-cracks export --precision $p --out out/crack_$p.onnx; done
     survey-cracks export --format torchscript --out out/crack_fp32.pt

@@ -6,7 +6,7 @@ virtualenv's growth over a bare one (``du``-style: bytes of regular files), so t
 interpreter links and pip itself are not counted. Also checks that the edge install
 runs ``survey-cracks-edge --help`` and has no torch.
 
-    python bench/install_sizes.py [--out bench/install_sizes.json]
+    python bench/install_sizes.py [--out bench/results/install_sizes.json]
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ def venv_with(target: str | None, root: Path) -> tuple[Path, int]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=REPOSITORY / "bench" / "install_sizes.json")
+    parser.add_argument("--out", type=Path, default=REPOSITORY / "bench" / "results" / "install_sizes.json")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="survey_cracks_sizes_") as tmp:
         root = Path(tmp)
@@ -59,6 +59,7 @@ def main() -> None:
         "python": sys.version.split()[0],
         "command": "python bench/install_sizes.py",
     }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1) + "\n")
     print(json.dumps(result, indent=1))
 

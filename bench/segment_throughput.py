@@ -55,7 +55,7 @@ while the bare network runs full-size windows only. The JSON keeps each run's wi
 
 Results: every raw figure, each round, and the machine (CPU model, avx512_bf16, torch, the engine
 `compute_of` resolves) go to bench/results/segment_throughput.json (--json), rewritten after each
-round; a Markdown table for the README goes to stdout at the end.
+round (docs/benchmarks.md renders its tables from that file); a Markdown table goes to stdout at the end.
 """
 
 from __future__ import annotations
@@ -108,7 +108,7 @@ TARGETS = {"mask_vs_naive": 6.0, "mask_vs_bare": 0.8, "rss_growth": 1.2}
 
 EPILOG = """\
 examples:
-  full benchmark (the README's; roughly an hour on an idle 2-core CPU, patch mode at 100 MP ~4 min a round):
+  full benchmark (docs/benchmarks.md's; roughly an hour on an idle 2-core CPU, patch mode at 100 MP ~4 min a round):
       .venv/bin/python bench/segment_throughput.py --model runs/mask/model.safetensors
   same rasters on later runs (generated on the first, kept, reused when the size matches):
       .venv/bin/python bench/segment_throughput.py --model M --raster-dir /data/bench_rasters

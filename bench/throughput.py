@@ -16,7 +16,7 @@ end-to-end run, since a shared machine's speed drifts over the benchmark: as its
 time of all passes (`*_vs_sustained_bare_model_around_it`, measured the way the run is). With
 `--repeats N` the end-to-end runs (and the naive loop) are measured in N alternating rounds and each
 ratio is the median over the rounds. Results go to bench/results/throughput.json and a Markdown
-table on stdout (copied into the README).
+table on stdout (its runs are in docs/benchmarks.md, History).
 
     python bench/throughput.py [--sizes 100 400] [--repeats N] [--model PATH] [--keep]
 """

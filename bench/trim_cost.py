@@ -1,4 +1,4 @@
-"""What the heap trim after a cropped window costs a worker (README "Performance").
+"""What the heap trim after a cropped window costs a worker (docs/benchmarks.md, History).
 
 A Dask worker trims glibc's heap after each window the footprint's edge crops
 (`inference._segment_footprint`). This runs what a worker runs, in one process and

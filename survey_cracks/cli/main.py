@@ -23,7 +23,7 @@ from survey_cracks.models.checkpoint import SHIPPED_MODEL
 warnings.filterwarnings("ignore", category=NotGeoreferencedWarning)
 
 
-# Exit codes of `run` (documented in its --help and the README).
+# Exit codes of `run` (documented in its --help, the README and docs/guide/nightly.md).
 EXIT_OK, EXIT_RASTERS_FAILED, EXIT_USAGE, EXIT_INFRASTRUCTURE = 0, 1, 2, 3
 
 
@@ -128,7 +128,7 @@ def run(inputs: tuple[str, ...], from_list: Path | None, out: Path, config_path:
     resumes where it stopped. summary.csv, the surveys' report.json and run.json always cover every
     raster in OUT; OUT/run.log and OUT/run.log.jsonl keep every message. Survey folders of one name
     (2025/bridge, 2026/bridge) and rasters of one stem (ortho.tif, ortho.jpg) get distinct, stable
-    output folders (bridge, 2026-bridge; ortho, ortho_tif); see the README's "Nightly runs".
+    output folders (bridge, 2026-bridge; ortho, ortho_tif); see docs/guide/nightly.md, "Output names".
 
     \b
     Exit codes:  0  every raster done or up to date

@@ -31,7 +31,7 @@ def worker_settings(config: InferenceConfig) -> dict[str, object]:
     Dask starts workers with MALLOC_TRIM_THRESHOLD_=65536; setting it at all turns off
     glibc's adaptive mmap threshold, so every batch's activations are mapped and
     unmapped again: measured here, that costs ResNet18 a fifth of its speed. The
-    environment below leaves malloc alone (README "Performance" says what one glibc
+    environment below leaves malloc alone (docs/benchmarks.md, "What was measured on the way", says what one glibc
     arena keeping freed memory would gain, and why it is not used) and adds
     `NETWORK_ENVIRONMENT`. GDAL's block cache is capped so memory does not grow with the raster.
     Workers that will run the model on PyTorch start importing it as they start

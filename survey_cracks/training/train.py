@@ -150,7 +150,7 @@ def fit(
     meta = ModelMeta(patch_size=config.tiling.patch_size)
     if keeps_decoder:
         # The crack-mask decoder reads the trunk's features: the trunk stays as it is, so the decoder
-        # stays valid, and only the patch head is fitted (see README, "Fine-tuning").
+        # stays valid, and only the patch head is fitted (see docs/guide/training.md, "Fine-tuning a model with a decoder").
         meta.heads, meta.decoder_channels = base.heads, base.decoder_channels
         meta.mask_threshold, meta.min_margin_px = base.mask_threshold, base.min_margin_px
         log("the starting model has a crack-mask decoder: trunk and decoder kept, the patch head alone is fitted")

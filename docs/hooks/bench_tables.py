@@ -1,0 +1,131 @@
+"""MkDocs hook: benchmark tables rendered from ``bench/results/*.json`` at build time.
+
+A page asks for a table with ``<!-- bench-table: NAME -->`` on a line of its own; the
+hook replaces it with the table of ``bench/results/NAME.json``. Figures are therefore
+never pasted into the docs: rerunning a benchmark (``make bench``, ``bench/*.py``) and
+rebuilding the site is what updates them. A result file that is absent is said so on
+the page ("not measured yet"), so a fresh clone still builds with ``--strict``; a file
+that is present but unreadable fails the build, since a silent gap would look like data.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+PLACEHOLDER = re.compile(r"^<!-- bench-table: ([a-z_]+) -->$", re.MULTILINE)
+# Which command writes each result file: what the page tells a reader to run when it is missing.
+PRODUCERS = {
+    "segment_throughput": "make bench",
+    "edge_throughput": "python bench/edge_throughput.py",
+    "install_sizes": "python bench/install_sizes.py",
+}
+
+
+def _repository(config: Any) -> Path:
+    return Path(config["config_file_path"]).resolve().parent
+
+
+def _markdown_table(repository: Path) -> Callable[..., str]:
+    """survey_cracks.outputs.tables from this checkout (the virtualenv may hold another one's install)."""
+    if str(repository) not in sys.path:
+        sys.path.insert(0, str(repository))
+    from survey_cracks.outputs.tables import markdown_table
+
+    return markdown_table
+
+
+def edge_throughput(result: dict, table: Callable[..., str]) -> str:
+    """bench/edge_throughput.py: each engine's speed (relative to the run's baseline) and F1."""
+    rows = [[engine, r["onnx_mb"], r["patch_latency_b1_ms"], r["patches_per_s_b32"], r["frames_per_s_640x480"],
+             r["stream_frames_per_s_640x480"], r["pixel_f1"], r["patch_f1"]] for engine, r in result["rows"].items()]
+    low, high = result["baseline_gflops_min_max"]
+    targets = ", ".join(f"{name.replace('_', ' ')}: {'met' if met else '**not met**'}" for name, met in result["targets"].items())
+    return "\n\n".join([
+        table(["engine", "ONNX MB", "patch latency, batch 1 (ms)", "patches/s, batch 32", "frames/s 640x480 (network)",
+               "stream frames/s 640x480", "pixel F1@2", "patch F1"], rows),
+        (f"`{result['command'].strip()}`: {result['rounds']} interleaved rounds, {result['threads']} threads on "
+         f"{result['cpus']} CPUs ({result['cpu']}), torch {result['torch']}, onnxruntime {result['onnxruntime']}, "
+         f"{result['seconds']} s. Speeds are each engine's median relative to the bracketing baseline times the run's "
+         f"median baseline ({result['baseline_gflops_median']} GFLOP/s; {low}–{high} within the run). "
+         f"F1 on {result['f1_images']}. Targets: {targets}."),
+    ])
+
+
+def install_sizes(result: dict, table: Callable[..., str]) -> str:
+    """bench/install_sizes.py: how much a fresh virtualenv grows with each distribution."""
+    rows = [["`pip install .` (survey_cracks: torch with its CUDA libraries, GDAL, Dask, ...)", result["full_package_mb"]],
+            ["`pip install ./edge` (survey-cracks-edge: onnxruntime, OpenCV, numpy)", result["edge_runtime_mb"]],
+            ["a bare virtualenv, before either", result["bare_venv_mb"]]]
+    checks = {"edge_imports_without_torch": "survey_cracks.edge imports without torch",
+              "edge_has_no_torch_package": "no torch package in the edge environment",
+              "edge_cli_runs": "survey-cracks-edge runs", "full_cli_runs": "survey-cracks runs"}
+    return "\n\n".join([
+        table(["install", "size on disk (MB)"], rows),
+        f"`{result['command'].strip()}` on Python {result['python']}: "
+        + "; ".join(f"{text}: {'yes' if result.get(key) else '**no**'}" for key, text in checks.items()) + ".",
+    ])
+
+
+def segment_throughput(result: dict, table: Callable[..., str]) -> str:
+    """bench/segment_throughput.py --json: every end-to-end run of every round, and the targets on the medians."""
+    machine, window, model, rounds = result["machine"], result["window"], result["model"], result["rounds"]
+    git = machine.get("git") or {}
+    rows = []
+    for rnd in rounds:
+        naive = rnd["naive"]
+        rows.append([rnd["round"], f"{result['sizes'][0]} MP ({naive['crop_px']} px crop)",
+                     f"notebook loop ({naive['patches_per_s']} patches/s)", None, naive["megapixels_per_s"], None,
+                     None, None, 1])
+        for run in rnd["runs"]:
+            rows.append([rnd["round"], f"{run['size']} MP", f"`run --mode {run['mode']}`", run["seconds"],
+                         run["megapixels_per_s"], run["peak_rss_gib"], f"{run['bare_before']} / {run['bare_after']}",
+                         round(run["megapixels_per_s"] / run["bare_around"], 2),
+                         round(run["megapixels_per_s"] / naive["megapixels_per_s"], 1)])
+    singles = [f"round {r['round']}" for r in rounds]
+    targets = [[t["target"], t["rule"], *(r["ratios"][t["key"]] for r in rounds),
+                f"**{t['value']}** ({'max' if t['key'] == 'max_peak_rss_gib' else 'median'})",
+                "met" if t["met"] else "**not met**"] for t in result.get("targets", [])]
+    commit = (git.get("commit") or "unknown")[:7]
+    if git.get("changed_files"):
+        commit += f", {git['changed_files']} files changed"  # measured on a working tree that differs from the commit
+    return "\n\n".join([
+        (f"{machine['cpu']}, {machine['cores']} cores, {machine['memory_gib']:g} GiB, avx512_bf16 "
+         f"{'yes' if machine['avx512_bf16'] else 'no'}; torch {machine['torch']}; network on {machine['compute']}; "
+         f"model `{model['file']}` (heads {'+'.join(model['heads'])}, decoder {model['decoder_channels']} channels); "
+         f"windows {window['core_px']} px + {window['margin_px']} px context; {len(rounds)} round(s); commit {commit}. "
+         f"Command: `{' '.join(result['command'])}`."),
+        table(["round", "raster", "what", "seconds", "MP/s", "peak RSS (GiB)", "bare network before / after (MP/s)",
+               "× bare around", "× notebook loop"], rows),
+        table(["target", "rule", *singles, "summary", "met"], targets) if targets else "No round finished: no targets judged.",
+        *([(f"Targets: {'all met' if all(t['met'] for t in result['targets']) else '**not all met**'} "
+            "(by the rule in bench/segment_throughput.py).")] if targets else []),
+    ])
+
+
+RENDERERS: dict[str, Callable[[dict, Callable[..., str]], str]] = {
+    "edge_throughput": edge_throughput, "install_sizes": install_sizes, "segment_throughput": segment_throughput,
+}
+
+
+def render(name: str, repository: Path) -> str:
+    """The Markdown that replaces ``<!-- bench-table: name -->``."""
+    if name not in RENDERERS:
+        raise ValueError(f"bench-table: no renderer for {name!r} (known: {', '.join(sorted(RENDERERS))})")
+    path = repository / "bench" / "results" / f"{name}.json"
+    if not path.is_file():
+        return f"*{path.relative_to(repository)}: not measured yet: run `{PRODUCERS[name]}`.*"
+    try:
+        result = json.loads(path.read_text())
+        return RENDERERS[name](result, _markdown_table(repository))
+    except (ValueError, KeyError, TypeError) as error:
+        raise ValueError(f"{path}: cannot render its table ({type(error).__name__}: {error})") from error
+
+
+def on_page_markdown(markdown: str, page: Any, config: Any, files: Any) -> str:
+    repository = _repository(config)
+    return PLACEHOLDER.sub(lambda match: render(match.group(1), repository), markdown)
