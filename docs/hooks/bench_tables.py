@@ -23,6 +23,7 @@ PRODUCERS = {
     "segment_throughput": "make bench",
     "edge_throughput": "python bench/edge_throughput.py",
     "install_sizes": "python bench/install_sizes.py",
+    "tuning": "python bench/tuning.py",
 }
 
 
@@ -107,8 +108,25 @@ def segment_throughput(result: dict, table: Callable[..., str]) -> str:
     ])
 
 
+def tuning(result: dict, table: Callable[..., str]) -> str:
+    """bench/tuning.py: a whole run with each speed-up of survey_cracks.tuning switched off in turn."""
+    rows = []
+    for setting, row in result["settings"].items():
+        costs = row.get("costs_without") or {}
+        rows.append([f"`SURVEY_CRACKS_TUNING={setting}`", row["seconds"], ", ".join(map(str, row["rounds_seconds"])),
+                     row["peak_rss_gib"], ", ".join(map(str, row["rounds_peak_rss_gib"])), costs.get("seconds"),
+                     costs.get("peak_rss_gib"), {True: "yes", False: "no"}.get(row.get("shows_beyond_noise"))])
+    return "\n\n".join([
+        table(["setting", "median s", "rounds (s)", "median peak RSS (GiB)", "rounds (GiB)", "s lost without it",
+               "GiB added without it", "beyond the `on` runs' spread"], rows),
+        (f"{result['raster_megapixels']} MP procedural orthomosaic, mask mode, shipped model; {result['rounds']} rounds, "
+         f"settings in rotated order; {result['cpu']}, torch {result['torch']}."),
+    ])
+
+
 RENDERERS: dict[str, Callable[[dict, Callable[..., str]], str]] = {
     "edge_throughput": edge_throughput, "install_sizes": install_sizes, "segment_throughput": segment_throughput,
+    "tuning": tuning,
 }
 
 
