@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 DOCS_STAMP := $(VENV)/.docs-installed
 OUT ?= out/demo
 
-.PHONY: demo test test-fast docs bench bench-patch clean samples
+.PHONY: demo test test-fast docs bench bench-patch clean samples plugin
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -44,5 +44,8 @@ bench-patch: $(STAMP)  ## The patch-mode benchmark of the previous pipeline (abo
 samples: $(STAMP)  ## Regenerate sample_surveys/ (procedural imagery)
 	$(PY) sample_surveys/make_samples.py --out sample_surveys
 
+plugin:  ## The QGIS plugin as an installable zip -> dist/survey_cracks_qgis-<version>.zip (Plugins > Install from ZIP)
+	$(PYTHON) qgis_plugin/package.py dist
+
 clean:
-	rm -rf out .pytest_cache site
+	rm -rf out .pytest_cache site dist
