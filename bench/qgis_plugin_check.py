@@ -109,6 +109,40 @@ def layer_facts(layer) -> dict:
     return facts
 
 
+def grab_window(project, layers, heatmap, png: Path) -> str:
+    """The Layers panel (the run's group) beside a map canvas showing it, grabbed as the desktop would show them."""
+    from qgis.gui import QgsLayerTreeMapCanvasBridge, QgsLayerTreeView, QgsMapCanvas
+    from qgis.core import QgsLayerTreeModel
+    from qgis.PyQt.QtCore import QEventLoop, QTimer
+    from qgis.PyQt.QtGui import QImage
+    from qgis.PyQt.QtWidgets import QSplitter
+
+    window = QSplitter()
+    view = QgsLayerTreeView()
+    model = QgsLayerTreeModel(project.layerTreeRoot())
+    view.setModel(model)
+    canvas = QgsMapCanvas()
+    canvas.setCanvasColor(QColor("white"))
+    bridge = QgsLayerTreeMapCanvasBridge(project.layerTreeRoot(), canvas)
+    canvas.setDestinationCrs(heatmap.crs())
+    canvas.setLayers(layers)
+    window.addWidget(view)
+    window.addWidget(canvas)
+    window.resize(1040, 560)
+    window.setSizes([300, 740])
+    window.show()
+    canvas.setExtent(heatmap.extent())
+    loop = QEventLoop()
+    canvas.mapCanvasRefreshed.connect(loop.quit)
+    QTimer.singleShot(30000, loop.quit)
+    canvas.refresh()
+    loop.exec_()
+    image = window.grab().toImage().convertToFormat(QImage.Format_Indexed8)
+    image.save(str(png))
+    del bridge
+    return str(png)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--product", required=True, help="the survey_cracks virtualenv (or its survey-cracks)")
@@ -116,12 +150,14 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=Path("/tmp/qgis_plugin_check"))
     parser.add_argument("--png", type=Path, default=Path("qgis_plugin.png"))
     parser.add_argument("--width", type=int, default=900)
+    parser.add_argument("--screenshot", type=Path, default=None,
+                        help="also a window grab: the Layers panel beside the map canvas (256 colours, for docs/)")
     args = parser.parse_args()
 
     shutil.rmtree(args.out, ignore_errors=True)
     args.out.mkdir(parents=True)
     profile = args.out / "profile"  # the plugin's setting goes here, not into the user's QGIS profile
-    app = QgsApplication([], False, str(profile))
+    app = QgsApplication([], True, str(profile))  # widgets (offscreen) for --screenshot
     app.initQgis()
     from processing.core.Processing import Processing
 
@@ -167,7 +203,8 @@ def main() -> int:
 
     # The map as the canvas draws it: the group's layers (top first) over the source raster.
     source = QgsRasterLayer(str(SAMPLE), "quay_wall_ortho")
-    project.addMapLayer(source)
+    project.addMapLayer(source, False)
+    project.layerTreeRoot().addLayer(source).setExpanded(False)  # underneath the group, as a basemap
     heatmap = layers["heatmap"]
     settings = QgsMapSettings()
     settings.setLayers([*layers.values(), source])
@@ -180,6 +217,9 @@ def main() -> int:
     job.waitForFinished()
     job.renderedImage().save(str(args.png))
     summary["png"] = str(args.png)
+
+    if args.screenshot:
+        summary["screenshot"] = grab_window(project, [*layers.values(), source], heatmap, args.screenshot)
 
     # Cancelling: a second run into another folder, cancelled while its raster is being segmented.
     cancelled_out = args.out / "cancelled"
