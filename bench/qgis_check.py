@@ -36,6 +36,21 @@ from qgis.PyQt.QtCore import QSize  # noqa: E402
 from qgis.PyQt.QtGui import QColor  # noqa: E402
 
 
+def render_png(layers: list, heatmap: QgsRasterLayer, png: Path, width: int = 1000) -> QgsMapRendererParallelJob:
+    """Draw ``layers`` (top first) over the heatmap's extent, in its CRS, on white, into ``png``; the finished job."""
+    settings = QgsMapSettings()
+    settings.setLayers(layers)
+    settings.setDestinationCrs(heatmap.crs())
+    settings.setExtent(heatmap.extent())
+    settings.setOutputSize(QSize(width, int(width * heatmap.height() / heatmap.width())))
+    settings.setBackgroundColor(QColor("white"))
+    job = QgsMapRendererParallelJob(settings)
+    job.start()
+    job.waitForFinished()
+    job.renderedImage().save(str(png))
+    return job
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("folder", type=Path, help="OUT/<survey>/<raster>")
@@ -81,16 +96,7 @@ def main() -> int:
     project = QgsProject.instance()
     for layer in layers:
         project.addMapLayer(layer)
-    settings = QgsMapSettings()
-    settings.setLayers(layers)
-    settings.setDestinationCrs(heatmap.crs())
-    settings.setExtent(heatmap.extent())
-    settings.setOutputSize(QSize(1000, int(1000 * heatmap.height() / heatmap.width())))
-    settings.setBackgroundColor(QColor("white"))
-    job = QgsMapRendererParallelJob(settings)
-    job.start()
-    job.waitForFinished()
-    job.renderedImage().save(str(args.png))
+    job = render_png(layers, heatmap, args.png)
     result["png"] = str(args.png)
     print(json.dumps(result, indent=1))
     expected_crs = result["report_crs"] or ""

@@ -33,16 +33,16 @@ sys.path.append("/usr/share/qgis/python/plugins")  # QGIS's processing plugin
 
 from qgis.core import (  # noqa: E402
     QgsApplication,
-    QgsMapRendererSequentialJob,
-    QgsMapSettings,
     QgsProcessingContext,
     QgsProcessingFeedback,
     QgsProject,
     QgsRasterLayer,
     QgsSettings,
 )
-from qgis.PyQt.QtCore import QSize  # noqa: E402
 from qgis.PyQt.QtGui import QColor  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from qgis_check import render_png  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "sample_surveys" / "quay_wall" / "quay_wall_ortho.tif"
@@ -206,16 +206,7 @@ def main() -> int:
     project.addMapLayer(source, False)
     project.layerTreeRoot().addLayer(source).setExpanded(False)  # underneath the group, as a basemap
     heatmap = layers["heatmap"]
-    settings = QgsMapSettings()
-    settings.setLayers([*layers.values(), source])
-    settings.setDestinationCrs(heatmap.crs())
-    settings.setExtent(heatmap.extent())
-    settings.setOutputSize(QSize(args.width, int(args.width * heatmap.height() / heatmap.width())))
-    settings.setBackgroundColor(QColor("white"))
-    job = QgsMapRendererSequentialJob(settings)
-    job.start()
-    job.waitForFinished()
-    job.renderedImage().save(str(args.png))
+    render_png([*layers.values(), source], heatmap, args.png, args.width)  # as bench/qgis_check.py draws a run
     summary["png"] = str(args.png)
 
     if args.screenshot:

@@ -31,6 +31,7 @@ from qgis.PyQt.QtGui import QIcon
 from . import runner
 
 ICON = str(Path(__file__).with_name("icon.png"))
+RUN_FOLDERS = {"RUN": "run output folder", "OLD": "earlier run's output folder", "NEW": "later run's output folder"}
 
 
 def _int(value) -> int:
@@ -54,9 +55,20 @@ def raster_facts(layer: QgsRasterLayer) -> runner.RasterFacts:
 class SurveyCracksAlgorithm(QgsProcessingAlgorithm):
     """What the three share: running the product with progress and cancellation, loading layers afterwards."""
 
+    NAME = DISPLAY = HELP = ""
+
     def __init__(self) -> None:
         super().__init__()
         self.groups: list[tuple[str, list[runner.LayerSpec]]] = []
+
+    def name(self) -> str:
+        return self.NAME
+
+    def displayName(self) -> str:  # noqa: N802
+        return self.DISPLAY
+
+    def shortHelpString(self) -> str:  # noqa: N802
+        return self.HELP
 
     def createInstance(self):  # noqa: N802
         return type(self)()
@@ -69,6 +81,14 @@ class SurveyCracksAlgorithm(QgsProcessingAlgorithm):
 
     def icon(self) -> QIcon:
         return QIcon(ICON)
+
+    def folder(self, parameters, key: str, context) -> str:
+        """A run output folder parameter (RUN, OLD, NEW), refused when it is not a folder."""
+        folder = self.parameterAsFile(parameters, key, context)
+        problem = runner.check_folder(folder, RUN_FOLDERS[key])
+        if problem:
+            raise QgsProcessingException(problem)
+        return folder
 
     def executable(self) -> str:
         from .provider import configured_runtime
@@ -130,18 +150,13 @@ class SurveyCracksAlgorithm(QgsProcessingAlgorithm):
 class DetectCracksAlgorithm(SurveyCracksAlgorithm):
     INPUT, FOLDER, OUTPUT, MODEL, THRESHOLD, SCALE, MODE = "INPUT", "FOLDER", "OUTPUT", "MODEL", "THRESHOLD", "SCALE", "MODE"
 
-    def name(self) -> str:
-        return "detect_cracks"
-
-    def displayName(self) -> str:  # noqa: N802
-        return "Detect cracks"
-
-    def shortHelpString(self) -> str:  # noqa: N802
-        return ("Runs `survey-cracks run` on the raster layers (and/or a folder of surveys) and adds, per raster, its "
-                "crack probability heatmap, crack polygons (length, width) and centrelines to the project, styled, "
-                "in a group named survey / raster. Outputs go to OUTPUT/<survey>/<raster>/ (heatmap.tif, cracks.gpkg, "
-                "report.json); running again into the same folder recomputes only what changed. Cancelling stops the "
-                "product: finished rasters stay complete, none is left half-written.")
+    NAME = "detect_cracks"
+    DISPLAY = "Detect cracks"
+    HELP = ("Runs `survey-cracks run` on the raster layers (and/or a folder of surveys) and adds, per raster, its "
+            "crack probability heatmap, crack polygons (length, width) and centrelines to the project, styled, "
+            "in a group named survey / raster. Outputs go to OUTPUT/<survey>/<raster>/ (heatmap.tif, cracks.gpkg, "
+            "report.json); running again into the same folder recomputes only what changed. Cancelling stops the "
+            "product: finished rasters stay complete, none is left half-written.")
 
     def initAlgorithm(self, config=None):  # noqa: N802
         self.addParameter(QgsProcessingParameterMultipleLayers(self.INPUT, "Raster layers", QgsProcessing.TypeRaster,
@@ -151,9 +166,7 @@ class DetectCracksAlgorithm(SurveyCracksAlgorithm):
         self.addParameter(QgsProcessingParameterFolderDestination(self.OUTPUT, "Output folder"))
         self.addParameter(QgsProcessingParameterFile(self.MODEL, "Model file (empty: the shipped model)",
                                                      extension="safetensors", optional=True))
-        self.addParameter(QgsProcessingParameterNumber(self.THRESHOLD, "Crack probability threshold (empty: the "
-                                                       "model's calibrated one)", QgsProcessingParameterNumber.Double,
-                                                       optional=True, minValue=0.0, maxValue=1.0))
+        self.addParameter(_threshold(self.THRESHOLD, "the model's calibrated one"))
         self.addParameter(QgsProcessingParameterNumber(self.SCALE, "Processing scale (mask mode; 2: thin cracks "
                                                        "twice as wide for the model)", QgsProcessingParameterNumber.Double,
                                                        defaultValue=1.0, minValue=0.25, maxValue=4.0))
@@ -182,10 +195,9 @@ class DetectCracksAlgorithm(SurveyCracksAlgorithm):
         out = self.parameterAsString(parameters, self.OUTPUT, context)
         problem = runner.check_output(out)
         errors += [problem] if problem else []
-        threshold = parameters.get(self.THRESHOLD)
         chosen = runner.DetectParameters(
             inputs=inputs, out=out, model=self.parameterAsFile(parameters, self.MODEL, context) or None,
-            threshold=None if threshold in (None, "") else self.parameterAsDouble(parameters, self.THRESHOLD, context),
+            threshold=_optional_number(self, parameters, self.THRESHOLD, context),
             scale=self.parameterAsDouble(parameters, self.SCALE, context),
             mode=runner.MODES[self.parameterAsEnum(parameters, self.MODE, context)])
         if chosen.model and not Path(chosen.model).is_file():
@@ -211,32 +223,21 @@ class DetectCracksAlgorithm(SurveyCracksAlgorithm):
 
 
 class EvaluateAlgorithm(SurveyCracksAlgorithm):
-    def name(self) -> str:
-        return "evaluate"
-
-    def displayName(self) -> str:  # noqa: N802
-        return "Evaluate against annotations"
-
-    def shortHelpString(self) -> str:  # noqa: N802
-        return ("Runs `survey-cracks evaluate RUN_FOLDER`: recomputes a run's polygons, centrelines, metrics and "
-                "reports from its heatmaps and the annotations beside the source rasters (X.cracks.geojson|gpkg, "
-                "X.mask.png|tif), optionally at another threshold, without the model. Reloads the run's layers.")
+    NAME = "evaluate"
+    DISPLAY = "Evaluate against annotations"
+    HELP = ("Runs `survey-cracks evaluate RUN_FOLDER`: recomputes a run's polygons, centrelines, metrics and "
+            "reports from its heatmaps and the annotations beside the source rasters (X.cracks.geojson|gpkg, "
+            "X.mask.png|tif), optionally at another threshold, without the model. Reloads the run's layers.")
 
     def initAlgorithm(self, config=None):  # noqa: N802
-        self.addParameter(QgsProcessingParameterFile("RUN", "Run output folder", QgsProcessingParameterFile.Folder))
-        self.addParameter(QgsProcessingParameterNumber("THRESHOLD", "Crack probability threshold (empty: the run's)",
-                                                       QgsProcessingParameterNumber.Double, optional=True,
-                                                       minValue=0.0, maxValue=1.0))
+        self.addParameter(_folder("RUN"))
+        self.addParameter(_threshold("THRESHOLD", "the run's"))
         _assets_and_rules(self)
         self.addParameter(QgsProcessingParameterBoolean("LOAD", "Load the run's layers", defaultValue=True))
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
-        out = self.parameterAsFile(parameters, "RUN", context)
-        problem = runner.check_folder(out, "run output folder")
-        if problem:
-            raise QgsProcessingException(problem)
-        threshold = parameters.get("THRESHOLD")
-        threshold = None if threshold in (None, "") else self.parameterAsDouble(parameters, "THRESHOLD", context)
+        out = self.folder(parameters, "RUN", context)
+        threshold = _optional_number(self, parameters, "THRESHOLD", context)
         self.run_product(runner.evaluate_command(self.executable(), out, threshold, *_files(self, parameters, context)),
                          feedback)
         if self.parameterAsBool(parameters, "LOAD", context):
@@ -245,28 +246,19 @@ class EvaluateAlgorithm(SurveyCracksAlgorithm):
 
 
 class CompareAlgorithm(SurveyCracksAlgorithm):
-    def name(self) -> str:
-        return "compare"
-
-    def displayName(self) -> str:  # noqa: N802
-        return "Compare two dates"
-
-    def shortHelpString(self) -> str:  # noqa: N802
-        return ("Runs `survey-cracks compare OLD NEW`: matches the two runs' cracks per survey and adds a 'changes' "
-                "layer (new, grown, matched, gone) to each survey's GeoPackage in NEW, with changes.csv and "
-                "asset_changes.csv; the changes layers are added to the project, styled.")
+    NAME = "compare"
+    DISPLAY = "Compare two dates"
+    HELP = ("Runs `survey-cracks compare OLD NEW`: matches the two runs' cracks per survey and adds a 'changes' "
+            "layer (new, grown, matched, gone) to each survey's GeoPackage in NEW, with changes.csv and "
+            "asset_changes.csv; the changes layers are added to the project, styled.")
 
     def initAlgorithm(self, config=None):  # noqa: N802
-        self.addParameter(QgsProcessingParameterFile("OLD", "Earlier run's output folder", QgsProcessingParameterFile.Folder))
-        self.addParameter(QgsProcessingParameterFile("NEW", "Later run's output folder", QgsProcessingParameterFile.Folder))
+        self.addParameter(_folder("OLD"))
+        self.addParameter(_folder("NEW"))
         _assets_and_rules(self)
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
-        old, new = (self.parameterAsFile(parameters, key, context) for key in ("OLD", "NEW"))
-        for folder, what in ((old, "earlier run's output folder"), (new, "later run's output folder")):
-            problem = runner.check_folder(folder, what)
-            if problem:
-                raise QgsProcessingException(problem)
+        old, new = (self.folder(parameters, key, context) for key in ("OLD", "NEW"))
         self.run_product(runner.compare_command(self.executable(), old, new, *_files(self, parameters, context)), feedback)
         self.groups = runner.change_layers(new)
         return {"NEW": new}
@@ -281,3 +273,19 @@ def _assets_and_rules(algorithm: QgsProcessingAlgorithm) -> None:
 
 def _files(algorithm: QgsProcessingAlgorithm, parameters, context) -> tuple[str | None, str | None]:
     return tuple(algorithm.parameterAsFile(parameters, key, context) or None for key in ("ASSETS", "RULES"))  # type: ignore[return-value]
+
+
+def _folder(key: str) -> QgsProcessingParameterFile:
+    return QgsProcessingParameterFile(key, RUN_FOLDERS[key].capitalize(), QgsProcessingParameterFile.Folder)
+
+
+def _threshold(key: str, default: str) -> QgsProcessingParameterNumber:
+    return QgsProcessingParameterNumber(key, f"Crack probability threshold (empty: {default})",
+                                        QgsProcessingParameterNumber.Double, optional=True, minValue=0.0, maxValue=1.0)
+
+
+def _optional_number(algorithm: QgsProcessingAlgorithm, parameters, key: str, context) -> float | None:
+    """An optional number parameter: None when left empty (the product's default), else its value."""
+    if parameters.get(key) in (None, ""):
+        return None
+    return algorithm.parameterAsDouble(parameters, key, context)
