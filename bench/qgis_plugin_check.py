@@ -31,7 +31,7 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 os.environ.setdefault("GDAL_PAM_ENABLED", "NO")  # no .aux.xml beside the sample survey
 sys.path.append("/usr/share/qgis/python/plugins")  # QGIS's processing plugin
 
-from qgis.core import (  # noqa: E402
+from qgis.core import (
     QgsApplication,
     QgsProcessingContext,
     QgsProcessingFeedback,
@@ -39,10 +39,10 @@ from qgis.core import (  # noqa: E402
     QgsRasterLayer,
     QgsSettings,
 )
-from qgis.PyQt.QtGui import QColor  # noqa: E402
+from qgis.PyQt.QtGui import QColor
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from qgis_check import render_png  # noqa: E402
+from qgis_check import render_png
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "sample_surveys" / "quay_wall" / "quay_wall_ortho.tif"
@@ -68,10 +68,10 @@ class Recorder(QgsProcessingFeedback):
             self.session = product_session(self.out)
             self.cancel()
 
-    def pushInfo(self, info: str) -> None:  # noqa: N802
+    def pushInfo(self, info: str) -> None:
         self.lines.append(info)
 
-    def reportError(self, error: str, fatalError: bool = False) -> None:  # noqa: N802, N803
+    def reportError(self, error: str, fatalError: bool = False) -> None:
         self.lines.append(f"ERROR {error}")
 
 
@@ -111,8 +111,8 @@ def layer_facts(layer) -> dict:
 
 def grab_window(project, layers, heatmap, png: Path) -> str:
     """The Layers panel (the run's group) beside a map canvas showing it, grabbed as the desktop would show them."""
-    from qgis.gui import QgsLayerTreeMapCanvasBridge, QgsLayerTreeView, QgsMapCanvas
     from qgis.core import QgsLayerTreeModel
+    from qgis.gui import QgsLayerTreeMapCanvasBridge, QgsLayerTreeView, QgsMapCanvas
     from qgis.PyQt.QtCore import QEventLoop, QTimer
     from qgis.PyQt.QtGui import QImage
     from qgis.PyQt.QtWidgets import QSplitter
@@ -159,9 +159,8 @@ def main() -> int:
     profile = args.out / "profile"  # the plugin's setting goes here, not into the user's QGIS profile
     app = QgsApplication([], True, str(profile))  # widgets (offscreen) for --screenshot
     app.initQgis()
-    from processing.core.Processing import Processing
-
     import processing
+    from processing.core.Processing import Processing
 
     Processing.initialize()
     sys.path.insert(0, str(args.plugins))

@@ -5,7 +5,7 @@ imports without QGIS and is tested in the project's own test suite.
 """
 
 
-def classFactory(iface):  # noqa: N802 (QGIS's name)
+def classFactory(iface):
     from .plugin import SurveyCracksPlugin
 
     return SurveyCracksPlugin(iface)

@@ -64,19 +64,19 @@ class SurveyCracksAlgorithm(QgsProcessingAlgorithm):
     def name(self) -> str:
         return self.NAME
 
-    def displayName(self) -> str:  # noqa: N802
+    def displayName(self) -> str:
         return self.DISPLAY
 
-    def shortHelpString(self) -> str:  # noqa: N802
+    def shortHelpString(self) -> str:
         return self.HELP
 
-    def createInstance(self):  # noqa: N802
+    def createInstance(self):
         return type(self)()
 
     def group(self) -> str:
         return ""
 
-    def groupId(self) -> str:  # noqa: N802
+    def groupId(self) -> str:
         return ""
 
     def icon(self) -> QIcon:
@@ -123,7 +123,7 @@ class SurveyCracksAlgorithm(QgsProcessingAlgorithm):
             feedback.reportError(f"{len(progress.errors)} problem(s), listed above; the other rasters are done", False)
         return progress
 
-    def postProcessAlgorithm(self, context, feedback):  # noqa: N802
+    def postProcessAlgorithm(self, context, feedback):
         project = context.project()
         if project is None or not self.groups:
             return {}
@@ -158,7 +158,7 @@ class DetectCracksAlgorithm(SurveyCracksAlgorithm):
             "report.json); running again into the same folder recomputes only what changed. Cancelling stops the "
             "product: finished rasters stay complete, none is left half-written.")
 
-    def initAlgorithm(self, config=None):  # noqa: N802
+    def initAlgorithm(self, config=None):
         self.addParameter(QgsProcessingParameterMultipleLayers(self.INPUT, "Raster layers", QgsProcessing.TypeRaster,
                                                                optional=True))
         self.addParameter(QgsProcessingParameterFile(self.FOLDER, "Or a folder of rasters / surveys",
@@ -204,14 +204,14 @@ class DetectCracksAlgorithm(SurveyCracksAlgorithm):
             errors.append(f"{chosen.model}: model file not found — check the path, or leave it empty for the shipped model")
         return chosen, errors, warnings
 
-    def checkParameterValues(self, parameters, context):  # noqa: N802
+    def checkParameterValues(self, parameters, context):
         ok, message = super().checkParameterValues(parameters, context)
         if not ok:
             return ok, message
         _, errors, _ = self._parameters(parameters, context)
         return (False, "\n".join(errors)) if errors else (True, "")
 
-    def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
+    def processAlgorithm(self, parameters, context, feedback):
         chosen, errors, warnings = self._parameters(parameters, context)
         if errors:
             raise QgsProcessingException("\n".join(errors))
@@ -229,13 +229,13 @@ class EvaluateAlgorithm(SurveyCracksAlgorithm):
             "reports from its heatmaps and the annotations beside the source rasters (X.cracks.geojson|gpkg, "
             "X.mask.png|tif), optionally at another threshold, without the model. Reloads the run's layers.")
 
-    def initAlgorithm(self, config=None):  # noqa: N802
+    def initAlgorithm(self, config=None):
         self.addParameter(_folder("RUN"))
         self.addParameter(_threshold("THRESHOLD", "the run's"))
         _assets_and_rules(self)
         self.addParameter(QgsProcessingParameterBoolean("LOAD", "Load the run's layers", defaultValue=True))
 
-    def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
+    def processAlgorithm(self, parameters, context, feedback):
         out = self.folder(parameters, "RUN", context)
         threshold = _optional_number(self, parameters, "THRESHOLD", context)
         self.run_product(runner.evaluate_command(self.executable(), out, threshold, *_files(self, parameters, context)),
@@ -252,12 +252,12 @@ class CompareAlgorithm(SurveyCracksAlgorithm):
             "layer (new, grown, matched, gone) to each survey's GeoPackage in NEW, with changes.csv and "
             "asset_changes.csv; the changes layers are added to the project, styled.")
 
-    def initAlgorithm(self, config=None):  # noqa: N802
+    def initAlgorithm(self, config=None):
         self.addParameter(_folder("OLD"))
         self.addParameter(_folder("NEW"))
         _assets_and_rules(self)
 
-    def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
+    def processAlgorithm(self, parameters, context, feedback):
         old, new = (self.folder(parameters, key, context) for key in ("OLD", "NEW"))
         self.run_product(runner.compare_command(self.executable(), old, new, *_files(self, parameters, context)), feedback)
         self.groups = runner.change_layers(new)

@@ -19,11 +19,11 @@ class SurveyCracksPlugin:
         self.provider: SurveyCracksProvider | None = None
         self.action: QAction | None = None
 
-    def initProcessing(self) -> None:  # noqa: N802 (QGIS's name); qgis_process calls only this
+    def initProcessing(self) -> None:
         self.provider = SurveyCracksProvider()
         QgsApplication.processingRegistry().addProvider(self.provider)
 
-    def initGui(self) -> None:  # noqa: N802
+    def initGui(self) -> None:
         self.initProcessing()
         if self.iface is None:
             return

@@ -23,12 +23,12 @@ class SurveyCracksProvider(QgsProcessingProvider):
     def name(self) -> str:
         return "Survey cracks"
 
-    def longName(self) -> str:  # noqa: N802
+    def longName(self) -> str:
         return "Survey cracks: crack detection in survey imagery"
 
     def icon(self) -> QIcon:
         return QIcon(str(Path(__file__).with_name("icon.png")))
 
-    def loadAlgorithms(self) -> None:  # noqa: N802
+    def loadAlgorithms(self) -> None:
         for algorithm in (DetectCracksAlgorithm(), EvaluateAlgorithm(), CompareAlgorithm()):
             self.addAlgorithm(algorithm)

@@ -21,9 +21,9 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Mapping
 
 PRODUCT = "survey-cracks"
 EDGE = "survey-cracks-edge"
@@ -32,7 +32,7 @@ MODES = ("auto", "mask", "dense", "patch")
 
 INSTALL_FIX = ("install it in a virtualenv outside QGIS (python3 -m venv ~/survey-cracks-venv && "
                "~/survey-cracks-venv/bin/pip install <path to the survey_cracks repository>), then give that folder "
-               "in Plugins > Survey cracks > Settings, or put its bin folder on PATH before starting QGIS")
+               "in Plugins > Survey cracks > Settings (or put a link to its survey-cracks on PATH)")
 NOT_INSTALLED = f"survey_cracks is not installed where QGIS can find it (no {PRODUCT} on PATH, none configured): {INSTALL_FIX}"
 EDGE_ONLY = (f"only the edge runtime ({EDGE}, ONNX Runtime) is installed; it draws crack maps over images and video but "
              f"writes no georeferenced heatmap or crack layers, so this needs the full product ({PRODUCT}, with torch): "

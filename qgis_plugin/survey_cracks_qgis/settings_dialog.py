@@ -32,13 +32,16 @@ class SettingsDialog(QDialog):
         row.addWidget(browse)
         self.status = QLabel()
         self.status.setWordWrap(True)
+        self.status.setMinimumHeight(self.status.fontMetrics().lineSpacing() * 5)  # the longest message, wrapped
         self.status.setTextInteractionFlags(Qt.TextSelectableByMouse)  # the fix can be copied
         buttons = QDialogButtonBox(QDialogButtonBox.Ok | QDialogButtonBox.Cancel)
         buttons.accepted.connect(self.save)
         buttons.rejected.connect(self.reject)
         layout = QVBoxLayout(self)
-        layout.addWidget(QLabel("The survey_cracks virtualenv folder (or its survey-cracks executable). QGIS's own "
-                                "Python has no torch, so the plugin runs the product there, as a separate process."))
+        intro = QLabel("The survey_cracks virtualenv folder (or its survey-cracks executable). QGIS's own "
+                       "Python has no torch, so the plugin runs the product there, as a separate process.")
+        intro.setWordWrap(True)
+        layout.addWidget(intro)
         layout.addLayout(row)
         layout.addWidget(self.status)
         layout.addWidget(buttons)

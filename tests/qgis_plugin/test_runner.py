@@ -28,8 +28,8 @@ from tests.conftest import write_geotiff
 PLUGIN_ROOT = Path(__file__).resolve().parents[2] / "qgis_plugin"
 sys.path.insert(0, str(PLUGIN_ROOT))
 
-from survey_cracks_qgis import runner  # noqa: E402
-from survey_cracks_qgis.runner import (  # noqa: E402
+from survey_cracks_qgis import runner
+from survey_cracks_qgis.runner import (
     CANCELLED,
     DetectParameters,
     LineSplitter,
@@ -159,8 +159,8 @@ def test_good_rasters_pass_and_a_missing_crs_is_a_warning(tmp_path):
     assert check_raster(RasterFacts("ok", str(path), 4, "uint16", "EPSG:27700")) == ([], [])
     assert check_raster(RasterFacts("ok", str(path), 2, "uint8", "EPSG:27700", alpha_bands=(2,))) == ([], [])
     errors, warnings = check_raster(RasterFacts("ok", str(path), 1, "uint8", ""))
-    assert errors == [] and warnings == [f"{path}: no CRS: processed in pixel coordinates, so its layers will not "
-                                         "line up with georeferenced ones"]
+    assert errors == []
+    assert warnings == [f"{path}: no CRS: processed in pixel coordinates, so its layers will not line up with georeferenced ones"]
 
 
 def test_a_layer_that_is_not_a_file_or_is_gone_is_refused(tmp_path):
