@@ -11,7 +11,8 @@ zip unpacked), points its setting at --product, runs survey_cracks:detect_cracks
 wall sample through processing.run in a project, and checks: the group "quay_wall /
 quay_wall_ortho" holds heatmap, cracks and centrelines, valid, in the raster's CRS, with the
 product's styles (singlebandpseudocolor; graduatedSymbol; singleSymbol #005ac8); the task's
-progress rose to 100. Then it cancels a second run into another folder as soon as the raster
+progress rose to 100. Evaluate against annotations at 0.3 then replaces that group's layers (no
+second group). Then it cancels a second run into another folder as soon as the raster
 starts, and checks that the product and its Dask workers are gone and that no raster folder
 was left half-written (only the hidden .partial work folder). Prints a JSON summary; exit 0
 when every check holds.
@@ -33,6 +34,7 @@ sys.path.append("/usr/share/qgis/python/plugins")  # QGIS's processing plugin
 
 from qgis.core import (
     QgsApplication,
+    QgsLayerTreeGroup,
     QgsProcessingContext,
     QgsProcessingFeedback,
     QgsProject,
@@ -210,6 +212,25 @@ def main() -> int:
 
     if args.screenshot:
         summary["screenshot"] = grab_window(project, [*layers.values(), source], heatmap, args.screenshot)
+
+    # Evaluate at another threshold: the group and its layers are replaced, not added beside them.
+    evaluating = Recorder()
+    processing.run("survey_cracks:evaluate", {"RUN": str(args.out / "run"), "THRESHOLD": 0.3}, context=context,
+                   feedback=evaluating)
+    root = project.layerTreeRoot()
+    group = root.findGroup(GROUP)
+    cracks = next(node.layer() for node in group.findLayers() if node.layer().name() == "cracks")
+    report = json.loads((args.out / "run" / "quay_wall" / "quay_wall_ortho" / "report.json").read_text())
+    summary["evaluate"] = {
+        "closed": [line for line in evaluating.lines if line.startswith("closing ")],
+        "groups": [child.name() for child in root.children() if isinstance(child, QgsLayerTreeGroup)],
+        "layers_in_group": [node.layer().name() for node in group.findLayers()], "layers_in_project": len(project.mapLayers()),
+        "threshold": report["counts"]["threshold"], "report_polygons": report["counts"]["polygons"],
+        "cracks_features": cracks.featureCount(), "cracks_renderer": cracks.renderer().type(),
+    }
+    ok = ok and summary["evaluate"]["groups"] == [GROUP] and summary["evaluate"]["layers_in_project"] == 4 \
+        and summary["evaluate"]["threshold"] == 0.3 and summary["evaluate"]["cracks_features"] == report["counts"]["polygons"] \
+        and summary["evaluate"]["cracks_renderer"] == "graduatedSymbol"
 
     # Cancelling: a second run into another folder, cancelled while its raster is being segmented.
     cancelled_out = args.out / "cancelled"

@@ -82,6 +82,17 @@ class SurveyCracksAlgorithm(QgsProcessingAlgorithm):
     def icon(self) -> QIcon:
         return QIcon(ICON)
 
+    def close_layers_under(self, folder: str, context, feedback) -> None:
+        """Remove the project's layers read from ``folder`` before the product rewrites their files (Windows
+        cannot replace a file QGIS holds open); postProcessAlgorithm loads them again."""
+        project = context.project()
+        if project is None:
+            return
+        ids = [layer_id for layer_id, layer in project.mapLayers().items() if runner.source_under(layer.source(), folder)]
+        if ids:
+            feedback.pushInfo(f"closing {len(ids)} layers of {folder} while the product rewrites them")
+            project.removeMapLayers(ids)
+
     def folder(self, parameters, key: str, context) -> str:
         """A run output folder parameter (RUN, OLD, NEW), refused when it is not a folder."""
         folder = self.parameterAsFile(parameters, key, context)
@@ -234,6 +245,11 @@ class EvaluateAlgorithm(SurveyCracksAlgorithm):
         self.addParameter(_threshold("THRESHOLD", "the run's"))
         _assets_and_rules(self)
         self.addParameter(QgsProcessingParameterBoolean("LOAD", "Load the run's layers", defaultValue=True))
+
+    def prepareAlgorithm(self, parameters, context, feedback):  # the main thread: the project may change here
+        if self.parameterAsBool(parameters, "LOAD", context):
+            self.close_layers_under(self.parameterAsFile(parameters, "RUN", context), context, feedback)
+        return True
 
     def processAlgorithm(self, parameters, context, feedback):
         out = self.folder(parameters, "RUN", context)

@@ -455,6 +455,17 @@ def change_layers(new_out: str) -> list[tuple[str, list[LayerSpec]]]:
     return groups
 
 
+def source_under(source: str, folder: str) -> bool:
+    """Whether a layer's data source (a path, or ``path|layername=...``) is a file inside ``folder``."""
+    path = source.split("|")[0]
+    if not path or not folder:
+        return False
+    try:
+        return Path(path).resolve().is_relative_to(Path(folder).resolve())
+    except (OSError, ValueError):
+        return False
+
+
 def _has_layer(gpkg: Path, name: str) -> bool:
     import sqlite3
 

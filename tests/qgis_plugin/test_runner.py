@@ -312,6 +312,15 @@ def test_rasters_in_a_run_folder_leave_out_work_folders(tmp_path):
     assert runner.rasters_in(str(tmp_path)) == [("a", "r1"), ("b", "r2")]
 
 
+def test_layers_read_from_a_run_folder_are_recognised(tmp_path):
+    run = tmp_path / "run"
+    assert runner.source_under(f"{run / 'quay_wall' / 'q' / 'cracks.gpkg'}|layername=cracks", str(run))
+    assert runner.source_under(str(run / "quay_wall" / "q" / "heatmap.tif"), str(run) + "/")
+    assert not runner.source_under(str(tmp_path / "run2" / "heatmap.tif"), str(run))
+    assert not runner.source_under("url=https://tiles.example/wms", str(run))
+    assert not runner.source_under("", str(run)) and not runner.source_under(str(run / "x.tif"), "")
+
+
 # ---------------------------------------------------------------------------------------------- the plugin package
 
 def _imports(path: Path) -> set[str]:
