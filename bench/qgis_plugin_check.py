@@ -4,7 +4,7 @@ Needs Debian's QGIS (apt-get install qgis qgis-providers python3-qgis) and runs 
 Python, not the project's virtualenv; the plugin runs the product from that virtualenv itself:
 
     QT_QPA_PLATFORM=offscreen /usr/bin/python3 bench/qgis_plugin_check.py \\
-        --product /work/main/.venv --out /tmp/plugin_check --png docs/qgis_plugin.png
+        --product "$PWD/.venv" --out /tmp/plugin_check --png docs/qgis_plugin.png
 
 It loads the plugin from qgis_plugin/ (or --plugins, e.g. a profile's python/plugins with the
 zip unpacked), points its setting at --product, runs survey_cracks:detect_cracks on the quay
