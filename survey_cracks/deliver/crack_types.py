@@ -26,10 +26,9 @@ from typing import Literal
 
 import numpy as np
 import shapely
-from scipy.sparse import coo_matrix
-from scipy.sparse.csgraph import connected_components
 
 from survey_cracks.deliver.condition import CrackTypeRules
+from survey_cracks.io.geometry import touching_groups
 
 CrackType = Literal["longitudinal", "transverse", "diagonal", "network"]
 CRACK_TYPES: tuple[CrackType, ...] = ("longitudinal", "transverse", "diagonal", "network")
@@ -80,12 +79,8 @@ def network_lines(lines: np.ndarray, rules: CrackTypeRules, metric: bool) -> np.
     flags = np.zeros(n, dtype=bool)
     if n < 2:
         return flags
-    left, right = shapely.STRtree(lines).query(lines, predicate="dwithin", distance=_TOUCH)
-    graph = coo_matrix((np.ones(len(left)), (left, right)), shape=(n, n))
-    count, group = connected_components(graph, directed=False)
     spacing = rules.network_max_spacing_m if metric else rules.network_max_spacing_px
-    for g in range(count):
-        members = np.flatnonzero(group == g)
+    for members in touching_groups(lines, distance=_TOUCH):
         if len(members) < 3:
             continue
         junctions = count_junctions(lines[members])

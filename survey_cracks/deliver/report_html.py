@@ -8,19 +8,26 @@ and false negatives (longest annotated cracks not found) as image crops. Images 
 PNGs made with matplotlib and embedded as base64: the page needs no network and no
 other file. Every image is read from the rasters' overviews or as a decimated window
 (``out_shape``), so memory does not grow with the raster size.
+
+The page itself is the Jinja2 template ``templates/report.html.j2``, rendered with
+autoescape on: survey, raster and asset names, notes and error messages come from file
+names and user files, and the template escapes every one of them. This module gathers
+and formats the figures; the template lays them out.
 """
 
 from __future__ import annotations
 
 import base64
-import html
 import io
 import math
 import warnings
+from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import geopandas as gpd
+import jinja2
 import numpy as np
 import pandas as pd
 import rasterio
@@ -46,21 +53,68 @@ GALLERY = 4
 CHANGES_CSV = "changes.csv"
 ASSET_CHANGES_CSV = "asset_changes.csv"
 
-_CSS = """body{font-family:system-ui,sans-serif;margin:24px;color:#222;max-width:1300px}
-h1{font-size:22px}h2{font-size:19px;border-bottom:2px solid #456;padding-bottom:3px;margin-top:36px}h3{font-size:16px;margin-top:26px}
-table{border-collapse:collapse;font-size:12px;margin:8px 0}td,th{border:1px solid #bbb;padding:3px 6px;text-align:right}
-th{background:#e8edf2}td.t,th.t{text-align:left}.s1{background:#d8f0d8}.s2{background:#fbf0c0}.s3{background:#f8d0b8}
-.s4{background:#f0a8a8}.su{background:#e4e4e4}.row{display:flex;flex-wrap:wrap;gap:14px;align-items:flex-start}
-figure{margin:0}figcaption{font-size:11px;color:#555;max-width:260px}.note{color:#704;font-size:13px}"""
+
+
+
+
+@cache
+def _templates() -> jinja2.Environment:
+    """The report's templates, autoescaped (``.html.j2``); undefined names raise instead of rendering empty."""
+    return jinja2.Environment(loader=jinja2.PackageLoader("survey_cracks.deliver"),
+                              autoescape=jinja2.select_autoescape(["html.j2"], default=True),
+                              undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+
+
+@dataclass
+class Table:
+    """An HTML table as the template's ``table`` macro draws it: (header, class) per column, (class, cells) per row."""
+
+    columns: list[tuple[str, str]]
+    rows: list[tuple[str, list[tuple[str, str]]]]
+
+
+@dataclass
+class RasterView:
+    """One raster's section of the page: its figures formatted, its images as data URIs."""
+
+    name: str
+    polygons: object
+    centrelines: object
+    length: object
+    unit: str
+    threshold: object
+    coordinates: str
+    overview: str
+    metrics: Table | None
+    pr_curve: str | None = None
+    gallery: list[str] | None = None  # None: not annotated, no gallery
+    gallery_error: str | None = None
+
+
+@dataclass
+class SurveyView:
+    """One survey's section of the page."""
+
+    name: str
+    notes: list[str]
+    asset_source: str
+    unit: str
+    gsd_m: float | None
+    gpkg: str
+    assets: Table
+    changes: Table | None = None
+    change_summary: str = ""
+    rasters: list[RasterView] = field(default_factory=list)
 
 
 def _png(fig: Any) -> str:
+    """The figure as a PNG data URI, for an ``<img src>``."""
     import matplotlib.pyplot as plt
 
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=90)
     plt.close(fig)
-    return f'<img src="data:image/png;base64,{base64.b64encode(buffer.getvalue()).decode()}">'
+    return f"data:image/png;base64,{base64.b64encode(buffer.getvalue()).decode()}"
 
 
 def _rgb(src: rasterio.io.DatasetReader, window: Window, shape: tuple[int, int]) -> np.ndarray:
@@ -178,21 +232,21 @@ def _cell(value: Any) -> str:
         return ""
     if isinstance(value, float):
         return f"{value:.4g}"
-    return html.escape(str(value))
+    return str(value)
 
 
-def _table(frame: pd.DataFrame, text_columns: set[str] = frozenset(), state_column: str | None = None) -> str:
-    head = "".join(f'<th class="{"t" if c in text_columns else ""}">{html.escape(c)}</th>' for c in frame.columns)
+def _table(frame: pd.DataFrame, text_columns: set[str] = frozenset(), state_column: str | None = None) -> Table:
+    """A frame as a Table: text columns left-aligned (class t), rows coloured by condition state (s1..s4, su unknown)."""
+    classes = ["t" if c in text_columns else "" for c in frame.columns]
     rows = []
     for _, row in frame.iterrows():
         state = row.get(state_column) if state_column else None
         klass = f's{int(state)}' if state is not None and pd.notna(state) else ("su" if state_column else "")
-        cells = "".join(f'<td class="{"t" if c in text_columns else ""}">{_cell(row[c])}</td>' for c in frame.columns)
-        rows.append(f'<tr class="{klass}">{cells}</tr>')
-    return f"<table><tr>{head}</tr>{''.join(rows)}</table>"
+        rows.append((klass, [(_cell(row[c]), k) for c, k in zip(frame.columns, classes)]))
+    return Table(list(zip(map(str, frame.columns), classes)), rows)
 
 
-def _asset_table(product: "SurveyProduct") -> str:
+def _asset_table(product: "SurveyProduct") -> Table:
     frame = product.assets_frame().drop(columns="geometry")
     unit = product.scale.unit
     scale = 1000.0 if unit == "m" else 1.0
@@ -208,12 +262,12 @@ def _asset_table(product: "SurveyProduct") -> str:
     return _table(view, {"asset", "material", "main type", "width class", "density class", "condition"}, "state")
 
 
-def _gallery(raster: "RasterLayers", record: RunRecord) -> tuple[str, Any]:
-    """The worst false positives and negatives as crops, and the PR curve; ('', None) when not annotated."""
+def _gallery(raster: "RasterLayers", record: RunRecord) -> tuple[list[str] | None, Any]:
+    """The worst false positives and negatives as crops (data URIs), and the PR curve; (None, None) when not annotated."""
     source = raster.source
     annotation = find_annotation(source) if source.is_file() else None
     if annotation is None:
-        return "", None
+        return None, None
     info = inspect_raster(source)
     truth = load_truth(source, info, record.config.evaluate, annotation)
     with warnings.catch_warnings():
@@ -239,21 +293,17 @@ def _gallery(raster: "RasterLayers", record: RunRecord) -> tuple[str, Any]:
             box = (cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2)
             value = f"score {scores[i]:.2f}" if note == "score" else f"{shapely.length(geometry):.3g} {'m' if info.georeferenced else 'px'} outline"
             colour = "#00e5ff" if kind == "false positive" else "#39ff14"
-            image = _picture(raster, box, CROP_PX, [(geometry, colour)], f"{kind}: {value}", (2.9, 2.9))
-            figures.append(f"<figure>{image}</figure>")
+            figures.append(_picture(raster, box, CROP_PX, [(geometry, colour)], f"{kind}: {value}", (2.9, 2.9)))
     curve = pixel_pr_curve(raster.folder / HEATMAP, truth, info, tolerance=2, block=record.config.heatmap.block_size)
-    gallery = ("<p>Worst false positives (polygons on no annotated crack, most confident first; cyan) and false negatives "
-               "(annotated cracks not found, longest first; green):</p>"
-               f'<div class="row">{"".join(figures) or "<p>none</p>"}</div>')
-    return gallery, curve
+    return figures, curve
 
 
-def _metrics_table(outcome: Any) -> str:
+def _metrics_table(outcome: Any) -> Table | None:
     metrics = outcome.metrics or {}
     rows = [{"level": level, "precision": m.get("precision"), "recall": m.get("recall"), "F1": m.get("f1"),
              "quality": m.get("quality")} for level, m in metrics.items()]
     if not rows:
-        return ""
+        return None
     frame = pd.DataFrame(rows)
     return _table(frame.dropna(axis=1, how="all"), {"level"})
 
@@ -262,44 +312,49 @@ def _or_dash(value: object) -> object:
     return "-" if value is None else value
 
 
-def _raster_section(raster: "RasterLayers", record: RunRecord) -> str:
+def _raster_section(raster: "RasterLayers", record: RunRecord) -> RasterView:
     outcome = raster.outcome
     with open_raster(raster.folder / HEATMAP) as ref:
         bounds = tuple(ref.bounds)
     counts = outcome.counts
-    unit = counts.unit or ""
     outlines = [(g, "#00e5ff") for g in raster.cracks.geometry.values]
     overview = _picture(raster, bounds, OVERVIEW_PX, outlines,
                         f"{outcome.raster}: heatmap (inferno, >= 0.05) and crack outlines (cyan) over the imagery", (7.5, 6.2))
-    parts = [f"<h3>{html.escape(outcome.raster)}</h3>",
-             f"<p>{counts.polygons or 0} crack polygons, {_or_dash(counts.centrelines)} centrelines, "
-             f"{_or_dash(counts.crack_length)} {unit} of crack; threshold {counts.threshold}; "
-             f"{html.escape(outcome.info.coordinates if outcome.info else '')}</p>"]
+    view = RasterView(name=outcome.raster, polygons=counts.polygons or 0, centrelines=_or_dash(counts.centrelines),
+                      length=_or_dash(counts.crack_length), unit=counts.unit or "", threshold=counts.threshold,
+                      coordinates=outcome.info.coordinates if outcome.info else "", overview=overview,
+                      metrics=_metrics_table(outcome))
     try:
-        gallery, curve = _gallery(raster, record)
+        view.gallery, curve = _gallery(raster, record)
     except SurveyCracksError as error:
-        gallery, curve = f'<p class="note">no gallery: {html.escape(error.message)}</p>', None
-    side = [_metrics_table(outcome)]
+        view.gallery_error, curve = error.message, None
     if curve is not None:
-        side.append(f"<figure>{_pr_figure(curve, float(counts.threshold if counts.threshold is not None else record.threshold))}<figcaption>pixel@2px "
-                    "precision-recall curve over thresholds; the dot is the run's threshold</figcaption></figure>")
-    parts.append(f'<div class="row"><figure>{overview}</figure><div>{"".join(side)}</div></div>')
-    parts.append(gallery)
-    return "".join(parts)
+        view.pr_curve = _pr_figure(curve, float(counts.threshold if counts.threshold is not None else record.threshold))
+    return view
 
 
-def _change_section(product: "SurveyProduct") -> str:
+def _survey_section(product: "SurveyProduct", record: RunRecord) -> SurveyView:
+    view = SurveyView(name=product.survey, notes=list(product.notes), asset_source=product.asset_source,
+                      unit=product.scale.unit, gsd_m=product.scale.gsd_m, gpkg=product.gpkg.name,
+                      assets=_asset_table(product), rasters=[_raster_section(r, record) for r in product.rasters])
     path = product.folder / ASSET_CHANGES_CSV
-    if not path.is_file():
-        return ""
-    frame = pd.read_csv(path)
-    cracks = pd.read_csv(product.folder / CHANGES_CSV) if (product.folder / CHANGES_CSV).is_file() else None
-    summary = ""
-    if cracks is not None and len(cracks):
-        counts = cracks["status"].value_counts()
-        summary = ", ".join(f"{counts.get(s, 0)} {s}" for s in ("matched", "grown", "new", "gone"))
-    return (f"<h3>Change since the earlier survey</h3><p>Cracks: {summary}.</p>"
-            + _table(frame, {c for c in frame.columns if frame[c].dtype == object}))
+    if path.is_file():
+        frame = pd.read_csv(path)
+        view.changes = _table(frame, {c for c in frame.columns if frame[c].dtype == object})
+        cracks = pd.read_csv(product.folder / CHANGES_CSV) if (product.folder / CHANGES_CSV).is_file() else None
+        if cracks is not None and len(cracks):
+            counts = cracks["status"].value_counts()
+            view.change_summary = ", ".join(f"{counts.get(s, 0)} {s}" for s in ("matched", "grown", "new", "gone"))
+    return view
+
+
+def render_report(record: RunRecord, surveys: list[SurveyView]) -> str:
+    """The page: ``templates/report.html.j2`` with the run's figures, every text autoescaped."""
+    failed = [o for o in record.outcomes if o.status != "ok"]
+    return _templates().get_template("report.html.j2").render(
+        finished_at=record.finished_at, model_sha256=record.model_sha256, mode=record.mode, threshold=record.threshold,
+        done=len(record.outcomes) - len(failed), total=len(record.outcomes), failures=[str(o.error) for o in failed],
+        surveys=surveys)
 
 
 def write_report_html(record: RunRecord, products: list["SurveyProduct"]) -> Path:
@@ -307,23 +362,7 @@ def write_report_html(record: RunRecord, products: list["SurveyProduct"]) -> Pat
     import matplotlib
 
     matplotlib.use("Agg")
-    sections = []
-    for product in products:
-        notes = "".join(f'<p class="note">{html.escape(n)}</p>' for n in product.notes)
-        sections.append(
-            f"<h2>Survey {html.escape(product.survey)}</h2>{notes}"
-            f"<p>Assets from {html.escape(product.asset_source)}; figures in {product.scale.unit}"
-            + (f", coarsest GSD {product.scale.gsd_m * 1000:.2f} mm" if product.scale.gsd_m else " (pixel coordinates: no ground scale)")
-            + f". GeoPackage: {html.escape(product.gpkg.name)}.</p>"
-            + _asset_table(product) + _change_section(product)
-            + "".join(_raster_section(r, record) for r in product.rasters))
-    failed = [o for o in record.outcomes if o.status != "ok"]
-    failures = "".join(f'<p class="note">FAILED {html.escape(str(o.error))}</p>' for o in failed)
-    page = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>survey_cracks report</title><style>{_CSS}</style></head>"
-            f"<body><h1>Crack survey report</h1><p>Run finished {html.escape(record.finished_at)}; model sha256 "
-            f"{record.model_sha256[:12]}; {record.mode} mode; threshold {record.threshold:g}; "
-            f"{len(record.outcomes) - len(failed)} of {len(record.outcomes)} rasters done.</p>{failures}"
-            + "".join(sections) + "</body></html>")
+    page = render_report(record, [_survey_section(product, record) for product in products])
     path = record.out / REPORT_HTML
     write_text(path, page)
     return path

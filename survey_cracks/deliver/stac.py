@@ -125,7 +125,6 @@ def validate_catalog(path: Path) -> list[str]:
     Raises pystac's STACValidationError on an invalid object.
     """
     import pystac
-    from pystac.validation import RegisteredValidator
     from pystac.validation.stac_validator import JsonSchemaSTACValidator
 
     class OfflineValidator(JsonSchemaSTACValidator):
@@ -142,11 +141,11 @@ def validate_catalog(path: Path) -> list[str]:
                 return None
             return super().validate_extension(stac_dict, stac_object_type, stac_version, extension_id, href)
 
+    # Each object is given the validator (STACObject.validate's public argument) instead of registering it
+    # process-wide with set_validator: nothing to restore afterwards, and other threads keep pystac's default.
     validator = OfflineValidator()
-    previous = RegisteredValidator._validator
-    RegisteredValidator.set_validator(validator)
-    try:
-        pystac.Catalog.from_file(str(path)).validate_all()
-    finally:
-        RegisteredValidator._validator = previous
+    for catalog, _, items in pystac.Catalog.from_file(str(path)).walk():  # every catalogue and collection, recursively
+        catalog.validate(validator=validator)
+        for item in items:
+            item.validate(validator=validator)
     return sorted(validator.skipped)

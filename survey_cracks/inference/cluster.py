@@ -31,20 +31,24 @@ def worker_settings(config: InferenceConfig) -> dict[str, object]:
     Dask starts workers with MALLOC_TRIM_THRESHOLD_=65536; setting it at all turns off
     glibc's adaptive mmap threshold, so every batch's activations are mapped and
     unmapped again: measured here, that costs ResNet18 a fifth of its speed. The
-    environment below leaves malloc alone (docs/benchmarks.md, "What was measured on the way", says what one glibc
-    arena keeping freed memory would gain, and why it is not used) and adds
+    environment below is Dask's own (OPENBLAS_NUM_THREADS=1 and the rest) without that
+    one key, so malloc is left alone (docs/benchmarks.md, "What was measured on the way", says what one glibc arena
+    keeping freed memory would gain, and why it is not used), plus our thread counts and
     `NETWORK_ENVIRONMENT`. GDAL's block cache is capped so memory does not grow with the raster.
     Workers that will run the model on PyTorch start importing it as they start
     (`models.preload`); ONNX Runtime workers never import torch.
     """
+    environ = dict(dask.config.get("distributed.nanny.pre-spawn-environ", default={}))
+    environ.pop("MALLOC_TRIM_THRESHOLD_", None)  # costs ResNet18 a fifth of its speed: see above
     settings: dict[str, object] = {
         "distributed.worker.profile.enabled": False,
         # Every Dask server (scheduler, nanny, worker) checks its event loop's health this often; at the
         # default 20 ms the checks alone took ~4 % of a core in the client and ~2 % in a worker, beside
         # windows that each take seconds. A blocked loop is still reported (after `tick.limit`, 3 s).
         "distributed.admin.tick.interval": "1s",
-        # A whole mapping: dask.config.set would rewrite '_' to '-' in dotted keys.
+        # A whole mapping (dask.config.set would rewrite '_' to '-' in dotted keys), so Dask's defaults are merged in.
         "distributed.nanny.pre-spawn-environ": {
+            **environ,
             "OMP_NUM_THREADS": str(config.torch_threads),
             "MKL_NUM_THREADS": str(config.torch_threads),
             "GDAL_CACHEMAX": str(config.gdal_cache_mb),

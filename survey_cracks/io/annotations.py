@@ -45,11 +45,10 @@ from affine import Affine
 from pyproj import CRS
 from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
 from rasterio.windows import Window
-from scipy.sparse import coo_matrix
-from scipy.sparse.csgraph import connected_components
 
 from survey_cracks.config import EvaluateConfig
 from survey_cracks.errors import AnnotationError
+from survey_cracks.io.geometry import touching_groups
 from survey_cracks.io.raster import RasterInfo
 from survey_cracks.io.remote import Source, as_source, open_with_rasterio, readable
 from survey_cracks.tiling import block_windows
@@ -429,16 +428,9 @@ def _polygonal_part(geom: Any) -> Any:
 
 def _merge_touching(geoms: np.ndarray) -> np.ndarray:
     """Union each group of geometries that touch or overlap, transitively."""
-    n = len(geoms)
-    if n == 0:
+    if len(geoms) == 0:
         return geoms
-    tree = shapely.STRtree(geoms)
-    left, right = tree.query(geoms, predicate="intersects")
-    graph = coo_matrix((np.ones(left.size, dtype=np.int8), (left, right)), shape=(n, n))
-    count, labels = connected_components(graph, directed=False)
-    order = np.argsort(labels, kind="stable")
-    groups = np.split(order, np.flatnonzero(np.diff(labels[order])) + 1)
-    merged = [geoms[g[0]] if g.size == 1 else shapely.union_all(geoms[g]) for g in groups]
+    merged = [geoms[g[0]] if g.size == 1 else shapely.union_all(geoms[g]) for g in touching_groups(geoms)]
     return np.asarray(merged, dtype=object)
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -68,13 +69,10 @@ def model_card(run_dir: Path, checkpoint: Path, command: str, finetuned_from: Pa
         "*no crack* when the whole patch is clean; anything in between is dropped. Splits are by source photo, never by",
         "patch. Quay-wall site o6 is left out entirely (it is the fine-tuning demo's unseen site).",
         "",
-        "| source | licence | split | crack patches | no-crack patches |",
-        "|---|---|---|---|---|",
     ]
-    for source in prov.get("sources", []):
-        for split, counts in source.get("patches", {}).items():
-            lines.append(f"| {source['name']} | {LICENCES.get(source['name'], 'see its README')} | {split} | "
-                         f"{counts['crack']} | {counts['no_crack']} |")
+    lines += _table(["source", "licence", "split", "crack patches", "no-crack patches"],
+                    [(source["name"], LICENCES.get(source["name"], "see its README"), split, counts["crack"], counts["no_crack"])
+                     for source in prov.get("sources", []) for split, counts in source.get("patches", {}).items()])
     lines += [
         "",
         "**Licence of the weights**: they are derived from datasets restricted to non-commercial research (DeepCrack,",
@@ -86,12 +84,8 @@ def model_card(run_dir: Path, checkpoint: Path, command: str, finetuned_from: Pa
         "Test sets are never used for training, model selection or the threshold. `val/*` rows are the validation",
         "split (used for the threshold, and for early stopping when the best epoch is kept), shown for comparison.",
         "",
-        "| set | images | patches | precision | recall | F1 | AP |",
-        "|---|---|---|---|---|---|---|",
     ]
-    for name, row in sorted(metrics["sets"].items(), key=lambda kv: (not kv[0].startswith("test/"), kv[0])):
-        lines.append(f"| {name} | {row['images']} | {row['patches']} | {row['precision']} | {row['recall']} | "
-                     f"{row['f1']} | {row['ap']} |")
+    lines += _set_table(sorted(metrics["sets"].items(), key=lambda kv: (not kv[0].startswith("test/"), kv[0])))
     lines += [
         "",
         "PR curves of the test sets: `docs/pr_curve.png` (copied from the run folder).",
@@ -101,10 +95,8 @@ def model_card(run_dir: Path, checkpoint: Path, command: str, finetuned_from: Pa
         "`weights` is the sha256 of the fp32 weights after the epoch (`weights_sha256` in `metrics.json`): a re-run",
         "on the same kind of CPU matches it epoch by epoch.",
         "",
-        "| epoch | train loss | val F1 | val AP | minutes | weights |",
-        "|---|---|---|---|---|---|",
     ]
-    lines += _epoch_rows(metrics["history"])
+    lines += _epoch_table(metrics["history"])
     lines += [
         "",
         "## Limits",
@@ -164,13 +156,10 @@ def _finetune_card(metrics: dict[str, Any], checkpoint: Path, meta: Any, command
         "Validation is held out by raster (`--val-fraction`); a survey with a single annotated raster holds out the",
         "end strip of that raster along its longer side instead, and no patch crosses the cut.",
         "",
-        "| source | kind | root | split | crack patches | no-crack patches |",
-        "|---|---|---|---|---|---|",
     ]
-    for source in sources:
-        for split, counts in source.get("patches", {}).items():
-            lines.append(f"| {source['name']} | {source.get('kind')} | `{source.get('root')}` | {split} | "
-                         f"{counts['crack']} | {counts['no_crack']} |")
+    lines += _table(["source", "kind", "root", "split", "crack patches", "no-crack patches"],
+                    [(source["name"], source.get("kind"), f"`{source.get('root')}`", split, counts["crack"], counts["no_crack"])
+                     for source in sources for split, counts in source.get("patches", {}).items()])
     lines += [
         "",
         "**Licence of the weights**: those of the base model's weights (see its card) together with those of the",
@@ -188,18 +177,9 @@ def _finetune_card(metrics: dict[str, Any], checkpoint: Path, meta: Any, command
             f"(`survey-cracks run <survey> --model {checkpoint.name}` reports precision / recall / F1).",
             "",
         ]
-    lines += ["| set | images | patches | precision | recall | F1 | AP |", "|---|---|---|---|---|---|---|"]
-    for name, row in held_out:
-        lines.append(f"| {name} | {row['images']} | {row['patches']} | {row['precision']} | {row['recall']} | "
-                     f"{row['f1']} | {row['ap']} |")
-    lines += [
-        "",
-        "## Training history",
-        "",
-        "| epoch | train loss | val F1 | val AP | minutes | weights |",
-        "|---|---|---|---|---|---|",
-    ]
-    lines += _epoch_rows(metrics["history"])
+    lines += _set_table(held_out)
+    lines += ["", "## Training history", ""]
+    lines += _epoch_table(metrics["history"])
     lines += [
         "",
         "## Limits",
@@ -249,14 +229,12 @@ def _mask_card(run_dir: Path, metrics: dict[str, Any], checkpoint: Path, meta: A
         "Images are split by the classifier's seeded group hash (`configs/mask.yaml` uses `configs/train.yaml`'s seed and",
         "fractions), so the images held out from the trunk's training stay held out. What each source teaches:",
         "",
-        "| source | kind | role | licence |",
-        "|---|---|---|---|",
     ]
     teaches = {"mask_folder": "every pixel", "class_folders": "crack-free images as all-background masks",
                "yolo_boxes": "background outside the boxes, nothing inside"}
-    for source in prov.get("sources", []):
-        lines.append(f"| {source['name']} | {source['kind']}: {teaches.get(source['kind'], '')} | {source['role']} | "
-                     f"{LICENCES.get(source['name'], 'see its README')} |")
+    lines += _table(["source", "kind", "role", "licence"],
+                    [(source["name"], f"{source['kind']}: {teaches.get(source['kind'], '')}", source["role"],
+                      LICENCES.get(source["name"], "see its README")) for source in prov.get("sources", [])])
     lines += [
         "",
         "**Licence of the weights**: derived from data restricted to non-commercial research (DeepCrack, CrackForest),",
@@ -274,31 +252,30 @@ def _mask_card(run_dir: Path, metrics: dict[str, Any], checkpoint: Path, meta: A
             "images through its patch scores every 32 px blended into a heatmap (what `run --mode dense` writes), at its",
             f"threshold {baseline['threshold']}: `survey-cracks evaluate-mask --config configs/mask.yaml --model <it>`.",
         ]
-    lines += ["", "| set | images | model | pixel P@0 | R@0 | F1@0 | P@2 | R@2 | **F1@2** | completeness | correctness | quality |",
-              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    pixel_rows = []
     for name, row in sorted(metrics["sets"].items(), key=lambda kv: (not kv[0].startswith("test/"), kv[0])):
         rows = [("new", row)] + ([("previous", baseline["sets"][name])] if baseline and name in baseline["sets"] else [])
         for label, r in rows:
             p0, p2, c = r["pixel@0px"], r["pixel@2px"], r["centreline@2px"]
             f1 = f"**{p2['f1']}**" if label == "new" else p2["f1"]
-            lines.append(f"| {name} | {r['images']} | {label} | {p0['precision']} | {p0['recall']} | {p0['f1']} | "
-                         f"{p2['precision']} | {p2['recall']} | {f1} | {c['completeness']} | {c['correctness']} | {c['quality']} |")
+            pixel_rows.append((name, r["images"], label, p0["precision"], p0["recall"], p0["f1"], p2["precision"], p2["recall"], f1,
+                               c["completeness"], c["correctness"], c["quality"]))
+    lines += [""] + _table(["set", "images", "model", "pixel P@0", "R@0", "F1@0", "P@2", "R@2", "**F1@2**", "completeness",
+                            "correctness", "quality"], pixel_rows)
     patch, patch_base = _optional_json(run_dir / "patch_metrics.json"), _optional_json(run_dir / "baseline_patch_metrics.json")
     if patch:
         lines += ["", "## Held-out results (patch level)", "",
                   "The patch head on the classifier's held-out patches at its threshold (`survey-cracks evaluate --config",
-                  "configs/train.yaml --model <it>`), beside the previous shipped classifier:", "",
-                  "| set | patches | model | precision | recall | F1 | AP |", "|---|---|---|---|---|---|---|"]
-        for name in sorted(patch, key=lambda n: (not n.startswith("test/"), n)):
-            for label, table in (("new", patch), ("previous", patch_base or {})):
-                if name in table:
-                    r = table[name]
-                    lines.append(f"| {name} | {r['patches']} | {label} | {r['precision']} | {r['recall']} | {r['f1']} | {r['ap']} |")
-    lines += ["", "## Training history", "", "| step | phase | loss | val pixel F1@2 | val threshold | minutes |",
-              "|---|---|---|---|---|---|"]
-    for h in metrics["history"]:
-        val = h.get("val", {})
-        lines.append(f"| {h['step']} | {h['phase']} | {h['loss']} | {val.get('f1')} | {val.get('threshold')} | {h['seconds'] / 60:.1f} |")
+                  "configs/train.yaml --model <it>`), beside the previous shipped classifier:", ""]
+        lines += _table(["set", "patches", "model", "precision", "recall", "F1", "AP"],
+                        [(name, r["patches"], label, r["precision"], r["recall"], r["f1"], r["ap"])
+                         for name in sorted(patch, key=lambda n: (not n.startswith("test/"), n))
+                         for label, table in (("new", patch), ("previous", patch_base or {})) if name in table
+                         for r in [table[name]]])
+    lines += ["", "## Training history", ""]
+    lines += _table(["step", "phase", "loss", "val pixel F1@2", "val threshold", "minutes"],
+                    [(h["step"], h["phase"], h["loss"], h.get("val", {}).get("f1"), h.get("val", {}).get("threshold"),
+                      f"{h['seconds'] / 60:.1f}") for h in metrics["history"]])
     lines += [
         "",
         "## Limits",
@@ -310,14 +287,27 @@ def _mask_card(run_dir: Path, metrics: dict[str, Any], checkpoint: Path, meta: A
     return "\n".join(lines) + "\n"
 
 
-def _epoch_rows(history: list[dict[str, Any]]) -> list[str]:
-    """One table row per epoch of a classifier run (loss, validation F1 and AP, minutes, weights fingerprint)."""
-    rows = []
-    for h in history:
-        ap = h.get("val_ap")
-        rows.append(f"| {h['epoch']} | {h['train_loss']} | {h['val_f1']} | {ap if ap is None else round(ap, 4)} | "
-                    f"{h['seconds'] / 60:.1f} | {h.get('weights_sha256', '')[:12]} |")
-    return rows
+def _table(headers: list[str], rows: Iterable[Sequence[object]]) -> list[str]:
+    """A Markdown table as lines: the header, its rule, and one line per row (each cell as ``str`` shows it).
+
+    Every table of the cards goes through here, so they all have the same layout.
+    """
+    return [f"| {' | '.join(headers)} |", f"|{'---|' * len(headers)}",
+            *(f"| {' | '.join(str(cell) for cell in row)} |" for row in rows)]
+
+
+def _set_table(sets: Iterable[tuple[str, dict[str, Any]]]) -> list[str]:
+    """Patch-level results of a classifier, one row per held-out set (its images and patches, P, R, F1, AP)."""
+    return _table(["set", "images", "patches", "precision", "recall", "F1", "AP"],
+                  [(name, row["images"], row["patches"], row["precision"], row["recall"], row["f1"], row["ap"])
+                   for name, row in sets])
+
+
+def _epoch_table(history: list[dict[str, Any]]) -> list[str]:
+    """One row per epoch of a classifier run (loss, validation F1 and AP, minutes, weights fingerprint)."""
+    return _table(["epoch", "train loss", "val F1", "val AP", "minutes", "weights"],
+                  [(h["epoch"], h["train_loss"], h["val_f1"], h.get("val_ap") if h.get("val_ap") is None else round(h["val_ap"], 4),
+                    f"{h['seconds'] / 60:.1f}", h.get("weights_sha256", "")[:12]) for h in history])
 
 
 def _optional_json(path: Path) -> dict[str, Any] | None:

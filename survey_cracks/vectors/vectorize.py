@@ -21,6 +21,7 @@ from shapely.affinity import affine_transform
 from shapely.geometry import shape
 
 from survey_cracks.config import VectorizeConfig
+from survey_cracks.io.geometry import touching_groups
 from survey_cracks.io.raster import RasterInfo
 
 COLUMNS = ["id", "max_score", "mean_score", "area", "length", "unit", "geometry"]
@@ -114,29 +115,9 @@ def _regions(values: np.ndarray, hit: np.ndarray, window: Window, info: RasterIn
 
 
 def _merge(regions: list[_Region]) -> list[_Region]:
-    """Union regions that touch across block borders (union-find over an STRtree)."""
-    if not regions:
-        return []
-    geoms = [r.geometry for r in regions]
-    tree = shapely.STRtree(geoms)
-    left, right = tree.query(geoms, predicate="intersects")
-    parent = list(range(len(regions)))
-
-    def find(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
-    for a, b in zip(left.tolist(), right.tolist()):
-        ra, rb = find(a), find(b)
-        if ra != rb:
-            parent[rb] = ra
-    groups: dict[int, list[int]] = {}
-    for i in range(len(regions)):
-        groups.setdefault(find(i), []).append(i)
+    """Union regions that touch across block borders (`touching_groups`), in the order of their first part."""
     merged = []
-    for members in groups.values():
+    for members in touching_groups([r.geometry for r in regions]):
         parts = [regions[i] for i in members]
         geometry = parts[0].geometry if len(parts) == 1 else _dissolve([p.geometry for p in parts])
         merged.append(

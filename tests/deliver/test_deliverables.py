@@ -8,9 +8,11 @@ are reopened. Change matching is tested on hand-built crack pairs.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import shutil
 import sqlite3
+from html.parser import HTMLParser
 from pathlib import Path
 
 import geopandas as gpd
@@ -24,6 +26,10 @@ from shapely.geometry import LineString, box
 from survey_cracks.cli.main import cli
 from survey_cracks.deliver.compare import match_cracks
 from survey_cracks.deliver.condition import ChangeRules
+from survey_cracks.deliver.deliverables import build_products
+from survey_cracks.deliver.outcomes import RasterOutcome
+from survey_cracks.deliver.report_html import write_report_html
+from survey_cracks.deliver.run_record import read_run
 from survey_cracks.deliver.stac import validate_catalog
 from survey_cracks.synthetic import write_orthomosaic
 
@@ -88,6 +94,51 @@ def test_run_with_assets_writes_styled_survey_gpkg_csv_report_and_valid_stac(run
     item = json.loads((run_out / "deck" / "deck" / "item.json").read_text())
     assert item["properties"]["survey_cracks:model_sha256"] and set(item["assets"]) == {"heatmap", "cracks", "report", "survey"}
     assert item["properties"]["processing:software"]["survey_cracks"]
+
+
+class _Page(HTMLParser):
+    """The tags of a page and the text inside each kind of tag."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.open: list[str] = []
+        self.tags: list[str] = []
+        self.text: dict[str, list[str]] = {}
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append(tag)
+        if tag not in {"img", "meta"}:  # void elements: never closed
+            self.open.append(tag)
+
+    def handle_endtag(self, tag):
+        assert self.open and self.open.pop() == tag, f"</{tag}> closes <{self.open[-1] if self.open else None}>"
+
+    def handle_data(self, data):
+        if self.open:
+            self.text.setdefault(self.open[-1], []).append(data)
+
+
+def test_report_html_escapes_names_notes_and_errors(run_out, tmp_path):
+    # names come from folder and file names, notes and errors from user files: markup in them is shown, not obeyed
+    out = tmp_path / "out"
+    shutil.copytree(run_out, out)
+    record = read_run(out)
+    name = "deck <b>bold</b> & co"
+    record.outcomes.append(RasterOutcome(survey="deck", raster="broken", source="", status="failed", error=f"{name} unreadable"))
+    [product] = build_products(record)
+    product.survey, product.asset_source, product.notes = name, f"{name}.gpkg", [f"note on {name}"]
+    product.assets = [dataclasses.replace(a, asset_id=f"{a.asset_id} {name}") for a in product.assets]
+    for raster in product.rasters:
+        raster.outcome = dataclasses.replace(raster.outcome, raster=name)
+    page = write_report_html(record, [product]).read_text()
+    assert "<b>" not in page and "deck &lt;b&gt;bold&lt;/b&gt; &amp; co" in page
+    parsed = _Page()
+    parsed.feed(page)
+    parsed.close()
+    assert "b" not in parsed.tags and not parsed.open, parsed.open  # no stray tag, every tag closed
+    assert parsed.text["h2"] == [f"Survey {name}"] and parsed.text["h3"] == [name]
+    assert f"FAILED {name} unreadable" in parsed.text["p"] and f"note on {name}" in parsed.text["p"]
+    assert f"west {name}" in parsed.text["td"] and f"east {name}" in parsed.text["td"]
 
 
 def test_bad_asset_file_fails_before_processing_with_one_clear_line(survey, tiny_mask_model, tmp_path):
