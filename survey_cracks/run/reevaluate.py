@@ -8,6 +8,14 @@ report.json, the survey reports, summary.csv, run.json and the deliverables are
 rewritten: the outputs then equal a fresh run at that threshold, except timings and
 the patch-mode count ``patches_above_threshold`` (patch scores are not kept; it is
 left out). The steps after tracing are the run's own (`pipeline.finish_raster`).
+
+OUT's manifest is rewritten with them, so outputs and their record never disagree: each
+re-evaluated raster's entry then says what ``run --threshold T`` would have recorded, the
+settings at the threshold its polygons are traced at and the annotation they were scored
+against. A later run at another threshold (a plain ``run`` after ``evaluate --threshold T``
+included) therefore finds those rasters' settings changed and computes them again at its own
+threshold, instead of keeping polygons at T under a run.json that states its threshold.
+Every entry is recorded at run.json's settings, the ones its vectors were just traced with.
 """
 
 from __future__ import annotations
@@ -30,6 +38,7 @@ from survey_cracks.io.annotations import find_annotation, load_truth
 from survey_cracks.io.raster import RasterInfo, inspect_raster
 from survey_cracks.io.remote import Source
 from survey_cracks.outputs import HEATMAP, write_json
+from survey_cracks.run.manifest import config_sha256, load_records, save_record
 from survey_cracks.run.pipeline import finish_raster, write_survey_reports
 from survey_cracks.vectors.tracing import trace_heatmap
 
@@ -64,7 +73,7 @@ def reevaluate_raster(outcome: RasterOutcome, folder: Path, source: Path, thresh
 
 def evaluate_outputs(out: Path, threshold: float | None = None, assets: Path | None = None, rules: AssetRules | None = None,
                      progress: bool = False, log: Log = print) -> list[RasterOutcome]:
-    """Recompute every figure and report of the run in ``out`` (see the module docstring)."""
+    """Recompute every figure and report of the run in ``out``, and its manifest (see the module docstring)."""
     out = Path(out)
     record = read_run(out)
     if assets is not None:
@@ -73,14 +82,23 @@ def evaluate_outputs(out: Path, threshold: float | None = None, assets: Path | N
         load_assets(assets, rules or record.rules)
     given = threshold is not None
     threshold = record.threshold if threshold is None else float(threshold)
+    # The settings as `run --threshold T` records them: what the manifest's entries now stand for.
+    config = record.config.model_copy(update={"vectorize": record.config.vectorize.model_copy(update={"threshold": threshold})}) \
+        if given else record.config
+    settings = config_sha256(config)
+    entries = {(r.survey, r.raster): r for r in load_records(out)}
     outcomes = []
     for outcome in record.outcomes:
         if outcome.status == "ok":
             log(f"{outcome.survey}/{outcome.raster}: threshold {threshold:g}")
             source = record.source(outcome)
             annotation = find_annotation(source) if source.is_file() else None
-            outcome = reevaluate_raster(outcome, record.folder(outcome), source, threshold, record.config, record.mode,
-                                        progress, annotation)
+            outcome = reevaluate_raster(outcome, record.folder(outcome), source, threshold, config, record.mode, progress,
+                                        annotation)
+            entry = entries.get((outcome.survey, outcome.raster))
+            if entry is not None:
+                entry.inputs = entry.inputs.with_annotation(annotation).model_copy(update={"config_sha256": settings})
+                save_record(out, entry)
         outcomes.append(outcome)
     write_survey_reports(out, outcomes)
     write_summary(out / "summary.csv", outcomes)

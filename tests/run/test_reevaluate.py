@@ -1,7 +1,8 @@
-"""The annotation of each raster is looked up once per run, and the manifest names the file evaluated.
+"""`evaluate OUT --threshold T` and the runs after it: outputs, run.json, report.json and the manifest agree.
 
-Two sample road scans (shipped model, their ``.mask.png`` annotations) are run through the
-CLI on one LocalCluster started here.
+Two sample road scans (shipped model, their ``.mask.png`` annotations) are run, re-evaluated
+at another threshold and run again, through the CLI on one LocalCluster started here. The
+annotation of each raster is looked up once per run, and the manifest names the file evaluated.
 """
 
 from __future__ import annotations
@@ -69,6 +70,31 @@ def assert_outputs_agree(out: Path) -> float:
         assert len(polygons) == report["counts"]["polygons"] == int(rows[scan]["polygons"]), scan
         assert report["metrics"], scan
     return threshold
+
+
+def test_a_run_after_evaluate_at_another_threshold_traces_at_its_own(road, cluster, tmp_path):
+    out = tmp_path / "out"
+    run(road, out, cluster)
+    first = assert_outputs_agree(out)
+    polygons = {scan: report["counts"]["polygons"] for scan, report in reports(out).items()}
+    assert first != EVALUATED_AT
+
+    invoke("evaluate", out, "--threshold", EVALUATED_AT, "-q")
+    assert assert_outputs_agree(out) == EVALUATED_AT
+    assert {scan: report["counts"]["polygons"] for scan, report in reports(out).items()} != polygons  # really other outputs
+
+    # A plain run is at the model's threshold: the rasters traced at T are computed again, not kept as "up to date".
+    output = run(road, out, cluster)
+    assert "2 computed, 0 up to date" in output, output
+    assert assert_outputs_agree(out) == first
+    assert {scan: report["counts"]["polygons"] for scan, report in reports(out).items()} == polygons
+    assert json.loads((out / "road" / "report.json").read_text())["this_run"] == \
+        {scan: {"action": "computed", "reason": "settings changed"} for scan in SCANS}
+
+    # The manifest says what `run --threshold T` records: after `evaluate --threshold T` such a run has nothing to do.
+    invoke("evaluate", out, "--threshold", EVALUATED_AT, "-q")
+    assert "0 computed, 2 up to date" in run(road, out, cluster, "--threshold", EVALUATED_AT)
+    assert assert_outputs_agree(out) == EVALUATED_AT
 
 
 def test_the_annotation_is_resolved_once_per_raster_and_the_manifest_names_the_file_evaluated(road, cluster, tmp_path,
