@@ -286,7 +286,8 @@ def evaluate(out_dir: Path | None, threshold: float | None, assets_path: Path | 
     \b
     survey-cracks evaluate OUT_DIR [--threshold T]: polygons, centrelines, metrics, report.json, summary.csv,
         the survey GeoPackages, report.html and the STAC catalogue again from heatmap.tif and the annotations
-        beside the source rasters, without the model: the same outputs as a fresh run at T.
+        beside the source rasters, without the model: the same outputs as a fresh run at T. OUT's manifest then
+        records T, as `run --threshold T` would: a later run at another threshold computes those rasters again.
     survey-cracks evaluate --config configs/train.yaml: patch-level precision, recall, F1 and AP per source of a
         checkpoint on a training config's held-out splits at its calibrated threshold.
     """

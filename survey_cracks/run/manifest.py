@@ -88,6 +88,14 @@ class Inputs(BaseModel):
             return "annotation changed"
         return None
 
+    def with_annotation(self, annotation: Source | None) -> "Inputs":
+        """These inputs with ``annotation`` as the file the raster is evaluated against (None: not annotated).
+
+        Raises OSError when it cannot be read.
+        """
+        return self.model_copy(update={"annotation": annotation.name if annotation else None,
+                                       "annotation_fingerprint": fingerprint(annotation) if annotation else None})
+
 
 class RasterRecord(BaseModel):
     """One raster's entry: where its outputs are, what made them, how it went."""

@@ -19,14 +19,14 @@ import traceback
 from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 import rasterio
 from rasterio.windows import Window
 
 from survey_cracks.background import in_background
-from survey_cracks.config import HeatmapConfig, RunConfig
+from survey_cracks.config import EvaluateConfig, HeatmapConfig, RunConfig
 from survey_cracks.deliver.assets import load_assets
 from survey_cracks.deliver.condition import AssetRules
 from survey_cracks.deliver.deliverables import write_deliverables
@@ -59,6 +59,7 @@ from survey_cracks.tuning import trim_heap
 from survey_cracks.io.annotations import Truth, find_annotation, load_truth
 from survey_cracks.io.discover import SurveyRaster, find_rasters
 from survey_cracks.io.raster import RasterInfo, inspect_raster
+from survey_cracks.io.remote import Source
 from survey_cracks.models.checkpoint import SHIPPED_MODEL, ModelMeta, file_sha256, read_meta
 from survey_cracks.outputs import (  # noqa: F401 (names
     CENTRELINES_GEOJSON,
@@ -81,6 +82,9 @@ from survey_cracks.run.runlog import RunLog
 from survey_cracks.tiling import ALIGN, ContextWindow, PatchGrid, context_windows, patch_grid, window_size_for_ground
 from survey_cracks.vectors.heatmap import StagedHeatmap, staged_heatmap_problem, write_patch_scores
 from survey_cracks.vectors.tracing import HeatmapTracer
+
+if TYPE_CHECKING:  # frames are passed through, never built here
+    import geopandas as gpd
 
 Log = Callable[[str], None]
 # OS errors of the machine rather than of one raster: the run stops with exit code 3.
@@ -131,12 +135,23 @@ class RunContext:
     rules: AssetRules = field(default_factory=AssetRules)
 
 
-def raster_inputs(item: SurveyRaster, model_sha256: str, config_hash: str) -> Inputs:
+@dataclass(frozen=True)
+class RasterTodo:
+    """A raster this run computes: its annotation, what its outputs are made from now, and why it is computed.
+
+    The annotation is looked up once, when the raster is listed: the manifest fingerprints the
+    very file the evaluation reads (a second lookup could find another one, and costs requests on s3).
+    """
+
+    item: SurveyRaster
+    annotation: Source | None
+    inputs: Inputs
+    reason: str
+
+
+def raster_inputs(item: SurveyRaster, annotation: Source | None, model_sha256: str, config_hash: str) -> Inputs:
     """What the raster's outputs would be made from now (raises OSError when the raster cannot be read)."""
-    annotation = find_annotation(item.path)
-    return Inputs(raster=fingerprint(item.path), annotation=annotation.name if annotation else None,
-                  annotation_fingerprint=fingerprint(annotation) if annotation else None,
-                  model_sha256=model_sha256, config_sha256=config_hash)
+    return Inputs(raster=fingerprint(item.path), model_sha256=model_sha256, config_sha256=config_hash).with_annotation(annotation)
 
 
 def patch_grid_for(info: RasterInfo, meta: ModelMeta, config: RunConfig) -> PatchGrid:
@@ -265,12 +280,13 @@ def _run_locked(inputs: list[str | Path], out: Path, run: RunContext, progress: 
                         for e in input_errors]
     for outcome in run.input_errors:
         events.error(outcome.error or "", source=outcome.source)
-    todo: list[tuple[SurveyRaster, Inputs, str]] = []
+    todo: list[RasterTodo] = []
     config_hash = config_sha256(config)
     for item in rasters:
         key = (item.survey, item.name)
         try:
-            inputs_now = raster_inputs(item, run.sha256, config_hash)
+            annotation = find_annotation(item.path)
+            inputs_now = raster_inputs(item, annotation, run.sha256, config_hash)
         except OSError as error:  # vanished or unreadable since it was listed
             message = f"{item.path}: cannot read it ({error.strerror or error}) — check the file and its permissions"
             run.input_errors.append(RasterOutcome(survey=item.survey, raster=item.name, source=item.source, status="error",
@@ -282,7 +298,7 @@ def _run_locked(inputs: list[str | Path], out: Path, run: RunContext, progress: 
             run.actions[key] = (UP_TO_DATE, "inputs, model and settings unchanged")
             events(f"{item.survey}/{item.name}: up to date", survey=item.survey, raster=item.name, action=UP_TO_DATE)
         else:
-            todo.append((item, inputs_now, reason))
+            todo.append(RasterTodo(item, annotation, inputs_now, reason))
     events(f"{len(rasters)} rasters: {len(todo)} to compute, {len(rasters) - len(todo)} up to date or unreadable")
     write_run_reports(out, run)
     closing: Future[None] | None = None
@@ -296,17 +312,18 @@ def _run_locked(inputs: list[str | Path], out: Path, run: RunContext, progress: 
             in_background(load_plotting, "plotting")  # ~0.4 s off the run's last stage, while the client waits for the model
             events(f"dask: {len(client.scheduler_info().get('workers', {}))} workers at {client.scheduler.address}; "
                    f"dashboard {dashboard_of(client)}")
-            for number, (item, inputs_now, reason) in enumerate(todo, 1):
+            for number, job in enumerate(todo, 1):
+                item, reason = job.item, job.reason
                 key = (item.survey, item.name)
                 events(f"[{number}/{len(todo)}] {item.survey}/{item.name} ({reason})", survey=item.survey,
                        raster=item.name, source=item.source, reason=reason)
                 record = RasterRecord(survey=item.survey, raster=item.name, source=item.source,
-                                      survey_source=str(item.folder), status="running", inputs=inputs_now, started_at=now())
+                                      survey_source=str(item.folder), status="running", inputs=job.inputs, started_at=now())
                 save_record(out, record)
                 run.actions[key] = (RUNNING, reason)
-                outcome = process_raster(item, out, client, spec, meta, run.threshold, config, progress, run.mode, run.margin,
-                                         inputs_now, lambda line: events(f"{item.survey}/{item.name}: {line}",
-                                                                         survey=item.survey, raster=item.name))
+                outcome = process_raster(job, out, client, spec, run, progress,
+                                         lambda line: events(f"{item.survey}/{item.name}: {line}",
+                                                             survey=item.survey, raster=item.name))
                 record.status, record.error, record.seconds = ("ok" if outcome.status == "ok" else "error"), outcome.error, outcome.seconds
                 record.finished_at = now()
                 save_record(out, record)
@@ -333,26 +350,15 @@ def _run_locked(inputs: list[str | Path], out: Path, run: RunContext, progress: 
     return result
 
 
-def process_raster(
-    item: SurveyRaster,
-    out: Path,
-    client: Any,
-    spec: ModelSpec,
-    meta: ModelMeta,
-    threshold: float,
-    config: RunConfig,
-    progress: bool = True,
-    mode: Mode = "patch",
-    margin: int = 0,
-    inputs: Inputs | None = None,
-    log: Log | None = None,
-) -> RasterOutcome:
-    """One raster, its steps in order: read → infer → heatmap → vectorize → evaluate → write.
+def process_raster(job: RasterTodo, out: Path, client: Any, spec: ModelSpec, run: RunContext, progress: bool = True,
+                   log: Log | None = None) -> RasterOutcome:
+    """One raster, its steps in order: read → infer → trace → evaluate → write, each a call into its room.
 
     Everything is built in the raster's work folder, renamed into place at the end. In mask
     mode the staged heatmap and its windows journal survive a kill (or Ctrl-C): called again
-    with the same ``inputs`` it resumes from the finished windows (``log`` says so).
+    with the same ``job.inputs`` it resumes from the finished windows (``log`` says so).
     """
+    item, config, mode, threshold = job.item, run.config, run.mode, run.threshold
     outcome = RasterOutcome(survey=item.survey, raster=item.name, source=str(item.path))
     final = out / item.survey / item.name
     work = work_folder(final)
@@ -360,45 +366,35 @@ def process_raster(
     say = log or (lambda _: None)
     interrupted = True
     try:
-        # read
+        # read: the raster, and its annotation now (a bad one fails before the inference, not after)
         info = inspect_raster(item.path)
         outcome.info = raster_summary(info)
-        annotation = find_annotation(item.path)
-        truth: Truth | None = load_truth(item.path, info, config.evaluate, annotation) if annotation else None
-        plan = window_plan(info, config, margin, inputs) if mode == "mask" else None
+        truth = load_truth(item.path, info, config.evaluate, job.annotation) if job.annotation else None
+        plan = window_plan(info, config, run.margin, job.inputs) if mode == "mask" else None
         journal = resume_or_start(work, plan, config.heatmap, say)
         lap("inspect")
         # Patch-level blobs have no meaningful centreline: mask mode only.
         tracer = HeatmapTracer(info, threshold, config.vectorize.for_mode(mode),
                                config.centrelines if mode == "mask" else None, progress=progress)
         with StagedHeatmap(work / HEATMAP, info, config.heatmap, resume=bool(journal and journal.finished)) as staged:
-            # infer + heatmap: the tracer traces each block as soon as its pixels are in
+            # infer: the heatmap, each block traced as soon as its pixels are in
             if plan is not None:
                 assert journal is not None
                 counts = segment_into(staged, tracer, plan, journal, item, client, spec, config, progress, say)
             else:
-                counts = score_into(staged, tracer, item, info, client, spec, meta, threshold, config, progress, mode, margin)
+                counts = score_into(staged, tracer, item, info, client, spec, run.meta, threshold, config, progress, mode,
+                                    run.margin)
             release_worker_memory(client)
             lap("inference")
             cog = staged.start_publishing()  # the COG copy runs beside the vector work
             lap("heatmap")
-            # vectorize
+            # trace
             polygons, lines = tracer.finish()
-            write_vectors(polygons, lines, work)
-            cog.result()
-        lap("cog_and_polygons")
-        outcome.counts = replace(counts, mode=mode).with_vectors(threshold, polygons, lines, info.georeferenced)
-        # evaluate
-        if truth is not None:
-            metrics = evaluate_raster(work / HEATMAP, truth, polygons, threshold, info, config.evaluate)
-            outcome.counts.annotation = annotation.name if annotation else None
-            outcome.measured = metrics
-        lap("evaluate")
-        # write
+            # evaluate and write
+            outcome.counts = replace(counts, mode=mode)
+            finish_raster(outcome, work, polygons, lines, threshold, info, truth, config.evaluate, heatmap=cog, lap=lap)
         (work / JOURNAL).unlink(missing_ok=True)
-        write_json(work / REPORT, outcome.as_dict())
         replace_folder(work, final)
-        write_json(final / REPORT, outcome.as_dict())
         interrupted = False
     except SurveyCracksError as error:  # a PixelReadError too, raised by io.raster here or in a Dask worker
         interrupted = False
@@ -415,6 +411,33 @@ def process_raster(
             shutil.rmtree(work, ignore_errors=True)
     if outcome.status != "ok":
         remove_outputs(final)  # a previous night's outputs must not pass for this run's
+    return outcome
+
+
+def finish_raster(outcome: RasterOutcome, folder: Path, polygons: gpd.GeoDataFrame, lines: gpd.GeoDataFrame | None,
+                  threshold: float, info: RasterInfo, truth: Truth | None, config: EvaluateConfig,
+                  heatmap: Future[Path] | None = None, lap: Callable[[str], None] | None = None) -> RasterOutcome:
+    """A raster's steps after tracing, the same for `run` and for `evaluate OUT`: its vectors written into ``folder``,
+    ``outcome``'s counts completed with them, the heatmap scored against ``truth`` (the annotation resolved
+    once for the raster), and report.json written last, so a folder with a report is a whole one.
+
+    One function for both, so `evaluate OUT --threshold T` cannot drift from what a run at T writes.
+    ``heatmap``: the COG still being built beside the vector work (`StagedHeatmap.start_publishing`),
+    waited for before the evaluation reads it; None: ``folder``'s heatmap.tif is in place.
+    ``lap`` (a run's `Laps`) closes the steps "cog_and_polygons" and "evaluate".
+    """
+    write_vectors(polygons, lines, folder)
+    outcome.counts = outcome.counts.with_vectors(threshold, polygons, lines, info.georeferenced)
+    if heatmap is not None:
+        heatmap.result()
+    if lap is not None:
+        lap("cog_and_polygons")
+    if truth is not None:
+        outcome.measured = evaluate_raster(folder / HEATMAP, truth, polygons, threshold, info, config)
+        outcome.counts.annotation = truth.path.name
+    if lap is not None:
+        lap("evaluate")
+    write_json(folder / REPORT, outcome.as_dict())
     return outcome
 
 

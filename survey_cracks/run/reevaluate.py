@@ -7,7 +7,15 @@ metrics are recomputed against the annotations found beside the source rasters, 
 report.json, the survey reports, summary.csv, run.json and the deliverables are
 rewritten: the outputs then equal a fresh run at that threshold, except timings and
 the patch-mode count ``patches_above_threshold`` (patch scores are not kept; it is
-left out).
+left out). The steps after tracing are the run's own (`pipeline.finish_raster`).
+
+OUT's manifest is rewritten with them, so outputs and their record never disagree: each
+re-evaluated raster's entry then says what ``run --threshold T`` would have recorded, the
+settings at the threshold its polygons are traced at and the annotation they were scored
+against. A later run at another threshold (a plain ``run`` after ``evaluate --threshold T``
+included) therefore finds those rasters' settings changed and computes them again at its own
+threshold, instead of keeping polygons at T under a run.json that states its threshold.
+Every entry is recorded at run.json's settings, the ones its vectors were just traced with.
 """
 
 from __future__ import annotations
@@ -26,11 +34,12 @@ from survey_cracks.deliver.deliverables import write_deliverables
 from survey_cracks.deliver.outcomes import RasterOutcome, write_summary
 from survey_cracks.deliver.run_record import RUN_JSON, read_run
 from survey_cracks.errors import RasterError
-from survey_cracks.evaluation.evaluate import evaluate_raster
 from survey_cracks.io.annotations import find_annotation, load_truth
 from survey_cracks.io.raster import RasterInfo, inspect_raster
-from survey_cracks.outputs import HEATMAP, REPORT, write_json, write_vectors
-from survey_cracks.run.pipeline import write_survey_reports
+from survey_cracks.io.remote import Source
+from survey_cracks.outputs import HEATMAP, write_json
+from survey_cracks.run.manifest import config_sha256, load_records, save_record
+from survey_cracks.run.pipeline import finish_raster, write_survey_reports
 from survey_cracks.vectors.tracing import trace_heatmap
 
 Log = Callable[[str], None]
@@ -44,31 +53,27 @@ def vectors_from_heatmap(heatmap: Path, threshold: float, info: RasterInfo, conf
 
 
 def reevaluate_raster(outcome: RasterOutcome, folder: Path, source: Path, threshold: float, config: RunConfig, mode: str,
-                      progress: bool = False) -> RasterOutcome:
-    """One raster's vectors, counts and metrics at ``threshold``, rewritten in its folder."""
+                      progress: bool = False, annotation: Source | None = None) -> RasterOutcome:
+    """One raster's vectors, counts and metrics at ``threshold``, rewritten in its folder.
+
+    ``annotation``: the one resolved for this raster (`find_annotation`); None: not annotated.
+    """
     if not source.is_file():
         raise RasterError(source, "source raster of this output not found (report.json records it)",
                           "run evaluate from the folder the run was started in, or restore the raster")
     info = inspect_raster(source)
+    truth = load_truth(source, info, config.evaluate, annotation) if annotation is not None else None
     polygons, lines = vectors_from_heatmap(folder / HEATMAP, threshold, info, config, mode, progress)
-    write_vectors(polygons, lines, folder)
     # Patch scores are not kept: the count above the new threshold is left out.
-    counts = replace(outcome.counts, patches_above_threshold=None, annotation=None).with_vectors(
-        threshold, polygons, lines, info.georeferenced)
+    counts = replace(outcome.counts, patches_above_threshold=None, annotation=None)
     result = RasterOutcome(survey=outcome.survey, raster=outcome.raster, source=outcome.source, info=outcome.info,
                            counts=counts, seconds=outcome.seconds, action=outcome.action, reason=outcome.reason)
-    annotation = find_annotation(source)
-    if annotation is not None:
-        truth = load_truth(source, info, config.evaluate, annotation)
-        result.measured = evaluate_raster(folder / HEATMAP, truth, polygons, threshold, info, config.evaluate)
-        result.counts.annotation = annotation.name
-    write_json(folder / REPORT, result.as_dict())
-    return result
+    return finish_raster(result, folder, polygons, lines, threshold, info, truth, config.evaluate)
 
 
 def evaluate_outputs(out: Path, threshold: float | None = None, assets: Path | None = None, rules: AssetRules | None = None,
                      progress: bool = False, log: Log = print) -> list[RasterOutcome]:
-    """Recompute every figure and report of the run in ``out`` (see the module docstring)."""
+    """Recompute every figure and report of the run in ``out``, and its manifest (see the module docstring)."""
     out = Path(out)
     record = read_run(out)
     if assets is not None:
@@ -77,11 +82,23 @@ def evaluate_outputs(out: Path, threshold: float | None = None, assets: Path | N
         load_assets(assets, rules or record.rules)
     given = threshold is not None
     threshold = record.threshold if threshold is None else float(threshold)
+    # The settings as `run --threshold T` records them: what the manifest's entries now stand for.
+    config = record.config.model_copy(update={"vectorize": record.config.vectorize.model_copy(update={"threshold": threshold})}) \
+        if given else record.config
+    settings = config_sha256(config)
+    entries = {(r.survey, r.raster): r for r in load_records(out)}
     outcomes = []
     for outcome in record.outcomes:
         if outcome.status == "ok":
             log(f"{outcome.survey}/{outcome.raster}: threshold {threshold:g}")
-            outcome = reevaluate_raster(outcome, record.folder(outcome), record.source(outcome), threshold, record.config, record.mode, progress)
+            source = record.source(outcome)
+            annotation = find_annotation(source) if source.is_file() else None
+            outcome = reevaluate_raster(outcome, record.folder(outcome), source, threshold, config, record.mode, progress,
+                                        annotation)
+            entry = entries.get((outcome.survey, outcome.raster))
+            if entry is not None:
+                entry.inputs = entry.inputs.with_annotation(annotation).model_copy(update={"config_sha256": settings})
+                save_record(out, entry)
         outcomes.append(outcome)
     write_survey_reports(out, outcomes)
     write_summary(out / "summary.csv", outcomes)
