@@ -29,6 +29,7 @@ from survey_cracks.background import in_background
 from survey_cracks.config import HeatmapConfig, RunConfig
 from survey_cracks.deliver.assets import load_assets
 from survey_cracks.deliver.condition import AssetRules
+from survey_cracks.deliver.console import raster_found, survey_threshold, totals_lines
 from survey_cracks.deliver.deliverables import write_deliverables
 from survey_cracks.deliver.outcomes import (
     COMPUTED,
@@ -62,6 +63,7 @@ from survey_cracks.io.raster import RasterInfo, inspect_raster
 from survey_cracks.models.checkpoint import SHIPPED_MODEL, ModelMeta, file_sha256, read_meta
 from survey_cracks.outputs import (  # noqa: F401 (names
     CENTRELINES_GEOJSON,
+    CRACK_MASK,
     GEOJSON,
     GPKG,
     HEATMAP,
@@ -79,7 +81,7 @@ from survey_cracks.run.lock import out_lock
 from survey_cracks.run.manifest import Inputs, RasterRecord, config_sha256, fingerprint, load_records, now, save_record, why_redo
 from survey_cracks.run.runlog import RunLog
 from survey_cracks.tiling import ALIGN, ContextWindow, PatchGrid, context_windows, patch_grid, window_size_for_ground
-from survey_cracks.vectors.heatmap import StagedHeatmap, staged_heatmap_problem, write_patch_scores
+from survey_cracks.vectors.heatmap import StagedHeatmap, staged_heatmap_problem, write_crack_mask, write_patch_scores
 from survey_cracks.vectors.tracing import HeatmapTracer
 
 Log = Callable[[str], None]
@@ -316,6 +318,7 @@ def _run_locked(inputs: list[str | Path], out: Path, run: RunContext, progress: 
                 else:
                     events(f"{item.survey}/{item.name}: done in {sum(outcome.seconds.values()):.1f} s",
                            survey=item.survey, raster=item.name, seconds=outcome.seconds)
+                    events(raster_found(outcome), survey=item.survey, raster=item.name)
                 if number == 1:
                     run.compute = compute_when_warm(warming)
                     events(f"model on {' / '.join(run.compute)}")
@@ -327,6 +330,8 @@ def _run_locked(inputs: list[str | Path], out: Path, run: RunContext, progress: 
     write_deliverables(out, events)
     if closing is not None:
         closing.result()
+    for line in totals_lines(result.outcomes, str(out)):
+        events(line)
     events(f"finished: {len(result.computed)} computed, {len(result.up_to_date)} up to date, {len(result.failed)} failed; "
            f"OUT holds {result.covered} rasters", computed=len(result.computed), up_to_date=len(result.up_to_date),
            failed=len(result.failed), rasters_in_out=result.covered)
@@ -386,6 +391,8 @@ def process_raster(
             polygons, lines = tracer.finish()
             write_vectors(polygons, lines, work)
             cog.result()
+            if config.heatmap.write_mask:
+                write_crack_mask(work / HEATMAP, work / CRACK_MASK, threshold, config.heatmap)
         lap("cog_and_polygons")
         outcome.counts = replace(counts, mode=mode).with_vectors(threshold, polygons, lines, info.georeferenced)
         # evaluate
@@ -616,6 +623,7 @@ def write_survey_reports(out: Path, outcomes: list[RasterOutcome]) -> None:
                 "failed": [o.error for o in members if o.status != "ok"],
                 "annotated_rasters": len(measured),
                 "metrics": combine(measured).as_dict() if measured else None,
+                "threshold": survey_threshold(members, str(out)),
                 "this_run": {o.raster: {"action": o.action, "reason": o.reason} for o in members},
             },
         )

@@ -29,8 +29,9 @@ from survey_cracks.errors import RasterError
 from survey_cracks.evaluation.evaluate import evaluate_raster
 from survey_cracks.io.annotations import find_annotation, load_truth
 from survey_cracks.io.raster import RasterInfo, inspect_raster
-from survey_cracks.outputs import HEATMAP, REPORT, write_json, write_vectors
+from survey_cracks.outputs import CRACK_MASK, HEATMAP, REPORT, write_json, write_vectors
 from survey_cracks.run.pipeline import write_survey_reports
+from survey_cracks.vectors.heatmap import write_crack_mask
 from survey_cracks.vectors.tracing import trace_heatmap
 
 Log = Callable[[str], None]
@@ -52,6 +53,8 @@ def reevaluate_raster(outcome: RasterOutcome, folder: Path, source: Path, thresh
     info = inspect_raster(source)
     polygons, lines = vectors_from_heatmap(folder / HEATMAP, threshold, info, config, mode, progress)
     write_vectors(polygons, lines, folder)
+    if config.heatmap.write_mask:  # the mask is of the threshold too
+        write_crack_mask(folder / HEATMAP, folder / CRACK_MASK, threshold, config.heatmap)
     # Patch scores are not kept: the count above the new threshold is left out.
     counts = replace(outcome.counts, patches_above_threshold=None, annotation=None).with_vectors(
         threshold, polygons, lines, info.georeferenced)
