@@ -28,7 +28,9 @@ import shapely
 from rasterio.enums import Compression, Resampling
 from rasterio.windows import Window, from_bounds
 
+from survey_cracks.deliver.report_text import legend_html, metric_explanations_html, threshold_html
 from survey_cracks.deliver.run_record import RunRecord
+from survey_cracks.deliver.units import format_gsd, format_length, format_width
 from survey_cracks.errors import SurveyCracksError
 from survey_cracks.evaluation.evaluate import object_flags, pixel_pr_curve
 from survey_cracks.io.annotations import find_annotation, load_truth
@@ -177,7 +179,7 @@ def _cell(value: Any) -> str:
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return ""
     if isinstance(value, float):
-        return f"{value:.4g}"
+        return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.4g}"  # 307,200 px², not 3.072e+05
     return html.escape(str(value))
 
 
@@ -195,13 +197,13 @@ def _table(frame: pd.DataFrame, text_columns: set[str] = frozenset(), state_colu
 def _asset_table(product: "SurveyProduct") -> str:
     frame = product.assets_frame().drop(columns="geometry")
     unit = product.scale.unit
-    scale = 1000.0 if unit == "m" else 1.0
-    width_unit = "mm" if unit == "m" else "px"
     view = pd.DataFrame({
         "asset": frame["asset_id"], "material": frame["material"], f"surveyed {unit}²": frame["surveyed_area"],
-        "cracks": frame["crack_count"], f"length {unit}": frame["length"], f"density {unit}/{unit}²": frame["density"],
-        "cracked share %": frame["cracked_share"] * 100, f"mean width {width_unit}": frame["mean_width"] * scale,
-        f"max width {width_unit}": frame["max_width"] * scale, "main type": frame["dominant_type"],
+        "cracks": frame["crack_count"], "length": [format_length(v, unit) for v in frame["length"]],
+        f"density {unit}/{unit}²": frame["density"], "cracked share %": frame["cracked_share"] * 100,
+        "mean width": [format_width(v, unit) for v in frame["mean_width"]],
+        "max width": [f"{format_width(v, unit)} ± {format_width(e, unit)}" if pd.notna(v) else "-"
+                      for v, e in zip(frame["max_width"], frame["width_uncertainty"])], "main type": frame["dominant_type"],
         "width class": frame["width_class"], "density class": frame["density_class"], "condition": frame["condition"],
         "state": frame["condition_state"],
     })
@@ -237,7 +239,7 @@ def _gallery(raster: "RasterLayers", record: RunRecord) -> tuple[str, Any]:
             side = max(x1 - x0, y1 - y0) + 2 * pad
             cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
             box = (cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2)
-            value = f"score {scores[i]:.2f}" if note == "score" else f"{shapely.length(geometry):.3g} {'m' if info.georeferenced else 'px'} outline"
+            value = f"score {scores[i]:.2f}" if note == "score" else f"{format_length(shapely.length(geometry), 'm' if info.georeferenced else 'px')} outline"
             colour = "#00e5ff" if kind == "false positive" else "#39ff14"
             image = _picture(raster, box, CROP_PX, [(geometry, colour)], f"{kind}: {value}", (2.9, 2.9))
             figures.append(f"<figure>{image}</figure>")
@@ -273,13 +275,13 @@ def _raster_section(raster: "RasterLayers", record: RunRecord) -> str:
                         f"{outcome.raster}: heatmap (inferno, >= 0.05) and crack outlines (cyan) over the imagery", (7.5, 6.2))
     parts = [f"<h3>{html.escape(outcome.raster)}</h3>",
              f"<p>{counts.polygons or 0} crack polygons, {_or_dash(counts.centrelines)} centrelines, "
-             f"{_or_dash(counts.crack_length)} {unit} of crack; threshold {counts.threshold}; "
+             f"{format_length(counts.crack_length, unit)} of crack, widest {format_width(counts.max_width, unit)}; threshold {counts.threshold}; "
              f"{html.escape(outcome.info.coordinates if outcome.info else '')}</p>"]
     try:
         gallery, curve = _gallery(raster, record)
     except SurveyCracksError as error:
         gallery, curve = f'<p class="note">no gallery: {html.escape(error.message)}</p>', None
-    side = [_metrics_table(outcome)]
+    side = [_metrics_table(outcome), metric_explanations_html() if outcome.metrics else ""]
     if curve is not None:
         side.append(f"<figure>{_pr_figure(curve, float(counts.threshold if counts.threshold is not None else record.threshold))}<figcaption>pixel@2px "
                     "precision-recall curve over thresholds; the dot is the run's threshold</figcaption></figure>")
@@ -313,8 +315,9 @@ def write_report_html(record: RunRecord, products: list["SurveyProduct"]) -> Pat
         sections.append(
             f"<h2>Survey {html.escape(product.survey)}</h2>{notes}"
             f"<p>Assets from {html.escape(product.asset_source)}; figures in {product.scale.unit}"
-            + (f", coarsest GSD {product.scale.gsd_m * 1000:.2f} mm" if product.scale.gsd_m else " (pixel coordinates: no ground scale)")
+            + (f", coarsest GSD {format_gsd(product.scale.gsd_m)}" if product.scale.gsd_m else " (pixel coordinates: no ground scale)")
             + f". GeoPackage: {html.escape(product.gpkg.name)}.</p>"
+            + threshold_html(product.survey, [r.outcome for r in product.rasters], str(record.out))
             + _asset_table(product) + _change_section(product)
             + "".join(_raster_section(r, record) for r in product.rasters))
     failed = [o for o in record.outcomes if o.status != "ok"]
@@ -322,7 +325,7 @@ def write_report_html(record: RunRecord, products: list["SurveyProduct"]) -> Pat
     page = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>survey_cracks report</title><style>{_CSS}</style></head>"
             f"<body><h1>Crack survey report</h1><p>Run finished {html.escape(record.finished_at)}; model sha256 "
             f"{record.model_sha256[:12]}; {record.mode} mode; threshold {record.threshold:g}; "
-            f"{len(record.outcomes) - len(failed)} of {len(record.outcomes)} rasters done.</p>{failures}"
+            f"{len(record.outcomes) - len(failed)} of {len(record.outcomes)} rasters done.</p>{failures}{legend_html()}"
             + "".join(sections) + "</body></html>")
     path = record.out / REPORT_HTML
     write_text(path, page)
