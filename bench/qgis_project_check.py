@@ -74,18 +74,62 @@ def render(png: Path, width: int) -> None:
     render_png(visible, reference, png, width, extent)
 
 
+def render_layout(png: Path, width_mm: float = 260, dpi: int = 72) -> None:
+    """The map beside the project's legend (its layer tree: groups, layers, their styles' classes), as a screenshot shows it."""
+    from qgis.core import QgsLayout, QgsLayoutExporter, QgsLayoutItemLegend, QgsLayoutItemMap, QgsLayoutPoint, QgsLayoutSize, QgsUnitTypes
+
+    project = QgsProject.instance()
+    root = project.layerTreeRoot()
+    heatmaps = [layer for layer in root.layerOrder() if isinstance(layer, QgsRasterLayer) and layer.name().endswith("heatmap")]
+    extent = QgsRectangle(heatmaps[0].extent())
+    for layer in heatmaps[1:]:
+        extent.combineExtentWith(layer.extent())
+    map_w = width_mm * 0.62
+    map_h = map_w * extent.height() / extent.width()
+    layout = QgsLayout(project)
+    layout.initializeDefaults()
+    page = layout.pageCollection().page(0)
+    page.setPageSize(QgsLayoutSize(width_mm, map_h + 10, QgsUnitTypes.LayoutMillimeters))
+    item = QgsLayoutItemMap(layout)
+    item.attemptMove(QgsLayoutPoint(5, 5, QgsUnitTypes.LayoutMillimeters))
+    item.attemptResize(QgsLayoutSize(map_w, map_h, QgsUnitTypes.LayoutMillimeters))
+    item.setCrs(heatmaps[0].crs())
+    item.setExtent(extent)
+    layout.addLayoutItem(item)
+    legend = QgsLayoutItemLegend(layout)
+    legend.setTitle(project.title())
+    legend.setLinkedMap(item)
+    legend.setAutoUpdateModel(False)  # the imagery's band entries say nothing: left out of the legend
+    for node in legend.model().rootGroup().findLayers():
+        if node.name().endswith("imagery"):
+            node.parent().removeChildNode(node)
+    layout.addLayoutItem(legend)
+    legend.attemptMove(QgsLayoutPoint(map_w + 8, 5, QgsUnitTypes.LayoutMillimeters))
+    legend.updateLegend()
+    layout.refresh()
+    legend.adjustBoxSize()
+    page.setPageSize(QgsLayoutSize(width_mm, max(map_h, legend.sizeWithUnits().height()) + 10, QgsUnitTypes.LayoutMillimeters))
+    settings = QgsLayoutExporter.ImageExportSettings()
+    settings.dpi = dpi
+    QgsLayoutExporter(layout).exportToImage(str(png), settings)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("project", type=Path, help="OUT/<survey>/<survey>.qgz")
     parser.add_argument("--png", type=Path, default=Path("qgis_project.png"))
     parser.add_argument("--width", type=int, default=900)
+    parser.add_argument("--legend", action="store_true", help="draw the project's legend (groups, layers, classes) beside the map")
     args = parser.parse_args()
     app = QgsApplication([], False)
     app.initQgis()
     try:
         result = check(args.project)
         if not result["problems"]:
-            render(args.png, args.width)
+            if args.legend:
+                render_layout(args.png, dpi=max(30, round(args.width / 260 * 25.4)))
+            else:
+                render(args.png, args.width)
             result["png"] = str(args.png)
         print(json.dumps(result, indent=1))
         return 1 if result["problems"] else 0
