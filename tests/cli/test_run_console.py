@@ -6,6 +6,7 @@ bridge deck (georeferenced, annotated) and two road scans (pixel coordinates, an
 
 from __future__ import annotations
 
+import html
 import json
 import re
 import shutil
@@ -115,6 +116,20 @@ def test_qgis_opens_the_project_with_every_layer_valid_styled_and_grouped(consol
     assert {layer["renderer"] for layer in result["layers"] if layer["name"].endswith("heatmap")} == {"singlebandpseudocolor"}
     assert (tmp_path / "project.png").stat().st_size > 1000
 
+
+
+def test_report_html_has_a_colour_legend_the_metric_levels_explained_and_rounded_lengths(console_run):
+    _, out = console_run
+    page = re.sub(r'src="data:[^"]+"', "", (out / "report.html").read_text())  # the text, not the images
+    assert "Colours" in page and "#39ff14" in page and "condition state 1 (good)" in page
+    from survey_cracks.deliver.report_text import METRIC_LEVELS
+
+    for level, sentence in METRIC_LEVELS.items():
+        assert f"<b>{level}</b>: {html.escape(sentence)}" in page
+    text = re.sub(r"<[^>]+>", " ", page)
+    assert not re.search(r"\d\.\d{4,} (m|px|mm)\b|\de\+0", text)  # not 100.6766 m, not 3.072e+05
+    assert re.search(r"[\d,]+\.\d\d m of crack, widest \d+\.\d mm", text) and "307,200" in text
+    assert re.search(r"\d+\.\d mm ± 4\.0 mm", text)  # max width ± the 1 px uncertainty at the deck's 4 mm GSD
 
 
 def test_best_threshold_on_the_annotations_is_named_with_the_command_that_applies_it(console_run):
