@@ -76,7 +76,15 @@ def render(png: Path, width: int) -> None:
 
 def render_layout(png: Path, width_mm: float = 260, dpi: int = 72) -> None:
     """The map beside the project's legend (its layer tree: groups, layers, their styles' classes), as a screenshot shows it."""
-    from qgis.core import QgsLayout, QgsLayoutExporter, QgsLayoutItemLegend, QgsLayoutItemMap, QgsLayoutPoint, QgsLayoutSize, QgsUnitTypes
+    from qgis.core import (
+        QgsLayout,
+        QgsLayoutExporter,
+        QgsLayoutItemLegend,
+        QgsLayoutItemMap,
+        QgsLayoutPoint,
+        QgsLayoutSize,
+        QgsUnitTypes,
+    )
 
     project = QgsProject.instance()
     root = project.layerTreeRoot()

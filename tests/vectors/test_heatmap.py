@@ -5,6 +5,7 @@ from rasterio.windows import Window
 from survey_cracks.config import HeatmapConfig
 from survey_cracks.io.raster import inspect_raster
 from survey_cracks.tiling import patch_grid
+from survey_cracks.vectors import heatmap as heatmap_module
 from survey_cracks.vectors.heatmap import (
     LEVELS,
     NODATA,
@@ -19,7 +20,6 @@ from survey_cracks.vectors.heatmap import (
     write_crack_mask,
     write_patch_scores,
 )
-from survey_cracks.vectors import heatmap as heatmap_module
 from tests.conftest import write_geotiff
 
 
