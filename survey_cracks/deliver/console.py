@@ -125,8 +125,13 @@ def totals_lines(outcomes: list[RasterOutcome], out: str) -> list[str]:
     return lines
 
 
-def survey_threshold(outcomes: list[RasterOutcome], out: str) -> dict | None:
-    """The survey report.json's ``threshold``: best on the annotations, in use, the command (None: not annotated)."""
+def survey_threshold(outcomes: list[RasterOutcome]) -> dict | None:
+    """The survey report.json's ``threshold``: best on the annotations, in use, the command (None: not annotated).
+
+    The command names the output folder ``OUT`` (the folder holding the survey's): report.json lives
+    inside it, so it stays true when OUT is moved or renamed, and equals a fresh run's into another
+    folder (the console and report.html name the folder itself).
+    """
     totals = survey_totals(outcomes)
     advice = totals[0].advice() if totals else None
-    return advice.as_dict(out) if advice is not None else None
+    return advice.as_dict("OUT") if advice is not None else None

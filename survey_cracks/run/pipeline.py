@@ -623,7 +623,7 @@ def write_survey_reports(out: Path, outcomes: list[RasterOutcome]) -> None:
                 "failed": [o.error for o in members if o.status != "ok"],
                 "annotated_rasters": len(measured),
                 "metrics": combine(measured).as_dict() if measured else None,
-                "threshold": survey_threshold(members, str(out)),
+                "threshold": survey_threshold(members),
                 "this_run": {o.raster: {"action": o.action, "reason": o.reason} for o in members},
             },
         )
