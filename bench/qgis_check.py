@@ -36,13 +36,14 @@ from qgis.PyQt.QtCore import QSize  # noqa: E402
 from qgis.PyQt.QtGui import QColor  # noqa: E402
 
 
-def render_png(layers: list, heatmap: QgsRasterLayer, png: Path, width: int = 1000) -> QgsMapRendererParallelJob:
-    """Draw ``layers`` (top first) over the heatmap's extent, in its CRS, on white, into ``png``; the finished job."""
+def render_png(layers: list, heatmap: QgsRasterLayer, png: Path, width: int = 1000, extent=None) -> QgsMapRendererParallelJob:
+    """Draw ``layers`` (top first) over ``extent`` (default: the heatmap's), in its CRS, on white, into ``png``; the finished job."""
+    extent = extent or heatmap.extent()
     settings = QgsMapSettings()
     settings.setLayers(layers)
     settings.setDestinationCrs(heatmap.crs())
-    settings.setExtent(heatmap.extent())
-    settings.setOutputSize(QSize(width, int(width * heatmap.height() / heatmap.width())))
+    settings.setExtent(extent)
+    settings.setOutputSize(QSize(width, max(1, int(width * extent.height() / extent.width()))))
     settings.setBackgroundColor(QColor("white"))
     job = QgsMapRendererParallelJob(settings)
     job.start()

@@ -132,6 +132,7 @@ class HeatmapConfig(StrictModel):
     blend_floor: float = Field(
         0.1, gt=0.0, le=1.0, description="weight at a patch edge relative to its centre (smooth blending)"
     )
+    write_mask: bool = Field(False, description="also write crack_mask.tif: 1 crack, 0 none at the threshold (run --write-mask)")
 
 
 class VectorizeConfig(StrictModel):

@@ -93,12 +93,15 @@ def cli() -> None:
               help="auto: fp16 on CUDA, bf16 on CPUs with native bf16, else fp32; int8: the model's calibrated int8 "
                    "export on ONNX Runtime (made and checked once per model, then cached; its F1 beside fp32 is in "
                    "the cache's <sha256>.int8.onnx.json).  [default: auto]")
+@click.option("--write-mask", is_flag=True, help="Also write crack_mask.tif beside each heatmap.tif: 1 crack, 0 no crack at "
+              "the threshold, 255 outside the footprint (a COG).")
 @click.option("--force", is_flag=True, help="Recompute every raster, even those whose outputs in OUT are up to date.")
 @click.option("--quiet", "-q", is_flag=True, help="For cron: no progress bars; print only warnings, errors and one closing line.")
 def run(inputs: tuple[str, ...], from_list: Path | None, out: Path, config_path: Path | None, model_path: Path | None, scheduler: str | None,
         workers: int | None, threads: int | None, threshold: float | None, ground_patch_m: float | None, batch_size: int | None,
         mode: str | None, window_px: int | None, margin_px: int | None, scale: float | None, target_gsd_m: float | None,
-        assets_path: Path | None, rules_path: Path | None, precision: str | None, force: bool, quiet: bool) -> None:
+        assets_path: Path | None, rules_path: Path | None, precision: str | None, write_mask: bool, force: bool, quiet: bool
+        ) -> None:
     """Detect cracks in every raster of INPUTS (raster files, survey folders, or folders of survey folders).
 
     \b
@@ -114,12 +117,15 @@ def run(inputs: tuple[str, ...], from_list: Path | None, out: Path, config_path:
 
     \b
     Per raster:  heatmap.tif      crack probability 0..1 per pixel, Cloud-Optimized GeoTIFF, raster's CRS and grid
+                 crack_mask.tif   with --write-mask: 1 crack, 0 none at the threshold (COG)
                  cracks.gpkg      layer 'cracks': crack polygons with length, mean/max width, scores;
                                   layer 'centrelines': crack centrelines with length and width (mask mode)
                  cracks.geojson   the polygons; centrelines.geojson the centrelines
                  report.json      counts, timings and, when annotations exist, precision/recall/F1
     Per survey:  <survey>.gpkg    layers cracks, centrelines (with crack type), assets (figures, condition), styled
                  assets.csv       the per-asset figures and condition classes
+                 <survey>.qgz     QGIS project: every raster's layers styled and grouped (double-click to open)
+                 heatmaps.vrt     all heatmaps as one raster (georeferenced surveys of one CRS)
     Per run:     report.html (self-contained), catalog.json (STAC), summary.csv, run.json
     Annotations beside X.tif are found automatically: X.cracks.geojson, X.cracks.gpkg, X.mask.png, X.mask.tif.
 
@@ -149,6 +155,7 @@ def run(inputs: tuple[str, ...], from_list: Path | None, out: Path, config_path:
             "vectorize.threshold": threshold, "tiling.ground_patch_m": ground_patch_m,
             "inference.mode": mode, "inference.window_px": window_px, "inference.margin_px": margin_px,
             "inference.scale": scale, "inference.target_gsd_m": target_gsd_m, "inference.precision": precision,
+            "heatmap.write_mask": True if write_mask else None,
         })
         from survey_cracks.inference.cluster import EarlyCluster
 

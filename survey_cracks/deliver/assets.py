@@ -28,7 +28,7 @@ import shapely
 from pyproj import CRS
 from rasterio.enums import Resampling
 
-from survey_cracks.deliver.condition import AssetRules, Verdict, density_verdict, width_verdict, worst
+from survey_cracks.deliver.condition import AssetRules, MaterialRules, Verdict, density_verdict, width_verdict, worst
 from survey_cracks.deliver.crack_types import CRACK_TYPES, axis_angle, classify, network_lines
 from survey_cracks.errors import AssetError
 from survey_cracks.io.annotations import geojson_declares_crs
@@ -71,6 +71,7 @@ class AssetFigures:
     cracked_share: float | None
     mean_width: float | None
     max_width: float | None
+    width_uncertainty: float | None  # ± of a width, in ``unit``: the width rule's uncertainty_px (1 px) at the GSD
     type_lengths: dict[str, float]
     dominant_type: str
     width_class: str
@@ -279,12 +280,21 @@ def measure_assets(
             density=None if density is None else round(density, 6), cracked_area=round(cracked, 6),
             cracked_share=round(cracked / surveyed_area, 6) if surveyed_area > 0 else None,
             mean_width=None if mean_width is None else round(mean_width, 8),
-            max_width=None if max_width is None else round(max_width, 8), type_lengths=type_lengths,
+            max_width=None if max_width is None else round(max_width, 8),
+            width_uncertainty=width_uncertainty(rule, scale), type_lengths=type_lengths,
             dominant_type=ranked[0][0] if ranked[0][1] > 0 else "none", width_class=width_class,
             density_class=density_class, condition=condition.name, condition_state=condition.state, unit=scale.unit,
             geometry=geometry,
         ))
     return figures, assigned
+
+
+def width_uncertainty(rule: MaterialRules, scale: GroundScale) -> float | None:
+    """± of a measured width in the table's unit: ``uncertainty_px`` pixels (metres at the coarsest GSD; None: no width rule)."""
+    pixels = rule.width.uncertainty_px if rule.width is not None else 1.0
+    if scale.metres_per_unit is None:
+        return pixels
+    return None if scale.gsd_m is None else round(pixels * scale.gsd_m, 8)
 
 
 def figures_frame(figures: list[AssetFigures], crs: CRS | None) -> gpd.GeoDataFrame:

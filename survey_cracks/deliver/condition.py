@@ -23,7 +23,11 @@ Defaults, from published practice:
 A width is only classed when the GSD resolves it: a centreline width is a whole
 number of pixels, good to about ``uncertainty_px`` (1 px), so the measured width ±
 that many pixels must fall inside one class; otherwise the class reads
-``unresolved: 0-10 mm at GSD 5 mm spans the 0.3 mm limit`` instead of a guess.
+``unresolved at 5 mm GSD: 0.0-10.0 mm spans the 0.3 mm limit`` instead of a guess. An
+asset without cracks is only classed as the first class when a pixel is finer than that
+class's limit: at 5 mm GSD a 1 mm crack may leave no trace, so "no crack found" there reads
+``unresolved at 5 mm GSD: no crack found, but the 0.3 mm limit is finer than a pixel``.
+The asset table carries each width's ±``uncertainty_px`` (``width_uncertainty``).
 Rasters without georeferencing have no ground scale: their classes read
 ``unresolved: no ground scale (pixel coordinates)``.
 """
@@ -37,6 +41,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from survey_cracks.config import StrictModel, load_config
+from survey_cracks.deliver.units import format_gsd
 
 NO_SCALE = "unresolved: no ground scale (pixel coordinates)"
 
@@ -184,11 +189,16 @@ def width_verdict(rule: WidthRule, width_m: float | None, gsd_m: float | None) -
     low, high = max(width_mm - slack, 0.0), width_mm + slack
     if width_m is None:  # no crack: the best class
         low = high = 0.0
+    gsd = format_gsd(gsd_m)
+    finest = rule.classes[0].upper
+    if width_m is None and finest is not None and gsd_m * 1000 > finest:
+        # no crack found, but a crack narrower than a pixel and wider than the first limit could hide in one
+        return Verdict(f"unresolved at {gsd} GSD: no crack found, but the {finest:g} mm limit is finer than a pixel", None)
     first, last = _index(rule.classes, low), _index(rule.classes, high)
     if first == last:
         return Verdict(rule.classes[first].name, rule.classes[first].state)
     limit = rule.classes[first].upper
-    return Verdict(f"unresolved: {low:.1f}-{high:.1f} mm at GSD {gsd_m * 1000:.1f} mm spans the {limit:g} mm limit", None)
+    return Verdict(f"unresolved at {gsd} GSD: {low:.1f}-{high:.1f} mm spans the {limit:g} mm limit", None)
 
 
 def density_verdict(rule: DensityRule, density_m: float | None) -> Verdict:

@@ -6,7 +6,9 @@ and angles are metric): layers ``cracks`` and ``centrelines`` (each with its ``r
 the centrelines with the ``asset_id`` holding most of each and its ``crack_type``
 there), ``assets`` (crack figures and condition per asset, assets.AssetFigures) and,
 after `compare`, ``changes``, with the QGIS style of every layer in its
-``layer_styles`` table. ``OUT/<survey>/assets.csv`` is the assets layer as a table.
+``layer_styles`` table. ``OUT/<survey>/assets.csv`` is the assets layer as a table;
+``<survey>.qgz`` a QGIS project of every raster's layers and ``heatmaps.vrt`` their
+heatmaps as one raster (qgis_project).
 A pixel-coordinate survey (road scans) stays in pixel coordinates; a raster without
 georeferencing in a georeferenced survey is left out of these (the survey's
 ``notes`` say so). The HTML report and the STAC catalogue are written from the same
@@ -40,6 +42,7 @@ from survey_cracks.deliver.assets import (
 from survey_cracks.deliver.condition import AssetRules
 from survey_cracks.deliver.outcomes import RasterOutcome
 from survey_cracks.deliver.product import RasterLayers, SurveyProduct
+from survey_cracks.deliver.qgis_project import write_heatmaps_vrt, write_qgis_project
 from survey_cracks.deliver.run_record import RunRecord, read_run
 from survey_cracks.outputs import GPKG, HEATMAP, Layer, atomic_write
 
@@ -187,7 +190,9 @@ def write_deliverables(out: Path, log: Log = print) -> list[SurveyProduct]:
     products = build_products(record)
     for product in products:
         write_survey_package(product)
-        log(f"{product.survey}: {product.gpkg.name} ({len(product.assets)} assets from {product.asset_source}), {ASSETS_CSV}")
+        project, vrt = write_qgis_project(product), write_heatmaps_vrt(product)
+        log(f"{product.survey}: {product.gpkg.name} ({len(product.assets)} assets from {product.asset_source}), {ASSETS_CSV}, "
+            f"{project.name} (QGIS project){f', {vrt.name}' if vrt else ''}")
     write_report_html(record, products)
     write_catalog(record, products)
     return products

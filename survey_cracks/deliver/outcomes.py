@@ -73,6 +73,7 @@ class RasterCounts:
     threshold: float | None = None
     centrelines: int | None = None
     crack_length: float | None = None
+    max_width: float | None = None  # of the widest crack, in ``unit`` (mask mode: centrelines)
     unit: str | None = None
     annotation: str | None = None
 
@@ -85,6 +86,7 @@ class RasterCounts:
         return replace(self, polygons=len(polygons), threshold=round(threshold, 4),
                        centrelines=len(lines) if lines is not None else None,
                        crack_length=round(float(lines["length"].sum()), 4) if lines is not None else None,
+                       max_width=round(float(lines["max_width"].max()), 6) if lines is not None and len(lines) else None,
                        unit=unit if lines is not None else None)
 
     @classmethod
@@ -123,13 +125,17 @@ class RasterOutcome:
     def from_report(cls, report: dict[str, Any], action: str, reason: str = "") -> "RasterOutcome":
         """A finished raster as its folder's report.json tells it (how later runs report rasters they skip)."""
         from survey_cracks.evaluation.evaluate import RasterMetrics
+        from survey_cracks.evaluation.sweep import ThresholdSweep
 
         metrics = report.get("metrics")
         info = report.get("raster_info")
+        measured = RasterMetrics.from_dict(metrics) if metrics else None
+        if measured is not None and report.get("threshold_sweep"):
+            measured.sweep = ThresholdSweep.from_dict(report["threshold_sweep"])
         return cls(survey=report["survey"], raster=report["raster"], source=report["source"], status=report["status"],
                    error=report.get("error"), info=RasterSummary.from_dict(info) if info else None,
                    counts=RasterCounts.from_dict(report.get("counts") or {}),
-                   seconds=report.get("seconds") or {}, measured=RasterMetrics.from_dict(metrics) if metrics else None,
+                   seconds=report.get("seconds") or {}, measured=measured,
                    action=action, reason=reason)
 
     def summary_row(self) -> dict[str, Any]:
@@ -162,6 +168,7 @@ class RasterOutcome:
             "error": self.error, "raster_info": self.info.as_dict() if self.info else {},
             "counts": self.counts.as_dict(), "metrics": self.metrics,
             "seconds": {k: round(v, 3) for k, v in self.seconds.items()},
+            "threshold_sweep": self.measured.sweep.as_dict() if self.measured is not None and self.measured.sweep else None,
         }
 
 

@@ -35,7 +35,9 @@ import shapely
 from rasterio.enums import Compression, Resampling
 from rasterio.windows import Window, from_bounds
 
+from survey_cracks.deliver.report_text import LEGEND, METRIC_LEVELS, threshold_advice
 from survey_cracks.deliver.run_record import RunRecord
+from survey_cracks.deliver.units import format_gsd, format_length, format_width
 from survey_cracks.errors import SurveyCracksError
 from survey_cracks.evaluation.evaluate import object_flags, pixel_pr_curve
 from survey_cracks.io.annotations import find_annotation, load_truth
@@ -80,8 +82,8 @@ class RasterView:
     name: str
     polygons: object
     centrelines: object
-    length: object
-    unit: str
+    length: str  # with its unit, rounded to what the unit resolves (`units.format_length`)
+    widest: str
     threshold: object
     coordinates: str
     overview: str
@@ -99,8 +101,9 @@ class SurveyView:
     notes: list[str]
     asset_source: str
     unit: str
-    gsd_m: float | None
+    gsd: str | None  # the coarsest ground sampling distance, formatted; None in pixel coordinates
     gpkg: str
+    threshold_advice: str | None  # the best-F1 threshold on the annotations and the command to apply it
     assets: Table
     changes: Table | None = None
     change_summary: str = ""
@@ -231,7 +234,7 @@ def _cell(value: Any) -> str:
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return ""
     if isinstance(value, float):
-        return f"{value:.4g}"
+        return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.4g}"  # 307,200 px², not 3.072e+05
     return str(value)
 
 
@@ -249,13 +252,13 @@ def _table(frame: pd.DataFrame, text_columns: set[str] = frozenset(), state_colu
 def _asset_table(product: "SurveyProduct") -> Table:
     frame = product.assets_frame().drop(columns="geometry")
     unit = product.scale.unit
-    scale = 1000.0 if unit == "m" else 1.0
-    width_unit = "mm" if unit == "m" else "px"
     view = pd.DataFrame({
         "asset": frame["asset_id"], "material": frame["material"], f"surveyed {unit}²": frame["surveyed_area"],
-        "cracks": frame["crack_count"], f"length {unit}": frame["length"], f"density {unit}/{unit}²": frame["density"],
-        "cracked share %": frame["cracked_share"] * 100, f"mean width {width_unit}": frame["mean_width"] * scale,
-        f"max width {width_unit}": frame["max_width"] * scale, "main type": frame["dominant_type"],
+        "cracks": frame["crack_count"], "length": [format_length(v, unit) for v in frame["length"]],
+        f"density {unit}/{unit}²": frame["density"], "cracked share %": frame["cracked_share"] * 100,
+        "mean width": [format_width(v, unit) for v in frame["mean_width"]],
+        "max width": [f"{format_width(v, unit)} ± {format_width(e, unit)}" if pd.notna(v) else "-"
+                      for v, e in zip(frame["max_width"], frame["width_uncertainty"])], "main type": frame["dominant_type"],
         "width class": frame["width_class"], "density class": frame["density_class"], "condition": frame["condition"],
         "state": frame["condition_state"],
     })
@@ -291,7 +294,7 @@ def _gallery(raster: "RasterLayers", record: RunRecord) -> tuple[list[str] | Non
             side = max(x1 - x0, y1 - y0) + 2 * pad
             cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
             box = (cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2)
-            value = f"score {scores[i]:.2f}" if note == "score" else f"{shapely.length(geometry):.3g} {'m' if info.georeferenced else 'px'} outline"
+            value = f"score {scores[i]:.2f}" if note == "score" else f"{format_length(shapely.length(geometry), 'm' if info.georeferenced else 'px')} outline"
             colour = "#00e5ff" if kind == "false positive" else "#39ff14"
             figures.append(_picture(raster, box, CROP_PX, [(geometry, colour)], f"{kind}: {value}", (2.9, 2.9)))
     curve = pixel_pr_curve(raster.folder / HEATMAP, truth, info, tolerance=2, block=record.config.heatmap.block_size)
@@ -320,10 +323,11 @@ def _raster_section(raster: "RasterLayers", record: RunRecord) -> RasterView:
     outlines = [(g, "#00e5ff") for g in raster.cracks.geometry.values]
     overview = _picture(raster, bounds, OVERVIEW_PX, outlines,
                         f"{outcome.raster}: heatmap (inferno, >= 0.05) and crack outlines (cyan) over the imagery", (7.5, 6.2))
+    unit = counts.unit or ""
     view = RasterView(name=outcome.raster, polygons=counts.polygons or 0, centrelines=_or_dash(counts.centrelines),
-                      length=_or_dash(counts.crack_length), unit=counts.unit or "", threshold=counts.threshold,
-                      coordinates=outcome.info.coordinates if outcome.info else "", overview=overview,
-                      metrics=_metrics_table(outcome))
+                      length=format_length(counts.crack_length, unit), widest=format_width(counts.max_width, unit),
+                      threshold=counts.threshold, coordinates=outcome.info.coordinates if outcome.info else "",
+                      overview=overview, metrics=_metrics_table(outcome))
     try:
         view.gallery, curve = _gallery(raster, record)
     except SurveyCracksError as error:
@@ -335,7 +339,9 @@ def _raster_section(raster: "RasterLayers", record: RunRecord) -> RasterView:
 
 def _survey_section(product: "SurveyProduct", record: RunRecord) -> SurveyView:
     view = SurveyView(name=product.survey, notes=list(product.notes), asset_source=product.asset_source,
-                      unit=product.scale.unit, gsd_m=product.scale.gsd_m, gpkg=product.gpkg.name,
+                      unit=product.scale.unit, gpkg=product.gpkg.name,
+                      gsd=format_gsd(product.scale.gsd_m) if product.scale.gsd_m else None,
+                      threshold_advice=threshold_advice(product.survey, [r.outcome for r in product.rasters], str(record.out)),
                       assets=_asset_table(product), rasters=[_raster_section(r, record) for r in product.rasters])
     path = product.folder / ASSET_CHANGES_CSV
     if path.is_file():
@@ -354,7 +360,7 @@ def render_report(record: RunRecord, surveys: list[SurveyView]) -> str:
     return _templates().get_template("report.html.j2").render(
         finished_at=record.finished_at, model_sha256=record.model_sha256, mode=record.mode, threshold=record.threshold,
         done=len(record.outcomes) - len(failed), total=len(record.outcomes), failures=[str(o.error) for o in failed],
-        surveys=surveys)
+        surveys=surveys, legend=LEGEND, metric_levels=METRIC_LEVELS)
 
 
 def write_report_html(record: RunRecord, products: list["SurveyProduct"]) -> Path:

@@ -77,6 +77,7 @@ SKELETON_HALO = 16  # px of context around a block for its skeleton to match the
 from survey_cracks.errors import RasterError
 from survey_cracks.evaluation.metrics import Scores
 from survey_cracks.evaluation.pixel_metrics import centreline_counts, centreline_scores, tolerant_counts
+from survey_cracks.evaluation.sweep import ThresholdSweep, survey_sweep
 from survey_cracks.io.raster import RasterInfo, open_raster
 from survey_cracks.tiling import block_windows
 from survey_cracks.vectors.heatmap import read_probability
@@ -114,6 +115,8 @@ class RasterMetrics:
     cell_counts: dict[str, int] = field(default_factory=dict)
     centreline: MatchScores | None = None
     centreline_tolerance: int = 2
+    # pixel counts at every threshold (report.json ``threshold_sweep``, beside ``metrics``): the best threshold on the annotations
+    sweep: ThresholdSweep | None = None
 
     def as_dict(self) -> dict[str, dict[str, Any]]:
         """``{"cell": ..., "object": ..., "pixel_2px": ..., ...}`` for JSON/CSV reports."""
@@ -215,7 +218,21 @@ def evaluate_raster(
         cell_counts={"cells": cells},
         centreline=MatchScores(*(int(v) for v in line_counts)),
         centreline_tolerance=line_tolerance,
+        sweep=threshold_sweep(heatmap_path, truth, info, SWEEP_TOLERANCE if SWEEP_TOLERANCE in tolerances else max(tolerances, default=0),
+                              block),
     )
+
+
+SWEEP_TOLERANCE = 2  # the pixel@2px F1 the best threshold is chosen by (the report's PR curve's)
+
+
+def threshold_sweep(heatmap_path: Path, truth: Truth, info: RasterInfo, tolerance: int = SWEEP_TOLERANCE,
+                    block: int = 1024) -> ThresholdSweep:
+    """pixel@``tolerance`` px counts at thresholds 0, 0.01, ... 1 (`pixel_pr_curve`), for `sweep.ThresholdSweep.advice`."""
+    curve = pixel_pr_curve(heatmap_path, truth, info, tolerance, block)
+    assert curve.predicted is not None and curve.correct is not None and curve.reached is not None
+    return ThresholdSweep(tuple(float(t) for t in curve.thresholds), tuple(int(v) for v in curve.predicted),
+                          tuple(int(v) for v in curve.correct), tuple(int(v) for v in curve.reached), curve.annotated, tolerance)
 
 
 def object_match(
@@ -305,7 +322,8 @@ def combine(metrics: list[RasterMetrics]) -> RasterMetrics:
         if centreline is not None and m.centreline is not None:
             centreline = centreline + m.centreline
     return RasterMetrics(cell=cell, object=obj, object_counts=object_counts, pixel=pixel, cell_counts=cell_counts,
-                         centreline=centreline, centreline_tolerance=line_tolerances.pop() if line_tolerances else 2)
+                         centreline=centreline, centreline_tolerance=line_tolerances.pop() if line_tolerances else 2,
+                         sweep=survey_sweep([m.sweep for m in metrics]))
 
 
 @dataclass
@@ -316,6 +334,11 @@ class PRCurve:
     precision: np.ndarray  # NaN where nothing is predicted
     recall: np.ndarray
     tolerance_px: int
+    # the counts behind them, at each threshold: summed over rasters they give a survey's curve (sweep.ThresholdSweep)
+    predicted: np.ndarray | None = None  # predicted pixels
+    correct: np.ndarray | None = None  # predicted pixels within the tolerance of an annotated one
+    reached: np.ndarray | None = None  # annotated pixels with a prediction within the tolerance
+    annotated: int = 0
 
 
 def pixel_pr_curve(heatmap_path: Path, truth: Truth, info: RasterInfo, tolerance: int = 2, block: int = 1024,
@@ -356,9 +379,11 @@ def pixel_pr_curve(heatmap_path: Path, truth: Truth, info: RasterInfo, tolerance
             truth_hist += bins(reached[reached >= 0])
     predicted = np.cumsum(all_hist[::-1])[::-1]
     with np.errstate(invalid="ignore", divide="ignore"):
-        precision = np.cumsum(near_hist[::-1])[::-1] / predicted
-        recall = np.cumsum(truth_hist[::-1])[::-1] / max(annotated_total, 1)
-    return PRCurve(edges, np.where(predicted > 0, precision, np.nan), recall, tolerance)
+        correct = np.cumsum(near_hist[::-1])[::-1]
+        reached = np.cumsum(truth_hist[::-1])[::-1]
+        precision, recall = correct / predicted, reached / max(annotated_total, 1)
+    return PRCurve(edges, np.where(predicted > 0, precision, np.nan), recall, tolerance, predicted, correct, reached,
+                   annotated_total)
 
 
 def _add_counts(a: dict[str, int], b: dict[str, int]) -> dict[str, int]:

@@ -24,9 +24,10 @@ if TYPE_CHECKING:  # writers take frames; this module stays cheap to import (mod
 
 HEATMAP, GPKG, GEOJSON, REPORT = "heatmap.tif", "cracks.gpkg", "cracks.geojson", "report.json"
 CENTRELINES_GEOJSON = "centrelines.geojson"
+CRACK_MASK = "crack_mask.tif"  # with run --write-mask: 1 crack, 0 none, 255 outside the footprint
 STAC_ITEM = "item.json"  # written into the raster's folder by the run's deliverables (stac.py)
 # Every name a raster folder gets from the pipeline; any other file there is the user's and is kept (`replace_folder`).
-OUTPUT_NAMES = frozenset({HEATMAP, GPKG, GEOJSON, CENTRELINES_GEOJSON, REPORT, STAC_ITEM,
+OUTPUT_NAMES = frozenset({HEATMAP, CRACK_MASK, GPKG, GEOJSON, CENTRELINES_GEOJSON, REPORT, STAC_ITEM,
                           *(p.name for p in STYLES.glob("*.qml"))})
 # QGIS sidecar styles of a raster folder; centrelines only in mask mode.
 RASTER_STYLES = ("heatmap.qml", "cracks.qml")

@@ -29,6 +29,7 @@ from survey_cracks.background import in_background
 from survey_cracks.config import EvaluateConfig, HeatmapConfig, RunConfig
 from survey_cracks.deliver.assets import load_assets
 from survey_cracks.deliver.condition import AssetRules
+from survey_cracks.deliver.console import raster_found, survey_threshold, totals_lines
 from survey_cracks.deliver.deliverables import write_deliverables
 from survey_cracks.deliver.outcomes import (
     COMPUTED,
@@ -63,6 +64,7 @@ from survey_cracks.io.remote import Source
 from survey_cracks.models.checkpoint import SHIPPED_MODEL, ModelMeta, file_sha256, read_meta
 from survey_cracks.outputs import (  # noqa: F401 (names
     CENTRELINES_GEOJSON,
+    CRACK_MASK,
     GEOJSON,
     GPKG,
     HEATMAP,
@@ -80,7 +82,7 @@ from survey_cracks.run.lock import out_lock
 from survey_cracks.run.manifest import Inputs, RasterRecord, config_sha256, fingerprint, load_records, now, save_record, why_redo
 from survey_cracks.run.runlog import RunLog
 from survey_cracks.tiling import ALIGN, ContextWindow, PatchGrid, context_windows, patch_grid, window_size_for_ground
-from survey_cracks.vectors.heatmap import StagedHeatmap, staged_heatmap_problem, write_patch_scores
+from survey_cracks.vectors.heatmap import StagedHeatmap, staged_heatmap_problem, write_crack_mask, write_patch_scores
 from survey_cracks.vectors.tracing import HeatmapTracer
 
 if TYPE_CHECKING:  # frames are passed through, never built here
@@ -333,6 +335,7 @@ def _run_locked(inputs: list[str | Path], out: Path, run: RunContext, progress: 
                 else:
                     events(f"{item.survey}/{item.name}: done in {sum(outcome.seconds.values()):.1f} s",
                            survey=item.survey, raster=item.name, seconds=outcome.seconds)
+                    events(raster_found(outcome), survey=item.survey, raster=item.name)
                 if number == 1:
                     run.compute = compute_when_warm(warming)
                     events(f"model on {' / '.join(run.compute)}")
@@ -344,6 +347,8 @@ def _run_locked(inputs: list[str | Path], out: Path, run: RunContext, progress: 
     write_deliverables(out, events)
     if closing is not None:
         closing.result()
+    for line in totals_lines(result.outcomes, str(out)):
+        events(line)
     events(f"finished: {len(result.computed)} computed, {len(result.up_to_date)} up to date, {len(result.failed)} failed; "
            f"OUT holds {result.covered} rasters", computed=len(result.computed), up_to_date=len(result.up_to_date),
            failed=len(result.failed), rasters_in_out=result.covered)
@@ -392,7 +397,8 @@ def process_raster(job: RasterTodo, out: Path, client: Any, spec: ModelSpec, run
             polygons, lines = tracer.finish()
             # evaluate and write
             outcome.counts = replace(counts, mode=mode)
-            finish_raster(outcome, work, polygons, lines, threshold, info, truth, config.evaluate, heatmap=cog, lap=lap)
+            finish_raster(outcome, work, polygons, lines, threshold, info, truth, config.evaluate, heatmap=cog, lap=lap,
+                          mask=config.heatmap)
         (work / JOURNAL).unlink(missing_ok=True)
         replace_folder(work, final)
         interrupted = False
@@ -416,7 +422,8 @@ def process_raster(job: RasterTodo, out: Path, client: Any, spec: ModelSpec, run
 
 def finish_raster(outcome: RasterOutcome, folder: Path, polygons: gpd.GeoDataFrame, lines: gpd.GeoDataFrame | None,
                   threshold: float, info: RasterInfo, truth: Truth | None, config: EvaluateConfig,
-                  heatmap: Future[Path] | None = None, lap: Callable[[str], None] | None = None) -> RasterOutcome:
+                  heatmap: Future[Path] | None = None, lap: Callable[[str], None] | None = None,
+                  mask: HeatmapConfig | None = None) -> RasterOutcome:
     """A raster's steps after tracing, the same for `run` and for `evaluate OUT`: its vectors written into ``folder``,
     ``outcome``'s counts completed with them, the heatmap scored against ``truth`` (the annotation resolved
     once for the raster), and report.json written last, so a folder with a report is a whole one.
@@ -424,12 +431,15 @@ def finish_raster(outcome: RasterOutcome, folder: Path, polygons: gpd.GeoDataFra
     One function for both, so `evaluate OUT --threshold T` cannot drift from what a run at T writes.
     ``heatmap``: the COG still being built beside the vector work (`StagedHeatmap.start_publishing`),
     waited for before the evaluation reads it; None: ``folder``'s heatmap.tif is in place.
-    ``lap`` (a run's `Laps`) closes the steps "cog_and_polygons" and "evaluate".
+    ``lap`` (a run's `Laps`) closes the steps "cog_and_polygons" and "evaluate". ``mask``: the heatmap settings,
+    whose ``write_mask`` asks for crack_mask.tif at ``threshold`` (it depends on the threshold as the vectors do).
     """
     write_vectors(polygons, lines, folder)
     outcome.counts = outcome.counts.with_vectors(threshold, polygons, lines, info.georeferenced)
     if heatmap is not None:
         heatmap.result()
+    if mask is not None and mask.write_mask:
+        write_crack_mask(folder / HEATMAP, folder / CRACK_MASK, threshold, mask)
     if lap is not None:
         lap("cog_and_polygons")
     if truth is not None:
@@ -639,6 +649,7 @@ def write_survey_reports(out: Path, outcomes: list[RasterOutcome]) -> None:
                 "failed": [o.error for o in members if o.status != "ok"],
                 "annotated_rasters": len(measured),
                 "metrics": combine(measured).as_dict() if measured else None,
+                "threshold": survey_threshold(members),
                 "this_run": {o.raster: {"action": o.action, "reason": o.reason} for o in members},
             },
         )

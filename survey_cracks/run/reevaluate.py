@@ -68,7 +68,7 @@ def reevaluate_raster(outcome: RasterOutcome, folder: Path, source: Path, thresh
     counts = replace(outcome.counts, patches_above_threshold=None, annotation=None)
     result = RasterOutcome(survey=outcome.survey, raster=outcome.raster, source=outcome.source, info=outcome.info,
                            counts=counts, seconds=outcome.seconds, action=outcome.action, reason=outcome.reason)
-    return finish_raster(result, folder, polygons, lines, threshold, info, truth, config.evaluate)
+    return finish_raster(result, folder, polygons, lines, threshold, info, truth, config.evaluate, mask=config.heatmap)
 
 
 def evaluate_outputs(out: Path, threshold: float | None = None, assets: Path | None = None, rules: AssetRules | None = None,

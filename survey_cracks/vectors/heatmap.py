@@ -40,6 +40,10 @@ from survey_cracks.tiling import PatchGrid, block_windows
 LEVELS = 250  # probability 1.0; a level is 0.004
 NODATA = 255
 SCALE = 1.0 / LEVELS
+# What QGIS's layer properties and gdalinfo show for band 1: what the number is, and that it is a 0..1 ratio.
+DESCRIPTION = "crack probability"
+UNITS = "probability (0-1)"
+MASK_DESCRIPTION = "crack (1) or not (0)"
 # Every level's probability as float32, NaN for nodata: thresholds compare these values,
 # whoever reads the heatmap (tracing, evaluation), so they always agree.
 _PROBABILITY_OF_LEVEL = np.where(np.arange(256) <= LEVELS, np.arange(256) / LEVELS, np.nan).astype(np.float32)
@@ -196,6 +200,7 @@ class StagedHeatmap:
             return self
         self._dst = _open_staging(self.staging, "w+", **heatmap_profile(self.info, self.config))
         self._dst.scales, self._dst.offsets = (SCALE,), (0.0,)
+        describe_band(self._dst, DESCRIPTION, UNITS)
         return self
 
     def flush(self) -> None:
@@ -266,7 +271,46 @@ def _open_staging(staging: Path, mode: str, **profile: Any) -> Any:
         return rasterio.open(staging, mode, **profile)
 
 
-def _copy_to_cog(staging: Path, target: Path, config: HeatmapConfig) -> None:
+def describe_band(dst: Any, description: str, units: str, **tags: str) -> None:
+    """Band 1's description, unit type and tags (``units`` too, for readers of tags only); the COG copy keeps them."""
+    dst.set_band_description(1, description)
+    dst.units = (units,)
+    dst.update_tags(1, units=units, **tags)
+
+
+def write_crack_mask(heatmap: Path, target: Path, threshold: float, config: HeatmapConfig) -> Path:
+    """``target``: a uint8 COG of ``heatmap``'s grid, 1 where the probability is >= ``threshold``, 0 below, 255 outside.
+
+    The crack/no-crack raster many GIS workflows want (zonal statistics, raster calculator)
+    without picking a threshold themselves. Written block by block through a tiled staging
+    file and the COG copy, like the heatmap: memory stays one block whatever the raster's size.
+    The comparison is the tracer's (`probability_of` of the stored levels), so the mask is
+    the crack polygons' pixels (and the specks under ``min_area_px`` they leave out). Overviews take the nearest pixel: an average
+    of 0 and 1 would be neither.
+    """
+    target = Path(target)
+    staging = target.with_name(f".{target.stem}.staging.tif")
+    partial = target.with_name(f".{target.stem}.partial.tif")
+    try:
+        with open_raster(heatmap) as src:
+            profile = {**{k: src.profile[k] for k in ("width", "height", "crs", "transform")}, "driver": "GTiff", "count": 1,
+                       "dtype": "uint8", "nodata": NODATA, "tiled": True, "blockxsize": config.block_size,
+                       "blockysize": config.block_size, "BIGTIFF": "IF_SAFER"}
+            with _open_staging(staging, "w", **profile) as dst:
+                describe_band(dst, MASK_DESCRIPTION, "1", threshold=f"{threshold:g}")
+                for window in block_windows(src.width, src.height, config.block_size):
+                    probability = read_probability(src, window)
+                    mask = np.where(np.isnan(probability), NODATA, probability >= threshold).astype(np.uint8)
+                    dst.write(mask, 1, window=window)
+        _copy_to_cog(staging, partial, config, resampling="NEAREST")
+        os.replace(partial, target)
+    finally:
+        staging.unlink(missing_ok=True)
+        partial.unlink(missing_ok=True)
+    return target
+
+
+def _copy_to_cog(staging: Path, target: Path, config: HeatmapConfig, resampling: str = "AVERAGE") -> None:
     level = {} if config.compress == "lzw" else {"LEVEL": config.compress_level}
     rasterio.shutil.copy(
         staging,
@@ -277,7 +321,7 @@ def _copy_to_cog(staging: Path, target: Path, config: HeatmapConfig) -> None:
         PREDICTOR="YES",
         BLOCKSIZE=config.block_size,
         OVERVIEWS="AUTO",
-        OVERVIEW_RESAMPLING="AVERAGE",
+        OVERVIEW_RESAMPLING=resampling,
         BIGTIFF="IF_SAFER",
         NUM_THREADS="ALL_CPUS",
     )

@@ -115,7 +115,7 @@ HELP_EXPECTS = {
     (): ["run", "train", "finetune", "export", "stream", "loso", "info", "--version", "--help"],
     ("run",): ["INPUTS", "--out", "--config", "--model", "--scheduler", "--workers", "--threshold", "--ground-patch-m",
                "--batch-size", "--quiet", "--threads", "[default: CPUs // workers]", "[default: start a LocalCluster on this machine]",
-               "[default: the model's calibrated threshold]", "[default: 64]", "[default: the shipped crack model]",
+               "[default: the model's calibrated threshold]", "[default: 64]", "--write-mask", "crack_mask.tif", "<survey>.qgz", "[default: the shipped crack model]",
                "--precision", "auto|fp32|bf16|fp16|int8",
                "heatmap.tif", "cracks.gpkg", "summary.csv", "--force", "Exit codes", "3 infrastructure",
                "--from-list", "http(s)://", "s3://", "AWS_ACCESS_KEY_ID", "AWS_S3_ENDPOINT", "ETag"],
@@ -160,8 +160,11 @@ def test_run_writes_every_output(default_run, surveys):
     assert not partial_leftovers(out)
     # the annotation files are never taken for rasters to survey
     # (beside the raster folders: the survey's report, GeoPackage, asset table and STAC catalogue)
-    assert sorted(p.name for p in (out / "bridge").iterdir()) == ["assets.csv", "bridge.gpkg", "catalog.json", "deck", "report.json"]
-    assert sorted(p.name for p in (out / "road").iterdir()) == ["assets.csv", "catalog.json", "report.json", "road.gpkg", "scan"]
+    # and the QGIS project; the heatmaps' VRT where georeferenced (qgis_project.py)
+    assert sorted(p.name for p in (out / "bridge").iterdir()) == ["assets.csv", "bridge.gpkg", "bridge.qgz", "catalog.json", "deck",
+                                                                   "heatmaps.vrt", "report.json"]
+    assert sorted(p.name for p in (out / "road").iterdir()) == ["assets.csv", "catalog.json", "report.json", "road.gpkg", "road.qgz",
+                                                                 "scan"]
 
 
 def test_georeferenced_heatmap_is_cog_on_the_input_grid(default_run, surveys):

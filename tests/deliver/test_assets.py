@@ -12,7 +12,7 @@ import pytest
 import shapely
 from shapely.geometry import LineString, box
 
-from survey_cracks.deliver.assets import GroundScale, assets_in_crs, load_assets, measure_assets
+from survey_cracks.deliver.assets import GroundScale, assets_in_crs, figures_frame, load_assets, measure_assets
 from survey_cracks.deliver.condition import AssetRules, CrackTypeRules, load_rules, width_verdict
 from survey_cracks.deliver.crack_types import angle_to_axis, axis_angle, classify, count_junctions, line_angle, network_lines
 from survey_cracks.errors import AssetError, ConfigError
@@ -57,6 +57,7 @@ def test_length_density_area_width_and_class_of_one_panel():
     assert p.max_width == pytest.approx(0.002)
     assert p.type_lengths["longitudinal"] == pytest.approx(7.0) and p.type_lengths["transverse"] == pytest.approx(1.6)
     assert p.dominant_type == "longitudinal" and p.unit == "m"
+    assert p.width_uncertainty == pytest.approx(0.0002)  # ±1 px at 0.2 mm GSD, in the table's unit (m)
     # widest crack 2 mm measured at 0.2 mm GSD: 1.8-2.2 mm, all above 1.3 mm -> AASHTO CS3
     assert p.width_class.startswith("CS3") and p.condition_state == 3 and p.condition == p.width_class
     assert assigned.asset_id == ["P1", "P1", "P1"]
@@ -81,11 +82,16 @@ def test_width_class_unresolved_when_the_gsd_is_too_coarse():
     rule = AssetRules().materials["concrete"].width
     # one pixel wide at 5 mm GSD: 0-10 mm, which spans the 0.3 mm limit: no guess
     verdict = width_verdict(rule, 0.005, 0.005)
-    assert not verdict.resolved and verdict.name == "unresolved: 0.0-10.0 mm at GSD 5.0 mm spans the 0.3 mm limit"
+    assert not verdict.resolved and verdict.name == "unresolved at 5 mm GSD: 0.0-10.0 mm spans the 0.3 mm limit"
     # 0.5 mm measured at 0.1 mm GSD: 0.4-0.6 mm, CS2
     assert width_verdict(rule, 0.0005, 0.0001).name.startswith("CS2")
-    # no crack at all: the best state, whatever the GSD
-    assert width_verdict(rule, None, 0.005).state == 1
+    # no crack found where a pixel is finer than the first limit: the best state
+    assert width_verdict(rule, None, 0.0002).state == 1
+    # no crack found at 5 mm GSD says so instead of a confident CS1: a 1 mm crack can hide in a pixel
+    coarse = width_verdict(rule, None, 0.005)
+    assert not coarse.resolved and coarse.name == "unresolved at 5 mm GSD: no crack found, but the 0.3 mm limit is finer than a pixel"
+    # a pavement's 10 mm limit is resolved at 5 mm GSD: no crack is low severity
+    assert width_verdict(AssetRules().materials["pavement"].width, None, 0.005).state == 1
 
 
 def test_pixel_coordinates_give_figures_in_px_and_no_class():
@@ -97,6 +103,7 @@ def test_pixel_coordinates_give_figures_in_px_and_no_class():
     s = figures[0]
     assert s.unit == "px" and s.length == pytest.approx(100) and s.density == pytest.approx(100 / 20000)
     assert s.width_class == "unresolved: no ground scale (pixel coordinates)" and s.condition == "unresolved"
+    assert s.width_uncertainty == 1.0 and "width_uncertainty" in figures_frame(figures, None).columns  # ±1 px
 
 
 # ---------------------------------------------------------------------------------- crack types

@@ -5,6 +5,7 @@ from rasterio.windows import Window
 from survey_cracks.config import HeatmapConfig
 from survey_cracks.io.raster import inspect_raster
 from survey_cracks.tiling import patch_grid
+from survey_cracks.vectors import heatmap as heatmap_module
 from survey_cracks.vectors.heatmap import (
     LEVELS,
     NODATA,
@@ -16,6 +17,7 @@ from survey_cracks.vectors.heatmap import (
     probability_of,
     read_probability,
     to_levels,
+    write_crack_mask,
     write_patch_scores,
 )
 from tests.conftest import write_geotiff
@@ -111,3 +113,39 @@ def test_levels_round_trip_within_half_a_level_and_keep_nodata():
     finite = np.isfinite(probability)
     assert np.abs(back[finite] - np.clip(probability[finite], 0, 1)).max() <= 0.5 / LEVELS + 1e-7
     assert back[0, 1] >= 0.1  # a calibrated threshold keeps the pixels at it
+
+
+def test_heatmap_band_says_what_it_is_and_the_crack_mask_is_the_threshold_block_by_block(tmp_path, monkeypatch):
+    mask = np.ones((700, 900), bool)
+    mask[:, :200] = False
+    raster = write_geotiff(tmp_path / "r.tif", np.full((700, 900, 3), 90, np.uint8), mask=mask)
+    info = inspect_raster(raster)
+    grid = patch_grid(900, 700, 128, 64)
+    config = HeatmapConfig(block_size=256)
+    with StagedHeatmap(tmp_path / "heatmap.tif", info, config) as heatmap:
+        write_patch_scores(heatmap, info, grid, np.linspace(0, 1, len(grid)).astype(np.float32), config, progress=False)
+        heatmap.publish()
+    reads = []
+
+    def counting_read(src, window=None, *args, **kwargs):
+        reads.append(window)
+        return read_probability(src, window, *args, **kwargs)
+
+    monkeypatch.setattr(heatmap_module, "read_probability", counting_read)
+    write_crack_mask(tmp_path / "heatmap.tif", tmp_path / "crack_mask.tif", 0.5, config)
+    monkeypatch.undo()
+    assert reads and all(w is not None and w.width <= 256 and w.height <= 256 for w in reads)  # never the whole raster
+    with rasterio.open(tmp_path / "heatmap.tif") as heat, rasterio.open(tmp_path / "crack_mask.tif") as crack:
+        # what QGIS's layer properties and gdalinfo show
+        assert heat.descriptions == ("crack probability",) and heat.units == ("probability (0-1)",)
+        assert heat.tags(1)["units"] == "probability (0-1)"
+        probability = read_probability(heat)
+        assert crack.tags(ns="IMAGE_STRUCTURE")["LAYOUT"] == "COG" and crack.overviews(1)
+        assert crack.crs == heat.crs and crack.transform == heat.transform and crack.nodata == NODATA
+        assert crack.descriptions == ("crack (1) or not (0)",) and crack.tags(1)["threshold"] == "0.5"
+        values = crack.read(1)
+    assert set(np.unique(values)) == {0, 1, NODATA}
+    assert (values[np.isnan(probability)] == NODATA).all()
+    inside = ~np.isnan(probability)
+    assert np.array_equal(values[inside] == 1, probability[inside] >= 0.5)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["crack_mask.tif", "heatmap.tif", "r.tif"]
