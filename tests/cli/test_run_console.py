@@ -126,7 +126,7 @@ def test_report_html_has_a_colour_legend_the_metric_levels_explained_and_rounded
     from survey_cracks.deliver.report_text import METRIC_LEVELS
 
     for level, sentence in METRIC_LEVELS.items():
-        assert f"<b>{level}</b>: {markupsafe.escape(sentence)}" in page  # as Jinja2 escapes it
+        assert f"<strong>{level}</strong>: {markupsafe.escape(sentence)}" in page  # as Jinja2 escapes it
     text = re.sub(r"<[^>]+>", " ", page)
     assert not re.search(r"\d\.\d{4,} (m|px|mm)\b|\de\+0", text)  # not 100.6766 m, not 3.072e+05
     assert re.search(r"[\d,]+\.\d\d m of crack, widest \d+\.\d mm", text) and "307,200" in text
