@@ -45,6 +45,14 @@ class RunLog:
             fh.write(line + "\n")
             fh.flush()
 
+    def always(self, message: str, **fields: Any) -> None:
+        """An info line shown even when quiet: the one that says why the run stopped."""
+        quiet, self.quiet = self.quiet, False
+        try:
+            self(message, **fields)
+        finally:
+            self.quiet = quiet
+
     def warning(self, message: str, **fields: Any) -> None:
         self(message, "warning", **fields)
 
