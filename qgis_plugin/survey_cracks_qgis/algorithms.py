@@ -128,7 +128,9 @@ class SurveyCracksAlgorithm(QgsProcessingAlgorithm):
             feedback.reportError("cancelled: the product was stopped; finished rasters are complete in the output "
                                  "folder, and the one in progress stays in its hidden .<raster>.partial folder, "
                                  "which the next run resumes", False)
-        elif code >= 2:  # usage (2) or infrastructure (3): nothing was done, the product's own message says why
+        elif code == 4:  # every raster done; an annotation could not be used (its WARNING line says which and why)
+            feedback.reportError("an annotation could not be used: those rasters have maps but no metrics (see above)", False)
+        elif code >= 2:  # usage (2), infrastructure (3), interrupted (130, 143): the product's own message says why
             raise QgsProcessingException("\n".join(progress.errors) or f"{command[1]} failed (exit code {code})")
         elif code == 1:
             feedback.reportError(f"{len(progress.errors)} problem(s), listed above; the other rasters are done", False)

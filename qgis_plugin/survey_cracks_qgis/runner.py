@@ -108,9 +108,11 @@ def find_runtime(configured: str = "", which: Callable[[str], str | None] = shut
 
 
 def product_env(environ: Mapping[str, str]) -> dict[str, str]:
-    """The environment for the product's subprocess: QGIS's own Python and GDAL variables removed, output unbuffered."""
+    """The environment for the product's subprocess: QGIS's own Python and GDAL variables removed, output unbuffered,
+    progress bars on although the output is a pipe (`Progress` reads the percentage from them)."""
     env = {k: v for k, v in environ.items() if k not in QGIS_ONLY_ENV}
     env["PYTHONUNBUFFERED"] = "1"
+    env["SURVEY_CRACKS_PROGRESS"] = "bars"
     env["PYTHONIOENCODING"] = "utf-8"
     return env
 

@@ -7,9 +7,11 @@ job can run from Python, a notebook or a scheduler.
 from __future__ import annotations
 
 import json
+import os
 import sys
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING, NoReturn
 
 import click
 from rasterio.errors import NotGeoreferencedWarning
@@ -19,15 +21,19 @@ from survey_cracks.edge.cli import stream_and_report, stream_options
 from survey_cracks.errors import InfrastructureError, SurveyCracksError
 from survey_cracks.models.checkpoint import SHIPPED_MODEL
 
+if TYPE_CHECKING:
+    from survey_cracks.run.pipeline import RunResult
+
 # Road scans have no georeferencing by design; raster.inspect_raster records that in report.json.
 warnings.filterwarnings("ignore", category=NotGeoreferencedWarning)
 
 
-# Exit codes of `run` (documented in its --help, the README and docs/guide/nightly.md).
-EXIT_OK, EXIT_RASTERS_FAILED, EXIT_USAGE, EXIT_INFRASTRUCTURE = 0, 1, 2, 3
+# Exit codes of `run` (documented in its --help, the README and docs/guide/surveys.md); an interrupted run
+# exits 128 + the signal's number (130 Ctrl-C, 143 SIGTERM), as a shell reports it.
+EXIT_OK, EXIT_RASTERS_FAILED, EXIT_USAGE, EXIT_INFRASTRUCTURE, EXIT_ANNOTATION_UNUSED = 0, 1, 2, 3, 4
 
 
-def _fail(error: SurveyCracksError) -> None:
+def _fail(error: SurveyCracksError) -> NoReturn:
     """One line on stderr; exit 3 for the machine's problems (lock, disk, scheduler), 2 for the user's."""
     click.echo(f"error: {error.message}", err=True)
     sys.exit(EXIT_INFRASTRUCTURE if isinstance(error, InfrastructureError) else EXIT_USAGE)
@@ -89,6 +95,9 @@ def cli() -> None:
                    "others at --scale.")
 @assets_opt
 @rules_opt
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default=None,
+              help="Where the workers run the model (printed before the first raster, with the engine and "
+                   "precision).  [default: auto = cuda when a GPU is visible, else cpu]")
 @click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16", "int8"]), default=None,
               help="auto: fp16 on CUDA, bf16 on CPUs with native bf16, else fp32; int8: the model's calibrated int8 "
                    "export on ONNX Runtime (made and checked once per model, then cached; its F1 beside fp32 is in "
@@ -96,12 +105,13 @@ def cli() -> None:
 @click.option("--write-mask", is_flag=True, help="Also write crack_mask.tif beside each heatmap.tif: 1 crack, 0 no crack at "
               "the threshold, 255 outside the footprint (a COG).")
 @click.option("--force", is_flag=True, help="Recompute every raster, even those whose outputs in OUT are up to date.")
-@click.option("--quiet", "-q", is_flag=True, help="For cron: no progress bars; print only warnings, errors and one closing line.")
+@click.option("--quiet", "-q", is_flag=True, help="For cron: print only warnings, errors and one closing line. Progress bars "
+              "are drawn only on a terminal; a redirected log gets plain lines.")
 def run(inputs: tuple[str, ...], from_list: Path | None, out: Path, config_path: Path | None, model_path: Path | None, scheduler: str | None,
         workers: int | None, threads: int | None, threshold: float | None, ground_patch_m: float | None, batch_size: int | None,
         mode: str | None, window_px: int | None, margin_px: int | None, scale: float | None, target_gsd_m: float | None,
-        assets_path: Path | None, rules_path: Path | None, precision: str | None, write_mask: bool, force: bool, quiet: bool
-        ) -> None:
+        assets_path: Path | None, rules_path: Path | None, device: str | None, precision: str | None, write_mask: bool,
+        force: bool, quiet: bool) -> None:
     """Detect cracks in every raster of INPUTS (raster files, survey folders, or folders of survey folders).
 
     \b
@@ -138,47 +148,78 @@ def run(inputs: tuple[str, ...], from_list: Path | None, out: Path, config_path:
 
     \b
     Exit codes:  0  every raster done or up to date
-                 1  some rasters failed, or an input is missing or unreachable (the others are
-                    done; one FAILED line each; summary.csv says why)
-                 2  usage error: options, config, model file, --out's parent missing
+                 1  some rasters failed, or one of several inputs is missing or unreachable (the
+                    others are done; one FAILED line each; summary.csv says why)
+                 2  usage error: options, config, model file, --out's parent missing, no input
+                    exists or none holds a raster (OUT is not created)
                  3  infrastructure: OUT locked by another run, OUT not writable, disk full,
                     Dask scheduler unreachable or malformed
+                 4  every raster done, but an annotation could not be used: its raster's maps are
+                    written without metrics (one WARNING line each; annotation_error in summary.csv)
+                 130, 143  interrupted by Ctrl-C (SIGINT) or SIGTERM: finished rasters and windows are
+                    kept, run.json says "interrupted"; the same command resumes
     """
-    from survey_cracks.config import RunConfig, load_config
-
     if not inputs and from_list is None:
         raise click.UsageError("give INPUTS (raster files, survey folders, URLs) or --from-list FILE")
+    from survey_cracks.run.interrupt import as_interrupted, interrupted_line, interruptible
+
     try:
-        config = load_config(RunConfig, config_path, {
-            "inference.scheduler": scheduler, "inference.workers": workers,
-            "inference.threads_per_worker": threads, "inference.batch_size": batch_size,
-            "vectorize.threshold": threshold, "tiling.ground_patch_m": ground_patch_m,
-            "inference.mode": mode, "inference.window_px": window_px, "inference.margin_px": margin_px,
-            "inference.scale": scale, "inference.target_gsd_m": target_gsd_m, "inference.precision": precision,
-            "heatmap.write_mask": True if write_mask else None,
-        })
-        from survey_cracks.inference.cluster import EarlyCluster
-
-        # The workers start now, while the pipeline's libraries are imported (seconds each).
-        with EarlyCluster(config.inference) as cluster:
-            from survey_cracks.deliver.condition import load_rules
-            from survey_cracks.io.discover import read_input_list
-            from survey_cracks.run.pipeline import run_surveys
-
-            listed = read_input_list(from_list) if from_list else []
-            rules = load_rules(rules_path)
-            result = run_surveys([*inputs, *listed], out, config, model_path, progress=not quiet, log=click.echo,
-                                 assets=assets_path, rules=rules, force=force, quiet=quiet, cluster=cluster)
-    except SurveyCracksError as error:
-        _fail(error)
-        return
+        with interruptible():
+            result = _run(inputs, from_list, out, config_path, model_path, quiet, assets_path, rules_path, force, {
+                "inference.scheduler": scheduler, "inference.workers": workers,
+                "inference.threads_per_worker": threads, "inference.batch_size": batch_size,
+                "vectorize.threshold": threshold, "tiling.ground_patch_m": ground_patch_m,
+                "inference.mode": mode, "inference.window_px": window_px, "inference.margin_px": margin_px,
+                "inference.scale": scale, "inference.target_gsd_m": target_gsd_m, "inference.precision": precision,
+                "inference.device": device, "heatmap.write_mask": True if write_mask else None,
+            })
+    except KeyboardInterrupt as error:  # Ctrl-C or SIGTERM: said in one line (by the run once it has OUT), no traceback
+        interrupted = as_interrupted(error)
+        if not interrupted.reported:
+            click.echo(interrupted_line(interrupted), err=True)
+        sys.exit(interrupted.exit_code)
     for outcome in result.failed:
         click.echo(f"FAILED {outcome.error}", err=True)
     ok = len(result.outcomes) - len(result.failed)
     click.echo(f"{ok} of {len(result.outcomes)} rasters done ({len(result.computed)} computed, {len(result.up_to_date)} up to date, "
                f"{len(result.failed)} failed); outputs in {out}/ (summary.csv covers {result.covered} rasters, run.json, "
                "report.html, catalog.json)")
-    sys.exit(EXIT_RASTERS_FAILED if result.failed else EXIT_OK)
+    unused = [o for o in result.outcomes if o.annotation_error]
+    if unused and not result.failed:
+        click.echo(f"{len(unused)} annotation(s) could not be used: those rasters have no metrics (see the WARNING lines)", err=True)
+    sys.exit(EXIT_RASTERS_FAILED if result.failed else EXIT_ANNOTATION_UNUSED if unused else EXIT_OK)
+
+
+def progress_bars() -> bool:
+    """Bars only on a terminal: redirected, their carriage returns and cursor moves garble the log (plain lines
+    instead). SURVEY_CRACKS_PROGRESS=bars keeps them on a pipe (the QGIS plugin reads its percentage from them)."""
+    return os.environ.get("SURVEY_CRACKS_PROGRESS") == "bars" or sys.stderr.isatty()
+
+
+def _run(inputs: tuple[str, ...], from_list: Path | None, out: Path, config_path: Path | None, model_path: Path | None,
+         quiet: bool, assets_path: Path | None, rules_path: Path | None, force: bool, overrides: dict[str, object]) -> RunResult:
+    """`run`'s work once its options are parsed: the inputs checked, the cluster started early, the surveys run."""
+    from survey_cracks.config import RunConfig, load_config
+    from survey_cracks.io.discover import nothing_to_read, read_input_list
+
+    try:
+        listed = read_input_list(from_list) if from_list else []
+        if (problem := nothing_to_read([*inputs, *listed])) is not None:
+            click.echo(f"error: nothing to run: {problem}", err=True)  # OUT is not created for a typo
+            sys.exit(EXIT_USAGE)
+        config = load_config(RunConfig, config_path, overrides)
+        from survey_cracks.inference.cluster import EarlyCluster
+
+        # The workers start now, while the pipeline's libraries are imported (seconds each).
+        with EarlyCluster(config.inference) as cluster:
+            from survey_cracks.deliver.condition import load_rules
+            from survey_cracks.run.pipeline import run_surveys
+
+            rules = load_rules(rules_path)
+            return run_surveys([*inputs, *listed], out, config, model_path, progress=not quiet and progress_bars(),
+                               log=click.echo, assets=assets_path, rules=rules, force=force, quiet=quiet, cluster=cluster)
+    except SurveyCracksError as error:
+        _fail(error)
 
 
 @cli.command("train-mask")
@@ -274,6 +315,14 @@ def train(config_path: Path, out_dir: Path | None, epochs: int | None, init: str
     _report_training(result.metrics, result.checkpoint)
 
 
+def refuse_unused(form: str, what: str, given: dict[str, object]) -> None:
+    """A usage error (exit 2) for options given that ``form`` of a command would ignore: silently unused is worse."""
+    unused = [name for name, value in given.items() if value is not None]
+    if unused:
+        raise click.UsageError(f"{' and '.join(unused)} cannot be used with {form}: {what} "
+                               f"({' and '.join(unused)} {'go' if len(unused) > 1 else 'goes'} with the other form; see --help)")
+
+
 @cli.command()
 @click.argument("out_dir", required=False, type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--threshold", type=click.FloatRange(0, 1), default=None,
@@ -300,6 +349,11 @@ def evaluate(out_dir: Path | None, threshold: float | None, assets_path: Path | 
     """
     if (out_dir is None) == (config_path is None):
         raise click.UsageError("give either OUT_DIR (a run's output folder) or --config (a training config)")
+    if out_dir is not None:
+        refuse_unused("OUT_DIR", "it rewrites the run's own outputs in OUT_DIR", {"--out": out, "--model": model_path})
+    else:
+        refuse_unused("--config", "it scores a checkpoint on a training config's held-out splits",
+                      {"--threshold": threshold, "--assets": assets_path, "--rules": rules_path})
     if out_dir is not None:
         from survey_cracks.deliver.condition import load_rules
         from survey_cracks.run.reevaluate import evaluate_outputs
@@ -423,6 +477,8 @@ def export(model_path: Path | None, out: Path, fmt: str, precision: str, verify_
     """
     from survey_cracks.models.export import export_model
 
+    if no_verify:
+        refuse_unused("--no-verify", "nothing is checked", {"--verify-images": verify_images})
     say = (lambda line: click.echo(line, err=True)) if not quiet else None
     try:
         result = export_model(model_path, out, fmt, precision, verify=not no_verify,  # type: ignore[arg-type]

@@ -19,6 +19,7 @@ SUMMARY_COLUMNS = [
     "polygons", "centrelines", "crack_length", "unit", "threshold", "cell_precision", "cell_recall", "cell_f1",
     "object_precision", "object_recall", "object_f1", "pixel_0px_f1", "pixel_2px_f1", "pixel_5px_f1",
     "centreline_completeness", "centreline_correctness", "centreline_quality", "seconds", "action", "reason",
+    "annotation_error", "warnings",
 ]
 # What the run that wrote the summary did with a raster (column "action"); "reason" says why.
 COMPUTED, UP_TO_DATE, NOT_IN_INPUTS, RUNNING = "computed", "up to date", "not in this run's inputs", "running"
@@ -110,6 +111,9 @@ class RasterOutcome:
     action: str = COMPUTED
     reason: str = ""
     traceback: str | None = None  # of an unexpected error
+    # The annotation beside the raster could not be used: the maps are written, the metrics are not (exit code 4).
+    annotation_error: str | None = None
+    warnings: list[str] = field(default_factory=list)  # e.g. a threshold that makes most of the footprint a crack
 
     @property
     def metrics(self) -> dict[str, Any] | None:
@@ -136,7 +140,8 @@ class RasterOutcome:
                    error=report.get("error"), info=RasterSummary.from_dict(info) if info else None,
                    counts=RasterCounts.from_dict(report.get("counts") or {}),
                    seconds=report.get("seconds") or {}, measured=measured,
-                   action=action, reason=reason)
+                   action=action, reason=reason, annotation_error=report.get("annotation_error"),
+                   warnings=list(report.get("warnings") or []))
 
     def summary_row(self) -> dict[str, Any]:
         m, info, counts = self.metrics or {}, self.info, self.counts
@@ -160,6 +165,7 @@ class RasterOutcome:
             "centreline_completeness": pick(line, "completeness"), "centreline_correctness": pick(line, "correctness"),
             "centreline_quality": pick(line, "quality"),
             "seconds": round(sum(self.seconds.values()), 2), "action": self.action, "reason": self.reason,
+            "annotation_error": self.annotation_error or "", "warnings": " | ".join(self.warnings),
         }
 
     def as_dict(self) -> dict[str, Any]:
@@ -169,6 +175,7 @@ class RasterOutcome:
             "counts": self.counts.as_dict(), "metrics": self.metrics,
             "seconds": {k: round(v, 3) for k, v in self.seconds.items()},
             "threshold_sweep": self.measured.sweep.as_dict() if self.measured is not None and self.measured.sweep else None,
+            "annotation_error": self.annotation_error, "warnings": list(self.warnings),
         }
 
 

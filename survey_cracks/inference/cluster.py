@@ -59,8 +59,9 @@ def worker_settings(config: InferenceConfig) -> dict[str, object]:
         on_torch = resolve_engine(config.engine, config.device, config.precision) == "torch"
     except ConfigError:
         on_torch = False  # the run reports the setting; the workers just start without the head start
-    if on_torch:
-        settings["distributed.worker.preload"] = ["survey_cracks.models.preload"]
+    # Workers ignore Ctrl-C (`inference.quiet_worker`); those that will run PyTorch import it as they start.
+    settings["distributed.worker.preload"] = ["survey_cracks.inference.quiet_worker",
+                                              *(["survey_cracks.models.preload"] if on_torch else [])]
     return settings
 
 

@@ -154,6 +154,21 @@ def find_rasters(
     return name_rasters(list(found.values()), known_surveys or {}, known_rasters or {}), errors
 
 
+def nothing_to_read(inputs: list[str | Path]) -> str | None:
+    """Why local ``inputs`` hold no raster at all (every one missing, or folders without rasters), else None.
+
+    Checked before OUT is created: a mistyped path must not leave a run folder with a report of
+    nothing. Remote inputs are not looked at here (they are reported per input as the run lists them),
+    nor is a mix with one good input: the missing ones are then FAILED lines and the others run.
+    """
+    if not inputs or any(isinstance(as_source(given), RemotePath) for given in inputs):
+        return None
+    rasters, errors = find_rasters(inputs)
+    if rasters:
+        return None
+    return "; ".join(error.message for error in errors) or "no rasters in the inputs"
+
+
 def read_input_list(path: Path) -> list[str]:
     """The inputs ``run --from-list`` names: one per line, blank lines and ``#`` comments skipped.
 

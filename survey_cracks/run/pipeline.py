@@ -57,7 +57,7 @@ from survey_cracks.inference.dispatch import (
     warm_workers,
 )
 from survey_cracks.tuning import trim_heap
-from survey_cracks.io.annotations import Truth, find_annotation, load_truth
+from survey_cracks.io.annotations import find_annotation
 from survey_cracks.io.discover import SurveyRaster, find_rasters
 from survey_cracks.io.raster import RasterInfo, inspect_raster
 from survey_cracks.io.remote import Source
@@ -77,9 +77,11 @@ from survey_cracks.outputs import (  # noqa: F401 (names
     write_json,
     write_vectors,
 )
+from survey_cracks.run.interrupt import Interrupted, as_interrupted, interrupted_line, keep_windows
 from survey_cracks.run.journal import JOURNAL, FinishedWindow, WindowJournal, checksum
 from survey_cracks.run.lock import out_lock
 from survey_cracks.run.manifest import Inputs, RasterRecord, config_sha256, fingerprint, load_records, now, save_record, why_redo
+from survey_cracks.run.notices import optional_truth, threshold_warning
 from survey_cracks.run.runlog import RunLog
 from survey_cracks.tiling import ALIGN, ContextWindow, PatchGrid, context_windows, patch_grid, window_size_for_ground
 from survey_cracks.vectors.heatmap import StagedHeatmap, staged_heatmap_problem, write_crack_mask, write_patch_scores
@@ -133,6 +135,7 @@ class RunContext:
     input_errors: list[RasterOutcome] = field(default_factory=list)
     actions: dict[tuple[str, str], tuple[str, str]] = field(default_factory=dict)  # (survey, raster) -> (action, reason)
     finished: bool = False
+    interrupted: bool = False
     assets: Path | None = None
     rules: AssetRules = field(default_factory=AssetRules)
 
@@ -260,6 +263,8 @@ def run_surveys(
         try:
             events.attach(out)
             return _run_locked(inputs, out, run, progress, events, force, cluster)
+        except KeyboardInterrupt as error:  # Ctrl-C or SIGTERM (`run.interrupt`): one line, run.json says so
+            raise report_interrupted(as_interrupted(error), out, run, events) from None
         except OSError as error:
             if error.errno not in INFRASTRUCTURE_ERRNOS:
                 raise
@@ -314,6 +319,8 @@ def _run_locked(inputs: list[str | Path], out: Path, run: RunContext, progress: 
             in_background(load_plotting, "plotting")  # ~0.4 s off the run's last stage, while the client waits for the model
             events(f"dask: {len(client.scheduler_info().get('workers', {}))} workers at {client.scheduler.address}; "
                    f"dashboard {dashboard_of(client)}")
+            run.compute = compute_when_warm(warming)  # what the model runs on, said before the first raster
+            events(f"model on {' / '.join(run.compute)}")
             for number, job in enumerate(todo, 1):
                 item, reason = job.item, job.reason
                 key = (item.survey, item.name)
@@ -330,15 +337,14 @@ def _run_locked(inputs: list[str | Path], out: Path, run: RunContext, progress: 
                 record.finished_at = now()
                 save_record(out, record)
                 run.actions[key] = (COMPUTED, reason)
+                for warning in filter(None, [outcome.annotation_error, *outcome.warnings]):
+                    events.warning(f"{item.survey}/{item.name}: {warning}", survey=item.survey, raster=item.name)
                 if outcome.error:
                     events.error(outcome.error, survey=item.survey, raster=item.name)
                 else:
                     events(f"{item.survey}/{item.name}: done in {sum(outcome.seconds.values()):.1f} s",
                            survey=item.survey, raster=item.name, seconds=outcome.seconds)
                     events(raster_found(outcome), survey=item.survey, raster=item.name)
-                if number == 1:
-                    run.compute = compute_when_warm(warming)
-                    events(f"model on {' / '.join(run.compute)}")
                 write_run_reports(out, run)
         closing = in_background(cluster.close, "close")
     run.finished = True
@@ -353,6 +359,16 @@ def _run_locked(inputs: list[str | Path], out: Path, run: RunContext, progress: 
            f"OUT holds {result.covered} rasters", computed=len(result.computed), up_to_date=len(result.up_to_date),
            failed=len(result.failed), rasters_in_out=result.covered)
     return result
+
+
+def report_interrupted(error: Interrupted, out: Path, run: RunContext, events: RunLog) -> Interrupted:
+    """run.json says ``interrupted`` and the log (and console, even when quiet) the one line; ``error``, marked as said."""
+    run.interrupted = True
+    with contextlib.suppress(OSError):
+        write_run_reports(out, run)
+    events.always(interrupted_line(error))
+    error.reported = True
+    return error
 
 
 def process_raster(job: RasterTodo, out: Path, client: Any, spec: ModelSpec, run: RunContext, progress: bool = True,
@@ -374,7 +390,7 @@ def process_raster(job: RasterTodo, out: Path, client: Any, spec: ModelSpec, run
         # read: the raster, and its annotation now (a bad one fails before the inference, not after)
         info = inspect_raster(item.path)
         outcome.info = raster_summary(info)
-        truth = load_truth(item.path, info, config.evaluate, job.annotation) if job.annotation else None
+        truth, outcome.annotation_error = optional_truth(item.path, info, config.evaluate, job.annotation)
         plan = window_plan(info, config, run.margin, job.inputs) if mode == "mask" else None
         journal = resume_or_start(work, plan, config.heatmap, say)
         lap("inspect")
@@ -440,6 +456,7 @@ def finish_raster(outcome: RasterOutcome, folder: Path, polygons: gpd.GeoDataFra
         heatmap.result()
     if mask is not None and mask.write_mask:
         write_crack_mask(folder / HEATMAP, folder / CRACK_MASK, threshold, mask)
+    outcome.warnings += filter(None, [threshold_warning(folder / HEATMAP, threshold)])
     if lap is not None:
         lap("cog_and_polygons")
     if truth is not None:
@@ -522,6 +539,18 @@ def segment_into(staged: StagedHeatmap, tracer: HeatmapTracer, plan: WindowPlan,
                 tracer.settle(core, staged.read, written=entry.written)
     todo = [w for i, w in enumerate(plan.windows) if i not in journal.finished]
     done = sum(entry.written for entry in journal.finished.values())
+    with keep_windows(staged, journal, f"{item.survey}/{item.name}", len(plan.windows)):
+        done = _segment_windows(staged, tracer, plan, journal, todo, done, client, spec, config, progress, index_of)
+    if done == 0:
+        raise RasterError(item.path, "no window lies inside the valid footprint", "check the raster's nodata/alpha")
+    return RasterCounts(windows=len(plan.windows), windows_processed=done, window_px=plan.window_px,
+                        margin_px=plan.margin, processing_scale=round(plan.scale, 4))
+
+
+def _segment_windows(staged: StagedHeatmap, tracer: HeatmapTracer, plan: WindowPlan, journal: WindowJournal,
+                     todo: list[ContextWindow], done: int, client: Any, spec: ModelSpec, config: RunConfig, progress: bool,
+                     index_of: dict[tuple[int, int, int, int], int]) -> int:
+    """`segment_into`'s loop: ``todo`` through the model, journaled as they land; the windows written so far."""
     for core, maps in segment_raster(client, plan.info, todo, spec, True, config.tiling.min_valid_fraction,
                                      progress, plan.scale):
         if maps is not None:
@@ -535,10 +564,7 @@ def segment_into(staged: StagedHeatmap, tracer: HeatmapTracer, plan: WindowPlan,
             staged.flush()  # pixels on disk before the journal says so
             journal.commit()
             trim_heap()  # the traced blocks' arrays: the client's share of the run's peak memory stays flat
-    if done == 0:
-        raise RasterError(item.path, "no window lies inside the valid footprint", "check the raster's nodata/alpha")
-    return RasterCounts(windows=len(plan.windows), windows_processed=done, window_px=plan.window_px,
-                        margin_px=plan.margin, processing_scale=round(plan.scale, 4))
+    return done
 
 
 def _key(window: Window) -> tuple[int, int, int, int]:
@@ -606,7 +632,7 @@ def write_run_reports(out: Path, run: RunContext) -> RunResult:
     write_json(
         out / "run.json",
         {
-            "status": "finished" if run.finished else "running",
+            "status": "finished" if run.finished else "interrupted" if run.interrupted else "running",
             "started_at": run.started_at,
             "finished_at": now() if run.finished else None,
             "inputs": run.inputs,

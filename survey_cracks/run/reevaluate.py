@@ -34,11 +34,12 @@ from survey_cracks.deliver.deliverables import write_deliverables
 from survey_cracks.deliver.outcomes import RasterOutcome, write_summary
 from survey_cracks.deliver.run_record import RUN_JSON, read_run
 from survey_cracks.errors import RasterError
-from survey_cracks.io.annotations import find_annotation, load_truth
+from survey_cracks.io.annotations import find_annotation
 from survey_cracks.io.raster import RasterInfo, inspect_raster
 from survey_cracks.io.remote import Source
 from survey_cracks.outputs import HEATMAP, write_json
 from survey_cracks.run.manifest import config_sha256, load_records, save_record
+from survey_cracks.run.notices import optional_truth
 from survey_cracks.run.pipeline import finish_raster, write_survey_reports
 from survey_cracks.vectors.tracing import trace_heatmap
 
@@ -62,12 +63,13 @@ def reevaluate_raster(outcome: RasterOutcome, folder: Path, source: Path, thresh
         raise RasterError(source, "source raster of this output not found (report.json records it)",
                           "run evaluate from the folder the run was started in, or restore the raster")
     info = inspect_raster(source)
-    truth = load_truth(source, info, config.evaluate, annotation) if annotation is not None else None
+    truth, annotation_error = optional_truth(source, info, config.evaluate, annotation)  # as a run treats it
     polygons, lines = vectors_from_heatmap(folder / HEATMAP, threshold, info, config, mode, progress)
     # Patch scores are not kept: the count above the new threshold is left out.
     counts = replace(outcome.counts, patches_above_threshold=None, annotation=None)
     result = RasterOutcome(survey=outcome.survey, raster=outcome.raster, source=outcome.source, info=outcome.info,
-                           counts=counts, seconds=outcome.seconds, action=outcome.action, reason=outcome.reason)
+                           counts=counts, seconds=outcome.seconds, action=outcome.action, reason=outcome.reason,
+                           annotation_error=annotation_error)
     return finish_raster(result, folder, polygons, lines, threshold, info, truth, config.evaluate, mask=config.heatmap)
 
 

@@ -74,6 +74,14 @@ class RunLog:
         # The message is passed as the format string without arguments: a '%' in it is kept as is.
         self.logger.log(_LEVELS[level], message, extra={"fields": fields})
 
+    def always(self, message: str, **fields: Any) -> None:
+        """An info line shown even when quiet: the one that says why the run stopped."""
+        quiet, self.quiet = self.quiet, False
+        try:
+            self(message, **fields)
+        finally:
+            self.quiet = quiet
+
     def warning(self, message: str, **fields: Any) -> None:
         self(message, "warning", **fields)
 

@@ -112,8 +112,28 @@ def two_bands_without_alpha(folder: Path) -> tuple[str, str]:
     return "bad", "bad.tif"
 
 
-BAD_INPUTS = [two_bands_without_alpha, zero_byte_tif, text_named_tif, five_bands, float32_raster, empty_footprint_mask, empty_footprint_nodata,
-              empty_geojson, invalid_geojson, gpkg_in_mismatched_crs, mask_of_other_size]
+def utm_declared_wgs84(folder: Path) -> tuple[str, str]:
+    """The raster's UTM coordinates in a GeoJSON that says EPSG:4326 (a common export slip)."""
+    write_good(folder / "bad.tif", seed=1)
+    x0, y0 = ORIGIN
+    line = LineString([(x0 + 0.1, y0 - 0.1), (x0 + 0.8, y0 - 0.7)])
+    gpd.GeoDataFrame({"width": [0.02]}, geometry=[line], crs="EPSG:4326").to_file(folder / "bad.cracks.geojson", driver="GeoJSON")
+    return "bad", "bad.cracks.geojson"
+
+
+def geojson_without_crs_beside_georeferenced(folder: Path) -> tuple[str, str]:
+    write_good(folder / "bad.tif", seed=1)
+    x0, y0 = ORIGIN
+    feature = {"type": "Feature", "properties": {}, "geometry": {"type": "LineString", "coordinates": [[x0 + 0.1, y0 - 0.1],
+                                                                                                     [x0 + 0.8, y0 - 0.7]]}}
+    (folder / "bad.cracks.geojson").write_text(json.dumps({"type": "FeatureCollection", "features": [feature]}))
+    return "bad", "bad.cracks.geojson"
+
+
+BAD_INPUTS = [two_bands_without_alpha, zero_byte_tif, text_named_tif, five_bands, float32_raster, empty_footprint_mask, empty_footprint_nodata]
+# An annotation is optional ground truth: when it cannot be used, the raster's maps are still written.
+BAD_ANNOTATIONS = [empty_geojson, invalid_geojson, gpkg_in_mismatched_crs, mask_of_other_size, utm_declared_wgs84,
+                   geojson_without_crs_beside_georeferenced]
 
 
 # ---------------------------------------------------------------------------------- helpers
@@ -151,19 +171,24 @@ def lines_naming(text: str, name: str) -> list[str]:
     return [line for line in text.splitlines() if name in line]
 
 
-# ---------------------------------------------------------------------------------- one bad raster in a batch
-
-
-@pytest.mark.parametrize("make_bad", BAD_INPUTS, ids=lambda f: f.__name__)
-def test_one_bad_input_fails_alone(make_bad, tiny_model, cluster, tmp_path):
+def run_beside_good(make_bad, tiny_model: Path, cluster, tmp_path: Path):  # type: ignore[no-untyped-def]
+    """A survey of a good raster and what ``make_bad`` writes, run: (bad raster, file named, OUT, the CLI's result)."""
     survey = tmp_path / "survey"
     survey.mkdir()
     write_good(survey / "good.tif")
     bad_name, file_name = make_bad(survey)
     out = tmp_path / "out"
-
     result = invoke("run", survey, "--out", out, "--model", tiny_model, "--scheduler", cluster.scheduler_address,
                     "--workers", "1", "-q")
+    return bad_name, file_name, out, result
+
+
+# ---------------------------------------------------------------------------------- one bad raster in a batch
+
+
+@pytest.mark.parametrize("make_bad", BAD_INPUTS, ids=lambda f: f.__name__)
+def test_one_bad_input_fails_alone(make_bad, tiny_model, cluster, tmp_path):
+    bad_name, file_name, out, result = run_beside_good(make_bad, tiny_model, cluster, tmp_path)
 
     assert result.exit_code == 1, result.output
     assert_good_outputs(out / "survey" / "good")
@@ -189,6 +214,25 @@ def test_one_bad_input_fails_alone(make_bad, tiny_model, cluster, tmp_path):
     assert file_name in survey_report["failed"][0]
     run = json.loads((out / "run.json").read_text())
     assert run["rasters"] == 2 and run["failed"] == 1
+
+
+@pytest.mark.parametrize("make_bad", BAD_ANNOTATIONS, ids=lambda f: f.__name__)
+def test_bad_annotation_keeps_the_crack_map(make_bad, tiny_model, cluster, tmp_path):
+    """The maps are written without metrics; one WARNING line names the file and the fix; exit code 4."""
+    bad_name, file_name, out, result = run_beside_good(make_bad, tiny_model, cluster, tmp_path)
+
+    assert result.exit_code == 4, result.output
+    for name in ("good", bad_name):
+        assert_good_outputs(out / "survey" / name)
+    report = json.loads((out / "survey" / bad_name / "report.json").read_text())
+    assert report["metrics"] is None and file_name in report["annotation_error"]
+    rows = {row["raster"]: row for row in read_summary(out)}
+    assert rows[bad_name]["status"] == "ok" and file_name in rows[bad_name]["annotation_error"]
+    assert rows["good"]["annotation_error"] == ""
+    warnings = [line for line in lines_naming(result.output, file_name) if line.startswith("WARNING")]
+    assert len(warnings) == 1, result.output
+    assert f"put the fixed file back as {file_name}" in warnings[0] and "\n" not in rows[bad_name]["annotation_error"]
+    assert "FAILED" not in result.output
 
 
 def test_raster_failing_on_rerun_leaves_no_stale_outputs(tiny_model, cluster, tmp_path):
