@@ -2,8 +2,7 @@
 
 A run's stages follow each other, but some of their work only needs to be done by the
 time a later stage looks for it: the COG copy (GDAL releases the GIL) while the vectors are
-merged, the cluster's shutdown while the reports are written, the report's plotting
-library imported while the workers load the model. The future says when it is done and
+merged, the cluster's shutdown while the reports are written. The future says when it is done and
 raises what the work raised.
 """
 

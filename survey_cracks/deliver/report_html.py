@@ -164,16 +164,6 @@ def _shape_for(width: float, height: float, longest: int) -> tuple[int, int]:
     return max(1, round(height * scale)), max(1, round(width * scale))
 
 
-def load_plotting() -> None:
-    """Import matplotlib with its file-only backend: ~0.4 s that the report's first picture would
-    otherwise spend at the very end of a run (`pipeline` calls this on a thread early on)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot  # noqa: F401
-    from matplotlib.collections import LineCollection  # noqa: F401
-
-
 def _picture(raster: "RasterLayers", bounds: tuple[float, float, float, float], longest: int, outlines: list[tuple[Any, str]],
              title: str, size: tuple[float, float]) -> str:
     """Imagery + heatmap + outlines over a map-coordinate box of the raster's own grid."""

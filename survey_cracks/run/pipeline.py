@@ -42,7 +42,6 @@ from survey_cracks.deliver.outcomes import (
     package_versions,
     write_summary,
 )
-from survey_cracks.deliver.report_html import load_plotting
 from survey_cracks.errors import ConfigError, InfrastructureError, ModelFileError, OutputError, RasterError, SurveyCracksError
 from survey_cracks.evaluation.evaluate import RasterMetrics, combine, evaluate_raster
 from survey_cracks.inference.cluster import EarlyCluster, dashboard_of, dask_client
@@ -316,7 +315,6 @@ def _run_locked(inputs: list[str | Path], out: Path, run: RunContext, progress: 
         cluster = contextlib.ExitStack()  # the LocalCluster's shutdown, done while the reports are written
         with rasterio.Env(GDAL_CACHEMAX=cache_bytes), dask_client(config.inference, shutdown=cluster, early=early) as client:
             warming = warm_workers(client, spec)
-            in_background(load_plotting, "plotting")  # ~0.4 s off the run's last stage, while the client waits for the model
             events(f"dask: {len(client.scheduler_info().get('workers', {}))} workers at {client.scheduler.address}; "
                    f"dashboard {dashboard_of(client)}")
             run.compute = compute_when_warm(warming)  # what the model runs on, said before the first raster
