@@ -1,0 +1,235 @@
+"""Photo collections (issue 28): `survey-cracks run` over folders of photos against a bare ResNet18 trunk.
+
+Photo sets (made once into --photo-dir, reused when present):
+  - procedural: survey_cracks.synthetic.render_scene at 448x448, 640x360 and 1920x1080 (fixed seeds, JPEG q90,
+    no georeferencing: what a road-scan camera writes);
+  - from ../shared/data: the first N images of deepcrack (544x384) or, failing that, uavcrack_bridges (256x256);
+    skipped with a line when neither is there.
+
+Per set and round:
+  1. bare trunk  - torchvision resnet18 without its fc (conv1 .. layer4 + avgpool), fp32 weights, bf16 autocast
+                   where the CPU runs bf16 natively (survey_cracks.models.hardware), else fp32; 2 intra-op threads;
+                   batch 1; each photo at its own size (decoded beforehand: the network alone), in this process
+                   with the run's worker environment (NETWORK_ENVIRONMENT). One untimed photo first.
+  2. run         - `survey-cracks run FOLDER --out OUT --quiet` as a subprocess of the code under test (--repo,
+                   by PYTHONPATH), with default settings (one worker, a task per core, 1 thread per task):
+                   wall seconds from start to exit, peak RSS of the process tree, files written per photo.
+
+Rule, fixed before any run: --rounds N (>= 3) rounds, each round runs every set as bare then run (interleaved);
+a round's ratio is run photos/s / that round's bare photos/s; the reported ratio is the median over the rounds,
+the single rounds printed beside it. Network-pixel waste = pixels the network sees (the code under test's window
+plan, summed over the photos) / image pixels; files per photo = files under OUT / photos.
+
+Results: --json (bench/results/photo_throughput.json; the before figures were stored as
+photo_throughput_before.json), and a Markdown table to stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(Path(__file__).resolve().parent), str(ROOT)]
+
+from survey_cracks.inference.cluster import NETWORK_ENVIRONMENT  # noqa: E402  (imports no torch)
+
+os.environ.update(NETWORK_ENVIRONMENT)
+
+import torch  # noqa: E402
+from throughput import timed_command  # noqa: E402
+from torchvision.models import resnet18  # noqa: E402
+
+from survey_cracks.models import hardware  # noqa: E402
+from survey_cracks.synthetic import render_scene  # noqa: E402
+
+SHARED = ROOT.parent / "shared" / "data"
+if not SHARED.is_dir():
+    SHARED = Path("/work/shared/data")
+
+# How many pixels the network sees for one photo, asked of the code under test (its window plan).
+WASTE_PROBE = """
+import json, sys
+from survey_cracks.config import RunConfig
+from survey_cracks.models.checkpoint import SHIPPED_MODEL, read_meta
+from survey_cracks.run import pipeline
+meta, config = read_meta(SHIPPED_MODEL), RunConfig()
+margin = pipeline.context_margin(meta, "mask", config, SHIPPED_MODEL)
+out = {}
+for size in json.loads(sys.argv[1]):
+    w, h = size
+    if hasattr(pipeline, "photo_windows"):
+        windows = pipeline.photo_windows(w, h, config.inference.window_px, margin)
+    else:
+        from survey_cracks.tiling import context_windows
+        windows = context_windows(w, h, config.inference.window_px, margin)
+    out[f"{w}x{h}"] = sum(int(x.read.width) * int(x.read.height) for x in windows)
+print(json.dumps(out))
+"""
+
+
+def make_procedural(folder: Path, width: int, height: int, count: int) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i in range(count):
+        path = folder / f"photo_{i:05d}.jpg"
+        if not path.is_file():
+            rgb, _ = render_scene(height, width, seed=1000 + i, surface="asphalt" if i % 2 else "concrete")
+            cv2.imwrite(str(path), np.ascontiguousarray(rgb[..., ::-1]), [cv2.IMWRITE_JPEG_QUALITY, 90])
+        paths.append(path)
+    return paths
+
+
+def shared_photos(folder: Path, count: int) -> tuple[str, list[Path]] | None:
+    """The first ``count`` images of deepcrack (else uavcrack_bridges) copied into ``folder`` (None: neither there)."""
+    for name, pattern in (("deepcrack", "train/**/*.jpg"), ("uavcrack_bridges", "images/**/*.*")):
+        found = sorted(p for p in (SHARED / name).glob(pattern) if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
+        if found:
+            folder.mkdir(parents=True, exist_ok=True)
+            paths = []
+            for src in found[:count]:
+                dst = folder / src.name
+                if not dst.is_file():
+                    shutil.copyfile(src, dst)
+                paths.append(dst)
+            return name, paths
+    return None
+
+
+def bare_trunk() -> torch.nn.Module:
+    model = resnet18(weights=None)
+    model.fc = torch.nn.Identity()
+    return model.eval().to(memory_format=torch.channels_last)
+
+
+@torch.inference_mode()
+def bare_photos_per_s(model: torch.nn.Module, images: list[np.ndarray], bf16: bool) -> float:
+    mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+
+    def one(rgb: np.ndarray) -> None:
+        x = torch.from_numpy(rgb).permute(2, 0, 1)[None].float().div_(255)
+        x = ((x - mean) / std).contiguous(memory_format=torch.channels_last)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            model(x)
+
+    one(images[0])
+    start = time.perf_counter()
+    for rgb in images:
+        one(rgb)
+    return len(images) / (time.perf_counter() - start)
+
+
+def run_once(folder: Path, repo: Path, scratch: Path) -> dict:
+    out = scratch / "out"
+    shutil.rmtree(out, ignore_errors=True)
+    env_python = [sys.executable, "-c", "from survey_cracks.cli.main import cli; cli()"]
+    os.environ["PYTHONPATH"] = str(repo)
+    try:
+        seconds, peak, code, output = timed_command(env_python + ["run", str(folder), "--out", str(out), "--quiet"])
+    finally:
+        os.environ.pop("PYTHONPATH", None)
+    if code != 0:
+        raise RuntimeError(f"run failed ({code}):\n{output[-3000:]}")
+    files = sum(1 for p in out.rglob("*") if p.is_file())
+    return {"seconds": round(seconds, 2), "peak_rss_gib": round(peak, 3), "files": files}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repo", type=Path, default=ROOT, help="the survey_cracks checkout to run (default: this one)")
+    parser.add_argument("--sets", nargs="+", default=["448x448:20", "640x360:20", "1920x1080:5"],
+                        help="procedural sets WIDTHxHEIGHT:COUNT")
+    parser.add_argument("--shared-count", type=int, default=20, help="photos from ../shared/data (0: none)")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--photo-dir", type=Path, default=Path(tempfile.gettempdir()) / "survey_cracks_photo_bench")
+    parser.add_argument("--json", type=Path, default=ROOT / "bench" / "results" / "photo_throughput.json")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(2)
+    bf16 = hardware.cpu_has_native_bf16()
+
+    sets: list[tuple[str, list[Path]]] = []
+    for spec in args.sets:
+        size, count = spec.split(":")
+        width, height = (int(v) for v in size.split("x"))
+        sets.append((f"procedural {size}", make_procedural(args.photo_dir / size, width, height, int(count))))
+    if args.shared_count:
+        shared = shared_photos(args.photo_dir / "shared", args.shared_count)
+        if shared is None:
+            print(f"no deepcrack or uavcrack_bridges under {SHARED}: that set is skipped")
+        else:
+            sets.append((shared[0], shared[1]))
+
+    images = {name: [cv2.imread(str(p))[..., ::-1].copy() for p in paths] for name, paths in sets}
+    sizes = sorted({(im.shape[1], im.shape[0]) for ims in images.values() for im in ims})
+    probe = subprocess.run([sys.executable, "-c", WASTE_PROBE, json.dumps(sizes)], capture_output=True, text=True,
+                           env=os.environ | {"PYTHONPATH": str(args.repo)}, check=True)
+    network_px = json.loads(probe.stdout)
+    model = bare_trunk()
+    commit = subprocess.run(["git", "-C", str(args.repo), "rev-parse", "--short", "HEAD"], capture_output=True,
+                            text=True).stdout.strip()
+    result: dict = {
+        "command": "python bench/photo_throughput.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "repo_commit": commit, "rounds": args.rounds,
+        "machine": {"cpu": hardware.cpu_name(), "cores": os.cpu_count(), "bf16_native": bf16,
+                    "torch": torch.__version__, "python": platform.python_version()},
+        "sets": {},
+    }
+    with tempfile.TemporaryDirectory() as scratch:
+        for r in range(args.rounds):
+            for name, paths in sets:
+                ims = images[name]
+                pixels = sum(im.shape[0] * im.shape[1] for im in ims)
+                bare = bare_photos_per_s(model, ims, bf16)
+                folder = paths[0].parent
+                row = run_once(folder, args.repo, Path(scratch))
+                entry = result["sets"].setdefault(name, {
+                    "photos": len(ims), "size": f"{ims[0].shape[1]}x{ims[0].shape[0]}",
+                    "megapixels": round(pixels / 1e6, 3),
+                    "network_pixel_waste": round(sum(network_px[f"{im.shape[1]}x{im.shape[0]}"] for im in ims) / pixels, 3),
+                    "rounds": []})
+                photos_per_s = len(ims) / row["seconds"]
+                entry["rounds"].append(row | {"photos_per_s": round(photos_per_s, 3),
+                                              "megapixels_per_s": round(pixels / 1e6 / row["seconds"], 3),
+                                              "bare_photos_per_s": round(bare, 2),
+                                              "ratio_vs_bare": round(photos_per_s / bare, 4)})
+                print(f"round {r + 1} {name}: run {photos_per_s:.2f} photos/s, bare {bare:.2f}, "
+                      f"ratio {photos_per_s / bare:.3f}, peak {row['peak_rss_gib']:.2f} GiB, {row['files']} files",
+                      flush=True)
+            for entry in result["sets"].values():
+                rounds = entry["rounds"]
+                entry["median"] = {key: round(statistics.median(x[key] for x in rounds), 4) for key in
+                                   ("photos_per_s", "megapixels_per_s", "bare_photos_per_s", "ratio_vs_bare", "peak_rss_gib")}
+                entry["files_per_photo"] = round(rounds[-1]["files"] / entry["photos"], 2)
+            args.json.parent.mkdir(parents=True, exist_ok=True)
+            args.json.write_text(json.dumps(result, indent=2) + "\n")
+    print(table(result))
+    return 0
+
+
+def table(result: dict) -> str:
+    lines = ["| photos | count | run photos/s | run MP/s | bare trunk photos/s | run / bare (median) | single rounds | "
+             "peak RSS GiB | network px / image px | files per photo |", "|" + "---|" * 10]
+    for name, e in result["sets"].items():
+        m = e["median"]
+        singles = ", ".join(f"{x['ratio_vs_bare']:.3f}" for x in e["rounds"])
+        lines.append(f"| {name} ({e['size']}) | {e['photos']} | {m['photos_per_s']:.2f} | {m['megapixels_per_s']:.2f} | "
+                     f"{m['bare_photos_per_s']:.1f} | {m['ratio_vs_bare']:.3f} | {singles} | {m['peak_rss_gib']:.2f} | "
+                     f"{e['network_pixel_waste']:.2f} | {e['files_per_photo']:.1f} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
