@@ -178,7 +178,44 @@ def footprint_crop(window: ContextWindow, valid: np.ndarray) -> tuple[slice, sli
         # first/last valid core pixel, in read pixels: [first - margin, last + margin], snapped outwards
         return slice(max(0, (first - margin) // ALIGN * ALIGN), min(length, -(-(last + 1 + margin) // ALIGN) * ALIGN))
 
-    top, left = core_rows.start, core_cols.start  # the margin before the core, on each axis
-    return (span(top + int(rows[0]), top + int(rows[-1]), top, valid.shape[0]),
-            span(left + int(cols[0]), left + int(cols[-1]), left, valid.shape[1]))
+    def margin(before: int, kept: int, length: int) -> int:
+        # the wider of the read's margins before and after the core (`photo_windows` reads have one side only)
+        return max(before, length - before - -(-kept // ALIGN) * ALIGN)
 
+    top, left = core_rows.start, core_cols.start  # the margin before the core, on each axis
+    return (span(top + int(rows[0]), top + int(rows[-1]), margin(top, core.shape[0], valid.shape[0]), valid.shape[0]),
+            span(left + int(cols[0]), left + int(cols[-1]), margin(left, core.shape[1], valid.shape[1]), valid.shape[1]))
+
+
+
+def photo_windows(width: int, height: int, core: int, margin: int) -> list[ContextWindow]:
+    """Windows sized to a photo: context only where a neighbouring window's pixels are, none beyond the image.
+
+    A photo has nothing beyond its edges, so a margin of reflected pixels there is network work
+    that sees no new pixel (`context_windows` reads a 448 px photo as 704 x 704: 2.5 x its pixels).
+    Here an axis no longer than a full read (``core + 2 margin``) is one window of the image's own
+    size rounded up to the stride; a longer one is cut into the fewest cores of at most ``core`` px,
+    of equal size (a multiple of 32: equal shapes, and no window mostly margin), each read with the
+    margin on its inner sides only, clipped to the image rounded up to the stride. Reads start on
+    the 32 px lattice of the image, as in `context_windows`.
+    """
+    if core % ALIGN or margin % ALIGN or core <= 0 or margin < 0:
+        raise ValueError(f"core ({core}) and margin ({margin}) must be multiples of {ALIGN}")
+
+    def spans(length: int) -> list[tuple[int, int, int, int]]:
+        """(core start, core length, read start, read length) along one axis."""
+        rounded = -(-length // ALIGN) * ALIGN
+        if rounded <= core + 2 * margin:
+            return [(0, length, 0, rounded)]
+        count = -(-length // core)
+        side = -(-(-(-length // count)) // ALIGN) * ALIGN  # ceil(length / count), rounded up to the stride
+        out = []
+        for start in range(0, length, side):
+            kept = min(side, length - start)
+            read_start = max(0, start - margin)
+            read_stop = min(rounded, start + -(-kept // ALIGN) * ALIGN + margin)
+            out.append((start, kept, read_start, read_stop - read_start))
+        return out
+
+    return [ContextWindow(core=Window(c0, r0, cw, rh), read=Window(rc0, rr0, rcw, rrh))
+            for r0, rh, rr0, rrh in spans(height) for c0, cw, rc0, rcw in spans(width)]

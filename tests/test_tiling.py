@@ -73,3 +73,28 @@ def test_tapered_tasks_keep_every_window_once_in_order_and_shrink_the_tail():
     assert len(tasks) == len(chunks) - 4 + 16
     assert max(len(t) for t in tasks[-16:]) <= -(-max(len(c) for c in chunks[-4:]) // 4)
     assert [t.tolist() for t in tapered(chunks[:1], slots=8)] == [p.tolist() for p in np.array_split(chunks[0], 4)]
+
+
+@pytest.mark.parametrize("width,height", [(448, 448), (640, 360), (1920, 1080), (4000, 3000), (100, 70), (1281, 33)])
+def test_photo_windows_tile_the_photo_once_and_read_nothing_beyond_it_but_the_stride(width, height):
+    from survey_cracks.tiling import ALIGN, photo_windows
+
+    core, margin = 1024, 128
+    windows = photo_windows(width, height, core, margin)
+    seen = np.zeros((height, width), np.int32)
+    for w in windows:
+        c, r = w.core, w.read
+        seen[c.row_off : c.row_off + c.height, c.col_off : c.col_off + c.width] += 1
+        assert r.col_off % ALIGN == 0 and r.row_off % ALIGN == 0 and r.width % ALIGN == 0 and r.height % ALIGN == 0
+        assert r.col_off >= 0 and r.row_off >= 0  # no context read beyond the image's edges ...
+        assert r.col_off + r.width - width < ALIGN and r.row_off + r.height - height < ALIGN  # ... but the stride
+        assert max(r.width, r.height) <= core + 2 * margin  # never more than a full read
+        # the margin wherever a neighbour is: the core's inner sides have it all
+        assert c.col_off - r.col_off in (0, margin) and c.row_off - r.row_off in (0, margin)
+        assert (c.col_off - r.col_off == margin) == (c.col_off > 0)
+    assert (seen == 1).all()
+    if (width + ALIGN - 1) // ALIGN * ALIGN <= core + 2 * margin and (height + ALIGN - 1) // ALIGN * ALIGN <= core + 2 * margin:
+        assert len(windows) == 1  # a photo no larger than a read is one window of its own size
+    shapes = {(int(w.core.width), int(w.core.height)) for w in windows if w.core.col_off + w.core.width < width
+              and w.core.row_off + w.core.height < height}
+    assert len(shapes) <= 1  # inner cores of one size: equal shapes, no thin last row

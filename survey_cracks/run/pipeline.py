@@ -82,7 +82,15 @@ from survey_cracks.run.lock import out_lock
 from survey_cracks.run.manifest import Inputs, RasterRecord, config_sha256, fingerprint, load_records, now, save_record, why_redo
 from survey_cracks.run.notices import optional_truth, threshold_warning
 from survey_cracks.run.runlog import RunLog
-from survey_cracks.tiling import ALIGN, ContextWindow, PatchGrid, context_windows, patch_grid, window_size_for_ground
+from survey_cracks.tiling import (
+    ALIGN,
+    ContextWindow,
+    PatchGrid,
+    context_windows,
+    patch_grid,
+    photo_windows,
+    window_size_for_ground,
+)
 from survey_cracks.vectors.heatmap import StagedHeatmap, staged_heatmap_problem, write_crack_mask, write_patch_scores
 from survey_cracks.vectors.tracing import HeatmapTracer
 
@@ -493,8 +501,9 @@ class WindowPlan:
 
 def window_plan(info: RasterInfo, config: RunConfig, margin: int, inputs: Inputs | None) -> WindowPlan:
     scale = processing_scale(info, config)
-    windows = context_windows(int(np.ceil(info.width * scale)), int(np.ceil(info.height * scale)),
-                              config.inference.window_px, margin)
+    # A photo (no georeferencing) has nothing beyond its edges: windows sized to it (`tiling.photo_windows`).
+    layout = context_windows if info.georeferenced else photo_windows
+    windows = layout(int(np.ceil(info.width * scale)), int(np.ceil(info.height * scale)), config.inference.window_px, margin)
     grid = [(w.core.col_off, w.core.row_off, w.core.width, w.core.height, w.read.col_off, w.read.row_off) for w in windows]
     header = None if inputs is None else {
         "format": 1, "inputs": inputs.model_dump(mode="json"), "size": [info.width, info.height],
