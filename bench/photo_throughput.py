@@ -136,11 +136,15 @@ def bare_photos_per_s(model: torch.nn.Module, images: list[np.ndarray], bf16: bo
 def run_once(folder: Path, repo: Path, scratch: Path) -> dict:
     out = scratch / "out"
     shutil.rmtree(out, ignore_errors=True)
+    # `python -c` puts the working directory first on sys.path: run from the repo, so its code is what runs
     env_python = [sys.executable, "-c", "from survey_cracks.cli.main import cli; cli()"]
     os.environ["PYTHONPATH"] = str(repo)
+    cwd = os.getcwd()
+    os.chdir(repo)
     try:
         seconds, peak, code, output = timed_command(env_python + ["run", str(folder), "--out", str(out), "--quiet"])
     finally:
+        os.chdir(cwd)
         os.environ.pop("PYTHONPATH", None)
     if code != 0:
         raise RuntimeError(f"run failed ({code}):\n{output[-3000:]}")
@@ -176,11 +180,15 @@ def main(argv: list[str] | None = None) -> int:
     images = {name: [cv2.imread(str(p))[..., ::-1].copy() for p in paths] for name, paths in sets}
     sizes = sorted({(im.shape[1], im.shape[0]) for ims in images.values() for im in ims})
     probe = subprocess.run([sys.executable, "-c", WASTE_PROBE, json.dumps(sizes)], capture_output=True, text=True,
-                           env=os.environ | {"PYTHONPATH": str(args.repo)}, check=True)
+                           env=os.environ | {"PYTHONPATH": str(args.repo)}, cwd=args.repo, check=True)
     network_px = json.loads(probe.stdout)
     model = bare_trunk()
     commit = subprocess.run(["git", "-C", str(args.repo), "rev-parse", "--short", "HEAD"], capture_output=True,
                             text=True).stdout.strip()
+    import_check = subprocess.run([sys.executable, "-c", "import survey_cracks; print(survey_cracks.__file__)"],
+                                  capture_output=True, text=True, env=os.environ | {"PYTHONPATH": str(args.repo)},
+                                  cwd=args.repo, check=True).stdout.strip()
+    print(f"running the code of {import_check}")
     result: dict = {
         "command": "python bench/photo_throughput.py " + " ".join(argv if argv is not None else sys.argv[1:]),
         "repo_commit": commit, "rounds": args.rounds,
