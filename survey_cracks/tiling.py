@@ -208,7 +208,8 @@ def photo_windows(width: int, height: int, core: int, margin: int) -> list[Conte
         if rounded <= core + 2 * margin:
             return [(0, length, 0, rounded)]
         count = -(-length // core)
-        side = -(-(-(-length // count)) // ALIGN) * ALIGN  # ceil(length / count), rounded up to the stride
+        share = -(-length // count)  # ceil(length / count)
+        side = -(-share // ALIGN) * ALIGN  # rounded up to the stride
         out = []
         for start in range(0, length, side):
             kept = min(side, length - start)

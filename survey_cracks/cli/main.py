@@ -105,13 +105,18 @@ def cli() -> None:
 @click.option("--write-mask", is_flag=True, help="Also write crack_mask.tif beside each heatmap.tif: 1 crack, 0 no crack at "
               "the threshold, 255 outside the footprint (a COG).")
 @click.option("--force", is_flag=True, help="Recompute every raster, even those whose outputs in OUT are up to date.")
+@click.option("--layout", type=click.Choice(["collection", "per-raster"]), default="collection", show_default=True,
+              help="collection: a survey's photos (JPEG/PNG without a world file; mask mode) go into one "
+                   "OUT/<survey>/collection/ (cracks.gpkg with a photo column, photos.csv, heatmaps/); per-raster: "
+                   "a folder per photo, as for orthomosaics (docs/guide/photos.md).")
+@click.option("--no-heatmaps", is_flag=True, help="Collection layout: no heatmaps/ PNG per photo (vectors and tables only).")
 @click.option("--quiet", "-q", is_flag=True, help="For cron: print only warnings, errors and one closing line. Progress bars "
               "are drawn only on a terminal; a redirected log gets plain lines.")
 def run(inputs: tuple[str, ...], from_list: Path | None, out: Path, config_path: Path | None, model_path: Path | None, scheduler: str | None,
         workers: int | None, threads: int | None, threshold: float | None, ground_patch_m: float | None, batch_size: int | None,
         mode: str | None, window_px: int | None, margin_px: int | None, scale: float | None, target_gsd_m: float | None,
         assets_path: Path | None, rules_path: Path | None, device: str | None, precision: str | None, write_mask: bool,
-        force: bool, quiet: bool) -> None:
+        force: bool, layout: str, no_heatmaps: bool, quiet: bool) -> None:
     """Detect cracks in every raster of INPUTS (raster files, survey folders, or folders of survey folders).
 
     \b
@@ -132,6 +137,8 @@ def run(inputs: tuple[str, ...], from_list: Path | None, out: Path, config_path:
                                   layer 'centrelines': crack centrelines with length and width (mask mode)
                  cracks.geojson   the polygons; centrelines.geojson the centrelines
                  report.json      counts, timings and, when annotations exist, precision/recall/F1
+    Photos:      a survey's photos (JPEG/PNG, no world file) go into <survey>/collection/ (--layout):
+                 cracks.gpkg (cracks, centrelines with a photo column; photos), photos.csv, heatmaps/<photo>.png
     Per survey:  <survey>.gpkg    layers cracks, centrelines (with crack type), assets (figures, condition), styled
                  assets.csv       the per-asset figures and condition classes
                  <survey>.qgz     QGIS project: every raster's layers styled and grouped (double-click to open)
@@ -165,7 +172,8 @@ def run(inputs: tuple[str, ...], from_list: Path | None, out: Path, config_path:
 
     try:
         with interruptible():
-            result = _run(inputs, from_list, out, config_path, model_path, quiet, assets_path, rules_path, force, {
+            result = _run(inputs, from_list, out, config_path, model_path, quiet, assets_path, rules_path, force, layout,
+                          not no_heatmaps, {
                 "inference.scheduler": scheduler, "inference.workers": workers,
                 "inference.threads_per_worker": threads, "inference.batch_size": batch_size,
                 "vectorize.threshold": threshold, "tiling.ground_patch_m": ground_patch_m,
@@ -197,7 +205,8 @@ def progress_bars() -> bool:
 
 
 def _run(inputs: tuple[str, ...], from_list: Path | None, out: Path, config_path: Path | None, model_path: Path | None,
-         quiet: bool, assets_path: Path | None, rules_path: Path | None, force: bool, overrides: dict[str, object]) -> RunResult:
+         quiet: bool, assets_path: Path | None, rules_path: Path | None, force: bool, layout: str, heatmaps: bool,
+         overrides: dict[str, object]) -> RunResult:
     """`run`'s work once its options are parsed: the inputs checked, the cluster started early, the surveys run."""
     from survey_cracks.config import RunConfig, load_config
     from survey_cracks.io.discover import nothing_to_read, read_input_list
@@ -217,7 +226,8 @@ def _run(inputs: tuple[str, ...], from_list: Path | None, out: Path, config_path
 
             rules = load_rules(rules_path)
             return run_surveys([*inputs, *listed], out, config, model_path, progress=not quiet and progress_bars(),
-                               log=click.echo, assets=assets_path, rules=rules, force=force, quiet=quiet, cluster=cluster)
+                               log=click.echo, assets=assets_path, rules=rules, force=force, quiet=quiet, cluster=cluster,
+                               layout=layout, heatmaps=heatmaps)
     except SurveyCracksError as error:
         _fail(error)
 

@@ -44,6 +44,7 @@ from survey_cracks.deliver.outcomes import RasterOutcome
 from survey_cracks.deliver.product import RasterLayers, SurveyProduct
 from survey_cracks.deliver.qgis_project import write_heatmaps_vrt, write_qgis_project
 from survey_cracks.deliver.run_record import RunRecord, read_run
+from survey_cracks.deliver.collection import is_collection
 from survey_cracks.outputs import GPKG, HEATMAP, Layer, atomic_write
 
 Log = Callable[[str], None]
@@ -101,7 +102,8 @@ def survey_assets(survey_folder_source: Path | None, assets_file: Path | None, r
 def build_survey(record: RunRecord, survey: str, outcomes: list[RasterOutcome], assets_file: Path | None) -> SurveyProduct:
     """Read a survey's raster outputs and measure its assets (see the module docstring)."""
     folder = record.out / survey
-    ok = [o for o in outcomes if o.status == "ok"]
+    # a collection of photos is its own product (`deliver.collection`: its cracks.gpkg holds every photo)
+    ok = [o for o in outcomes if o.status == "ok" and not is_collection(o)]
     crs, scale = survey_crs(ok, record.out)
     notes = []
     usable = ok if crs is None else [o for o in ok if o.info is not None and o.info.georeferenced]
@@ -178,7 +180,7 @@ def add_layer(gpkg: Path, layer: str, frame: gpd.GeoDataFrame, geometry_type: st
 
 def build_products(record: RunRecord, assets_file: Path | None = None) -> list[SurveyProduct]:
     return [build_survey(record, survey, outcomes, assets_file or record.assets)
-            for survey, outcomes in record.surveys().items() if any(o.status == "ok" for o in outcomes)]
+            for survey, outcomes in record.surveys().items() if any(o.status == "ok" and not is_collection(o) for o in outcomes)]
 
 
 def write_deliverables(out: Path, log: Log = print) -> list[SurveyProduct]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterable, Iterator, Sequence, TypeVar
 
 import cv2
 import numpy as np
@@ -33,8 +33,8 @@ from survey_cracks.io.raster import (
     shared_reader,
 )
 from survey_cracks.models.engines import CrackEngine, ModelSpec, compute_of, load_engine
-from survey_cracks.tiling import ALIGN, ContextWindow, PatchGrid, footprint_crop
-from survey_cracks.vectors.heatmap import to_levels
+from survey_cracks.tiling import ALIGN, ContextWindow, PatchGrid, footprint_crop, photo_windows
+from survey_cracks.vectors.heatmap import NODATA, to_levels
 
 ProgressCallback = Callable[[int], None]
 
@@ -253,6 +253,106 @@ def segment_raster(
         client.cancel(list(futures))
 
 
+@dataclass(frozen=True)
+class PhotoLevels:
+    """A whole photo's heatmap levels (uint8, `heatmap.to_levels`; a photo is small enough to hold) and its windows."""
+
+    levels: np.ndarray
+    windows: int
+    windows_processed: int
+    network_px: int  # pixels the network saw: the reads of the windows it ran on
+
+
+def segment_photo(info: RasterInfo, spec: ModelSpec, window_px: int, margin: int, min_valid_fraction: float = 0.25
+                  ) -> PhotoLevels:
+    """One photo through the network in windows sized to it (`tiling.photo_windows`), in this process.
+
+    Called inside a Dask task that holds many photos (`grouped_results`): the photo's reader is
+    closed after it, so a worker that sees 10,000 photos keeps no handle open.
+    """
+    windows = photo_windows(info.width, info.height, window_px, margin)
+    levels = np.full((info.height, info.width), NODATA, np.uint8)
+    done = network_px = 0
+    try:
+        for window in windows:
+            maps = segment_window(info, window, spec, True, min_valid_fraction)
+            if maps is None:
+                continue
+            core = maps.core
+            levels[int(core.row_off) : int(core.row_off + core.height), int(core.col_off) : int(core.col_off + core.width)] = maps.levels
+            done += 1
+            network_px += int(window.read.width) * int(window.read.height)
+    finally:
+        close_shared_readers()
+    return PhotoLevels(levels, len(windows), done, network_px)
+
+
+Job = TypeVar("Job")
+Result = TypeVar("Result")
+
+
+def photo_groups(jobs: Sequence[Job], pixels: Callable[[Job], int], budget_px: int = 4_000_000, most: int = 64
+                 ) -> list[list[Job]]:
+    """Consecutive jobs in groups of about ``budget_px`` pixels (at most ``most`` jobs): one Dask task each.
+
+    A task per photo costs the scheduler a round trip, a pickled spec and a result message per
+    0.2 MP photo; a few MP per task makes that a small share, while a task is still a few seconds
+    of one core (the cluster's slots stay busy to the end, and a kill loses little).
+    """
+    groups: list[list[Job]] = []
+    current: list[Job] = []
+    total = 0
+    for job in jobs:
+        current.append(job)
+        total += pixels(job)
+        if total >= budget_px or len(current) >= most:
+            groups.append(current)
+            current, total = [], 0
+    if current:
+        groups.append(current)
+    return groups
+
+
+def grouped_results(client: Client, task: Callable[..., list[Result]], groups: Iterable[list[Job]], *args: object,
+                    in_flight: int | None = None, progress: bool = True, total: int | None = None,
+                    desc: str = "photos") -> Iterator[Result]:
+    """``task(group, *args)`` for every group on the cluster, each group's results as it finishes (any order).
+
+    At most ``in_flight`` groups are submitted at a time (default: two per task slot), so a
+    folder of 50,000 photos never has 50,000 results waiting in the client's memory.
+    """
+    slots = sum(client.nthreads().values()) or 1
+    limit = in_flight or 2 * slots
+    pending = iter(groups)
+    running = as_completed()
+    submitted: list[Future] = []
+    bar = tqdm(total=total, desc=desc, unit="photo", disable=not progress, leave=False)
+
+    def submit() -> bool:
+        group = next(pending, None)
+        if group is None:
+            return False
+        future = client.submit(task, group, *args, pure=False)
+        submitted.append(future)
+        running.add(future)
+        return True
+
+    try:
+        for _ in range(limit):
+            if not submit():
+                break
+        for future in running:
+            results = future.result()
+            submitted.remove(future)
+            future.release()
+            submit()
+            bar.update(len(results))
+            yield from results
+    finally:
+        bar.close()
+        client.cancel(submitted)
+
+
 def score_raster(
     client: Client,
     info: RasterInfo,
@@ -359,5 +459,5 @@ def model_spec(path: Path, sha256: str, config: InferenceConfig) -> ModelSpec:
 
 
 __all__ = [
-    "ModelSpec", "compute_when_warm", "release_worker_memory", "warm_workers", "model_spec", "score_raster", "score_windows", "segment_raster", "segment_window", "tapered", "WindowMaps",
+    "ModelSpec", "PhotoLevels", "compute_when_warm", "grouped_results", "photo_groups", "segment_photo", "release_worker_memory", "warm_workers", "model_spec", "score_raster", "score_windows", "segment_raster", "segment_window", "tapered", "WindowMaps",
 ]

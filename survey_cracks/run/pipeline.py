@@ -38,7 +38,6 @@ from survey_cracks.deliver.outcomes import (
     UP_TO_DATE,
     RasterCounts,
     RasterOutcome,
-    RasterSummary,
     package_versions,
     write_summary,
 )
@@ -76,6 +75,15 @@ from survey_cracks.outputs import (  # noqa: F401 (names
     write_json,
     write_vectors,
 )
+from survey_cracks.run.collection import (
+    COLLECTION,
+    CollectionRun,
+    PhotoSettings,
+    collection_photos,
+    plan_collection,
+    raster_summary,
+    run_collection,
+)
 from survey_cracks.run.interrupt import Interrupted, as_interrupted, interrupted_line, keep_windows
 from survey_cracks.run.journal import JOURNAL, FinishedWindow, WindowJournal, checksum
 from survey_cracks.run.lock import out_lock
@@ -100,7 +108,6 @@ if TYPE_CHECKING:  # frames are passed through, never built here
 Log = Callable[[str], None]
 # OS errors of the machine rather than of one raster: the run stops with exit code 3.
 INFRASTRUCTURE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS}
-PIXEL_COORDINATES = "pixel coordinates (x = column, y = -row); the image has no georeferencing"
 
 
 @dataclass
@@ -233,6 +240,8 @@ def run_surveys(
     force: bool = False,
     quiet: bool = False,
     cluster: EarlyCluster | None = None,
+    layout: str = COLLECTION,
+    heatmaps: bool = True,
 ) -> RunResult:
     """Bring OUT up to date with ``inputs``: compute new and changed rasters, skip the rest, rebuild the reports
     and the deliverables.
@@ -241,7 +250,9 @@ def run_surveys(
     the rasters' footprints); ``rules``: condition classes and crack types (see deliverables).
     ``log`` gets the human lines (only warnings and errors when ``quiet``); OUT/run.log and
     OUT/run.log.jsonl get them all. ``cluster``: the LocalCluster already being started (`EarlyCluster`),
-    used when there is something to compute. Raises InfrastructureError (OUT locked or not writable,
+    used when there is something to compute. ``layout``: ``collection`` puts each survey's photos (mask mode)
+    into one collection (`run.collection`; ``heatmaps`` False: no heatmap PNGs), ``per-raster`` runs them
+    one by one as rasters. Raises InfrastructureError (OUT locked or not writable,
     disk full, scheduler unreachable) and the usage errors of config and model.
     """
     out = Path(out)
@@ -269,7 +280,7 @@ def run_surveys(
     with out_lock(out, events.warning):
         try:
             events.attach(out)
-            return _run_locked(inputs, out, run, progress, events, force, cluster)
+            return _run_locked(inputs, out, run, progress, events, force, cluster, layout, heatmaps)
         except KeyboardInterrupt as error:  # Ctrl-C or SIGTERM (`run.interrupt`): one line, run.json says so
             raise report_interrupted(as_interrupted(error), out, run, events) from None
         except OSError as error:
@@ -282,7 +293,7 @@ def run_surveys(
 
 
 def _run_locked(inputs: list[str | Path], out: Path, run: RunContext, progress: bool, events: RunLog, force: bool,
-                early: EarlyCluster | None) -> RunResult:
+                early: EarlyCluster | None, layout: str = COLLECTION, heatmaps: bool = True) -> RunResult:
     config, meta = run.config, run.meta
     events(f"model {run.model_path.name} (sha256 {run.sha256[:12]}, heads {'+'.join(meta.heads)}, "
            f"{meta.provenance.get('init', 'unknown')} init); mode {run.mode}, threshold {run.threshold:.3f}"
@@ -296,6 +307,8 @@ def _run_locked(inputs: list[str | Path], out: Path, run: RunContext, progress: 
         events.error(outcome.error or "", source=outcome.source)
     todo: list[RasterTodo] = []
     config_hash = config_sha256(config)
+    photo_sets, rasters = collection_photos(rasters, layout if run.mode == "mask" else "per-raster")
+    collections = plan_collections(photo_sets, out, run, records, config_hash, force, events)
     for item in rasters:
         key = (item.survey, item.name)
         try:
@@ -314,9 +327,11 @@ def _run_locked(inputs: list[str | Path], out: Path, run: RunContext, progress: 
         else:
             todo.append(RasterTodo(item, annotation, inputs_now, reason))
     events(f"{len(rasters)} rasters: {len(todo)} to compute, {len(rasters) - len(todo)} up to date or unreadable")
+    for plan in collections:
+        events(f"{plan.survey}: {len(plan.photos)} photos as one collection, {len(plan.photos) - len(plan.done)} to compute")
     write_run_reports(out, run)
     closing: Future[None] | None = None
-    if todo:
+    if todo or collections:
         spec = model_spec(run.model_path, run.sha256, config.inference)
         # rasterio passes an integer GDAL_CACHEMAX to GDALSetCacheMax64: bytes, not MB.
         cache_bytes = config.inference.gdal_cache_mb * 2**20
@@ -327,6 +342,8 @@ def _run_locked(inputs: list[str | Path], out: Path, run: RunContext, progress: 
                    f"dashboard {dashboard_of(client)}")
             run.compute = compute_when_warm(warming)  # what the model runs on, said before the first raster
             events(f"model on {' / '.join(run.compute)}")
+            for plan in collections:
+                compute_collection(plan, out, client, spec, run, progress, events, heatmaps)
             for number, job in enumerate(todo, 1):
                 item, reason = job.item, job.reason
                 key = (item.survey, item.name)
@@ -365,6 +382,59 @@ def _run_locked(inputs: list[str | Path], out: Path, run: RunContext, progress: 
            f"OUT holds {result.covered} rasters", computed=len(result.computed), up_to_date=len(result.up_to_date),
            failed=len(result.failed), rasters_in_out=result.covered)
     return result
+
+
+def plan_collections(photo_sets: dict[str, list[SurveyRaster]], out: Path, run: RunContext,
+                     records: dict[tuple[str, str], RasterRecord], config_hash: str, force: bool, events: RunLog
+                     ) -> list[CollectionRun]:
+    """Each survey's photos as a collection to compute, or up to date when every photo's journal line is."""
+    collections = []
+    for survey, items in photo_sets.items():
+        plan, errors = plan_collection(survey, out, items, run.sha256, config_hash, force)
+        for message in errors:
+            run.input_errors.append(RasterOutcome(survey=survey, raster="", source=message.split(": ")[0], status="error",
+                                                  error=message, reason="unreadable"))
+            events.error(message, survey=survey)
+        if not plan.photos:
+            continue
+        key = (survey, COLLECTION)
+        record = records.get(key)
+        if (len(plan.done) == len(plan.photos) and record is not None and record.status == "ok"
+                and record.inputs == plan.inputs and (plan.folder / REPORT).is_file()):
+            run.actions[key] = (UP_TO_DATE, "photos, model and settings unchanged")
+            events(f"{survey}/{COLLECTION}: {len(plan.photos)} photos up to date", survey=survey, raster=COLLECTION,
+                   action=UP_TO_DATE)
+        else:
+            collections.append(plan)
+    return collections
+
+
+def compute_collection(plan: CollectionRun, out: Path, client: Any, spec: ModelSpec, run: RunContext, progress: bool,
+                       events: RunLog, heatmaps: bool) -> None:
+    """A survey's photos through the cluster into its collection (`run.collection`), its manifest entry kept."""
+    key = (plan.survey, COLLECTION)
+    reason = "new" if not plan.done else "photos new or changed"
+    events(f"{plan.survey}/{COLLECTION}: {len(plan.photos) - len(plan.done)} of {len(plan.photos)} photos ({reason})",
+           survey=plan.survey, raster=COLLECTION, reason=reason)
+    record = RasterRecord(survey=plan.survey, raster=COLLECTION, source=plan.source, survey_source=plan.survey_source,
+                          status="running", inputs=plan.inputs, started_at=now())
+    save_record(out, record)
+    run.actions[key] = (RUNNING, reason)
+    settings = PhotoSettings(spec, run.config, run.threshold, run.margin, plan.survey, plan.folder, heatmaps)
+    outcome = run_collection(plan, client, settings, progress,
+                             lambda line: events(f"{plan.survey}/{COLLECTION}: {line}", survey=plan.survey),
+                             lambda line: events.error(line, survey=plan.survey, raster=COLLECTION))
+    failed = any("photos failed" in w for w in outcome.warnings)
+    record.status = "ok" if outcome.status == "ok" and not failed else "error"
+    record.error, record.seconds, record.finished_at = outcome.error or (outcome.warnings[0] if failed else None), outcome.seconds, now()
+    save_record(out, record)
+    run.actions[key] = (COMPUTED, reason)
+    for warning in outcome.warnings:
+        events.warning(f"{plan.survey}/{COLLECTION}: {warning}", survey=plan.survey, raster=COLLECTION)
+    events(f"{plan.survey}/{COLLECTION}: done in {sum(outcome.seconds.values()):.1f} s", survey=plan.survey, raster=COLLECTION)
+    if outcome.status == "ok":
+        events(raster_found(outcome), survey=plan.survey, raster=COLLECTION)
+    write_run_reports(out, run)
 
 
 def report_interrupted(error: Interrupted, out: Path, run: RunContext, events: RunLog) -> Interrupted:
@@ -686,12 +756,3 @@ def write_survey_reports(out: Path, outcomes: list[RasterOutcome]) -> None:
                 "this_run": {o.raster: {"action": o.action, "reason": o.reason} for o in members},
             },
         )
-
-
-def raster_summary(info: RasterInfo) -> RasterSummary:
-    return RasterSummary(
-        width=info.width, height=info.height, dtype=info.dtype, crs=info.crs, georeferenced=info.georeferenced,
-        pixel_size=info.pixel_size,
-        coordinates="map coordinates of the raster CRS" if info.georeferenced else PIXEL_COORDINATES,
-        transform=list(info.transform)[:6], has_mask=info.has_mask, notes=list(info.notes),
-    )

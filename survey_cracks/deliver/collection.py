@@ -1,0 +1,159 @@
+"""The collection layout: a survey of photos as one GeoPackage, one table and a heatmap per photo.
+
+A road-scan survey is tens of thousands of photos; a folder of ten files per photo is half a
+million files and no one layer to open. Here a survey's photos go into ``collection/``:
+
+- ``cracks.gpkg``: layers ``cracks`` (polygons) and ``centrelines``, every feature with a ``photo``
+  column, in each photo's pixel coordinates (x = column, y = -row); layer ``photos``: a row per photo
+  (counts, crack length, max width, score, metrics, as summary.csv has them for rasters); the
+  QGIS styles embedded, so it opens styled;
+- ``photos.csv``: the same table;
+- ``heatmaps/<photo>.png``: crack probability as 8-bit levels (`vectors.heatmap`: level / 250, 255
+  outside the photo), PNG-compressed; none with ``--no-heatmaps``;
+- ``photos.jsonl``: the journal, a line per finished photo (its report and what it was made from):
+  how a killed or later run knows which photos are done; ``report.json``: the collection's totals.
+
+Features are appended as photos finish (`CollectionWriter.add`, flushed every few photos): memory
+holds one flush's features, never the survey's.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import sqlite3
+import warnings
+from pathlib import Path
+from typing import Any, Iterator
+
+import geopandas as gpd
+import pandas as pd
+import pyogrio
+
+from survey_cracks.deliver.outcomes import SUMMARY_COLUMNS, RasterOutcome
+from survey_cracks.outputs import GPKG, atomic_write
+from survey_cracks.outputs.qgis_styles import embed_layer_styles
+
+COLLECTION = "collection"  # the survey's folder in OUT that holds the collection
+JOURNAL = "photos.jsonl"
+PHOTOS_CSV = "photos.csv"
+HEATMAPS = "heatmaps"
+LAYERS = {"cracks": "MultiPolygon", "centrelines": "LineString"}
+PHOTO_COLUMNS = ["photo", *[c for c in SUMMARY_COLUMNS if c not in ("survey", "raster")], "max_width", "score",
+                 "network_px", "heatmap"]
+
+
+def is_collection(outcome: RasterOutcome) -> bool:
+    """Whether a manifest entry is a survey's collection of photos rather than one raster."""
+    return outcome.raster == COLLECTION
+
+
+def heatmap_name(photo: str) -> str:
+    return f"{HEATMAPS}/{photo}.png"
+
+
+def photo_row(outcome: RasterOutcome, score: float | None, network_px: int | None, heatmap: bool) -> dict[str, Any]:
+    """A photo's line in ``photos.csv`` and the ``photos`` layer: summary.csv's columns, the photo's name first."""
+    row = outcome.summary_row()
+    row.pop("survey")
+    return {"photo": row.pop("raster"), **row, "max_width": outcome.counts.max_width, "score": score,
+            "network_px": network_px, "heatmap": heatmap_name(outcome.raster) if heatmap and outcome.status == "ok" else ""}
+
+
+class CollectionWriter:
+    """Appends photos' vectors to ``folder``/cracks.gpkg in flushes, and their journal lines after them.
+
+    The journal line of a photo is written only after its features are in the GeoPackage, so a
+    kill leaves at worst features of photos the journal does not list: `start` deletes those.
+    """
+
+    def __init__(self, folder: Path, flush_photos: int = 32, flush_features: int = 20_000) -> None:
+        self.folder, self.gpkg, self.journal = folder, folder / GPKG, folder / JOURNAL
+        self.flush_photos, self.flush_features = flush_photos, flush_features
+        self.frames: dict[str, list[gpd.GeoDataFrame]] = {name: [] for name in LAYERS}
+        self.lines: list[str] = []
+        self.features = 0
+
+    def start(self, keep: set[str]) -> None:
+        """Ready to append: features of photos not in ``keep`` (redone now, or cut off by a kill) deleted."""
+        (self.folder / HEATMAPS).mkdir(parents=True, exist_ok=True)
+        if not self.gpkg.is_file():
+            return
+        with sqlite3.connect(self.gpkg) as db:
+            db.execute("CREATE TEMP TABLE keep (photo TEXT PRIMARY KEY)")
+            db.executemany("INSERT INTO keep VALUES (?)", [(p,) for p in keep])
+            tables = {row[0] for row in db.execute("SELECT table_name FROM gpkg_contents")}
+            for layer in LAYERS:
+                if layer in tables:
+                    db.execute(f'DELETE FROM "{layer}" WHERE photo NOT IN (SELECT photo FROM keep)')
+
+    def add(self, photo: str, polygons: gpd.GeoDataFrame, lines: gpd.GeoDataFrame | None, journal_line: dict) -> None:
+        for name, frame in (("cracks", polygons), ("centrelines", lines)):
+            if frame is not None and len(frame):
+                self.frames[name].append(frame.assign(photo=photo)[["photo", *frame.columns]])
+                self.features += len(frame)
+        self.lines.append(json.dumps(journal_line))
+        if len(self.lines) >= self.flush_photos or self.features >= self.flush_features:
+            self.flush()
+
+    def flush(self) -> None:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="'crs' was not provided")
+            for name, frames in self.frames.items():
+                if frames:
+                    frame = pd.concat(frames, ignore_index=True)
+                    pyogrio.write_dataframe(frame, self.gpkg, layer=name, driver="GPKG", append=self.gpkg.is_file()
+                                            and name in pyogrio.list_layers(self.gpkg)[:, 0], geometry_type=LAYERS[name],
+                                            promote_to_multi=LAYERS[name].startswith("Multi"))
+                    frames.clear()
+        if self.lines:
+            with open(self.journal, "a") as fh:
+                fh.write("".join(line + "\n" for line in self.lines))
+                fh.flush()
+                os.fsync(fh.fileno())
+        self.lines.clear()
+        self.features = 0
+
+    def finish(self, rows: Iterator[dict[str, Any]], empty: dict[str, gpd.GeoDataFrame]) -> None:
+        """The ``photos`` layer and photos.csv from ``rows``; empty layers for what no photo had; the styles."""
+        self.flush()
+        present = set(pyogrio.list_layers(self.gpkg)[:, 0]) if self.gpkg.is_file() else set()
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="'crs' was not provided")
+            for name, frame in empty.items():
+                if name not in present:
+                    pyogrio.write_dataframe(frame.assign(photo="")[["photo", *frame.columns]], self.gpkg, layer=name,
+                                            driver="GPKG", geometry_type=LAYERS[name], append=self.gpkg.is_file())
+        table = pd.DataFrame(list(rows), columns=PHOTO_COLUMNS)
+        with atomic_write(self.folder / PHOTOS_CSV) as tmp:
+            table.to_csv(tmp, index=False, quoting=csv.QUOTE_MINIMAL)
+        pyogrio.write_dataframe(table.astype({c: "string" for c in ("error", "warnings", "annotation_error", "reason")}),
+                                self.gpkg, layer="photos", driver="GPKG")
+        embed_layer_styles(self.gpkg, {"cracks": "cracks.qml", "centrelines": "centrelines.qml"})
+
+
+def read_journal(folder: Path) -> dict[str, dict[str, Any]]:
+    """Each finished photo's last journal line (photo name -> line); a torn last line (a kill) is skipped."""
+    done: dict[str, dict[str, Any]] = {}
+    path = folder / JOURNAL
+    if not path.is_file():
+        return done
+    with open(path) as fh:
+        for line in fh:
+            try:
+                entry = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            done[entry["report"]["raster"]] = entry
+    return done
+
+
+def compact_journal(folder: Path, keep: dict[str, dict[str, Any]]) -> None:
+    """Rewrite the journal with ``keep``'s lines only (photos redone or gone are dropped), atomically."""
+    with atomic_write(folder / JOURNAL) as tmp:
+        tmp.write_text("".join(json.dumps(entry) + "\n" for entry in keep.values()))
+
+
+__all__ = ["COLLECTION", "CollectionWriter", "HEATMAPS", "JOURNAL", "PHOTOS_CSV", "compact_journal", "heatmap_name",
+           "is_collection", "photo_row", "read_journal"]

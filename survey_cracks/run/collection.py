@@ -1,0 +1,315 @@
+"""A survey of photos as one collection: many photos per Dask task, one GeoPackage per survey (`deliver.collection`).
+
+Road-scan and inspection surveys are folders of thousands of small photos without
+georeferencing. Run one raster at a time, each photo paid for a padded window, its own
+tasks, a COG, a folder of ten files and the reports rebuilt; here:
+
+- each photo runs in windows sized to it (`tiling.photo_windows`);
+- photos go to the workers in groups of a few megapixels (`dispatch.photo_groups`), and a worker
+  does all of a photo's work: network, tracing, evaluation against its annotation, its heatmap
+  PNG; the client only appends the features to the survey's GeoPackage, so writing overlaps the
+  network;
+- the collection is one entry in OUT's manifest; which photos are done is its journal
+  (``photos.jsonl``): a killed or later run computes only the photos not in it, or changed since.
+
+A photo that fails (unreadable, corrupt) fails alone: one line, its row in photos.csv says why,
+and the next run tries it again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+import traceback
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import cv2
+import geopandas as gpd
+import numpy as np
+from rasterio.errors import NotGeoreferencedWarning
+
+from survey_cracks.config import RunConfig
+from survey_cracks.deliver.collection import (
+    COLLECTION,
+    CollectionWriter,
+    compact_journal,
+    heatmap_name,
+    photo_row,
+    read_journal,
+)
+from survey_cracks.deliver.outcomes import COMPUTED, UP_TO_DATE, RasterCounts, RasterOutcome, RasterSummary
+from survey_cracks.errors import SurveyCracksError
+from survey_cracks.evaluation.evaluate import RasterMetrics, combine, evaluate_raster
+from survey_cracks.inference.dispatch import ModelSpec, grouped_results, photo_groups, segment_photo
+from survey_cracks.io.annotations import find_annotation
+from survey_cracks.io.discover import SurveyRaster
+from survey_cracks.io.raster import RasterInfo, inspect_raster
+from survey_cracks.io.remote import Source
+from survey_cracks.outputs import REPORT, write_json
+from survey_cracks.run.manifest import Fingerprint, Inputs
+from survey_cracks.run.notices import optional_truth
+from survey_cracks.vectors.heatmap import probability_of
+from survey_cracks.vectors.tracing import HeatmapTracer
+
+PHOTO_SUFFIXES = {".jpg", ".jpeg", ".png"}
+# Sidecars that georeference a JPEG or PNG (world files, GDAL's .aux.xml): such an image is a map, not a photo.
+WORLD_FILES = (".jgw", ".jpgw", ".pgw", ".pngw", ".wld", ".aux.xml")
+
+
+def is_photo(item: SurveyRaster) -> bool:
+    """A JPEG or PNG without a world file: a photo for the collection layout (decided without opening it)."""
+    path = item.path
+    if not isinstance(path, Path) or path.suffix.lower() not in PHOTO_SUFFIXES:
+        return False
+    return not any(path.with_suffix(s).exists() or Path(f"{path}{s}").exists() for s in WORLD_FILES)
+
+
+@dataclass(frozen=True)
+class PhotoJob:
+    """One photo to compute: its name in the collection, its file, its annotation, and what it is made from."""
+
+    name: str
+    path: Path
+    annotation: Path | None
+    inputs: str  # sha256 of the photo's `Inputs`: equal means its journal line is up to date
+    size: int  # bytes of the file: groups are cut by this (a photo's pixels are not known before it is opened)
+
+
+@dataclass(frozen=True)
+class PhotoSettings:
+    """What every photo of the run is computed with (sent once per task)."""
+
+    spec: ModelSpec
+    config: RunConfig
+    threshold: float
+    margin: int
+    survey: str
+    folder: Path  # the collection's folder in OUT
+    heatmaps: bool = True  # False: --no-heatmaps
+
+
+@dataclass
+class PhotoResult:
+    """A photo back from its worker: its outcome (report.json's form), its vectors, its score."""
+
+    outcome: RasterOutcome
+    polygons: gpd.GeoDataFrame | None = None
+    lines: gpd.GeoDataFrame | None = None
+    score: float | None = None
+    network_px: int | None = None
+
+
+def photo_inputs(item: SurveyRaster, annotation: Source | None, model_sha256: str, config_hash: str) -> str:
+    from survey_cracks.run.manifest import fingerprint
+
+    inputs = Inputs(raster=fingerprint(item.path), model_sha256=model_sha256, config_sha256=config_hash)
+    return hashlib.sha256(inputs.with_annotation(annotation).model_dump_json().encode()).hexdigest()
+
+
+def collection_inputs(jobs: list[PhotoJob], model_sha256: str, config_hash: str) -> Inputs:
+    """The collection's entry in the manifest: changes when any photo (or its annotation) does."""
+    digest = hashlib.sha256("".join(f"{j.name}:{j.inputs}\n" for j in jobs).encode()).hexdigest()
+    return Inputs(raster=Fingerprint(size=sum(j.size for j in jobs), sample_sha256=digest), model_sha256=model_sha256,
+                  config_sha256=config_hash)
+
+
+def photos_task(jobs: list[PhotoJob], settings: PhotoSettings) -> list[PhotoResult]:
+    """Dask task: every photo of ``jobs`` computed in turn (each fails alone)."""
+    return [compute_photo(job, settings) for job in jobs]
+
+
+def compute_photo(job: PhotoJob, settings: PhotoSettings) -> PhotoResult:
+    """One photo, all in this worker: network, tracing, heatmap PNG, evaluation; its error as one line."""
+    config = settings.config
+    outcome = RasterOutcome(survey=settings.survey, raster=job.name, source=str(job.path))
+    started = time.perf_counter()
+    try:
+        info = inspect_raster(job.path)
+        outcome.info = raster_summary(info)
+        truth, outcome.annotation_error = optional_truth(job.path, info, config.evaluate, job.annotation)
+        photo = segment_photo(info, settings.spec, config.inference.window_px, settings.margin,
+                              config.tiling.min_valid_fraction)
+        outcome.seconds["inference"] = round(time.perf_counter() - started, 3)
+        if photo.windows_processed == 0:
+            raise SurveyCracksError(job.path, "no window lies inside the photo's valid pixels",
+                                    "check the image's alpha or nodata")
+        probability = probability_of(photo.levels)
+        tracer = HeatmapTracer(info, settings.threshold, config.vectorize.for_mode("mask"), config.centrelines)
+        tracer.settle_all(lambda window: probability[window.toslices()])
+        polygons, lines = tracer.finish()
+        outcome.counts = RasterCounts(mode="mask", windows=photo.windows, windows_processed=photo.windows_processed,
+                                      window_px=config.inference.window_px, margin_px=settings.margin,
+                                      processing_scale=1.0).with_vectors(settings.threshold, polygons, lines, False)
+        heatmap = write_heatmap(photo.levels, settings, job, truth is not None)
+        if truth is not None and heatmap is not None:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", NotGeoreferencedWarning)
+                outcome.measured = evaluate_raster(heatmap, truth, polygons, settings.threshold, info, config.evaluate)
+            outcome.counts.annotation = truth.path.name
+            if not settings.heatmaps:
+                heatmap.unlink(missing_ok=True)
+        outcome.seconds["photo"] = round(time.perf_counter() - started, 3)
+        finite = probability[np.isfinite(probability)]
+        return PhotoResult(outcome, polygons, lines, round(float(finite.max()), 4) if finite.size else None,
+                           photo.network_px)
+    except SurveyCracksError as error:  # a PixelReadError too: a corrupt photo
+        outcome.status, outcome.error = "error", error.message
+    except Exception as error:  # noqa: BLE001 — one photo's bug must not stop the survey
+        outcome.status = "error"
+        outcome.error = f"{job.path}: unexpected {type(error).__name__}: {error} — please report this with run.json"
+        outcome.traceback = traceback.format_exc(limit=5)
+    outcome.seconds["photo"] = round(time.perf_counter() - started, 3)
+    return PhotoResult(outcome)
+
+
+def write_heatmap(levels: np.ndarray, settings: PhotoSettings, job: PhotoJob, needed: bool) -> Path | None:
+    """The photo's heatmap levels as a PNG, atomically: in heatmaps/, or (``--no-heatmaps``) a hidden one the
+    evaluation reads and the caller removes; None when neither is wanted."""
+    if not settings.heatmaps and not needed:
+        return None
+    target = settings.folder / (heatmap_name(job.name) if settings.heatmaps else f".{job.name}.eval.png")
+    tmp = target.with_name(f".{target.stem}.tmp.png")
+    if not cv2.imwrite(str(tmp), levels, [cv2.IMWRITE_PNG_COMPRESSION, 3]):
+        raise SurveyCracksError(target, "cannot write the heatmap PNG", "check free space and permissions of OUT")
+    tmp.replace(target)
+    return target
+
+
+@dataclass
+class CollectionRun:
+    """A survey's photos to compute now, and the manifest's view of the whole collection."""
+
+    survey: str
+    folder: Path  # OUT/<survey>/collection
+    photos: list[PhotoJob]
+    inputs: Inputs
+    source: str
+    survey_source: str
+    done: dict[str, dict[str, Any]] = field(default_factory=dict)  # journal lines of up-to-date photos
+
+
+def plan_collection(survey: str, out: Path, items: list[SurveyRaster], model_sha256: str, config_hash: str, force: bool) -> tuple[CollectionRun, list[str]]:
+    """The collection's photos, those whose journal line is up to date set apart; unreadable photos' lines."""
+    folder = out / survey / COLLECTION
+    journal = {} if force else read_journal(folder)
+    jobs, errors, done = [], [], {}
+    for item in items:
+        try:
+            annotation = find_annotation(item.path)
+            inputs = photo_inputs(item, annotation, model_sha256, config_hash)
+            size = Path(item.path).stat().st_size
+        except OSError as error:
+            errors.append(f"{item.path}: cannot read it ({error.strerror or error}) — check the file and its permissions")
+            continue
+        job = PhotoJob(item.name, Path(item.path), Path(annotation) if annotation else None, inputs, size)
+        entry = journal.get(item.name)
+        if entry is not None and entry.get("inputs") == inputs:
+            done[item.name] = entry
+        jobs.append(job)
+    source = str(items[0].folder or Path(items[0].path).parent)
+    return CollectionRun(survey, folder, jobs, collection_inputs(jobs, model_sha256, config_hash), source, source,
+                         done), errors
+
+
+def run_collection(plan: CollectionRun, client: Any, settings: PhotoSettings, progress: bool,
+                   say: Callable[[str], None], error: Callable[[str], None]) -> RasterOutcome:
+    """Every photo of ``plan`` not yet done through the cluster into the collection; the collection's outcome."""
+    started = time.perf_counter()
+    todo = [job for job in plan.photos if job.name not in plan.done]
+    if plan.done:
+        say(f"{len(plan.done)} of {len(plan.photos)} photos already done")
+    compact_journal_if_needed(plan)
+    writer = CollectionWriter(plan.folder)
+    writer.start(set(plan.done))
+    failed: list[dict[str, Any]] = []
+    empty: dict[str, gpd.GeoDataFrame] = {}
+    groups = photo_groups(todo, lambda job: job.size * 8)  # ~8 pixels a byte of JPEG: groups of a few MP
+    for result in grouped_results(client, photos_task, groups, settings, progress=progress, total=len(todo)):
+        outcome = result.outcome
+        outcome.action, outcome.reason = COMPUTED, "new or changed"
+        row = photo_row(outcome, result.score, result.network_px, settings.heatmaps)
+        if outcome.status != "ok":
+            error(outcome.error or f"{outcome.source}: failed")
+            failed.append(row)
+            continue
+        for name, frame in (("cracks", result.polygons), ("centrelines", result.lines)):
+            if frame is not None and name not in empty:
+                empty[name] = frame.iloc[:0]
+        writer.add(outcome.raster, result.polygons, result.lines,
+                   {"inputs": next(j.inputs for j in todo if j.name == outcome.raster), "report": outcome.as_dict(),
+                    "row": row})
+    writer.flush()
+    journal = read_journal(plan.folder)
+    names = {job.name for job in plan.photos}
+    rows = [entry["row"] | ({"action": UP_TO_DATE} if name in plan.done else {}) for name, entry in journal.items()
+            if name in names] + failed
+    writer.finish(iter(sorted(rows, key=lambda r: r["photo"])), empty)
+    outcome = collection_outcome(plan, journal, failed, time.perf_counter() - started)
+    write_json(plan.folder / REPORT, outcome.as_dict() | {"layout": COLLECTION, "photos": len(plan.photos),
+                                                          "photos_failed": len(failed)})
+    return outcome
+
+
+def compact_journal_if_needed(plan: CollectionRun) -> None:
+    """Journal lines of photos now out of date (changed, gone) dropped before new ones are added."""
+    journal = read_journal(plan.folder)
+    if set(journal) != set(plan.done):
+        plan.folder.mkdir(parents=True, exist_ok=True)
+        compact_journal(plan.folder, {name: journal[name] for name in plan.done})
+
+
+def collection_outcome(plan: CollectionRun, journal: dict[str, dict[str, Any]], failed: list[dict[str, Any]],
+                       seconds: float) -> RasterOutcome:
+    """The collection as one line of summary.csv and the survey's report: its photos' totals."""
+    reports = [RasterOutcome.from_report(entry["report"], COMPUTED) for name, entry in journal.items()
+               if name in {j.name for j in plan.photos}]
+    counts = RasterCounts(mode="mask", windows=sum(r.counts.windows or 0 for r in reports),
+                          windows_processed=sum(r.counts.windows_processed or 0 for r in reports),
+                          polygons=sum(r.counts.polygons or 0 for r in reports),
+                          centrelines=sum(r.counts.centrelines or 0 for r in reports),
+                          crack_length=round(sum(r.counts.crack_length or 0 for r in reports), 4),
+                          max_width=max((r.counts.max_width for r in reports if r.counts.max_width is not None), default=None),
+                          threshold=reports[0].counts.threshold if reports else None, unit="px")
+    measured: list[RasterMetrics] = [r.measured for r in reports if r.measured is not None]
+    outcome = RasterOutcome(survey=plan.survey, raster=COLLECTION, source=plan.source, counts=counts,
+                            measured=combine(measured) if measured else None, seconds={"collection": round(seconds, 2)})
+    if failed:
+        outcome.warnings.append(f"{len(failed)} of {len(plan.photos)} photos failed (photos.csv says why); "
+                                "the next run tries them again")
+    if not reports:
+        outcome.status, outcome.error = "error", f"{plan.source}: no photo of the collection could be computed"
+    return outcome
+
+
+def collection_photos(items: list[SurveyRaster], layout: str) -> tuple[dict[str, list[SurveyRaster]], list[SurveyRaster]]:
+    """``items`` split into each survey's photos (the collection layout) and the rasters run one by one."""
+    if layout != COLLECTION:
+        return {}, items
+    photos: dict[str, list[SurveyRaster]] = {}
+    rest = []
+    for item in items:
+        if is_photo(item):
+            photos.setdefault(item.survey, []).append(item)
+        else:
+            rest.append(item)
+    return photos, rest
+
+
+PIXEL_COORDINATES = "pixel coordinates (x = column, y = -row); the image has no georeferencing"
+
+
+def raster_summary(info: RasterInfo) -> RasterSummary:
+    """A raster as report.json describes it (``raster_info``), photo or orthomosaic."""
+    return RasterSummary(
+        width=info.width, height=info.height, dtype=info.dtype, crs=info.crs, georeferenced=info.georeferenced,
+        pixel_size=info.pixel_size,
+        coordinates="map coordinates of the raster CRS" if info.georeferenced else PIXEL_COORDINATES,
+        transform=list(info.transform)[:6], has_mask=info.has_mask, notes=list(info.notes),
+    )
+
+
+__all__ = ["COLLECTION", "CollectionRun", "PhotoJob", "PhotoSettings", "collection_photos", "is_photo",
+           "plan_collection", "raster_summary", "run_collection"]
