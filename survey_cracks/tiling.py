@@ -188,7 +188,7 @@ def footprint_crop(window: ContextWindow, valid: np.ndarray) -> tuple[slice, sli
 
 
 
-def photo_windows(width: int, height: int, core: int, margin: int) -> list[ContextWindow]:
+def photo_windows(width: int, height: int, core: int, margin: int, least: int = ALIGN) -> list[ContextWindow]:
     """Windows sized to a photo: context only where a neighbouring window's pixels are, none beyond the image.
 
     A photo has nothing beyond its edges, so a margin of reflected pixels there is network work
@@ -197,14 +197,15 @@ def photo_windows(width: int, height: int, core: int, margin: int) -> list[Conte
     size rounded up to the stride; a longer one is cut into the fewest cores of at most ``core`` px,
     of equal size (a multiple of 32: equal shapes, and no window mostly margin), each read with the
     margin on its inner sides only, clipped to the image rounded up to the stride. Reads start on
-    the 32 px lattice of the image, as in `context_windows`.
+    the 32 px lattice of the image, as in `context_windows`. A read is at least ``least`` px a side (the
+    model's patch: its dense head pools that many pixels), the reader filling what lies beyond the photo.
     """
     if core % ALIGN or margin % ALIGN or core <= 0 or margin < 0:
         raise ValueError(f"core ({core}) and margin ({margin}) must be multiples of {ALIGN}")
 
     def spans(length: int) -> list[tuple[int, int, int, int]]:
         """(core start, core length, read start, read length) along one axis."""
-        rounded = -(-length // ALIGN) * ALIGN
+        rounded = max(-(-length // ALIGN) * ALIGN, least)
         if rounded <= core + 2 * margin:
             return [(0, length, 0, rounded)]
         count = -(-length // core)

@@ -270,7 +270,7 @@ def segment_photo(info: RasterInfo, spec: ModelSpec, window_px: int, margin: int
     Called inside a Dask task that holds many photos (`grouped_results`): the photo's reader is
     closed after it, so a worker that sees 10,000 photos keeps no handle open.
     """
-    windows = photo_windows(info.width, info.height, window_px, margin)
+    windows = photo_windows(info.width, info.height, window_px, margin, load_engine(spec).meta.patch_size)
     levels = np.full((info.height, info.width), NODATA, np.uint8)
     done = network_px = 0
     try:

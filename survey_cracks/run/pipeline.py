@@ -467,7 +467,7 @@ def process_raster(job: RasterTodo, out: Path, client: Any, spec: ModelSpec, run
         info = inspect_raster(item.path)
         outcome.info = raster_summary(info)
         truth, outcome.annotation_error = optional_truth(item.path, info, config.evaluate, job.annotation)
-        plan = window_plan(info, config, run.margin, job.inputs) if mode == "mask" else None
+        plan = window_plan(info, config, run.margin, job.inputs, run.meta.patch_size) if mode == "mask" else None
         journal = resume_or_start(work, plan, config.heatmap, say)
         lap("inspect")
         # Patch-level blobs have no meaningful centreline: mask mode only.
@@ -569,11 +569,13 @@ class WindowPlan:
     header: dict[str, Any] | None  # None: not resumable (no inputs to check against)
 
 
-def window_plan(info: RasterInfo, config: RunConfig, margin: int, inputs: Inputs | None) -> WindowPlan:
+def window_plan(info: RasterInfo, config: RunConfig, margin: int, inputs: Inputs | None, least: int = 128) -> WindowPlan:
+    """``least``: the model's patch, the smallest read its dense head takes (a photo's windows may be smaller)."""
     scale = processing_scale(info, config)
+    width, height = int(np.ceil(info.width * scale)), int(np.ceil(info.height * scale))
     # A photo (no georeferencing) has nothing beyond its edges: windows sized to it (`tiling.photo_windows`).
-    layout = context_windows if info.georeferenced else photo_windows
-    windows = layout(int(np.ceil(info.width * scale)), int(np.ceil(info.height * scale)), config.inference.window_px, margin)
+    windows = (context_windows(width, height, config.inference.window_px, margin) if info.georeferenced
+               else photo_windows(width, height, config.inference.window_px, margin, least))
     grid = [(w.core.col_off, w.core.row_off, w.core.width, w.core.height, w.read.col_off, w.read.row_off) for w in windows]
     header = None if inputs is None else {
         "format": 1, "inputs": inputs.model_dump(mode="json"), "size": [info.width, info.height],
