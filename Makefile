@@ -16,6 +16,8 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)  ## Run the crack job on the bundled sample surveys -> out/demo/, the deck's later date -> out/demo_later/, and compare them
 	mkdir -p $(dir $(OUT))
 	$(VENV)/bin/survey-cracks run sample_surveys --out $(OUT)
+	@echo "road_scans/ (photos, no georeferencing) as one collection: $(OUT)/road_scans/collection/"
+	@ls $(OUT)/road_scans/collection $(OUT)/road_scans/collection/heatmaps
 	$(VENV)/bin/survey-cracks run sample_surveys/later --out $(OUT)_later
 	$(VENV)/bin/survey-cracks compare $(OUT) $(OUT)_later
 

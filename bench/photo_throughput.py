@@ -15,8 +15,11 @@ Per set and round:
                    by PYTHONPATH), with default settings (one worker, a task per core, 1 thread per task):
                    wall seconds from start to exit, peak RSS of the process tree, files written per photo.
 
-Rule, fixed before any run: --rounds N (>= 3) rounds, each round runs every set as bare, run, bare (interleaved);
-a round's ratio is run photos/s / the mean of the two bare figures around it (the bare pass is ~1 s: measured
+Several checkouts (--repo before=PATH --repo after=PATH) run in the same rounds, so before and after are
+measured under the same conditions.
+
+Rule, fixed before any run: --rounds N (>= 3) rounds, each round runs every set as bare, run, bare[, run, bare]
+(interleaved, one run per checkout); a run's ratio is its photos/s / the mean of the two bare figures around it (the bare pass is ~1 s: measured
 on both sides, a moment of another process on the machine weighs less); the reported ratio is the median over the rounds,
 the single rounds printed beside it. Network-pixel waste = pixels the network sees (the code under test's window
 plan, summed over the photos) / image pixels; files per photo = files under OUT / photos.
@@ -134,6 +137,7 @@ def bare_photos_per_s(model: torch.nn.Module, images: list[np.ndarray], bf16: bo
 
 
 def run_once(folder: Path, repo: Path, scratch: Path) -> dict:
+    """`survey-cracks run FOLDER` of ``repo``'s code: wall seconds, peak RSS of the process tree, files written."""
     out = scratch / "out"
     shutil.rmtree(out, ignore_errors=True)
     # `python -c` puts the working directory first on sys.path: run from the repo, so its code is what runs
@@ -152,9 +156,18 @@ def run_once(folder: Path, repo: Path, scratch: Path) -> dict:
     return {"seconds": round(seconds, 2), "peak_rss_gib": round(peak, 3), "files": files}
 
 
+def probe(repo: Path, code: str, *args: str) -> str:
+    """Run ``code`` in a fresh Python importing ``repo``'s survey_cracks (from ``repo``: `python -c` puts the
+    working directory first on sys.path)."""
+    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, cwd=repo,
+                          env=os.environ | {"PYTHONPATH": str(repo)}, check=True).stdout.strip()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--repo", type=Path, default=ROOT, help="the survey_cracks checkout to run (default: this one)")
+    parser.add_argument("--repo", action="append", default=None, metavar="LABEL=PATH",
+                        help="a survey_cracks checkout to run, labelled (repeat to interleave several: "
+                             "before=/work/wt/photos_before after=.); default: this one, labelled 'this'")
     parser.add_argument("--sets", nargs="+", default=["448x448:20", "640x360:20", "1920x1080:5"],
                         help="procedural sets WIDTHxHEIGHT:COUNT")
     parser.add_argument("--shared-count", type=int, default=20, help="photos from ../shared/data (0: none)")
@@ -162,6 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--photo-dir", type=Path, default=Path(tempfile.gettempdir()) / "survey_cracks_photo_bench")
     parser.add_argument("--json", type=Path, default=ROOT / "bench" / "results" / "photo_throughput.json")
     args = parser.parse_args(argv)
+    repos = {label: Path(path).resolve() for label, path in (r.split("=", 1) for r in (args.repo or [f"this={ROOT}"]))}
     torch.set_num_threads(2)
     bf16 = hardware.cpu_has_native_bf16()
 
@@ -179,51 +193,55 @@ def main(argv: list[str] | None = None) -> int:
 
     images = {name: [cv2.imread(str(p))[..., ::-1].copy() for p in paths] for name, paths in sets}
     sizes = sorted({(im.shape[1], im.shape[0]) for ims in images.values() for im in ims})
-    probe = subprocess.run([sys.executable, "-c", WASTE_PROBE, json.dumps(sizes)], capture_output=True, text=True,
-                           env=os.environ | {"PYTHONPATH": str(args.repo)}, cwd=args.repo, check=True)
-    network_px = json.loads(probe.stdout)
     model = bare_trunk()
-    commit = subprocess.run(["git", "-C", str(args.repo), "rev-parse", "--short", "HEAD"], capture_output=True,
-                            text=True).stdout.strip()
-    import_check = subprocess.run([sys.executable, "-c", "import survey_cracks; print(survey_cracks.__file__)"],
-                                  capture_output=True, text=True, env=os.environ | {"PYTHONPATH": str(args.repo)},
-                                  cwd=args.repo, check=True).stdout.strip()
-    print(f"running the code of {import_check}")
     result: dict = {
         "command": "python bench/photo_throughput.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-        "repo_commit": commit, "rounds": args.rounds,
+        "rounds": args.rounds,
         "machine": {"cpu": hardware.cpu_name(), "cores": os.cpu_count(), "bf16_native": bf16,
                     "torch": torch.__version__, "python": platform.python_version()},
-        "sets": {},
+        "repos": {}, "sets": {},
     }
+    network_px = {}
+    for label, repo in repos.items():
+        where = probe(repo, "import survey_cracks; print(survey_cracks.__file__)")
+        commit = subprocess.run(["git", "-C", str(repo), "rev-parse", "--short", "HEAD"], capture_output=True,
+                                text=True).stdout.strip()
+        result["repos"][label] = {"path": str(repo), "commit": commit}
+        network_px[label] = json.loads(probe(repo, WASTE_PROBE, json.dumps(sizes)))
+        print(f"{label}: the code of {where} at {commit}")
     with tempfile.TemporaryDirectory() as scratch:
         for r in range(args.rounds):
             for name, paths in sets:
                 ims = images[name]
                 pixels = sum(im.shape[0] * im.shape[1] for im in ims)
-                before = bare_photos_per_s(model, ims, bf16)
-                row = run_once(paths[0].parent, args.repo, Path(scratch))
-                after = bare_photos_per_s(model, ims, bf16)
-                bare = (before + after) / 2
                 entry = result["sets"].setdefault(name, {
                     "photos": len(ims), "size": f"{ims[0].shape[1]}x{ims[0].shape[0]}",
-                    "megapixels": round(pixels / 1e6, 3),
-                    "network_pixel_waste": round(sum(network_px[f"{im.shape[1]}x{im.shape[0]}"] for im in ims) / pixels, 3),
-                    "rounds": []})
-                photos_per_s = len(ims) / row["seconds"]
-                entry["rounds"].append(row | {"photos_per_s": round(photos_per_s, 3),
-                                              "megapixels_per_s": round(pixels / 1e6 / row["seconds"], 3),
-                                              "bare_photos_per_s": round(bare, 2),
-                                              "bare_around": [round(before, 2), round(after, 2)],
-                                              "ratio_vs_bare": round(photos_per_s / bare, 4)})
-                print(f"round {r + 1} {name}: run {photos_per_s:.2f} photos/s, bare {bare:.2f}, "
-                      f"ratio {photos_per_s / bare:.3f}, peak {row['peak_rss_gib']:.2f} GiB, {row['files']} files",
-                      flush=True)
+                    "megapixels": round(pixels / 1e6, 3), "by_repo": {}})
+                bare_before = bare_photos_per_s(model, ims, bf16)
+                for label, repo in repos.items():  # bare, run A, bare, run B, bare: each run between two bare figures
+                    row = run_once(paths[0].parent, repo, Path(scratch))
+                    bare_after = bare_photos_per_s(model, ims, bf16)
+                    bare = (bare_before + bare_after) / 2
+                    photos_per_s = len(ims) / row["seconds"]
+                    mine = entry["by_repo"].setdefault(label, {
+                        "network_pixel_waste": round(sum(network_px[label][f"{im.shape[1]}x{im.shape[0]}"] for im in ims)
+                                                     / pixels, 3), "rounds": []})
+                    mine["rounds"].append(row | {"photos_per_s": round(photos_per_s, 3),
+                                                 "megapixels_per_s": round(pixels / 1e6 / row["seconds"], 3),
+                                                 "bare_photos_per_s": round(bare, 2),
+                                                 "bare_around": [round(bare_before, 2), round(bare_after, 2)],
+                                                 "ratio_vs_bare": round(photos_per_s / bare, 4)})
+                    print(f"round {r + 1} {name} {label}: run {photos_per_s:.2f} photos/s, bare {bare:.2f}, "
+                          f"ratio {photos_per_s / bare:.3f}, peak {row['peak_rss_gib']:.2f} GiB, {row['files']} files",
+                          flush=True)
+                    bare_before = bare_after
             for entry in result["sets"].values():
-                rounds = entry["rounds"]
-                entry["median"] = {key: round(statistics.median(x[key] for x in rounds), 4) for key in
-                                   ("photos_per_s", "megapixels_per_s", "bare_photos_per_s", "ratio_vs_bare", "peak_rss_gib")}
-                entry["files_per_photo"] = round(rounds[-1]["files"] / entry["photos"], 2)
+                for mine in entry["by_repo"].values():
+                    rounds = mine["rounds"]
+                    mine["median"] = {key: round(statistics.median(x[key] for x in rounds), 4) for key in
+                                      ("photos_per_s", "megapixels_per_s", "bare_photos_per_s", "ratio_vs_bare",
+                                       "peak_rss_gib")}
+                    mine["files_per_photo"] = round(rounds[-1]["files"] / entry["photos"], 2)
             args.json.parent.mkdir(parents=True, exist_ok=True)
             args.json.write_text(json.dumps(result, indent=2) + "\n")
     print(table(result))
@@ -231,14 +249,16 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def table(result: dict) -> str:
-    lines = ["| photos | count | run photos/s | run MP/s | bare trunk photos/s | run / bare (median) | single rounds | "
-             "peak RSS GiB | network px / image px | files per photo |", "|" + "---|" * 10]
+    """The Markdown table (docs/hooks/bench_tables.py renders the same from the JSON)."""
+    lines = ["| photos | count | code | run photos/s | run MP/s | bare trunk photos/s | run / bare (median) | single rounds | "
+             "peak RSS GiB | network px / image px | files per photo |", "|" + "---|" * 11]
     for name, e in result["sets"].items():
-        m = e["median"]
-        singles = ", ".join(f"{x['ratio_vs_bare']:.3f}" for x in e["rounds"])
-        lines.append(f"| {name} ({e['size']}) | {e['photos']} | {m['photos_per_s']:.2f} | {m['megapixels_per_s']:.2f} | "
-                     f"{m['bare_photos_per_s']:.1f} | {m['ratio_vs_bare']:.3f} | {singles} | {m['peak_rss_gib']:.2f} | "
-                     f"{e['network_pixel_waste']:.2f} | {e['files_per_photo']:.1f} |")
+        for label, mine in e["by_repo"].items():
+            m = mine["median"]
+            singles = ", ".join(f"{x['ratio_vs_bare']:.3f}" for x in mine["rounds"])
+            lines.append(f"| {name} ({e['size']}) | {e['photos']} | {label} | {m['photos_per_s']:.2f} | "
+                         f"{m['megapixels_per_s']:.2f} | {m['bare_photos_per_s']:.1f} | {m['ratio_vs_bare']:.3f} | {singles} | "
+                         f"{m['peak_rss_gib']:.2f} | {mine['network_pixel_waste']:.2f} | {mine['files_per_photo']:.1f} |")
     return "\n".join(lines)
 
 

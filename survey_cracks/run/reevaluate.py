@@ -29,6 +29,7 @@ from typing import Callable
 import geopandas as gpd
 
 from survey_cracks.config import RunConfig
+from survey_cracks.deliver.collection import is_collection
 from survey_cracks.deliver.condition import AssetRules
 from survey_cracks.deliver.deliverables import write_deliverables
 from survey_cracks.deliver.outcomes import RasterOutcome, write_summary
@@ -91,7 +92,11 @@ def evaluate_outputs(out: Path, threshold: float | None = None, assets: Path | N
     entries = {(r.survey, r.raster): r for r in load_records(out)}
     outcomes = []
     for outcome in record.outcomes:
-        if outcome.status == "ok":
+        if outcome.status == "ok" and is_collection(outcome):
+            # not yet: its photos' vectors would be traced again from heatmaps/ and the GeoPackage rewritten
+            log(f"{outcome.survey}/{outcome.raster}: a collection of photos is not re-evaluated yet (kept at threshold "
+                f"{outcome.counts.threshold}): run the photos again with --threshold {threshold:g} --force instead")
+        elif outcome.status == "ok":
             log(f"{outcome.survey}/{outcome.raster}: threshold {threshold:g}")
             source = record.source(outcome)
             annotation = find_annotation(source) if source.is_file() else None
