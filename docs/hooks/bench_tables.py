@@ -24,6 +24,7 @@ PRODUCERS = {
     "edge_throughput": "python bench/edge_throughput.py",
     "install_sizes": "python bench/install_sizes.py",
     "tuning": "python bench/tuning.py",
+    "photo_throughput": "python bench/photo_throughput.py",
 }
 
 
@@ -124,9 +125,30 @@ def tuning(result: dict, table: Callable[..., str]) -> str:
     ])
 
 
+def photo_throughput(result: dict, table: Callable[..., str]) -> str:
+    """bench/photo_throughput.py: `run` over folders of photos against a bare ResNet18 trunk, per checkout."""
+    rows = []
+    for name, entry in result["sets"].items():
+        for label, mine in entry["by_repo"].items():
+            m = mine["median"]
+            rows.append([f"{name} ({entry['size']})", entry["photos"], label, m["photos_per_s"], m["megapixels_per_s"],
+                         m["bare_photos_per_s"], m["ratio_vs_bare"],
+                         ", ".join(f"{x['ratio_vs_bare']:.3f}" for x in mine["rounds"]), m["peak_rss_gib"],
+                         mine["network_pixel_waste"], mine["files_per_photo"]])
+    repos = "; ".join(f"{label}: {r['commit']}" for label, r in result["repos"].items())
+    machine = result["machine"]
+    return "\n\n".join([
+        table(["photos", "count", "code", "run photos/s", "run MP/s", "bare trunk photos/s", "run / bare (median)",
+               "single rounds", "peak RSS GiB", "network px / image px", "files per photo"], rows),
+        (f"`{result['command'].strip()}`: {result['rounds']} interleaved rounds (bare, run, bare per checkout); "
+         f"checkouts {repos}; {machine['cores']} cores ({machine['cpu']}), bf16 native: {machine['bf16_native']}, "
+         f"torch {machine['torch']}."),
+    ])
+
+
 RENDERERS: dict[str, Callable[[dict, Callable[..., str]], str]] = {
     "edge_throughput": edge_throughput, "install_sizes": install_sizes, "segment_throughput": segment_throughput,
-    "tuning": tuning,
+    "tuning": tuning, "photo_throughput": photo_throughput,
 }
 
 
