@@ -5,7 +5,8 @@ million files and no one layer to open. Here a survey's photos go into ``collect
 
 - ``cracks.gpkg``: layers ``cracks`` (polygons) and ``centrelines``, every feature with a ``photo``
   column, in each photo's pixel coordinates (x = column, y = -row); layer ``photos``: a row per photo
-  (counts, crack length, max width, score, metrics, as summary.csv has them for rasters); the
+  (counts, crack length, max width, score, metrics, as summary.csv has them for rasters; a point in
+  EPSG:4326 where the photo's EXIF has a GPS position); the
   QGIS styles embedded, so it opens styled;
 - ``photos.csv``: the same table;
 - ``heatmaps/<photo>.png``: crack probability as 8-bit levels (`vectors.heatmap`: level / 250, 255
@@ -41,7 +42,7 @@ PHOTOS_CSV = "photos.csv"
 HEATMAPS = "heatmaps"
 LAYERS = {"cracks": "MultiPolygon", "centrelines": "LineString"}
 PHOTO_COLUMNS = ["photo", *[c for c in SUMMARY_COLUMNS if c not in ("survey", "raster")], "max_width", "score",
-                 "network_px", "heatmap"]
+                 "network_px", "heatmap", "longitude", "latitude"]
 
 
 def is_collection(outcome: RasterOutcome) -> bool:
@@ -53,12 +54,16 @@ def heatmap_name(photo: str) -> str:
     return f"{HEATMAPS}/{photo}.png"
 
 
-def photo_row(outcome: RasterOutcome, score: float | None, network_px: int | None, heatmap: bool) -> dict[str, Any]:
-    """A photo's line in ``photos.csv`` and the ``photos`` layer: summary.csv's columns, the photo's name first."""
+def photo_row(outcome: RasterOutcome, score: float | None, network_px: int | None, heatmap: bool,
+              position: tuple[float, float] | None = None) -> dict[str, Any]:
+    """A photo's line in ``photos.csv`` and the ``photos`` layer: summary.csv's columns, the photo's name first;
+    ``position``: its EXIF GPS (longitude, latitude), EPSG:4326."""
     row = outcome.summary_row()
     row.pop("survey")
+    lon, lat = position if position is not None else (None, None)
     return {"photo": row.pop("raster"), **row, "max_width": outcome.counts.max_width, "score": score,
-            "network_px": network_px, "heatmap": heatmap_name(outcome.raster) if heatmap and outcome.status == "ok" else ""}
+            "network_px": network_px, "heatmap": heatmap_name(outcome.raster) if heatmap and outcome.status == "ok" else "",
+            "longitude": lon, "latitude": lat}
 
 
 class CollectionWriter:
@@ -128,8 +133,12 @@ class CollectionWriter:
         table = pd.DataFrame(list(rows), columns=PHOTO_COLUMNS)
         with atomic_write(self.folder / PHOTOS_CSV) as tmp:
             table.to_csv(tmp, index=False, quoting=csv.QUOTE_MINIMAL)
-        pyogrio.write_dataframe(table.astype({c: "string" for c in ("error", "warnings", "annotation_error", "reason")}),
-                                self.gpkg, layer="photos", driver="GPKG")
+        table = table.astype({c: "string" for c in ("error", "warnings", "annotation_error", "reason")})
+        if table["longitude"].notna().any():  # photos with EXIF GPS: a point each, so the collection opens on a map
+            located = table["longitude"].notna()
+            points = gpd.points_from_xy(table["longitude"].where(located, 0.0), table["latitude"].where(located, 0.0))
+            table = gpd.GeoDataFrame(table, geometry=gpd.GeoSeries(points).where(located.to_numpy(), None), crs="EPSG:4326")
+        pyogrio.write_dataframe(table, self.gpkg, layer="photos", driver="GPKG")
         embed_layer_styles(self.gpkg, {"cracks": "cracks.qml", "centrelines": "centrelines.qml"})
 
 

@@ -100,6 +100,32 @@ class PhotoResult:
     lines: gpd.GeoDataFrame | None = None
     score: float | None = None
     network_px: int | None = None
+    position: tuple[float, float] | None = None  # (longitude, latitude), EPSG:4326, from the photo's EXIF GPS
+
+
+GPS_IFD = 0x8825  # EXIF's GPS tags: 1/2 latitude ref/value, 3/4 longitude ref/value (degrees, minutes, seconds)
+
+
+def exif_position(path: Path) -> tuple[float, float] | None:
+    """(longitude, latitude) in EPSG:4326 from the photo's EXIF GPS tags; None without them (or unreadable)."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            gps = image.getexif().get_ifd(GPS_IFD)
+    except (OSError, UnidentifiedImageError, ValueError):
+        return None
+    if 2 not in gps or 4 not in gps:
+        return None
+
+    def degrees(value: tuple, ref: str, negative: str) -> float:
+        d, m, s = (float(v) for v in value)
+        return -(d + m / 60 + s / 3600) if str(ref).upper().startswith(negative) else d + m / 60 + s / 3600
+
+    try:
+        return degrees(gps[4], gps.get(3, "E"), "W"), degrees(gps[2], gps.get(1, "N"), "S")
+    except (TypeError, ValueError, ZeroDivisionError):
+        return None
 
 
 def photo_inputs(item: SurveyRaster, annotation: Source | None, model_sha256: str, config_hash: str) -> str:
@@ -154,7 +180,7 @@ def compute_photo(job: PhotoJob, settings: PhotoSettings) -> PhotoResult:
         outcome.seconds["photo"] = round(time.perf_counter() - started, 3)
         finite = probability[np.isfinite(probability)]
         return PhotoResult(outcome, polygons, lines, round(float(finite.max()), 4) if finite.size else None,
-                           photo.network_px)
+                           photo.network_px, exif_position(job.path))
     except SurveyCracksError as error:  # a PixelReadError too: a corrupt photo
         outcome.status, outcome.error = "error", error.message
     except Exception as error:  # noqa: BLE001 — one photo's bug must not stop the survey
@@ -226,11 +252,12 @@ def run_collection(plan: CollectionRun, client: Any, settings: PhotoSettings, pr
     writer.start(set(plan.done))
     failed: list[dict[str, Any]] = []
     empty: dict[str, gpd.GeoDataFrame] = {}
+    inputs_of = {job.name: job.inputs for job in todo}
     groups = photo_groups(todo, lambda job: job.size * 8)  # ~8 pixels a byte of JPEG: groups of a few MP
     for result in grouped_results(client, photos_task, groups, settings, progress=progress, total=len(todo)):
         outcome = result.outcome
         outcome.action, outcome.reason = COMPUTED, "new or changed"
-        row = photo_row(outcome, result.score, result.network_px, settings.heatmaps)
+        row = photo_row(outcome, result.score, result.network_px, settings.heatmaps, result.position)
         if outcome.status != "ok":
             error(outcome.error or f"{outcome.source}: failed")
             failed.append(row)
@@ -239,7 +266,7 @@ def run_collection(plan: CollectionRun, client: Any, settings: PhotoSettings, pr
             if frame is not None and name not in empty:
                 empty[name] = frame.iloc[:0]
         writer.add(outcome.raster, result.polygons, result.lines,
-                   {"inputs": next(j.inputs for j in todo if j.name == outcome.raster), "report": outcome.as_dict(),
+                   {"inputs": inputs_of[outcome.raster], "report": outcome.as_dict(),
                     "row": row})
     writer.flush()
     journal = read_journal(plan.folder)
@@ -264,8 +291,8 @@ def compact_journal_if_needed(plan: CollectionRun) -> None:
 def collection_outcome(plan: CollectionRun, journal: dict[str, dict[str, Any]], failed: list[dict[str, Any]],
                        seconds: float) -> RasterOutcome:
     """The collection as one line of summary.csv and the survey's report: its photos' totals."""
-    reports = [RasterOutcome.from_report(entry["report"], COMPUTED) for name, entry in journal.items()
-               if name in {j.name for j in plan.photos}]
+    names = {job.name for job in plan.photos}
+    reports = [RasterOutcome.from_report(entry["report"], COMPUTED) for name, entry in journal.items() if name in names]
     counts = RasterCounts(mode="mask", windows=sum(r.counts.windows or 0 for r in reports),
                           windows_processed=sum(r.counts.windows_processed or 0 for r in reports),
                           polygons=sum(r.counts.polygons or 0 for r in reports),

@@ -96,6 +96,26 @@ def test_a_jpeg_with_a_world_file_is_a_map_not_a_photo(tmp_path):
     assert not is_photo(item)
 
 
+def add_gps(path: Path, lat: tuple[float, float, float], lon: tuple[float, float, float], lat_ref="N", lon_ref="W") -> None:
+    from PIL import Image
+
+    with Image.open(path) as image:
+        image.load()
+        exif = image.getexif()
+        exif.get_ifd(0x8825).update({1: lat_ref, 2: lat, 3: lon_ref, 4: lon})
+        image.save(path, exif=exif, quality=90)
+
+
+def test_exif_gps_gives_the_photo_a_position_in_epsg_4326(tmp_path):
+    from survey_cracks.run.collection import exif_position
+
+    path = write_photos(tmp_path, 1)[0]
+    assert exif_position(path) is None
+    add_gps(path, (52.0, 30.0, 36.0), (1.0, 15.0, 0.0))
+    lon, lat = exif_position(path)
+    assert lon == pytest.approx(-1.25) and lat == pytest.approx(52.51)
+
+
 def _run(*args: object) -> tuple[int, str]:
     result = CliRunner().invoke(cli, ["run", *[str(a) for a in args]])
     return result.exit_code, result.output
@@ -111,7 +131,7 @@ def cluster():
 
 def test_a_corrupt_photo_among_good_ones_fails_alone_with_one_line(tmp_path, cluster):
     survey = tmp_path / "road"
-    write_photos(survey, 3)
+    add_gps(write_photos(survey, 3)[1], (52.0, 30.0, 36.0), (1.0, 15.0, 0.0))
     (survey / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg" * 10)
     out = tmp_path / "out"
     code, output = _run(survey, "--out", out, "--scheduler", cluster.scheduler_address, "-q")
@@ -140,6 +160,9 @@ def test_a_corrupt_photo_among_good_ones_fails_alone_with_one_line(tmp_path, clu
     # the collection is one styled layer per kind for all photos, a file or two per photo
     layers = dict(pyogrio.list_layers(folder / "cracks.gpkg"))
     assert {"cracks", "centrelines", "photos", "layer_styles"} <= set(layers)
+    photos = gpd.read_file(folder / "cracks.gpkg", layer="photos").set_index("photo")
+    assert photos.crs.to_epsg() == 4326 and photos.geometry["frame_0000"] is None
+    assert (photos.geometry["frame_0001"].x, photos.geometry["frame_0001"].y) == pytest.approx((-1.25, 52.51))
     cracks = gpd.read_file(folder / "cracks.gpkg", layer="cracks")
     assert set(cracks.photo) <= {"broken", "frame_0000", "frame_0001", "frame_0002"}
     assert len(list(out.rglob("*"))) - 4 < 2 * 4 + 20
