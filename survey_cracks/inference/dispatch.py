@@ -291,12 +291,12 @@ Job = TypeVar("Job")
 Result = TypeVar("Result")
 
 
-def photo_groups(jobs: Sequence[Job], pixels: Callable[[Job], int], budget_px: int = 4_000_000, most: int = 64
+def photo_groups(jobs: Sequence[Job], pixels: Callable[[Job], int], budget_px: int = 1_500_000, most: int = 32
                  ) -> list[list[Job]]:
     """Consecutive jobs in groups of about ``budget_px`` pixels (at most ``most`` jobs): one Dask task each.
 
     A task per photo costs the scheduler a round trip, a pickled spec and a result message per
-    0.2 MP photo; a few MP per task makes that a small share, while a task is still a few seconds
+    0.2 MP photo; a megapixel or two per task makes that a small share, while a task is still a second or two
     of one core (the cluster's slots stay busy to the end, and a kill loses little).
     """
     groups: list[list[Job]] = []

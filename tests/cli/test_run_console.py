@@ -44,7 +44,7 @@ def console_run(tmp_path_factory):
         for suffix in (".jpg", ".mask.png"):
             shutil.copy(SAMPLES / "road_scans" / f"{name}{suffix}", data / "road_scans")
     out = tmp_path_factory.mktemp("console_out") / "night"
-    proc = survey_cracks("run", data, "--out", out, "--workers", "1", "--write-mask")
+    proc = survey_cracks("run", data, "--out", out, "--workers", "1", "--write-mask", "--layout", "per-raster")
     return proc, out
 
 
@@ -155,7 +155,7 @@ def test_best_threshold_on_the_annotations_is_named_with_the_command_that_applie
 
 def test_quiet_rerun_prints_no_findings(console_run):
     _, out = console_run
-    proc = survey_cracks("run", _inputs(out), "--out", out, "--write-mask", "-q")
+    proc = survey_cracks("run", _inputs(out), "--out", out, "--write-mask", "-q", "--layout", "per-raster")
     assert "crack" not in proc.stdout.replace("catalog", "") and "best pixel" not in proc.stdout
     assert len(proc.stdout.strip().splitlines()) == 1  # the closing line only
 

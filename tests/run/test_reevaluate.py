@@ -51,7 +51,7 @@ def invoke(*args) -> str:
 
 
 def run(road: Path, out: Path, cluster, *options) -> str:
-    return invoke("run", road, "--out", out, "--scheduler", cluster.scheduler_address, "-q", *options)
+    return invoke("run", road, "--out", out, "--scheduler", cluster.scheduler_address, "-q", "--layout", "per-raster", *options)
 
 
 def reports(out: Path) -> dict[str, dict]:
