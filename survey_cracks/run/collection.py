@@ -41,7 +41,7 @@ from survey_cracks.deliver.collection import (
     read_journal,
 )
 from survey_cracks.deliver.outcomes import COMPUTED, UP_TO_DATE, RasterCounts, RasterOutcome, RasterSummary
-from survey_cracks.errors import SurveyCracksError
+from survey_cracks.errors import OutputError, RasterError, SurveyCracksError
 from survey_cracks.evaluation.evaluate import RasterMetrics, combine, evaluate_raster
 from survey_cracks.inference.dispatch import ModelSpec, grouped_results, photo_groups, segment_photo
 from survey_cracks.io.annotations import find_annotation
@@ -160,7 +160,7 @@ def compute_photo(job: PhotoJob, settings: PhotoSettings) -> PhotoResult:
                               config.tiling.min_valid_fraction)
         outcome.seconds["inference"] = round(time.perf_counter() - started, 3)
         if photo.windows_processed == 0:
-            raise SurveyCracksError(job.path, "no window lies inside the photo's valid pixels",
+            raise RasterError(job.path, "no window lies inside the photo's valid pixels",
                                     "check the image's alpha or nodata")
         probability = probability_of(photo.levels)
         tracer = HeatmapTracer(info, settings.threshold, config.vectorize.for_mode("mask"), config.centrelines)
@@ -199,7 +199,7 @@ def write_heatmap(levels: np.ndarray, settings: PhotoSettings, job: PhotoJob, ne
     target = settings.folder / (heatmap_name(job.name) if settings.heatmaps else f".{job.name}.eval.png")
     tmp = target.with_name(f".{target.stem}.tmp.png")
     if not cv2.imwrite(str(tmp), levels, [cv2.IMWRITE_PNG_COMPRESSION, 3]):
-        raise SurveyCracksError(target, "cannot write the heatmap PNG", "check free space and permissions of OUT")
+        raise OutputError(target, "cannot write the heatmap PNG", "check free space and permissions of OUT")
     tmp.replace(target)
     return target
 
