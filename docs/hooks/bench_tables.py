@@ -135,6 +135,16 @@ def photo_throughput(result: dict, table: Callable[..., str]) -> str:
                          m["bare_photos_per_s"], m["ratio_vs_bare"],
                          ", ".join(f"{x['ratio_vs_bare']:.3f}" for x in mine["rounds"]), m["peak_rss_gib"],
                          mine["network_pixel_waste"], mine["files_per_photo"]])
+    labels = list(result["repos"])
+    speedups = []
+    if len(labels) == 2:  # the second checkout's photos/s over the first's, round by round (same conditions)
+        first, second = labels
+        for name, entry in result["sets"].items():
+            pairs = zip(entry["by_repo"][first]["rounds"], entry["by_repo"][second]["rounds"])
+            ratios = [b["photos_per_s"] / a["photos_per_s"] for a, b in pairs]
+            ordered = sorted(ratios)
+            speedups.append([f"{name} ({entry['size']})", round(ordered[len(ordered) // 2], 2),
+                             ", ".join(f"{r:.2f}" for r in ratios)])
     repos = "; ".join(f"{label}: {r['commit']}" for label, r in result["repos"].items())
     machine = result["machine"]
     return "\n\n".join([
@@ -143,6 +153,7 @@ def photo_throughput(result: dict, table: Callable[..., str]) -> str:
         (f"`{result['command'].strip()}`: {result['rounds']} interleaved rounds (bare, run, bare per checkout); "
          f"checkouts {repos}; {machine['cores']} cores ({machine['cpu']}), bf16 native: {machine['bf16_native']}, "
          f"torch {machine['torch']}."),
+        *([table(["photos", f"{labels[1]} / {labels[0]} photos/s (median)", "single rounds"], speedups)] if speedups else []),
     ])
 
 
