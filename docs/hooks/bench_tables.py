@@ -25,6 +25,8 @@ PRODUCERS = {
     "install_sizes": "python bench/install_sizes.py",
     "tuning": "python bench/tuning.py",
     "photo_throughput": "python bench/photo_throughput.py",
+    "photo_throughput_scale": "python bench/photo_throughput.py --repo after=. --sets 448x448:200 --shared-count 0 "
+                              "--json bench/results/photo_throughput_scale.json",
 }
 
 
@@ -159,7 +161,7 @@ def photo_throughput(result: dict, table: Callable[..., str]) -> str:
 
 RENDERERS: dict[str, Callable[[dict, Callable[..., str]], str]] = {
     "edge_throughput": edge_throughput, "install_sizes": install_sizes, "segment_throughput": segment_throughput,
-    "tuning": tuning, "photo_throughput": photo_throughput,
+    "tuning": tuning, "photo_throughput": photo_throughput, "photo_throughput_scale": photo_throughput,
 }
 
 
