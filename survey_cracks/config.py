@@ -305,6 +305,13 @@ class MaskSchedule(StrictModel):
     patch_loss_weight: float = Field(0.3, ge=0, description="weight of the patch head's loss in the joint phase")
     checkpoint_every: int = Field(250, ge=1, description="steps between resumable checkpoints and validation")
     scale_jitter: tuple[float, float] = Field((0.7, 1.4), description="random rescale of each crop (other GSDs)")
+    negative_weight: float = Field(
+        5.0, ge=1.0, description="BCE weight of pixels annotated `not_crack` (hard negatives: joints, seams, paint lines)"
+    )
+    patience: int | None = Field(
+        None, ge=1, description="early stop after this many checkpoints without a better validation pixel F1 "
+        "(the best one's weights are kept); None: train every step, keep the last"
+    )
 
 
 class MaskTrainConfig(StrictModel):
@@ -316,6 +323,9 @@ class MaskTrainConfig(StrictModel):
     )
     init_path: Path | None = Field(None, description="a survey_cracks checkpoint (init: shipped) or ImageNet .pth")
     decoder_channels: int = Field(32, ge=8, le=256, description="FPN width")
+    keep_decoder: bool = Field(
+        False, description="init: shipped with a mask model: start from its decoder too (fine-tuning), not a fresh one"
+    )
     schedule: MaskSchedule = Field(default_factory=MaskSchedule)
     labels: LabelRule = Field(default_factory=LabelRule)
     tolerance_px: int = Field(2, ge=0, description="pixel tolerance of the validation F1 that picks the mask threshold")
