@@ -24,6 +24,7 @@ PRODUCERS = {
     "edge_throughput": "python bench/edge_throughput.py",
     "install_sizes": "python bench/install_sizes.py",
     "tuning": "python bench/tuning.py",
+    "finetune_mask": "flock /tmp/survey_cracks_cpu.lock python bench/finetune_mask.py",
 }
 
 
@@ -124,9 +125,24 @@ def tuning(result: dict, table: Callable[..., str]) -> str:
     ])
 
 
+def finetune_mask(result: dict, table: Callable[..., str]) -> str:
+    """bench/finetune_mask.py: before / after a mask fine-tune, on a procedural structure and a real held-out source."""
+    parts = []
+    for key, title in (("procedural", "Procedural board-formed concrete (joints labelled `not_crack`)"),
+                       ("real", "uavcrack_bridges, held out by source (the shipped model never saw it)")):
+        part = result.get(key)
+        if not part:
+            continue
+        where = (f"{part['mosaics']}; fine-tuned on two, scored on the third" if key == "procedural"
+                 else f"adapted on {part['adaptation']}; scored on {part['held_out']}")
+        parts += [f"**{title}**: {where}. `{part['command']}` took {part['finetune_seconds']} s.", part["markdown"].strip()]
+    parts.append(f"Each model at its own calibrated mask threshold; {result['machine']}. Command: `{result['command']}`.")
+    return "\n\n".join(parts)
+
+
 RENDERERS: dict[str, Callable[[dict, Callable[..., str]], str]] = {
     "edge_throughput": edge_throughput, "install_sizes": install_sizes, "segment_throughput": segment_throughput,
-    "tuning": tuning,
+    "tuning": tuning, "finetune_mask": finetune_mask,
 }
 
 

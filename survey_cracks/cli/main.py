@@ -430,7 +430,7 @@ def compare(old_out: Path, new_out: Path, assets_path: Path | None, rules_path: 
                    "e.g. schedule.joint_steps; head: train-config keys, e.g. schedule.epochs).  "
                    "[default: built in; see docs/guide/training.md]")
 @click.option("--steps", type=click.IntRange(10), default=None,
-              help="Mask adaptation: training steps, the first fifth decoder-only.  [default: 300, early stopping on]")
+              help="Mask adaptation: training steps, the first fifth decoder-only.  [default: 200, early stopping on]")
 @click.option("--epochs", type=click.IntRange(1), default=None, help="Head adaptation: override schedule.epochs.  [default: 6]")
 @click.option("--val-fraction", type=click.FloatRange(0, 0.9), default=0.2, show_default=True,
               help="Share of each survey's rasters held out to pick the checkpoint and the threshold.")

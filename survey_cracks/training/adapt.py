@@ -38,6 +38,7 @@ from survey_cracks.errors import ConfigError, DataSourceError
 from survey_cracks.models.checkpoint import SHIPPED_MODEL, file_sha256
 from survey_cracks.models.network import load_checkpoint
 from survey_cracks.outputs import atomic_write
+from survey_cracks.outputs.tables import markdown_table
 
 Log = Callable[[str], None]
 
@@ -46,8 +47,8 @@ ADAPT_DEFAULTS: dict[str, Any] = {
     "init": "shipped",
     "keep_decoder": True,
     "schedule": {
-        "decoder_steps": 60, "joint_steps": 240, "batch_size": 6, "crop_size": 256, "lr": 5e-4,
-        "trunk_lr_factor": 0.1, "checkpoint_every": 30, "patience": 4, "scale_jitter": (0.8, 1.25),
+        "decoder_steps": 40, "joint_steps": 160, "batch_size": 4, "crop_size": 256, "lr": 5e-4,
+        "trunk_lr_factor": 0.1, "checkpoint_every": 25, "patience": 4, "scale_jitter": (0.8, 1.25),
         "negative_weight": 5.0, "patch_loss_weight": 0.3,
     },
 }
@@ -90,9 +91,7 @@ class BeforeAfter:
         headers += [f"centreline completeness@{CENTRELINE_TOLERANCE}", "correctness", "quality", f"cell AP ({CELL_PX} px)"]
         rows = [self.before.row(f"before: `{Path(self.before.model).name}`"),
                 self.after.row(f"after: `{Path(self.after.model).name}`")]
-        lines = [f"| {' | '.join(headers)} |", f"|{'---|' * len(headers)}",
-                 *(f"| {' | '.join(str(c) for c in row)} |" for row in rows)]
-        return "\n".join(lines) + "\n"
+        return markdown_table(headers, rows) + "\n"
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)
@@ -124,6 +123,16 @@ def write_before_after(result: BeforeAfter, checkpoint: Path) -> tuple[Path, Pat
         with atomic_write(path) as tmp:
             Path(tmp).write_text(text)
     return paths
+
+
+def survey_images(surveys: list[Path], progress: bool = True) -> list[Any]:
+    """Every annotated raster of ``surveys`` as scoring images (`segment.MaskImage`, split "test"): a survey no model trained on."""
+    from survey_cracks.training.segment import load_images
+
+    config = load_config(MaskTrainConfig, None, {
+        "sources": [{"name": Path(s).resolve().name, "kind": "survey", "root": str(Path(s).resolve()), "role": "test"}
+                    for s in surveys]})
+    return load_images(config, progress)
 
 
 def adapt_config(surveys: list[Path], out: Path, base: Path, val_fraction: float, config_path: Path | None = None,
