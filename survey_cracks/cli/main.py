@@ -467,6 +467,25 @@ def finetune(surveys: tuple[Path, ...], out: Path, model_path: Path | None, adap
 
 
 @cli.command()
+@click.argument("out", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--n", "count", type=click.IntRange(1), default=20, show_default=True, help="Windows to suggest.")
+@click.option("--window", type=click.IntRange(64), default=256, show_default=True, help="Window edge, px.")
+@quiet_opt
+def suggest(out: Path, count: int, window: int, quiet: bool) -> None:
+    """Windows of a finished run (OUT) where annotating would help the model most, ranked with the reason.
+
+    Writes OUT/<survey>/<raster>/suggest.gpkg (layer `suggestions`, styled for QGIS) and OUT/suggest.html
+    with the crops. Annotate them (cracks; joints and seams as label not_crack), then `survey-cracks finetune`.
+    """
+    from survey_cracks.deliver.suggest import suggest as suggest_windows
+
+    try:
+        suggest_windows(out, count, window, progress=not quiet, log=click.echo)
+    except SurveyCracksError as error:
+        _fail(error)
+
+
+@cli.command()
 @model_opt
 @click.option("--out", "-o", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="Exported file (.onnx or .pt); its report goes beside it as FILE.json (e.g. crack.onnx.json).")
