@@ -36,7 +36,7 @@ sys.path.insert(0, str(ROOT))
 
 from survey_cracks.models.network import SHIPPED_MODEL  # noqa: E402
 from survey_cracks.synthetic import write_orthomosaic  # noqa: E402
-from survey_cracks.training.adapt import compare, survey_images  # noqa: E402
+from survey_cracks.training.adapt import compare, run_folder, start_threshold, survey_images  # noqa: E402
 
 # ../shared beside the repository (a worktree sits one level deeper, under ../wt/)
 DATA = next((p for p in (ROOT.parent / "shared", ROOT.parents[1] / "shared") if p.is_dir()), ROOT.parent / "shared") \
@@ -64,7 +64,7 @@ def procedural(work: Path, size: int, steps: int) -> dict:
                           annotation_path=folder / f"{name}.cracks.gpkg", label_joints=True)
     out = work / "board" / "board.safetensors"
     command, seconds = finetune(adapt, out, steps, 0.5)
-    result = compare(SHIPPED_MODEL, out, survey_images([held], progress=False))
+    result = compare(SHIPPED_MODEL, out, survey_images([held], progress=False), start_threshold(run_folder(out)))
     return {"command": " ".join(command), "finetune_seconds": round(seconds, 1), "mosaics": f"3 x {size}x{size} px, 2 mm",
             "made_by": f"survey_cracks.synthetic.write_orthomosaic(seed=11|12|13, gsd=0.002, label_joints=True)",
             "table": json.loads(result.to_json()), "markdown": result.markdown()}
@@ -103,7 +103,7 @@ def real(work: Path, steps: int, adapt_groups: int, per_group: int, held_tiles: 
             (folder / f"{tile.stem}.mask.png").symlink_to((DATA / "masks" / f"{tile.stem}.png").resolve())
     out = work / "bridges" / "bridges.safetensors"
     command, seconds = finetune(adapt, out, steps, 0.25)
-    result = compare(SHIPPED_MODEL, out, survey_images([held], progress=False))
+    result = compare(SHIPPED_MODEL, out, survey_images([held], progress=False), start_threshold(run_folder(out)))
     return {"command": " ".join(command), "finetune_seconds": round(seconds, 1),
             "adaptation": f"{len(adapt_tiles)} tiles of {len(chosen)} groups ({', '.join(chosen)})",
             "held_out": f"{len(kept)} tiles of {len({group(t.stem) for t in kept})} other groups, duplicates dropped",
@@ -114,7 +114,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--work", type=Path, default=ROOT / "runs" / "finetune_mask")
     parser.add_argument("--size", type=int, default=2048, help="mosaic edge, px")
-    parser.add_argument("--steps", type=int, default=200)
+    parser.add_argument("--steps", type=int, default=200, help="fine-tuning steps on the mosaics (the default)")
+    parser.add_argument("--real-steps", type=int, default=300, help="fine-tuning steps on the 256 px bridge tiles")
     parser.add_argument("--held-tiles", type=int, default=300, help="held-out uavcrack_bridges tiles")
     parser.add_argument("--parts", default="procedural,real")
     parser.add_argument("--out", type=Path, default=RESULTS)
@@ -127,7 +128,7 @@ def main() -> None:
         print(results["procedural"]["markdown"], flush=True)
     if "real" in parts:
         if DATA.is_dir():
-            results["real"] = real(args.work, args.steps, adapt_groups=3, per_group=12, held_tiles=args.held_tiles)
+            results["real"] = real(args.work, args.real_steps, adapt_groups=8, per_group=6, held_tiles=args.held_tiles)
             print(results["real"]["markdown"], flush=True)
         else:
             print(f"skipped the real part: {DATA} not found")

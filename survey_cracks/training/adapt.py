@@ -83,14 +83,18 @@ class BeforeAfter:
     rasters: list[str]
     before: HeldOutFigures
     after: HeldOutFigures
+    # The base model at the threshold the fine-tune's validation rasters give it: what recalibrating alone does.
+    before_recalibrated: HeldOutFigures | None = None
 
     def markdown(self) -> str:
         headers = ["model", "threshold"]
         for t in TOLERANCES:
             headers += [f"pixel P@{t}", f"R@{t}", f"F1@{t}"]
         headers += [f"centreline completeness@{CENTRELINE_TOLERANCE}", "correctness", "quality", f"cell AP ({CELL_PX} px)"]
-        rows = [self.before.row(f"before: `{Path(self.before.model).name}`"),
-                self.after.row(f"after: `{Path(self.after.model).name}`")]
+        rows = [self.before.row(f"before: `{Path(self.before.model).name}`")]
+        if self.before_recalibrated is not None:
+            rows.append(self.before_recalibrated.row("before, at the threshold the validation rasters give it"))
+        rows.append(self.after.row(f"after: `{Path(self.after.model).name}`"))
         return markdown_table(headers, rows) + "\n"
 
     def to_json(self) -> str:
@@ -110,9 +114,29 @@ def held_out_figures(model_path: Path, images: list[Any], threshold: float | Non
     return HeldOutFigures(str(model_path), file_sha256(model_path), chosen, figures)
 
 
-def compare(base: Path, adapted: Path, images: list[Any]) -> BeforeAfter:
-    """Before/after on ``images``, each model at its own threshold (the one `run` would use)."""
-    return BeforeAfter([im.name for im in images], held_out_figures(base, images), held_out_figures(adapted, images))
+def compare(base: Path, adapted: Path, images: list[Any], base_threshold: float | None = None) -> BeforeAfter:
+    """Before/after on ``images``, each model at its own threshold (the one `run` would use).
+
+    ``base_threshold``: also the base model at this threshold (the one the fine-tune's
+    validation rasters chose for it), so the table shows what recalibration alone gives.
+    """
+    again = held_out_figures(base, images, base_threshold) if base_threshold is not None else None
+    return BeforeAfter([im.name for im in images], held_out_figures(base, images), held_out_figures(adapted, images), again)
+
+
+def run_folder(out: Path) -> Path:
+    """Where a fine-tune writing ``out`` keeps its checkpoints, metrics and card: ``<out stem>_run`` beside it."""
+    return Path(out).parent / f"{Path(out).stem}_run"
+
+
+def start_threshold(run_dir: Path) -> float | None:
+    """The base model's threshold calibrated on the validation rasters (the fine-tune's step-0 record), if logged."""
+    metrics = Path(run_dir) / "metrics.json"
+    if not metrics.is_file():
+        return None
+    history = json.loads(metrics.read_text()).get("history") or []
+    start = next((h for h in history if h.get("phase") == "start"), None)
+    return (start.get("val") or {}).get("threshold") if start else None
 
 
 def write_before_after(result: BeforeAfter, checkpoint: Path) -> tuple[Path, Path]:
@@ -152,7 +176,7 @@ def adapt_config(surveys: list[Path], out: Path, base: Path, val_fraction: float
         "sources": [{"name": Path(s).resolve().name, "kind": "survey", "root": str(Path(s).resolve()),
                      "split": {"val": val_fraction, "test": 0.0}} for s in surveys],
         "init_path": str(base),
-        "out_dir": str(out.parent / f"{out.stem}_run"),
+        "out_dir": str(run_folder(out)),
     })
     return load_config(MaskTrainConfig, None, settings)
 
@@ -185,7 +209,7 @@ def finetune_mask(
     with atomic_write(out) as tmp:
         shutil.copyfile(result.checkpoint, tmp)
     held_out = [im for im in images if im.split == "val" and im.pixel_truth]
-    comparison = compare(base, out, held_out)
+    comparison = compare(base, out, held_out, start_threshold(Path(config.out_dir)))
     json_path, md_path = write_before_after(comparison, out)
     log(comparison.markdown())
     log(f"before/after: {json_path}, {md_path}")
