@@ -4,8 +4,9 @@ A user fine-tuning on their own structure (`training.adapt`) annotates a few win
 ones worth their time are where the model is unsure or plausibly wrong, read from a
 finished run's heatmaps alone (no model, no annotation needed):
 
-- **uncertain**: many pixels whose probability is near the threshold (within ±0.15): the
-  decision there flips with a small change of the model;
+- **uncertain**: many pixels whose probability is near the threshold (log-odds within ±0.5:
+  0.38-0.62 at a threshold of 0.5, 0.06-0.15 at 0.1): the decision there flips with a small
+  change of the model;
 - **weak_line**: long centrelines of sub-threshold evidence (probability between half the
   threshold and the threshold), the faint hairlines the model half sees and misses;
 - **straight_line**: long, straight runs of predicted crack: joints, board edges and seams
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import base64
 import json
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Literal
@@ -44,7 +46,7 @@ from survey_cracks.tiling import block_windows
 from survey_cracks.vectors.heatmap import read_probability
 
 Reason = Literal["uncertain", "weak_line", "straight_line"]
-NEAR = 0.15  # probability band around the threshold counted as uncertain
+NEAR = 0.5  # log-odds band around the threshold counted as uncertain (0.5 at a 0.5 threshold: 0.38-0.62)
 MIN_WEAK_PX = 24  # shorter weak centrelines are noise
 LAYER = "suggestions"
 
@@ -69,17 +71,30 @@ class WindowScore:
     def reason(self, window: int) -> str:
         kind = self.reason_kind
         if kind == "uncertain":
-            return f"{self.uncertain * window:.0f} px near the threshold (±{NEAR}): the model is unsure here"
+            return f"{self.uncertain * window:.0f} px near the threshold: the model is unsure here"
         if kind == "weak_line":
             return f"{self.weak_line * window:.0f} px of faint line just below the threshold: a missed hairline?"
         return f"{self.straight_line * window:.0f} px of straight predicted crack: a joint or seam? mark it not_crack"
 
 
+def near_threshold(p: np.ndarray, threshold: float) -> np.ndarray:
+    """Pixels whose odds are within a factor e^NEAR of the threshold's (a band that fits any threshold: 0.1 or 0.5)."""
+    eps = 1e-4
+    t = np.clip(threshold, eps, 1 - eps)
+    q = np.clip(p, eps, 1 - eps)
+    return np.abs(np.log(q / (1 - q)) - np.log(t / (1 - t))) < NEAR
+
+
 def score_window(prob: np.ndarray, threshold: float, window: int) -> WindowScore:
     """The measures of one window's probabilities (NaN outside the footprint)."""
-    valid = np.isfinite(prob)
-    p = np.where(valid, prob, 0.0)
-    uncertain = int(np.count_nonzero(valid & (np.abs(p - threshold) < NEAR)))
+    footprint = np.isfinite(prob)
+    p = np.where(footprint, prob, 0.0)
+    # The footprint's own edge (a mosaic's ragged border) draws faint false lines: 8 px of it are left out.
+    valid = cv2.erode(footprint.astype(np.uint8), np.ones((17, 17), np.uint8), borderValue=1).astype(bool)
+    predicted = valid & (p >= threshold)
+    # The soft edge of every found crack is near the threshold too: only pixels away from one count.
+    edge = cv2.dilate(predicted.astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)
+    uncertain = int(np.count_nonzero(valid & near_threshold(p, threshold) & ~edge))
     weak = valid & (p >= threshold / 2) & (p < threshold)
     weak_px = 0
     if weak.any():
@@ -87,14 +102,19 @@ def score_window(prob: np.ndarray, threshold: float, window: int) -> WindowScore
         count, labels, stats, _ = cv2.connectedComponentsWithStats(skeleton.astype(np.uint8), connectivity=8)
         sizes = stats[1:, cv2.CC_STAT_AREA]
         weak_px = int(sizes[sizes >= MIN_WEAK_PX].sum())
-    predicted = (valid & (p >= threshold)).astype(np.uint8)
     straight_px = 0
     if predicted.any():
-        lines = cv2.HoughLinesP(skeletonize(predicted.astype(bool)).astype(np.uint8), 1, np.pi / 180, threshold=30,
-                                minLineLength=max(32, window // 3), maxLineGap=3)
-        if lines is not None:
-            segments = lines.reshape(-1, 4).astype(np.float64)
-            straight_px = int(np.hypot(segments[:, 2] - segments[:, 0], segments[:, 3] - segments[:, 1]).sum())
+        # A skeleton wobbles by a pixel: thickened, Hough finds its straight runs; the skeleton pixels
+        # near a found segment are counted once however many segments overlap there.
+        skeleton = skeletonize(predicted).astype(np.uint8)
+        thick = cv2.dilate(skeleton * 255, np.ones((3, 3), np.uint8))
+        lines = cv2.HoughLinesP(thick, 1, np.pi / 180, threshold=max(30, window // 4), minLineLength=max(32, window // 3),
+                                maxLineGap=4)
+        if lines is not None and len(lines):
+            drawn = np.zeros_like(skeleton)
+            for x0, y0, x1, y1 in lines.reshape(-1, 4).tolist():
+                cv2.line(drawn, (x0, y0), (x1, y1), 1, 5)
+            straight_px = int(np.count_nonzero(skeleton & drawn))
     return WindowScore(uncertain / window, weak_px / window, straight_px / window)
 
 
@@ -150,6 +170,8 @@ def suggest(out: Path, n: int = 20, window: int = 256, progress: bool = True,
                 candidates.append(Suggestion(report["survey"], report["raster"], report["source"], win, measures, polygon,
                                              src.crs.to_string() if src.crs else None, threshold))
     chosen = sorted(candidates, key=lambda s: -s.score.score)[:n]
+    for folder, _ in folders:  # a raster without a suggestion this time keeps none from an earlier call
+        (folder / "suggest.gpkg").unlink(missing_ok=True)
     layers = _write_layers(out, chosen, window)
     html = _write_html(out, chosen, window)
     log(f"{len(chosen)} windows to annotate next, of {len(candidates)} scored: {', '.join(map(str, layers))}; {html}")
@@ -170,7 +192,8 @@ def _write_layers(out: Path, chosen: list[Suggestion], window: int) -> list[Path
             "col": [int(s.window.col_off) for _, s in rows], "row": [int(s.window.row_off) for _, s in rows],
         }, geometry=[s.geometry for _, s in rows], crs=rows[0][1].crs)
         path = out / survey / raster / "suggest.gpkg"
-        with atomic_write(path) as tmp:
+        with atomic_write(path) as tmp, warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # pyogrio's note on a layer without a CRS (pixel coordinates)
             frame.to_file(tmp, driver="GPKG", layer=LAYER)
             embed_layer_styles(Path(tmp), {LAYER: "suggestions.qml"})
         written.append(path)
@@ -187,13 +210,13 @@ def _write_html(out: Path, chosen: list[Suggestion], window: int) -> Path:
             prob = read_probability(src, s.window)
         overlay = rgb.copy()
         p = np.where(np.isfinite(prob), prob, 0.0)
-        for where, colour in ((np.abs(p - s.threshold) < NEAR, (255, 170, 0)), (p >= s.threshold, (255, 0, 0))):
+        for where, colour in ((near_threshold(p, s.threshold), (255, 170, 0)), (p >= s.threshold, (255, 0, 0))):
             overlay[where] = (0.4 * overlay[where] + 0.6 * np.array(colour)).astype(np.uint8)
         cards.append({"rank": rank, "survey": s.survey, "raster": s.raster, "reason": s.score.reason(window),
                       "kind": s.score.reason_kind, "score": round(s.score.score, 2),
                       "col": int(s.window.col_off), "row": int(s.window.row_off), "size": window,
                       "image": _png(rgb), "overlay": _png(overlay)})
-    page = _templates().get_template("suggest.html.j2").render(cards=cards, out=str(out), near=NEAR)
+    page = _templates().get_template("suggest.html.j2").render(cards=cards, out=str(out))
     path = out / "suggest.html"
     with atomic_write(path) as tmp:
         Path(tmp).write_text(page)
