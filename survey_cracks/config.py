@@ -225,7 +225,10 @@ class DataSource(StrictModel):
     group_regex: str | None = Field(
         None,
         description="regex whose first group names the photo an image was cut from (e.g. '^(.+)-\\d+$'); "
-        "images of one group always land in the same split",
+        "images of one group always land in the same split; with alternatives, the first group that matched",
+    )
+    drop_duplicates: bool = Field(
+        False, description="leave out held-out (val/test) images byte-identical to a training image or to each other"
     )
     weight: float = Field(1.0, gt=0, description="relative share of this source in each training epoch")
     max_patches: int | None = Field(None, ge=1, description="cap on patches taken from this source")

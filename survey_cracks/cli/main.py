@@ -260,8 +260,12 @@ def train_mask(config_path: Path, out_dir: Path | None, init_path: Path | None, 
 @click.option("--scales", type=float, multiple=True,
               help="Instead: accuracy against cost on the validation images at these processing scales "
                    "(repeatable, e.g. --scales 0.75 --scales 1 --scales 1.5 --scales 2; what `run --scale` does).")
+@click.option("--by-group", "by_group", multiple=True, metavar="SOURCE",
+              help="Also the figures of each group (map or photo, the source's group_regex) of this source "
+                   "(repeatable), under \"groups\" in the JSON.")
 @quiet_opt
-def evaluate_mask(config_path: Path, model_path: Path | None, out: Path | None, scales: tuple[float, ...], quiet: bool) -> None:
+def evaluate_mask(config_path: Path, model_path: Path | None, out: Path | None, scales: tuple[float, ...],
+                  by_group: tuple[str, ...], quiet: bool) -> None:
     """Pixel (0 and 2 px) and centreline figures of a checkpoint on held-out images, at its own threshold.
 
     A mask model is scored on its per-pixel output; a patch classifier on its patch
@@ -275,7 +279,7 @@ def evaluate_mask(config_path: Path, model_path: Path | None, out: Path | None, 
         if scales:
             figures = scale_study(config, model_path, list(scales), progress=not quiet)
         else:
-            figures = evaluate_mask_checkpoint(config, model_path, progress=not quiet)
+            figures = evaluate_mask_checkpoint(config, model_path, progress=not quiet, by_group=by_group)
     except SurveyCracksError as error:
         _fail(error)
         return

@@ -41,7 +41,7 @@ from survey_cracks.config import MaskTrainConfig
 from survey_cracks.evaluation.metrics import average_precision, choose_threshold
 from survey_cracks.evaluation.pixel_metrics import centreline_counts, centreline_scores, pixel_scores, tolerant_counts
 from survey_cracks.io.raster import RasterInfo, inspect_raster, open_raster, read_window
-from survey_cracks.io.sources import ImageItem, list_items
+from survey_cracks.io.sources import ImageItem, group_of, list_items
 from survey_cracks.models.checkpoint import SHIPPED_MODEL, ModelMeta, file_sha256
 from survey_cracks.models.labels import IGNORE, dense_patch_labels
 from survey_cracks.models.network import (
@@ -73,6 +73,7 @@ class MaskImage:
     ignore: np.ndarray  # (H, W) bool, True = no supervision
     pixel_truth: bool  # a full crack mask (counts in pixel metrics)
     negative: np.ndarray | None = None  # (H, W) bool, True = annotated `not_crack` (a hard negative)
+    group: str = ""  # the photo or map it was cut from (`io.sources.group_of`): figures by group
 
 
 def load_images(config: MaskTrainConfig, progress: bool = True, splits: tuple[str, ...] | None = None) -> list[MaskImage]:
@@ -81,9 +82,9 @@ def load_images(config: MaskTrainConfig, progress: bool = True, splits: tuple[st
     Evaluation asks for its splits only: reading the training images too cost minutes and GBs.
     """
     out: list[MaskImage] = []
-    items = [item for source in config.sources for item in list_items(source, config.seed)
+    items = [(source, item) for source in config.sources for item in list_items(source, config.seed)
              if splits is None or item.split in splits]
-    for item in tqdm(items, desc="reading images", unit="img", disable=not progress, leave=False):
+    for source, item in tqdm(items, desc="reading images", unit="img", disable=not progress, leave=False):
         if item.whole_label == 1:
             continue  # crack / no-crack only: nothing to say per pixel
         info = inspect_raster(item.path)
@@ -104,7 +105,7 @@ def load_images(config: MaskTrainConfig, progress: bool = True, splits: tuple[st
         for x0, y0, x1, y1 in item.boxes or ():
             ignore[max(0, int(math.floor(y0))) : int(math.ceil(y1)), max(0, int(math.floor(x0))) : int(math.ceil(x1))] = True
         out.append(MaskImage(item.source, item.name if item.part else item.path.name, item.split, rgb, target, ignore,
-                             item.mask is not None or item.survey, negative))
+                             item.mask is not None or item.survey, negative, group_of(item.path.stem, source)))
     return out
 
 
@@ -316,27 +317,46 @@ def mask_metrics(
     probability in the cell; a crack cell holds ``min_cell_crack_px`` annotated pixels),
     which needs no threshold, so models calibrated differently compare fairly.
     """
-    pixel = {t: np.zeros(4, np.int64) for t in tolerances}
-    line = np.zeros(4, np.int64)
-    cell_scores: list[np.ndarray] = []
-    cell_labels: list[np.ndarray] = []
-    for image in images:
-        truth, scored = scored_truth(image)
-        prob = scaled_probability_map(model, meta, image.image, scale)
-        predicted = (prob >= threshold) & scored
-        for t in tolerances:
-            pixel[t] += tolerant_counts(predicted, truth, t)
-        line += centreline_counts(predicted, truth, centreline_tolerance)
-        if cell:
-            score, label = _cells(np.where(scored, prob, -1.0), truth, cell, min_cell_crack_px)
-            cell_scores.append(score)
-            cell_labels.append(label)
-    out: dict[str, Any] = {"images": len(images)}
-    for t in tolerances:
-        out[f"pixel@{t}px"] = pixel_scores(pixel[t])
-    out[f"centreline@{centreline_tolerance}px"] = centreline_scores(line)
+    counts = [image_counts(model, meta, image, threshold, tolerances, centreline_tolerance, scale, cell, min_cell_crack_px)
+              for image in images]
+    return summarise(counts, tolerances, centreline_tolerance, cell)
+
+
+@dataclass
+class ImageCounts:
+    """One image's contribution to `mask_metrics`: counts add up, so any set of images is scored from them."""
+
+    pixel: dict[int, np.ndarray]
+    line: np.ndarray
+    cell_score: np.ndarray | None = None
+    cell_label: np.ndarray | None = None
+
+
+def image_counts(
+    model: CrackNet, meta: ModelMeta, image: MaskImage, threshold: float, tolerances: tuple[int, ...] = (0, 2),
+    centreline_tolerance: int = 2, scale: float = 1.0, cell: int | None = None, min_cell_crack_px: int = 8,
+) -> ImageCounts:
+    """The network runs once per image; figures per source and per group are then sums (`summarise`)."""
+    truth, scored = scored_truth(image)
+    prob = scaled_probability_map(model, meta, image.image, scale)
+    predicted = (prob >= threshold) & scored
+    counts = ImageCounts({t: tolerant_counts(predicted, truth, t) for t in tolerances},
+                         centreline_counts(predicted, truth, centreline_tolerance))
     if cell:
-        ap = average_precision(np.concatenate(cell_scores), np.concatenate(cell_labels)) if cell_scores else None
+        counts.cell_score, counts.cell_label = _cells(np.where(scored, prob, -1.0), truth, cell, min_cell_crack_px)
+    return counts
+
+
+def summarise(counts: list[ImageCounts], tolerances: tuple[int, ...] = (0, 2), centreline_tolerance: int = 2,
+              cell: int | None = None) -> dict[str, Any]:
+    """`mask_metrics`' figures over the images whose counts are given."""
+    out: dict[str, Any] = {"images": len(counts)}
+    for t in tolerances:
+        out[f"pixel@{t}px"] = pixel_scores(sum((c.pixel[t] for c in counts), np.zeros(4, np.int64)))
+    out[f"centreline@{centreline_tolerance}px"] = centreline_scores(sum((c.line for c in counts), np.zeros(4, np.int64)))
+    if cell:
+        ap = average_precision(np.concatenate([c.cell_score for c in counts]),
+                               np.concatenate([c.cell_label for c in counts])) if counts else None
         out[f"cell_ap@{cell}px"] = None if ap is None else round(ap, 4)
     return out
 
@@ -631,21 +651,39 @@ def scale_study(config: MaskTrainConfig, model_path: Path | None, scales: list[f
     return {"model": str(path), "threshold": meta.mask_threshold, "images": len(images), "scales": rows}
 
 
-def evaluate_mask_checkpoint(config: MaskTrainConfig, model_path: Path | None = None, progress: bool = True) -> dict[str, Any]:
+def evaluate_mask_checkpoint(config: MaskTrainConfig, model_path: Path | None = None, progress: bool = True,
+                             by_group: tuple[str, ...] = ()) -> dict[str, Any]:
     """A checkpoint's pixel and centreline figures on a config's validation and test images, at its own threshold.
 
     A mask model is scored on its per-pixel probability at ``mask_threshold``; a patch
     classifier on its patch scores blended into a heatmap (``dense`` mode) at ``threshold``,
-    so the old and new shipped models are compared on the same pixels.
+    so the old and new shipped models are compared on the same pixels. ``by_group``: for
+    these sources also the figures of each group (map or photo, the source's ``group_regex``)
+    under ``groups["<split>/<source>"]``; the network runs once per image either way.
     """
     path = Path(model_path) if model_path else SHIPPED_MODEL
     model, meta = load_checkpoint(path)
     torch.set_num_threads(config.workers)
     threshold = meta.mask_threshold if meta.has_mask else meta.threshold
-    images = load_images(config, progress, ("val", "test"))
+    unknown = set(by_group) - {s.name for s in config.sources}
+    if unknown:
+        from survey_cracks.errors import ConfigError
+
+        raise ConfigError(None, f"by-group source {', '.join(sorted(unknown))} is not in the config",
+                          f"name one of: {', '.join(s.name for s in config.sources)}")
+    images = [im for im in load_images(config, progress, ("val", "test")) if im.pixel_truth]
+    counts = [image_counts(model, meta, im, threshold)
+              for im in tqdm(images, desc="scoring", unit="img", disable=not progress, leave=False)]
     sets: dict[str, Any] = {}
+    groups: dict[str, Any] = {}
     for split in ("val", "test"):
-        members = [im for im in images if im.split == split and im.pixel_truth]
-        for source in sorted({im.source for im in members}):
-            sets[f"{split}/{source}"] = mask_metrics(model, meta, [im for im in members if im.source == source], threshold)
-    return {"model": str(path), "sha256": file_sha256(path), "heads": list(meta.heads), "threshold": threshold, "sets": sets}
+        for source in sorted({im.source for im in images if im.split == split}):
+            members = [(im, c) for im, c in zip(images, counts) if im.split == split and im.source == source]
+            sets[f"{split}/{source}"] = summarise([c for _, c in members])
+            if source in by_group:
+                groups[f"{split}/{source}"] = {g: summarise([c for im, c in members if im.group == g])
+                                               for g in sorted({im.group for im, _ in members})}
+    out = {"model": str(path), "sha256": file_sha256(path), "heads": list(meta.heads), "threshold": threshold, "sets": sets}
+    if by_group:
+        out["groups"] = groups
+    return out
