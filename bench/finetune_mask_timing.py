@@ -36,15 +36,11 @@ RESULTS = ROOT / "bench" / "results" / "finetune_mask_timing.json"
 
 
 def steps_done(run_dir: Path) -> int | None:
-    """The last step the run logged (its metrics.json history, or the newest checkpoint's name)."""
-    metrics = run_dir / "metrics.json"
-    if metrics.is_file():
-        history = json.loads(metrics.read_text()).get("history") or []
-        steps = [h.get("step") for h in history if isinstance(h.get("step"), int)]
-        if steps:
-            return max(steps)
-    found = [int(m.group(1)) for p in run_dir.rglob("*") if (m := re.search(r"(\d+)", p.stem))] if run_dir.is_dir() else []
-    return max(found) if found else None
+    """The last checkpointed step of the run (``state.pt``, written every 25 steps), None before the first."""
+    import torch
+
+    state = run_dir / "state.pt"
+    return int(torch.load(state, map_location="cpu", weights_only=False)["step"]) if state.is_file() else None
 
 
 def main() -> None:

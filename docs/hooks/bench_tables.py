@@ -25,6 +25,8 @@ PRODUCERS = {
     "install_sizes": "python bench/install_sizes.py",
     "tuning": "python bench/tuning.py",
     "finetune_mask": "flock /tmp/survey_cracks_cpu.lock python bench/finetune_mask.py",
+    "mask_bridges_shipped": "flock /tmp/survey_cracks_cpu.lock python bench/mask_bridges.py",
+    "finetune_mask_timing": "flock /tmp/survey_cracks_cpu.lock python bench/finetune_mask_timing.py",
 }
 
 
@@ -140,9 +142,37 @@ def finetune_mask(result: dict, table: Callable[..., str]) -> str:
     return "\n\n".join(parts)
 
 
+def mask_bridges_shipped(result: dict, table: Callable[..., str]) -> str:
+    """bench/mask_bridges.py: the shipped model on uavcrack_bridges (never trained on it), overall and by map."""
+    def cell(figures: dict) -> str:
+        return f"{figures['precision']} / {figures['recall']} / {figures['f1']}"
+
+    rows = [[name, r["groups"], r["images"], cell(r["pixel@0px"]), cell(r["pixel@2px"]), cell(r["pixel@5px"]),
+             " / ".join(str(r["centreline@2px"][k]) for k in ("completeness", "correctness", "quality"))]
+            for name, r in result["rows"].items()]
+    return "\n\n".join([
+        table(["tiles of", "groups", "tiles", "pixel P / R / F1 @0 px", "@2 px", "@5 px", "centreline compl. / corr. / quality @2 px"], rows),
+        (f"{result['model']} (sha256 {result['sha256'][:12]}…) at its mask threshold {result['threshold']}, "
+         f"**not trained on this source**; {result['held_out']}; {result['seconds']} s on {result['threads']} threads "
+         f"({result['cpu']}). Command: `{result['command']}`."),
+    ])
+
+
+def finetune_mask_timing(result: dict, table: Callable[..., str]) -> str:
+    """bench/finetune_mask_timing.py: one line, the practical target of a mask fine-tune on three 7 MP mosaics."""
+    verdict = ("within the 20 min target" if result["within_20_min"] else
+               f"**over the 20 min target** (stopped at {result['limit_seconds']} s)" if result["stopped_at_limit"] else
+               f"**failed** (exit {result['returncode']})")
+    return (f"`{result['command']}` on {result['mosaics']}: {result['finetune_seconds']} s for "
+            f"{result['steps_reached']} of {result['steps_planned']} steps ({result['seconds_per_step']} s/step, "
+            f"before/after included), peak RSS {result['peak_rss_mb']} MB, {verdict}; {result['cores']} cores "
+            f"({result['cpu']}). Command: `{PRODUCERS['finetune_mask_timing']}`.")
+
+
 RENDERERS: dict[str, Callable[[dict, Callable[..., str]], str]] = {
     "edge_throughput": edge_throughput, "install_sizes": install_sizes, "segment_throughput": segment_throughput,
-    "tuning": tuning, "finetune_mask": finetune_mask,
+    "tuning": tuning, "finetune_mask": finetune_mask, "mask_bridges_shipped": mask_bridges_shipped,
+    "finetune_mask_timing": finetune_mask_timing,
 }
 
 
