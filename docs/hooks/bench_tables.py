@@ -163,10 +163,12 @@ def finetune_mask_timing(result: dict, table: Callable[..., str]) -> str:
     verdict = ("within the 20 min target" if result["within_20_min"] else
                f"**over the 20 min target** (stopped at {result['limit_seconds']} s)" if result["stopped_at_limit"] else
                f"**failed** (exit {result['returncode']})")
+    share = next((line.split(":")[-1].strip() for line in result["tail"] if "Percent of CPU" in line), "?")
     return (f"`{result['command']}` on {result['mosaics']}: {result['finetune_seconds']} s for "
             f"{result['steps_reached']} of {result['steps_planned']} steps ({result['seconds_per_step']} s/step, "
             f"before/after included), peak RSS {result['peak_rss_mb']} MB, {verdict}; {result['cores']} cores "
-            f"({result['cpu']}). Command: `{PRODUCERS['finetune_mask_timing']}`.")
+            f"({result['cpu']}), the run got {share} of one core (`/usr/bin/time -v`). "
+            f"Command: `{PRODUCERS['finetune_mask_timing']}`.")
 
 
 RENDERERS: dict[str, Callable[[dict, Callable[..., str]], str]] = {
