@@ -225,7 +225,10 @@ class DataSource(StrictModel):
     group_regex: str | None = Field(
         None,
         description="regex whose first group names the photo an image was cut from (e.g. '^(.+)-\\d+$'); "
-        "images of one group always land in the same split",
+        "images of one group always land in the same split; with alternatives, the first group that matched",
+    )
+    drop_duplicates: bool = Field(
+        False, description="leave out held-out (val/test) images byte-identical to a training image or to each other"
     )
     weight: float = Field(1.0, gt=0, description="relative share of this source in each training epoch")
     max_patches: int | None = Field(None, ge=1, description="cap on patches taken from this source")
@@ -305,6 +308,13 @@ class MaskSchedule(StrictModel):
     patch_loss_weight: float = Field(0.3, ge=0, description="weight of the patch head's loss in the joint phase")
     checkpoint_every: int = Field(250, ge=1, description="steps between resumable checkpoints and validation")
     scale_jitter: tuple[float, float] = Field((0.7, 1.4), description="random rescale of each crop (other GSDs)")
+    negative_weight: float = Field(
+        5.0, ge=1.0, description="BCE weight of pixels annotated `not_crack` (hard negatives: joints, seams, paint lines)"
+    )
+    patience: int | None = Field(
+        None, ge=1, description="early stop after this many checkpoints without a better validation pixel F1 "
+        "(the best one's weights are kept); None: train every step, keep the last"
+    )
 
 
 class MaskTrainConfig(StrictModel):
@@ -316,6 +326,9 @@ class MaskTrainConfig(StrictModel):
     )
     init_path: Path | None = Field(None, description="a survey_cracks checkpoint (init: shipped) or ImageNet .pth")
     decoder_channels: int = Field(32, ge=8, le=256, description="FPN width")
+    keep_decoder: bool = Field(
+        False, description="init: shipped with a mask model: start from its decoder too (fine-tuning), not a fresh one"
+    )
     schedule: MaskSchedule = Field(default_factory=MaskSchedule)
     labels: LabelRule = Field(default_factory=LabelRule)
     tolerance_px: int = Field(2, ge=0, description="pixel tolerance of the validation F1 that picks the mask threshold")

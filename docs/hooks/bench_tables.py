@@ -27,6 +27,9 @@ PRODUCERS = {
     "photo_throughput": "python bench/photo_throughput.py",
     "photo_throughput_scale": "python bench/photo_throughput.py --repo after=. --sets 448x448:200 --shared-count 0 "
                               "--json bench/results/photo_throughput_scale.json",
+    "finetune_mask": "flock /tmp/survey_cracks_cpu.lock python bench/finetune_mask.py",
+    "mask_bridges_shipped": "flock /tmp/survey_cracks_cpu.lock python bench/mask_bridges.py",
+    "finetune_mask_timing": "flock /tmp/survey_cracks_cpu.lock python bench/finetune_mask_timing.py",
 }
 
 
@@ -159,9 +162,55 @@ def photo_throughput(result: dict, table: Callable[..., str]) -> str:
     ])
 
 
+def finetune_mask(result: dict, table: Callable[..., str]) -> str:
+    """bench/finetune_mask.py: before / after a mask fine-tune, on a procedural structure and a real held-out source."""
+    parts = []
+    for key, title in (("procedural", "Procedural board-formed concrete (joints labelled `not_crack`)"),
+                       ("real", "uavcrack_bridges, held out by source (the shipped model never saw it)")):
+        part = result.get(key)
+        if not part:
+            continue
+        where = (f"{part['mosaics']}; fine-tuned on two, scored on the third" if key == "procedural"
+                 else f"adapted on {part['adaptation']}; scored on {part['held_out']}")
+        parts += [f"**{title}**: {where}. `{part['command']}` took {part['finetune_seconds']} s.", part["markdown"].strip()]
+    parts.append(f"Each model at its own calibrated mask threshold; {result['machine']}. Command: `{result['command']}`.")
+    return "\n\n".join(parts)
+
+
+def mask_bridges_shipped(result: dict, table: Callable[..., str]) -> str:
+    """bench/mask_bridges.py: the shipped model on uavcrack_bridges (never trained on it), overall and by map."""
+    def cell(figures: dict) -> str:
+        return f"{figures['precision']} / {figures['recall']} / {figures['f1']}"
+
+    rows = [[name, r["groups"], r["images"], cell(r["pixel@0px"]), cell(r["pixel@2px"]), cell(r["pixel@5px"]),
+             " / ".join(str(r["centreline@2px"][k]) for k in ("completeness", "correctness", "quality"))]
+            for name, r in result["rows"].items()]
+    return "\n\n".join([
+        table(["tiles of", "groups", "tiles", "pixel P / R / F1 @0 px", "@2 px", "@5 px", "centreline compl. / corr. / quality @2 px"], rows),
+        (f"{result['model']} (sha256 {result['sha256'][:12]}…) at its mask threshold {result['threshold']}, "
+         f"**not trained on this source**; {result['held_out']}; {result['seconds']} s on {result['threads']} threads "
+         f"({result['cpu']}). Command: `{result['command']}`."),
+    ])
+
+
+def finetune_mask_timing(result: dict, table: Callable[..., str]) -> str:
+    """bench/finetune_mask_timing.py: one line, the practical target of a mask fine-tune on three 7 MP mosaics."""
+    verdict = ("within the 20 min target" if result["within_20_min"] else
+               f"**over the 20 min target** (stopped at {result['limit_seconds']} s)" if result["stopped_at_limit"] else
+               f"**failed** (exit {result['returncode']})")
+    share = next((line.split(":")[-1].strip() for line in result["tail"] if "Percent of CPU" in line), "?")
+    return (f"`{result['command']}` on {result['mosaics']}: {result['finetune_seconds']} s for "
+            f"{result['steps_reached']} of {result['steps_planned']} steps ({result['seconds_per_step']} s/step, "
+            f"before/after included), peak RSS {result['peak_rss_mb']} MB, {verdict}; {result['cores']} cores "
+            f"({result['cpu']}), the run got {share} of one core (`/usr/bin/time -v`). "
+            f"Command: `{PRODUCERS['finetune_mask_timing']}`.")
+
+
 RENDERERS: dict[str, Callable[[dict, Callable[..., str]], str]] = {
     "edge_throughput": edge_throughput, "install_sizes": install_sizes, "segment_throughput": segment_throughput,
-    "tuning": tuning, "photo_throughput": photo_throughput, "photo_throughput_scale": photo_throughput,
+    "tuning": tuning, "finetune_mask": finetune_mask, "mask_bridges_shipped": mask_bridges_shipped,
+    "finetune_mask_timing": finetune_mask_timing, "photo_throughput": photo_throughput,
+    "photo_throughput_scale": photo_throughput,
 }
 
 

@@ -270,8 +270,12 @@ def train_mask(config_path: Path, out_dir: Path | None, init_path: Path | None, 
 @click.option("--scales", type=float, multiple=True,
               help="Instead: accuracy against cost on the validation images at these processing scales "
                    "(repeatable, e.g. --scales 0.75 --scales 1 --scales 1.5 --scales 2; what `run --scale` does).")
+@click.option("--by-group", "by_group", multiple=True, metavar="SOURCE",
+              help="Also the figures of each group (map or photo, the source's group_regex) of this source "
+                   "(repeatable), under \"groups\" in the JSON.")
 @quiet_opt
-def evaluate_mask(config_path: Path, model_path: Path | None, out: Path | None, scales: tuple[float, ...], quiet: bool) -> None:
+def evaluate_mask(config_path: Path, model_path: Path | None, out: Path | None, scales: tuple[float, ...],
+                  by_group: tuple[str, ...], quiet: bool) -> None:
     """Pixel (0 and 2 px) and centreline figures of a checkpoint on held-out images, at its own threshold.
 
     A mask model is scored on its per-pixel output; a patch classifier on its patch
@@ -285,7 +289,7 @@ def evaluate_mask(config_path: Path, model_path: Path | None, out: Path | None, 
         if scales:
             figures = scale_study(config, model_path, list(scales), progress=not quiet)
         else:
-            figures = evaluate_mask_checkpoint(config, model_path, progress=not quiet)
+            figures = evaluate_mask_checkpoint(config, model_path, progress=not quiet, by_group=by_group)
     except SurveyCracksError as error:
         _fail(error)
         return
@@ -428,32 +432,71 @@ def compare(old_out: Path, new_out: Path, assets_path: Path | None, rules_path: 
 @cli.command()
 @click.argument("surveys", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
 @click.option("--out", "-o", required=True, type=click.Path(dir_okay=False, path_type=Path),
-              help="Fine-tuned checkpoint to write (.safetensors); its run folder sits beside it.")
+              help="Fine-tuned checkpoint to write (.safetensors); its run folder sits beside it, and a mask "
+                   "fine-tune's before/after table as OUT_STEM.before_after.{json,md}.")
 @model_opt
+@click.option("--adapt", type=click.Choice(["auto", "mask", "head"]), default="auto", show_default=True,
+              help="mask: the decoder, the trunk (at a low rate) and the patch head learn from the annotated pixels; "
+                   "head: the patch classifier only (patch labels), the only choice for a model without a decoder. "
+                   "auto: mask when the model has a decoder.")
 @click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
-              help="YAML of train-config keys (schedule, labels, augment, ...) that replace the built-in "
-                   "fine-tuning settings.  [default: built in: 6 epochs, the first head-only, lr 0.001, backbone at 0.1x]")
-@click.option("--epochs", type=click.IntRange(1), default=None, help="Override schedule.epochs.  [default: 6]")
+              help="YAML of config keys that replace the built-in fine-tuning settings (mask: mask-training keys, "
+                   "e.g. schedule.joint_steps; head: train-config keys, e.g. schedule.epochs).  "
+                   "[default: built in; see docs/guide/training.md]")
+@click.option("--steps", type=click.IntRange(10), default=None,
+              help="Mask adaptation: training steps, the first fifth decoder-only.  [default: 200, early stopping on]")
+@click.option("--epochs", type=click.IntRange(1), default=None, help="Head adaptation: override schedule.epochs.  [default: 6]")
 @click.option("--val-fraction", type=click.FloatRange(0, 0.9), default=0.2, show_default=True,
-              help="Share of each survey's rasters held out to pick the epoch and threshold.")
+              help="Share of each survey's rasters held out to pick the checkpoint and the threshold.")
+@resume_opt("checkpoint (mask adaptation; same weights as an uninterrupted run)")
 @quiet_opt
-def finetune(surveys: tuple[Path, ...], out: Path, model_path: Path | None, config_path: Path | None,
-             epochs: int | None, val_fraction: float, quiet: bool) -> None:
-    """Adapt the shipped model (or --model) to annotated SURVEYS of your own domain.
+def finetune(surveys: tuple[Path, ...], out: Path, model_path: Path | None, adapt: str, config_path: Path | None,
+             steps: int | None, epochs: int | None, val_fraction: float, resume: bool, quiet: bool) -> None:
+    """Adapt the shipped model (or --model) to annotated SURVEYS of your own structure.
 
-    Each survey folder holds rasters with annotations beside them (X.cracks.geojson|gpkg or X.mask.png|tif).
-    Rasters are split into train/validation by file, never by patch; a survey with a single annotated
-    raster holds out the end strip of it instead (no patch crosses the cut).
+    Each survey folder holds rasters with annotations beside them (X.cracks.geojson|gpkg or X.mask.png|tif);
+    a vector annotation's optional `label` column marks features crack (default), not_crack (joints, seams:
+    hard negatives) or ignore (left out of training and metrics). Rasters are split into train/validation
+    by file; a survey with a single annotated raster holds out the end strip of it instead.
     """
-    from survey_cracks.training.finetune import finetune as finetune_model
+    from survey_cracks.training.finetune import adaptation, finetune as finetune_model
 
     try:
-        result = finetune_model(list(surveys), out, model_path=model_path, config_path=config_path, epochs=epochs,
-                                val_fraction=val_fraction, progress=not quiet, log=click.echo)
+        if adaptation(model_path, adapt) == "mask":
+            from survey_cracks.training.adapt import finetune_mask
+
+            if epochs is not None:
+                click.echo("note: --epochs applies to --adapt head; mask adaptation counts --steps", err=True)
+            checkpoint, _ = finetune_mask(list(surveys), out, model_path=model_path, config_path=config_path,
+                                          steps=steps, val_fraction=val_fraction, resume=resume, progress=not quiet,
+                                          log=click.echo)
+        else:
+            checkpoint = finetune_model(list(surveys), out, model_path=model_path, config_path=config_path,
+                                        epochs=epochs, val_fraction=val_fraction, progress=not quiet,
+                                        log=click.echo).checkpoint
     except SurveyCracksError as error:
         _fail(error)
         return
-    click.echo(f"fine-tuned model: {result.checkpoint}")
+    click.echo(f"fine-tuned model: {checkpoint}")
+
+
+@cli.command()
+@click.argument("out", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--n", "count", type=click.IntRange(1), default=20, show_default=True, help="Windows to suggest.")
+@click.option("--window", type=click.IntRange(64), default=256, show_default=True, help="Window edge, px.")
+@quiet_opt
+def suggest(out: Path, count: int, window: int, quiet: bool) -> None:
+    """Windows of a finished run (OUT) where annotating would help the model most, ranked with the reason.
+
+    Writes OUT/<survey>/<raster>/suggest.gpkg (layer `suggestions`, styled for QGIS) and OUT/suggest.html
+    with the crops. Annotate them (cracks; joints and seams as label not_crack), then `survey-cracks finetune`.
+    """
+    from survey_cracks.deliver.suggest import suggest as suggest_windows
+
+    try:
+        suggest_windows(out, count, window, progress=not quiet, log=click.echo)
+    except SurveyCracksError as error:
+        _fail(error)
 
 
 @cli.command()

@@ -3,7 +3,8 @@
 Inputs: the crack heatmap (one band, the raster's size and transform, read as crack
 probability 0..1 by `heatmap.read_probability`, NaN outside the footprint), the predicted
 crack polygons, the operating ``threshold`` and the annotation (:class:`Truth`).
-The *footprint* is the set of heatmap pixels that are not nodata; *annotated
+The *footprint* is the set of heatmap pixels that are not nodata and not in an
+area the annotation labels ``ignore`` (nobody scores those); *annotated
 crack pixels* are the annotation's crack pixels (lines buffered to their width,
 rasterized with all-touched) **inside the footprint** — annotation outside it
 cannot be detected and is not counted. A pixel is *predicted crack* when its
@@ -192,7 +193,7 @@ def evaluate_raster(
         for core in block_windows(info.width, info.height, step):
             outer = Window(core.col_off - halo, core.row_off - halo, core.width + 2 * halo, core.height + 2 * halo)
             heat = _read_padded(src, outer, info)
-            valid = np.isfinite(heat)
+            valid = np.isfinite(heat) & ~truth.ignore_mask(outer)  # `ignore` areas are scored by nobody
             core_slice = (slice(halo, halo + int(core.height)), slice(halo, halo + int(core.width)))
             if not valid[core_slice].any():
                 continue
@@ -363,7 +364,7 @@ def pixel_pr_curve(heatmap_path: Path, truth: Truth, info: RasterInfo, tolerance
         for core in block_windows(info.width, info.height, block):
             outer = Window(core.col_off - r, core.row_off - r, core.width + 2 * r, core.height + 2 * r)
             heat = _read_padded(src, outer, info)
-            valid = np.isfinite(heat) & (heat >= 0)
+            valid = np.isfinite(heat) & (heat >= 0) & ~truth.ignore_mask(outer)
             inner = (slice(r, r + int(core.height)), slice(r, r + int(core.width)))
             if not valid[inner].any():
                 continue

@@ -16,6 +16,18 @@ final suffix), found in this order:
    any non-zero value = crack. An all-zero mask is how a crack-free raster is
    annotated (an empty vector file is refused, as it is usually an export mistake).
 
+A vector file may carry a ``label`` column saying what each feature is:
+
+- ``crack`` (also when the column or the value is missing): a crack;
+- ``not_crack``: something that looks like one but is not (a formwork joint, a
+  seam, a board edge, a paint line). Fine-tuning takes these pixels as hard
+  negatives, weighted up; they are background everywhere else;
+- ``ignore``: an area nobody is sure of. It counts in neither training nor
+  evaluation (pixel, cell and centreline metrics leave its pixels out).
+
+One column in the file the user already draws in keeps the three in one layer,
+where QGIS styles them by value; a mask file carries cracks only.
+
 Files named ``*.mask.<ext>`` (or ``*.cracks.<ext>``) are annotations, never
 survey rasters (:func:`is_annotation_raster`, the rule ``discover`` applies too).
 
@@ -65,6 +77,8 @@ _GEOJSON_CRS = re.compile(rb'"crs"\s*:\s*\{\s*"type"')
 _STRIP_PIXELS = 1 << 22
 
 TruthKind = Literal["vector", "mask"]
+Label = Literal["crack", "not_crack", "ignore"]
+LABELS: tuple[Label, ...] = ("crack", "not_crack", "ignore")
 
 
 def is_annotation_raster(path: str | Source) -> bool:
@@ -107,27 +121,56 @@ class Truth:
         info: RasterInfo,
         geometries: np.ndarray | None = None,
         block: int = 1024,
+        not_crack: np.ndarray | None = None,
+        ignore: np.ndarray | None = None,
     ) -> None:
         self.path = as_source(path)
         self.kind: TruthKind = kind
         self.info = info
         self.block = block
         self.geometries = geometries if geometries is not None else np.empty(0, dtype=object)
+        # Areas labelled `not_crack` / `ignore` (vector files only), in raster coordinates.
+        self.not_crack = not_crack if not_crack is not None else np.empty(0, dtype=object)
+        self.ignore = ignore if ignore is not None else np.empty(0, dtype=object)
         self._objects: gpd.GeoDataFrame | None = None
 
     def __repr__(self) -> str:
         extra = f", {len(self.geometries)} features" if self.kind == "vector" else ""
+        extra += f", {len(self.not_crack)} not_crack" if len(self.not_crack) else ""
+        extra += f", {len(self.ignore)} ignore" if len(self.ignore) else ""
         return f"Truth({str(self.path)!r}, kind={self.kind!r}{extra})"
 
     # Workers of a Dask cluster get the geometries and rebuild the index themselves.
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
-        state.pop("_tree", None)
+        for name in ("_tree", "_not_crack_tree", "_ignore_tree"):
+            state.pop(name, None)
         return state
 
     @cached_property
     def _tree(self) -> shapely.STRtree:
         return shapely.STRtree(self.geometries)
+
+    @cached_property
+    def _not_crack_tree(self) -> shapely.STRtree:
+        return shapely.STRtree(self.not_crack)
+
+    @cached_property
+    def _ignore_tree(self) -> shapely.STRtree:
+        return shapely.STRtree(self.ignore)
+
+    def ignore_mask(self, window: Window) -> np.ndarray:
+        """Pixels of ``window`` labelled ``ignore`` (bool, full resolution): left out of training and metrics."""
+        return self._burn(_int_window(window), self.ignore, self._ignore_tree if len(self.ignore) else None)
+
+    def not_crack_mask(self, window: Window) -> np.ndarray:
+        """Pixels of ``window`` labelled ``not_crack`` (bool, full resolution): hard negatives when fine-tuning.
+
+        A crack drawn across a joint stays a crack: crack pixels are removed from this mask.
+        """
+        window = _int_window(window)
+        hard = self._burn(window, self.not_crack, self._not_crack_tree if len(self.not_crack) else None)
+        return hard & ~self._full_res(window) if hard.any() else hard
 
     def mask(self, window: Window, out_shape: tuple[int, int] | None = None) -> np.ndarray:
         """Crack pixels of ``window`` (bool); outside the raster is False.
@@ -154,13 +197,22 @@ class Truth:
                 data = src.read(_data_bands(src), window=inner)
             out[r0 : r0 + h, c0 : c0 + w] = _crack_pixels(data)
             return out
-        if len(self.geometries) == 0:
+        return self._burn(window, self.geometries, self._tree if len(self.geometries) else None)
+
+    def _burn(self, window: Window, geometries: np.ndarray, tree: shapely.STRtree | None) -> np.ndarray:
+        """``geometries`` rasterized onto ``window`` (all touched pixels); outside the raster is False."""
+        out = np.zeros((int(window.height), int(window.width)), dtype=bool)
+        inner = _clip_to_raster(window, self.info)
+        if inner is None or tree is None:
             return out
-        hits = self._tree.query(shapely.box(*rasterio.windows.bounds(inner, self.info.transform)))
+        r0 = int(inner.row_off - window.row_off)
+        c0 = int(inner.col_off - window.col_off)
+        h, w = int(inner.height), int(inner.width)
+        hits = tree.query(shapely.box(*rasterio.windows.bounds(inner, self.info.transform)))
         if hits.size == 0:
             return out
         burned = rasterio.features.rasterize(
-            ((geom, 1) for geom in self.geometries[np.sort(hits)]),
+            ((geom, 1) for geom in geometries[np.sort(hits)]),
             out_shape=(h, w),
             transform=rasterio.windows.transform(inner, self.info.transform),
             all_touched=True,
@@ -283,12 +335,14 @@ def _load_vector(path: Path, info: RasterInfo, config: EvaluateConfig) -> Truth:
         raise AnnotationError(path, "annotation has no geometries (all features are empty)", "draw the cracks")
     frame = frame[present]
     _check_types(path, frame)
+    labels = _labels(path, frame)
     frame = _to_raster_crs(path, frame, info)
     widths = _line_widths(path, frame, info, config)
-    shapes = np.asarray(
+    all_shapes = np.asarray(
         [_crack_shape(path, i, g, w) for i, g, w in zip(frame.index, frame.geometry.values, widths)], dtype=object
     )
-    shapes = shapes[~shapely.is_empty(shapes)]
+    drawn = ~shapely.is_empty(all_shapes)
+    shapes, labels = all_shapes[drawn], labels[drawn]
     footprint = _raster_footprint(info)
     tree = shapely.STRtree(shapes)
     if tree.query(footprint, predicate="intersects").size == 0:
@@ -301,7 +355,28 @@ def _load_vector(path: Path, info: RasterInfo, config: EvaluateConfig) -> Truth:
             f"raster spans x {rxmin:.6g}..{rxmax:.6g}, y {rymin:.6g}..{rymax:.6g})",
             "is it for another raster/CRS? check the file name and the CRS the file declares",
         )
-    return Truth(path, "vector", info, geometries=shapes)
+    return Truth(path, "vector", info, geometries=shapes[labels == "crack"],
+                 not_crack=shapes[labels == "not_crack"], ignore=shapes[labels == "ignore"])
+
+
+def _labels(path: Path, frame: gpd.GeoDataFrame) -> np.ndarray:
+    """Each feature's label from the optional ``label`` column (see the module docstring); missing = crack."""
+    column = next((c for c in frame.columns if c.lower() == "label" and c != frame.geometry.name), None)
+    if column is None:
+        return np.full(len(frame), "crack", dtype=object)
+    raw = frame[column]
+    text = raw.where(raw.notna(), "crack").astype(str).str.strip().str.lower()
+    text = text.where(text != "", "crack")
+    bad = ~text.isin(LABELS)
+    if bad.any():
+        values = ", ".join(repr(v) for v in sorted(set(raw[bad.to_numpy()].astype(str))))
+        first = frame.index[bad.to_numpy()][0]
+        raise AnnotationError(
+            path,
+            f"{int(bad.sum())} feature(s) have an unknown '{column}' {values} (first: feature {first})",
+            f"use one of {', '.join(LABELS)} (empty = crack)",
+        )
+    return text.to_numpy(dtype=object)
 
 
 def _check_types(path: Path, frame: gpd.GeoDataFrame) -> None:

@@ -104,11 +104,38 @@ def strip_parts(val_fraction: float) -> dict[str, tuple[float, float]]:
 
 
 def group_of(stem: str, source: DataSource) -> str:
+    """The photo or map an image was cut from: the first group of ``group_regex`` that matched.
+
+    "First that matched" lets one regex hold alternatives for differently named tiles
+    (uavcrack_bridges: ``ck…`` map tiles and dated photo crops).
+    """
     if source.group_regex:
         match = re.match(source.group_regex, stem)
         if match:
-            return match.group(1)
+            return next((g for g in match.groups() if g is not None), stem)
     return stem
+
+
+def drop_duplicates(items: list[ImageItem]) -> list[ImageItem]:
+    """Held-out items byte-identical to a training item or to an earlier held-out one, left out.
+
+    A source that copied one tile into several splits (uavcrack_bridges: 130 of 2,500
+    files) would otherwise score the model on images it trained on, or count one tile twice.
+    Training items are all kept.
+    """
+    def digest(item: ImageItem) -> str:
+        return hashlib.sha256(item.path.read_bytes()).hexdigest()
+
+    seen = {digest(item) for item in items if item.split == "train"}
+    kept: list[ImageItem] = []
+    for item in items:
+        if item.split != "train":
+            key = digest(item)
+            if key in seen:
+                continue
+            seen.add(key)
+        kept.append(item)
+    return kept
 
 
 def _images_in(folder: Path, source: DataSource) -> list[Path]:
@@ -187,4 +214,4 @@ def list_items(source: DataSource, seed: int) -> list[ImageItem]:
         else:
             for raster, split in zip(rasters, survey_splits(rasters, source, seed)):
                 items.append(ImageItem(source.name, raster, split, survey=True))
-    return items
+    return drop_duplicates(items) if source.drop_duplicates else items

@@ -64,6 +64,7 @@ def write_orthomosaic(
     surface: Surface = "concrete",
     annotation_geometry: Literal["lines", "polygons"] = "lines",
     later: LaterDate | None = None,
+    label_joints: bool = False,
 ) -> None:
     """Write a georeferenced, tiled RGB GeoTIFF survey with an irregular footprint.
 
@@ -79,6 +80,9 @@ def write_orthomosaic(
     ``block``: texture and vectors depend on global pixel coordinates only.
     ``later`` draws the same site at a later date (LaterDate: grown and new cracks, a
     shifted grid); the annotation then holds the later date's cracks.
+    ``label_joints`` adds the joints and formwork lines to the annotation as polygons
+    labelled ``not_crack`` (the cracks then carry ``label`` = crack), as a user marks
+    the straight look-alikes a model takes for cracks.
     """
     if block % 16 or block <= 0:
         raise ValueError(f"block must be a positive multiple of 16, not {block}")
@@ -136,14 +140,15 @@ def write_orthomosaic(
                 dst.write_mask(valid, window=win)
 
     if annotation_path is not None:
-        _write_annotations(scene, Path(annotation_path), crs, annotation_crs, annotation_geometry)
+        _write_annotations(scene, Path(annotation_path), crs, annotation_crs, annotation_geometry, label_joints)
 
 _ANNOTATION_DRIVERS = {".geojson": "GeoJSON", ".json": "GeoJSON", ".gpkg": "GPKG"}
 
 def _write_annotations(
-    scene: _Scene, path: Path, crs: str, annotation_crs: str | None, geometry: Literal["lines", "polygons"]
+    scene: _Scene, path: Path, crs: str, annotation_crs: str | None, geometry: Literal["lines", "polygons"],
+    label_joints: bool = False,
 ) -> None:
-    """Crack vectors clipped to the footprint, ``width`` in raster-CRS units."""
+    """Crack vectors clipped to the footprint, ``width`` in raster-CRS units (and the joints, labelled)."""
     import geopandas as gpd
 
     driver = _ANNOTATION_DRIVERS[path.suffix.lower()]
@@ -157,7 +162,21 @@ def _write_annotations(
             if not part.is_empty and part.geom_type in ("LineString", "Polygon"):
                 geoms.append(part)
                 widths.append(w)
-    gdf = gpd.GeoDataFrame({"width": np.asarray(widths, float)}, geometry=geoms, crs=crs)
+    labels = ["crack"] * len(geoms)
+    if label_joints:
+        joints = [g for kind in ("joint_fill", "joint_dark", "joint_light") for g in scene.layers[kind].geoms]
+        if joints:
+            merged = shapely.union_all(joints)
+            if scene.footprint is not None:
+                merged = merged.intersection(scene.footprint)
+            parts = [p for p in getattr(merged, "geoms", [merged]) if p.geom_type == "Polygon" and not p.is_empty]
+            geoms += parts
+            widths += [float("nan")] * len(parts)
+            labels += ["not_crack"] * len(parts)
+    columns: dict[str, object] = {"width": np.asarray(widths, float)}
+    if label_joints:
+        columns["label"] = labels
+    gdf = gpd.GeoDataFrame(columns, geometry=geoms, crs=crs)
     if annotation_crs is not None:
         gdf = gdf.to_crs(annotation_crs)
     path.parent.mkdir(parents=True, exist_ok=True)

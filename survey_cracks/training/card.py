@@ -287,6 +287,54 @@ def _mask_card(run_dir: Path, metrics: dict[str, Any], checkpoint: Path, meta: A
     return "\n".join(lines) + "\n"
 
 
+def adapted_mask_card(metrics: dict[str, Any], checkpoint: Path, base: Path, command: str, comparison: Any,
+                      surveys: Sequence[Path], trained_on: Sequence[str]) -> str:
+    """Card of a mask model fine-tuned on a user's surveys (``training.adapt``): from what, on what, before/after."""
+    meta = read_meta(checkpoint)
+    schedule = meta.provenance.get("schedule", {})
+    base_sha = file_sha256(base)
+    shipped = SHIPPED_MODEL.is_file() and base_sha == file_sha256(SHIPPED_MODEL)
+    names = ", ".join(f"`{Path(s).name}`" for s in surveys)
+    lines = [
+        f"# Model card: {checkpoint.name}, adapted from {base.name} on {names}",
+        "",
+        f"A mask-level fine-tune (decoder, trunk and patch head) of `{base.name}` (sha256 {base_sha[:12]}"
+        f"{', the shipped crack model' if shipped else ''}) on the annotated surveys {names}. It is not the shipped",
+        "model: what the base model was trained on, and under which terms, is in the base model's own card.",
+        "",
+        f"- **File**: `{checkpoint.name}` ({checkpoint.stat().st_size / 2**20:.1f} MiB, safetensors with metadata)",
+        f"- **sha256**: `{file_sha256(checkpoint)}`",
+        f"- **Adapted from**: `{base}` (sha256 `{base_sha}`)",
+        f"- **Adapted on**: {', '.join(f'`{Path(s).resolve()}`' for s in surveys)}; training rasters: "
+        f"{', '.join(trained_on)}",
+        f"- **Held out** (validation: threshold, kept step, and the table below): {', '.join(comparison.rasters)}",
+        f"- **Thresholds**: mask {meta.mask_threshold} (best pixel F1 at 2 px on the held-out rasters), patch "
+        f"{meta.threshold} (the patch head's, set again on them)",
+        f"- **Training**: {schedule.get('decoder_steps')} decoder-only steps then {schedule.get('joint_steps')} steps of "
+        f"everything (trunk and head at x{schedule.get('trunk_lr_factor')}, BatchNorm statistics frozen), batches of "
+        f"{schedule.get('batch_size')} crops of {schedule.get('crop_size')} px, `not_crack` pixels x"
+        f"{schedule.get('negative_weight')} in the loss, `ignore` pixels nowhere; early stop after "
+        f"{schedule.get('patience')} checkpoints without a better validation pixel F1, kept the best "
+        f"({metrics.get('train_seconds', 0) / 60:.1f} min)",
+        f"- **Reproduce**: `{command}`",
+        "",
+        "## Before / after on the held-out rasters",
+        "",
+        "Each model at its own mask threshold; pixel figures at 2 and 5 px tolerance, centrelines at "
+        "5 px, cell AP over 64 px cells. The held-out rasters also chose the threshold and the kept step, so the "
+        "'after' row is optimistic: score a raster neither saw for an unbiased figure.",
+        "",
+        comparison.markdown().rstrip("\n"),
+        "",
+        "## Training history",
+        "",
+    ]
+    lines += _table(["step", "phase", "loss", "val pixel F1@2", "val threshold", "minutes"],
+                    [(h["step"], h["phase"], h["loss"], h.get("val", {}).get("f1"), h.get("val", {}).get("threshold"),
+                      f"{h['seconds'] / 60:.1f}") for h in metrics["history"]])
+    return "\n".join(lines) + "\n"
+
+
 def _table(headers: list[str], rows: Iterable[Sequence[object]]) -> list[str]:
     """A Markdown table as lines: the header, its rule, and one line per row (each cell as ``str`` shows it).
 

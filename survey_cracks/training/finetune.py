@@ -34,6 +34,20 @@ FINETUNE_DEFAULTS: dict[str, Any] = {
 }
 
 
+def adaptation(model_path: Path | None, adapt: str) -> str:
+    """What ``--adapt`` means for this model: ``mask`` (decoder and trunk, `training.adapt`) or ``head``.
+
+    ``auto`` is mask when the model has a decoder; asking a patch classifier for mask is an error.
+    """
+    has_mask = read_meta(model_path or SHIPPED_MODEL).has_mask
+    if adapt == "mask" and not has_mask:
+        raise ConfigError(model_path or SHIPPED_MODEL, "--adapt mask needs a model with a crack-mask decoder",
+                          "use --adapt head, or a model made by survey-cracks train-mask")
+    if adapt == "auto":
+        return "mask" if has_mask else "head"
+    return adapt
+
+
 def finetune(
     surveys: list[Path],
     out: Path,

@@ -38,10 +38,10 @@ from torch.nn import functional as F
 from tqdm import tqdm
 
 from survey_cracks.config import MaskTrainConfig
-from survey_cracks.evaluation.metrics import choose_threshold
+from survey_cracks.evaluation.metrics import average_precision, choose_threshold
 from survey_cracks.evaluation.pixel_metrics import centreline_counts, centreline_scores, pixel_scores, tolerant_counts
-from survey_cracks.io.raster import inspect_raster, open_raster, read_window
-from survey_cracks.io.sources import list_items
+from survey_cracks.io.raster import RasterInfo, inspect_raster, open_raster, read_window
+from survey_cracks.io.sources import ImageItem, group_of, list_items
 from survey_cracks.models.checkpoint import SHIPPED_MODEL, ModelMeta, file_sha256
 from survey_cracks.models.labels import IGNORE, dense_patch_labels
 from survey_cracks.models.network import (
@@ -72,6 +72,8 @@ class MaskImage:
     target: np.ndarray  # (H, W) uint8, 1 = crack
     ignore: np.ndarray  # (H, W) bool, True = no supervision
     pixel_truth: bool  # a full crack mask (counts in pixel metrics)
+    negative: np.ndarray | None = None  # (H, W) bool, True = annotated `not_crack` (a hard negative)
+    group: str = ""  # the photo or map it was cut from (`io.sources.group_of`): figures by group
 
 
 def load_images(config: MaskTrainConfig, progress: bool = True, splits: tuple[str, ...] | None = None) -> list[MaskImage]:
@@ -80,9 +82,9 @@ def load_images(config: MaskTrainConfig, progress: bool = True, splits: tuple[st
     Evaluation asks for its splits only: reading the training images too cost minutes and GBs.
     """
     out: list[MaskImage] = []
-    items = [item for source in config.sources for item in list_items(source, config.seed)
+    items = [(source, item) for source in config.sources for item in list_items(source, config.seed)
              if splits is None or item.split in splits]
-    for item in tqdm(items, desc="reading images", unit="img", disable=not progress, leave=False):
+    for source, item in tqdm(items, desc="reading images", unit="img", disable=not progress, leave=False):
         if item.whole_label == 1:
             continue  # crack / no-crack only: nothing to say per pixel
         info = inspect_raster(item.path)
@@ -90,7 +92,10 @@ def load_images(config: MaskTrainConfig, progress: bool = True, splits: tuple[st
             rgb, _ = read_window(src, info, Window(0, 0, info.width, info.height))
         target = np.zeros((info.height, info.width), np.uint8)
         ignore = np.zeros((info.height, info.width), bool)
-        if item.mask is not None:
+        negative = None
+        if item.survey:
+            rgb, target, ignore, negative = _survey_targets(item, info, rgb)
+        elif item.mask is not None:
             mask = cv2.imread(str(item.mask), cv2.IMREAD_GRAYSCALE)
             if mask is None or mask.shape != target.shape:
                 from survey_cracks.errors import DataSourceError
@@ -99,17 +104,41 @@ def load_images(config: MaskTrainConfig, progress: bool = True, splits: tuple[st
             target = (mask > 127).astype(np.uint8)
         for x0, y0, x1, y1 in item.boxes or ():
             ignore[max(0, int(math.floor(y0))) : int(math.ceil(y1)), max(0, int(math.floor(x0))) : int(math.ceil(x1))] = True
-        out.append(MaskImage(item.source, item.path.name, item.split, rgb, target, ignore, item.mask is not None))
+        out.append(MaskImage(item.source, item.name if item.part else item.path.name, item.split, rgb, target, ignore,
+                             item.mask is not None or item.survey, negative, group_of(item.path.stem, source)))
     return out
+
+
+def _survey_targets(item: ImageItem, info: RasterInfo, rgb: np.ndarray
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """A user's annotated raster (or its part, `io.sources.strip_parts`): image, crack, ignore and not_crack pixels.
+
+    Nodata pixels are unsupervised; the part's pixels only, so no training crop can
+    reach into the held-out strip.
+    """
+    from survey_cracks.io.annotations import load_truth
+
+    whole = Window(0, 0, info.width, info.height)
+    truth = load_truth(item.path, info)
+    target = truth.mask(whole).astype(np.uint8)
+    ignore = truth.ignore_mask(whole)
+    negative = truth.not_crack_mask(whole)
+    if item.part is not None:
+        length = max(info.width, info.height)
+        start, end = (int(round(f * length)) for f in item.part)
+        cut = (slice(None), slice(start, end)) if info.width >= info.height else (slice(start, end), slice(None))
+        rgb, target, ignore, negative = (np.ascontiguousarray(a[cut]) for a in (rgb, target, ignore, negative))
+    return rgb, target, ignore, negative
 
 
 # --- augmentation -------------------------------------------------------------------------
 
 
-def _rescale(image: MaskImage, scale: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Image, target and ignore at another ground sampling distance; thin cracks stay visible."""
+def _rescale(image: MaskImage, scale: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Image, target, ignore and hard negatives at another ground sampling distance; thin cracks stay visible."""
+    negative = image.negative if image.negative is not None else np.zeros(image.target.shape, bool)
     if abs(scale - 1.0) < 1e-3:
-        return image.image, image.target, image.ignore
+        return image.image, image.target, image.ignore, negative
     h, w = image.target.shape
     size = (max(8, int(round(w * scale))), max(8, int(round(h * scale))))
     interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
@@ -117,21 +146,23 @@ def _rescale(image: MaskImage, scale: float) -> tuple[np.ndarray, np.ndarray, np
     # A 1 px crack shrunk by area covers ~scale of a pixel: keep pixels a crack crosses substantially.
     target = cv2.resize(image.target.astype(np.float32), size, interpolation=interp) >= (0.3 if scale < 1 else 0.5)
     ignore = cv2.resize(image.ignore.astype(np.float32), size, interpolation=interp) > 0
-    return rgb, target.astype(np.uint8), ignore
+    negative = cv2.resize(negative.astype(np.float32), size, interpolation=interp) >= 0.5
+    return rgb, target.astype(np.uint8), ignore, negative
 
 
 def sample_crop(image: MaskImage, crop: int, rng: np.random.Generator, schedule_scale: tuple[float, float],
-                augment: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """A (crop x crop) training sample: rgb uint8, target uint8, ignore bool."""
+                augment: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """A (crop x crop) training sample: rgb uint8, target uint8, ignore bool, hard negative bool."""
     lo, hi = schedule_scale
     scale = float(np.exp(rng.uniform(np.log(lo), np.log(hi)))) if augment else 1.0
-    rgb, target, ignore = _rescale(image, scale)
+    rgb, target, ignore, negative = _rescale(image, scale)
     h, w = target.shape
     if h < crop or w < crop:  # small images: reflect the pixels, supervise none of the padding
         ph, pw = max(0, crop - h), max(0, crop - w)
         rgb = cv2.copyMakeBorder(rgb, 0, ph, 0, pw, cv2.BORDER_REFLECT_101)
         target = np.pad(target, ((0, ph), (0, pw)))
         ignore = np.pad(ignore, ((0, ph), (0, pw)), constant_values=True)
+        negative = np.pad(negative, ((0, ph), (0, pw)))
         h, w = target.shape
     cracks = np.flatnonzero(target.ravel())
     if cracks.size and rng.random() < 0.6:  # most crops hold a crack: cracks are a few % of the pixels
@@ -141,15 +172,16 @@ def sample_crop(image: MaskImage, crop: int, rng: np.random.Generator, schedule_
     else:
         top, left = int(rng.integers(0, h - crop + 1)), int(rng.integers(0, w - crop + 1))
     box = (slice(top, top + crop), slice(left, left + crop))
-    rgb, target, ignore = rgb[box], target[box], ignore[box]
+    arrays = [a[box] for a in (rgb, target, ignore, negative)]
     if augment:
         k = int(rng.integers(4))
         flip = bool(rng.integers(2))
-        rgb, target, ignore = (np.rot90(a, k) for a in (rgb, target, ignore))
+        arrays = [np.rot90(a, k) for a in arrays]
         if flip:
-            rgb, target, ignore = rgb[:, ::-1], target[:, ::-1], ignore[:, ::-1]
-        rgb = photometric(np.ascontiguousarray(rgb), rng)
-    return np.ascontiguousarray(rgb), np.ascontiguousarray(target), np.ascontiguousarray(ignore)
+            arrays = [a[:, ::-1] for a in arrays]
+        arrays[0] = photometric(np.ascontiguousarray(arrays[0]), rng)
+    rgb, target, ignore, negative = (np.ascontiguousarray(a) for a in arrays)
+    return rgb, target, ignore, negative
 
 
 def photometric(rgb: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -186,29 +218,36 @@ class StepSampler:
         shares = np.array([weight.get(s, 1.0) for s in self.sources], dtype=np.float64)
         self.shares = shares / shares.sum()
 
-    def batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Images (B, 3, H, W) uint8; target, ignore and hard-negative maps (B, 1, H, W) float."""
         schedule = self.config.schedule
         rng = np.random.default_rng([self.config.seed, step])
-        rgbs, targets, ignores = [], [], []
+        crops = []
         for _ in range(schedule.batch_size):
             source = self.sources[int(rng.choice(len(self.sources), p=self.shares))]
             members = self.by_source[source]
             image = members[int(rng.integers(len(members)))]
-            rgb, target, ignore = sample_crop(image, schedule.crop_size, rng, schedule.scale_jitter, self.config.augment)
-            rgbs.append(rgb)
-            targets.append(target)
-            ignores.append(ignore)
+            crops.append(sample_crop(image, schedule.crop_size, rng, schedule.scale_jitter, self.config.augment))
+        rgbs, targets, ignores, negatives = zip(*crops)
         images = torch.from_numpy(np.stack(rgbs)).permute(0, 3, 1, 2)
-        return images, torch.from_numpy(np.stack(targets))[:, None].float(), torch.from_numpy(np.stack(ignores))[:, None].float()
+        target, ignore, negative = (torch.from_numpy(np.stack(a))[:, None].float() for a in (targets, ignores, negatives))
+        return images, target, ignore, negative
 
 
 # --- losses ---------------------------------------------------------------------------------
 
 
-def mask_loss(logits: torch.Tensor, target: torch.Tensor, ignore: torch.Tensor, dice_weight: float) -> torch.Tensor:
-    """Pixel BCE + soft Dice over the supervised pixels: Dice keeps thin, rare cracks from drowning in background."""
+def mask_loss(logits: torch.Tensor, target: torch.Tensor, ignore: torch.Tensor, dice_weight: float,
+              negative: torch.Tensor | None = None, negative_weight: float = 1.0) -> torch.Tensor:
+    """Pixel BCE + soft Dice over the supervised pixels: Dice keeps thin, rare cracks from drowning in background.
+
+    ``negative`` marks hard negatives (annotated `not_crack`: joints, seams): background
+    whose BCE counts ``negative_weight`` times, as a joint is a few hundred pixels among
+    a crop's tens of thousands of easy ones. Ignored pixels count in neither term.
+    """
     weight = 1.0 - ignore
-    bce = (F.binary_cross_entropy_with_logits(logits, target, reduction="none") * weight).sum() / weight.sum().clamp(min=1)
+    bce_weight = weight if negative is None else weight * (1.0 + (negative_weight - 1.0) * negative * (1.0 - target))
+    bce = (F.binary_cross_entropy_with_logits(logits, target, reduction="none") * bce_weight).sum() / bce_weight.sum().clamp(min=1)
     prob = torch.sigmoid(logits) * weight
     dice = 1.0 - (2.0 * (prob * target).sum() + 1.0) / (prob.sum() + (target * weight).sum() + 1.0)
     return bce + dice_weight * dice
@@ -238,14 +277,20 @@ def probability_map(model: CrackNet, meta: ModelMeta, rgb: np.ndarray) -> np.nda
 THRESHOLDS = np.round(np.arange(0.05, 0.96, 0.05), 2)
 
 
+def scored_truth(image: MaskImage) -> tuple[np.ndarray, np.ndarray]:
+    """Crack pixels and the pixels metrics count: unsupervised (`ignore`) ones are neither predicted nor annotated."""
+    scored = ~image.ignore
+    return image.target.astype(bool) & scored, scored
+
+
 def calibrate(model: CrackNet, meta: ModelMeta, images: list[MaskImage], tolerance: int) -> tuple[float, dict[str, Any]]:
     """The mask threshold with the best pixel F1 at ``tolerance`` px; ties go to the one nearest 0.5."""
     counts = np.zeros((len(THRESHOLDS), 4), np.int64)
     for image in images:
         prob = probability_map(model, meta, image.image)
-        truth = image.target.astype(bool)
+        truth, scored = scored_truth(image)
         for i, t in enumerate(THRESHOLDS):
-            counts[i] += tolerant_counts(prob >= t, truth, tolerance)
+            counts[i] += tolerant_counts((prob >= t) & scored, truth, tolerance)
     f1 = np.array([pixel_scores(c)["f1"] or 0.0 for c in counts])
     best = np.flatnonzero(f1 == f1.max())
     choice = int(best[np.argmin(np.abs(THRESHOLDS[best] - 0.5))])
@@ -264,22 +309,69 @@ def scaled_probability_map(model: CrackNet, meta: ModelMeta, rgb: np.ndarray, sc
 
 def mask_metrics(
     model: CrackNet, meta: ModelMeta, images: list[MaskImage], threshold: float, tolerances: tuple[int, ...] = (0, 2),
-    centreline_tolerance: int = 2, scale: float = 1.0,
+    centreline_tolerance: int = 2, scale: float = 1.0, cell: int | None = None, min_cell_crack_px: int = 8,
 ) -> dict[str, Any]:
-    """Pixel P/R/F1 at each tolerance and centreline completeness / correctness / quality over ``images``."""
-    pixel = {t: np.zeros(4, np.int64) for t in tolerances}
-    line = np.zeros(4, np.int64)
-    for image in images:
-        predicted = scaled_probability_map(model, meta, image.image, scale) >= threshold
-        truth = image.target.astype(bool)
-        for t in tolerances:
-            pixel[t] += tolerant_counts(predicted, truth, t)
-        line += centreline_counts(predicted, truth, centreline_tolerance)
-    out: dict[str, Any] = {"images": len(images)}
+    """Pixel P/R/F1 at each tolerance and centreline completeness / correctness / quality over ``images``.
+
+    With ``cell``: also the average precision of ``cell`` px cells (score: the highest
+    probability in the cell; a crack cell holds ``min_cell_crack_px`` annotated pixels),
+    which needs no threshold, so models calibrated differently compare fairly.
+    """
+    counts = [image_counts(model, meta, image, threshold, tolerances, centreline_tolerance, scale, cell, min_cell_crack_px)
+              for image in images]
+    return summarise(counts, tolerances, centreline_tolerance, cell)
+
+
+@dataclass
+class ImageCounts:
+    """One image's contribution to `mask_metrics`: counts add up, so any set of images is scored from them."""
+
+    pixel: dict[int, np.ndarray]
+    line: np.ndarray
+    cell_score: np.ndarray | None = None
+    cell_label: np.ndarray | None = None
+
+
+def image_counts(
+    model: CrackNet, meta: ModelMeta, image: MaskImage, threshold: float, tolerances: tuple[int, ...] = (0, 2),
+    centreline_tolerance: int = 2, scale: float = 1.0, cell: int | None = None, min_cell_crack_px: int = 8,
+) -> ImageCounts:
+    """The network runs once per image; figures per source and per group are then sums (`summarise`)."""
+    truth, scored = scored_truth(image)
+    prob = scaled_probability_map(model, meta, image.image, scale)
+    predicted = (prob >= threshold) & scored
+    counts = ImageCounts({t: tolerant_counts(predicted, truth, t) for t in tolerances},
+                         centreline_counts(predicted, truth, centreline_tolerance))
+    if cell:
+        counts.cell_score, counts.cell_label = _cells(np.where(scored, prob, -1.0), truth, cell, min_cell_crack_px)
+    return counts
+
+
+def summarise(counts: list[ImageCounts], tolerances: tuple[int, ...] = (0, 2), centreline_tolerance: int = 2,
+              cell: int | None = None) -> dict[str, Any]:
+    """`mask_metrics`' figures over the images whose counts are given."""
+    out: dict[str, Any] = {"images": len(counts)}
     for t in tolerances:
-        out[f"pixel@{t}px"] = pixel_scores(pixel[t])
-    out[f"centreline@{centreline_tolerance}px"] = centreline_scores(line)
+        out[f"pixel@{t}px"] = pixel_scores(sum((c.pixel[t] for c in counts), np.zeros(4, np.int64)))
+    out[f"centreline@{centreline_tolerance}px"] = centreline_scores(sum((c.line for c in counts), np.zeros(4, np.int64)))
+    if cell:
+        ap = average_precision(np.concatenate([c.cell_score for c in counts]),
+                               np.concatenate([c.cell_label for c in counts])) if counts else None
+        out[f"cell_ap@{cell}px"] = None if ap is None else round(ap, 4)
     return out
+
+
+def _cells(prob: np.ndarray, truth: np.ndarray, cell: int, min_crack_px: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per ``cell`` px cell with a scored pixel: its highest probability and whether it is a crack cell."""
+    h, w = truth.shape
+    ph, pw = (-h) % cell, (-w) % cell
+    prob = np.pad(prob, ((0, ph), (0, pw)), constant_values=-1.0)
+    truth = np.pad(truth, ((0, ph), (0, pw)))
+    shape = (prob.shape[0] // cell, cell, prob.shape[1] // cell, cell)
+    best = prob.reshape(shape).max(axis=(1, 3)).ravel()
+    cracks = truth.reshape(shape).sum(axis=(1, 3)).ravel()
+    keep = best >= 0
+    return best[keep], (cracks[keep] >= min_crack_px).astype(np.int8)
 
 
 @torch.inference_mode()
@@ -349,6 +441,21 @@ def lr_at(step: int, total: int, warmup: int = 50) -> float:
     return 0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total - warmup))))
 
 
+def early_stop_state(history: list[dict[str, Any]]) -> tuple[int, int]:
+    """(step of the best validation pixel F1, checkpoints since it) from the logged records.
+
+    Derived from the history alone, so a resumed run stops exactly where an uninterrupted one would.
+    """
+    best_step, best_f1, stale = 0, -1.0, 0
+    for record in history:
+        f1 = (record.get("val") or {}).get("f1") or 0.0
+        if f1 > best_f1:
+            best_step, best_f1, stale = int(record["step"]), f1, 0
+        else:
+            stale += 1
+    return best_step, stale
+
+
 @dataclass
 class MaskFitResult:
     checkpoint: Path
@@ -361,6 +468,10 @@ def initial_network(config: MaskTrainConfig, log: Log) -> tuple[CrackNet, ModelM
     if config.init in ("shipped",):
         source = Path(config.init_path) if config.init_path else SHIPPED_MODEL
         trained, meta = load_checkpoint(source)
+        if config.keep_decoder and meta.has_mask:
+            # Fine-tuning a mask model: everything it learned is the starting point, its thresholds too.
+            log(f"initialisation: all of {source.name} (sha256 {file_sha256(source)[:12]}), decoder included")
+            return trained, meta, f"{source.name} (sha256 {file_sha256(source)[:12]}), decoder included"
         net = build_model(len(meta.classes), config.decoder_channels, meta.patch_size)
         trunk_state = {k: v for k, v in trained.state_dict().items() if not k.startswith(("fpn.", "mask_head."))}
         net.load_state_dict(trunk_state, strict=False)
@@ -421,6 +532,15 @@ def fit_mask(config: MaskTrainConfig, resume: bool = False, progress: bool = Tru
         start, spent, history = int(state["step"]), float(state["seconds"]), json.loads(state["history"])
         init_detail = state.get("init_detail", init_detail)  # what the run started from, not what that path holds now
         log(f"resumed at step {start} of {total}")
+    best_path = out_dir / "best.safetensors"
+    if schedule.patience is not None and start == 0:
+        # The starting weights are a candidate too: a fine-tune that only hurts keeps them.
+        net.eval()
+        threshold, val_scores = calibrate(net, meta, val, config.tolerance_px) if val else (0.5, {})
+        meta.mask_threshold = threshold
+        history.append({"step": 0, "phase": "start", "loss": None, "val": val_scores, "seconds": 0.0})
+        save_checkpoint(best_path, net, meta)
+        log(json.dumps(history[-1]))
     started = time.time() - spent
     running = 0.0
     bar = tqdm(range(start, total), desc="mask training", unit="step", disable=not progress, initial=start, total=total)
@@ -434,7 +554,7 @@ def fit_mask(config: MaskTrainConfig, resume: bool = False, progress: bool = Tru
             p.requires_grad_(joint)
         net.train()
         _freeze_batchnorm(net)
-        images_u8, target, ignore = sampler.batch(step)
+        images_u8, target, ignore, negative = sampler.batch(step)
         batch = normalise(images_u8, meta)
         if joint:
             features = net.trunk(batch)
@@ -442,7 +562,7 @@ def fit_mask(config: MaskTrainConfig, resume: bool = False, progress: bool = Tru
             with torch.no_grad():
                 features = net.trunk(batch)
         logits = net.mask_logits(features)
-        loss = mask_loss(logits, target, ignore, schedule.dice_weight)
+        loss = mask_loss(logits, target, ignore, schedule.dice_weight, negative, schedule.negative_weight)
         if joint and schedule.patch_loss_weight > 0:
             labels = dense_patch_labels(target, ignore, meta.patch_size, config.labels.min_center_crack_px)
             if (labels != IGNORE).any():
@@ -466,7 +586,19 @@ def fit_mask(config: MaskTrainConfig, resume: bool = False, progress: bool = Tru
                 torch.save({"step": done, "seconds": time.time() - started, "optimizer": optimizer.state_dict(),
                             "history": json.dumps(history), "init_detail": init_detail}, tmp)
             log(json.dumps(record))  # after the checkpoint: what is logged can be resumed from
+            if schedule.patience is not None:
+                best_step, stale = early_stop_state(history)
+                if best_step == done:
+                    save_checkpoint(best_path, net, meta)
+                if stale >= schedule.patience:
+                    log(f"early stop at step {done}: validation pixel F1 has not improved for {stale} checkpoints "
+                        f"(best at step {best_step})")
+                    break
     bar.close()
+    if schedule.patience is not None and best_path.exists():
+        best_step, _ = early_stop_state(history)
+        net.load_state_dict(load_checkpoint(best_path)[0].state_dict())
+        log(f"kept the weights of step {best_step} (best validation pixel F1)")
     net.eval()
     threshold, val_scores = calibrate(net, meta, val, config.tolerance_px) if val else (0.5, {})
     meta.mask_threshold = threshold
@@ -519,21 +651,39 @@ def scale_study(config: MaskTrainConfig, model_path: Path | None, scales: list[f
     return {"model": str(path), "threshold": meta.mask_threshold, "images": len(images), "scales": rows}
 
 
-def evaluate_mask_checkpoint(config: MaskTrainConfig, model_path: Path | None = None, progress: bool = True) -> dict[str, Any]:
+def evaluate_mask_checkpoint(config: MaskTrainConfig, model_path: Path | None = None, progress: bool = True,
+                             by_group: tuple[str, ...] = ()) -> dict[str, Any]:
     """A checkpoint's pixel and centreline figures on a config's validation and test images, at its own threshold.
 
     A mask model is scored on its per-pixel probability at ``mask_threshold``; a patch
     classifier on its patch scores blended into a heatmap (``dense`` mode) at ``threshold``,
-    so the old and new shipped models are compared on the same pixels.
+    so the old and new shipped models are compared on the same pixels. ``by_group``: for
+    these sources also the figures of each group (map or photo, the source's ``group_regex``)
+    under ``groups["<split>/<source>"]``; the network runs once per image either way.
     """
     path = Path(model_path) if model_path else SHIPPED_MODEL
     model, meta = load_checkpoint(path)
     torch.set_num_threads(config.workers)
     threshold = meta.mask_threshold if meta.has_mask else meta.threshold
-    images = load_images(config, progress, ("val", "test"))
+    unknown = set(by_group) - {s.name for s in config.sources}
+    if unknown:
+        from survey_cracks.errors import ConfigError
+
+        raise ConfigError(None, f"by-group source {', '.join(sorted(unknown))} is not in the config",
+                          f"name one of: {', '.join(s.name for s in config.sources)}")
+    images = [im for im in load_images(config, progress, ("val", "test")) if im.pixel_truth]
+    counts = [image_counts(model, meta, im, threshold)
+              for im in tqdm(images, desc="scoring", unit="img", disable=not progress, leave=False)]
     sets: dict[str, Any] = {}
+    groups: dict[str, Any] = {}
     for split in ("val", "test"):
-        members = [im for im in images if im.split == split and im.pixel_truth]
-        for source in sorted({im.source for im in members}):
-            sets[f"{split}/{source}"] = mask_metrics(model, meta, [im for im in members if im.source == source], threshold)
-    return {"model": str(path), "sha256": file_sha256(path), "heads": list(meta.heads), "threshold": threshold, "sets": sets}
+        for source in sorted({im.source for im in images if im.split == split}):
+            members = [(im, c) for im, c in zip(images, counts) if im.split == split and im.source == source]
+            sets[f"{split}/{source}"] = summarise([c for _, c in members])
+            if source in by_group:
+                groups[f"{split}/{source}"] = {g: summarise([c for im, c in members if im.group == g])
+                                               for g in sorted({im.group for im, _ in members})}
+    out = {"model": str(path), "sha256": file_sha256(path), "heads": list(meta.heads), "threshold": threshold, "sets": sets}
+    if by_group:
+        out["groups"] = groups
+    return out

@@ -215,3 +215,23 @@ def test_combine_sums_counts() -> None:
     assert d["pixel_5px"]["annotated_px"] == 22
     empty = combine([])
     assert empty.cell == Scores(0, 0, 0) and empty.pixel == {}
+
+
+def test_ignore_areas_count_in_no_metric(raster: Path, tmp_path: Path) -> None:
+    """A false crack inside an `ignore` area and a missed crack inside another change nothing."""
+    crack, joint, unsure = px_box(20, 100, 120, 103), px_box(150, 20, 153, 180), px_box(200, 20, 260, 180)
+    gpd.GeoDataFrame({"label": ["crack", "ignore", "ignore"]}, geometry=[crack, joint.buffer(PIXEL * 6), unsure],
+                     crs=CRS_UTM).to_file(tmp_path / "site.cracks.gpkg")
+    heat = np.zeros((H, W), dtype=np.float32)
+    heat[100:103, 20:120] = 0.9  # the crack, found
+    heat[20:180, 150:153] = 0.9  # the joint, predicted: inside `ignore`
+    heatmap = write(tmp_path / "heat.tif", heat, nodata=-1)
+    info = inspect_raster(raster)
+    truth = load_truth(raster, info)
+    metrics = evaluate_raster(heatmap, truth, no_polygons(), 0.5, info, EvaluateConfig(cell_size_px=20))
+    assert metrics.pixel[2].precision == 1.0 and metrics.pixel[2].recall == 1.0
+    assert metrics.cell.fp == 0 and metrics.centreline.fp == 0
+    # The same heatmap without the `ignore` rows: the joint is a false crack.
+    gpd.GeoDataFrame(geometry=[crack], crs=CRS_UTM).to_file(tmp_path / "site.cracks.gpkg", mode="w")
+    plain = evaluate_raster(heatmap, load_truth(raster, info), no_polygons(), 0.5, info, EvaluateConfig(cell_size_px=20))
+    assert plain.pixel[2].precision < 0.5 and plain.cell.fp > 0

@@ -347,3 +347,57 @@ def test_pixel_transform_is_the_convention() -> None:
     from survey_cracks.io.raster import PIXEL_TRANSFORM
 
     assert PIXEL_TRANSFORM == Affine(1, 0, 0, 0, -1, 0)
+
+
+# ---------------------------------------------------------------------------------- crack / not_crack / ignore labels
+
+
+def _labelled(tmp_path, labels, geoms):
+    import geopandas as gpd
+
+    from survey_cracks.io.raster import inspect_raster
+    from tests.conftest import write_geotiff
+
+    raster = write_geotiff(tmp_path / "wall.tif", np.full((100, 100, 3), 120, np.uint8))
+    gpd.GeoDataFrame({"label": labels}, geometry=geoms, crs="EPSG:32631").to_file(tmp_path / "wall.cracks.gpkg")
+    return raster, inspect_raster(raster)
+
+
+def _px_line(c0, r0, c1, r1):
+    import shapely
+
+    return shapely.LineString([(500000.0 + c0 * 0.01, 5700000.0 - r0 * 0.01), (500000.0 + c1 * 0.01, 5700000.0 - r1 * 0.01)])
+
+
+def test_label_column_separates_cracks_hard_negatives_and_ignored_areas(tmp_path):
+    from rasterio.windows import Window
+
+    from survey_cracks.io.annotations import load_truth
+
+    raster, info = _labelled(tmp_path, ["crack", "NOT_CRACK ", None, "ignore"],
+                             [_px_line(10, 10, 90, 10), _px_line(50, 0, 50, 100), _px_line(10, 80, 90, 80),
+                              _px_line(0, 40, 100, 40).buffer(0.05)])
+    truth = load_truth(raster, info)
+    whole = Window(0, 0, 100, 100)
+    crack, hard, ignore = truth.mask(whole), truth.not_crack_mask(whole), truth.ignore_mask(whole)
+    assert crack[10, 50] and crack[80, 50] and not crack[30, 50]  # a missing label is a crack
+    assert hard[30, 50] and hard[60, 50] and not hard[10, 50]  # the crack crossing the joint stays a crack
+    assert ignore[40, 10] and not ignore[10, 10] and not crack[40, 10]
+    assert len(truth.objects()) == 2  # objects are cracks only
+
+
+@pytest.mark.parametrize("labels,geoms,needle", [
+    (["crack", "joint"], "lines", "unknown 'label' 'joint'"),
+    (["crack", "not_crack"], "points", "Point, not polygons or lines"),
+])
+def test_wrong_labels_or_geometries_are_one_clear_error_naming_the_file(tmp_path, labels, geoms, needle):
+    import shapely
+
+    from survey_cracks.errors import AnnotationError
+    from survey_cracks.io.annotations import load_truth
+
+    shapes = [_px_line(10, 10, 90, 10), _px_line(50, 0, 50, 100) if geoms == "lines" else shapely.Point(500000.5, 5699999.5)]
+    raster, info = _labelled(tmp_path, labels, shapes)
+    with pytest.raises(AnnotationError) as caught:
+        load_truth(raster, info)
+    assert needle in str(caught.value) and "wall.cracks.gpkg" in str(caught.value)

@@ -267,7 +267,7 @@ def test_processing_scale_keeps_outputs_on_the_raster_grid(tiny_mask_model, tmp_
     assert json.loads((tmp_path / "gsd" / "s" / "r" / "report.json").read_text())["counts"]["processing_scale"] == 2.0
 
 
-def test_finetune_of_a_mask_model_fits_the_patch_head_and_keeps_trunk_and_decoder(tiny_mask_model, tmp_path):
+def test_head_finetune_of_a_mask_model_fits_the_patch_head_and_keeps_trunk_and_decoder(tiny_mask_model, tmp_path):
     survey = tmp_path / "my_survey"
     survey.mkdir()
     for seed in range(3):
@@ -275,7 +275,8 @@ def test_finetune_of_a_mask_model_fits_the_patch_head_and_keeps_trunk_and_decode
         Image.fromarray(rgb).save(survey / f"scan{seed}.png")
         Image.fromarray(mask).save(survey / f"scan{seed}.mask.png")
     out = tmp_path / "tuned.safetensors"
-    code, output = _run("finetune", survey, "--out", out, "--model", tiny_mask_model, "--epochs", 2, "--quiet")
+    code, output = _run("finetune", survey, "--out", out, "--model", tiny_mask_model, "--adapt", "head", "--epochs", 2,
+                        "--quiet")
     assert code == 0, output
     assert "the patch head alone is fitted" in output
     base, base_meta = load_checkpoint(tiny_mask_model)
