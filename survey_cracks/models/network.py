@@ -16,6 +16,7 @@ preprocessing lives here too, so training and inference share it.
 
 from __future__ import annotations
 
+import copy
 import os
 from pathlib import Path
 from typing import Literal
@@ -50,6 +51,7 @@ from survey_cracks.models.checkpoint import (  # noqa: F401  (re-exported: the m
     read_meta,
 )
 from survey_cracks.outputs import atomic_write
+from survey_cracks.vectors.heatmap import LEVELS
 
 TRUNK_STRIDE = 32
 TRUNK_CHANNELS = (64, 64, 128, 256, 512)  # stem (stride 2), layer1 (4), layer2 (8), layer3 (16), layer4 (32)
@@ -255,8 +257,43 @@ def precision_name(amp_dtype: torch.dtype | None) -> str:
     return {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(amp_dtype, "fp32")  # type: ignore[arg-type]
 
 
+class WindowGraph(nn.Module):
+    """uint8 NHWC RGB -> (crack probability or its heatmap levels, patch scores every 32 px): everything the engine runs.
+
+    The normalisation, the sigmoid and (``quantise``) the probability's heatmap levels
+    (uint8 0..`LEVELS`, `vectors.heatmap`'s convention) are inside the graph, in the
+    dtype of its buffers: cast the module to bf16 and the whole window runs in bf16, and
+    what leaves it is a quarter of a float32 map. The patch scores (1/1024 of the pixels)
+    stay float32. With ``quantise=False`` it is the exported edge graph (float probability).
+    """
+
+    def __init__(self, model: nn.Module, meta: ModelMeta, quantise: bool = True) -> None:
+        super().__init__()
+        self.model = model
+        self.crack_index = meta.classes.index("crack")
+        self.quantise = quantise
+        std, mean = torch.tensor(meta.std).view(1, 3, 1, 1), torch.tensor(meta.mean).view(1, 3, 1, 1)
+        self.register_buffer("scale", 1.0 / (255.0 * std))
+        self.register_buffer("shift", mean / std)
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        x = images.permute(0, 3, 1, 2).to(self.scale.dtype) * self.scale - self.shift
+        mask, dense = self.model.segment(x.contiguous(memory_format=torch.channels_last))
+        patch = torch.softmax(dense.float(), dim=1)[:, self.crack_index]
+        if mask is None:
+            return (patch,)
+        probability = torch.sigmoid(mask[:, 0])
+        if self.quantise:
+            return torch.round(probability * LEVELS).to(torch.uint8), patch
+        return probability.float(), patch
+
+
 class CrackClassifier:
-    """Scores uint8 patches with a loaded checkpoint: the model adapter the pipeline uses."""
+    """Scores uint8 patches with a loaded checkpoint: the model adapter the pipeline uses.
+
+    ``segment`` runs `WindowGraph` in the compute dtype: bf16 weights and activations
+    (not autocast, which would cast every convolution's weights on every call), fp16 on CUDA.
+    """
 
     def __init__(
         self,
@@ -269,6 +306,8 @@ class CrackClassifier:
         self.device = pick_device(device)
         self.amp_dtype = autocast_dtype(self.device, precision)
         self.model = fold_batch_norms(self.model).to(self.device).to(memory_format=torch.channels_last)
+        self.graph = window_graph(self.model, self.meta, self.amp_dtype)
+        self.compute = f"{self.device.type} {precision_name(self.amp_dtype)} torch"
 
     def predict(self, patches: np.ndarray, batch_size: int = 64) -> np.ndarray:
         """Crack probability per patch, float32 (N,)."""
@@ -276,13 +315,16 @@ class CrackClassifier:
 
     @torch.inference_mode()
     def segment(self, window: np.ndarray) -> tuple[np.ndarray | None, np.ndarray]:
-        """uint8 (H, W, 3) -> (crack probability (H, W) or None without a decoder, dense patch scores), one trunk pass."""
-        batch = patches_to_tensor(window[None], self.meta).to(self.device)
-        with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None):
-            mask, dense = self.model.segment(batch)
-        crack = self.meta.classes.index("crack")
-        probability = None if mask is None else torch.sigmoid(mask.float())[0, 0].cpu().numpy()
-        return probability, torch.softmax(dense.float(), dim=1)[0, crack].cpu().numpy()
+        """uint8 (H, W, 3) -> (uint8 heatmap levels (H, W) or None without a decoder, dense patch scores), one pass."""
+        outputs = self.graph(torch.from_numpy(window[None]).to(self.device))
+        return (outputs[0][0].cpu().numpy() if len(outputs) == 2 else None), outputs[-1][0].cpu().numpy()
+
+
+def window_graph(model: nn.Module, meta: ModelMeta, dtype: torch.dtype | None) -> WindowGraph:
+    """`WindowGraph` of ``model`` in ``dtype`` (None: fp32), sharing its weights when fp32, eval mode."""
+    graph = WindowGraph(model if dtype is None else copy.deepcopy(model), meta)
+    first = next(model.parameters())
+    return graph.to(first.device, dtype=dtype or torch.float32).eval()
 
 
 @torch.inference_mode()
