@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -91,8 +92,10 @@ def measured_choice(model_path: Path | None = None, threads: int = 1) -> EngineC
 
 
 def measured_here(spec: ModelSpec) -> bool:
-    """Whether ``auto`` is decided by measurement: engine and precision both auto, on a CPU."""
-    return spec.engine == "auto" and spec.precision == "auto" and _on_cpu(spec.device)
+    """Whether ``auto`` is decided by measurement: engine and precision both auto, on a CPU, and not turned off
+    (``SURVEY_CRACKS_MEASURE_ENGINES=0``: the test suite, whose tiny models would each be measured)."""
+    enabled = os.environ.get("SURVEY_CRACKS_MEASURE_ENGINES", "1") != "0"
+    return enabled and spec.engine == "auto" and spec.precision == "auto" and _on_cpu(spec.device)
 
 
 def _build(path: Path, spec: ModelSpec, engine: str, precision: str) -> CrackEngine:

@@ -61,7 +61,8 @@ class _Fake:
         return np.where(moved, np.clip(levels.astype(int) + self.offset, 0, 250), levels).astype(np.uint8), None
 
 
-def test_the_fastest_engine_that_agrees_is_chosen_and_an_absent_one_is_listed(cache):
+def test_the_fastest_engine_that_agrees_is_chosen_and_an_absent_one_is_listed(cache, monkeypatch):
+    monkeypatch.setattr(hardware, "cpu_has_native_bf16", lambda: False)  # the reference: torch fp32
     fakes = {("torch", "fp32"): _Fake(0.02), ("torch", "bf16"): _Fake(0.001, offset=3, share=0.01),  # fast, moves levels
              ("onnxruntime", "fp32"): _Fake(0.01, offset=1, share=0.5), ("openvino", "fp32"): None,  # within one level
              ("openvino", "bf16"): _Fake(0.005, offset=2, share=0.002)}
@@ -139,3 +140,19 @@ def test_info_engines_prints_the_cached_table(cache, monkeypatch):
     rows = [line for line in result.output.splitlines() if line.startswith("| openvino")]
     assert rows[0].split("|")[4].strip() == "400" and "**yes**" in rows[0] and "no: ImportError" in rows[1]
     assert "auto runs: openvino fp32" in result.output
+
+
+def test_auto_loads_the_measured_choice_and_says_it(cache, monkeypatch):
+    """What the workers load and report for run.json (`compute`) is the measured choice, not the heuristic's."""
+    monkeypatch.setenv("SURVEY_CRACKS_MEASURE_ENGINES", "1")
+    monkeypatch.setattr("survey_cracks.models.engines._ENGINES", {})
+    monkeypatch.setattr(hardware, "cpu_has_native_bf16", lambda: True)  # the heuristic alone would say cpu bf16 torch
+    monkeypatch.setattr(engine_choice, "measure", lambda key, build, measure_s, window_px: EngineChoice(
+        "torch", "fp32", key, [Trial("torch", "fp32", True, 500.0, 3.0, 1.0)]))
+    from survey_cracks.inference.dispatch import warm
+
+    spec = ModelSpec(str(SHIPPED_MODEL), file_sha256(SHIPPED_MODEL), device="cpu")
+    assert warm(spec) == "cpu fp32 torch"
+    monkeypatch.setenv("SURVEY_CRACKS_MEASURE_ENGINES", "0")
+    monkeypatch.setattr("survey_cracks.models.engines._ENGINES", {})
+    assert warm(spec) == "cpu bf16 torch"
