@@ -24,6 +24,9 @@ PRODUCERS = {
     "edge_throughput": "python bench/edge_throughput.py",
     "install_sizes": "python bench/install_sizes.py",
     "tuning": "python bench/tuning.py",
+    "engine_profile_before": "python bench/engine_profile.py --label before",
+    "engine_profile_after": "python bench/engine_profile.py --label after --engine auto",
+    "engine_table": "python bench/engine_table.py",
 }
 
 
@@ -124,9 +127,43 @@ def tuning(result: dict, table: Callable[..., str]) -> str:
     ])
 
 
+def engine_profile(result: dict, table: Callable[..., str]) -> str:
+    """bench/engine_profile.py: the engine's glue share, and the network's self CPU time by op class."""
+    classes = [[name, f"{c['ms']:.0f}", f"{c['share']:.1%}"] for name, c in result["profile"]["classes"].items()]
+    ops = [[name, c["class"], f"{c['ms']:.1f}", f"{c['share']:.1%}"] for name, c in list(result["profile"]["ops"].items())[:8]]
+    return "\n\n".join([
+        (f"`{result['engine']}` on a {result['window_px']}² window, {result['threads']} thread(s), "
+         f"{result['machine']['cpu']}: `engine.segment` {result['engine_s']:.3f} s, the network alone "
+         f"({result['network_precision']} eager) {result['network_s']:.3f} s: glue **{result['glue_share']:.1%}** "
+         f"(medians of {len(result['rounds'])} interleaved rounds)."),
+        table(["op class (network, eager)", "ms per pass", "share"], classes),
+        table(["op", "class", "ms per pass", "share"], ops),
+    ])
+
+
+def engine_table(result: dict, table: Callable[..., str]) -> str:
+    """bench/engine_table.py: each engine x precision on this machine, as `engine: auto` chose."""
+    rows = [[t["engine"], t["precision"], "yes" if t["available"] else f"no ({t['note']})",
+             "-" if t["ms_per_window"] is None else f"{t['ms_per_window']:.0f}",
+             "-" if t["mp_per_s"] is None else f"{t['mp_per_s']:.2f}",
+             "-" if t["agreement"] is None else f"{t['agreement']:.4%}", "-" if t["start_s"] is None else t["start_s"],
+             "**yes**" if (t["engine"], t["precision"]) == (result["engine"], result["precision"]) else ""]
+            for t in result["trials"]]
+    libraries = ", ".join(f"{k} {v}" for k, v in result["key"]["libraries"].items())
+    return "\n\n".join([
+        table(["engine", "precision", "available", "ms/window", "MP/s", "levels within 1 of the reference",
+               "start s", "chosen"], rows),
+        (f"`{result['command']}` at {result['measured_at']}: {result['window_px']}² windows, "
+         f"{result['key']['threads']} thread(s) on {result['key']['cpu']} ({result['cores']} cores), {libraries}. "
+         f"Agreement needed: {result['agreement_needed']:.1%} of the pixels of the validation images within one "
+         f"level of the first row's (the reference)."),
+    ])
+
+
 RENDERERS: dict[str, Callable[[dict, Callable[..., str]], str]] = {
     "edge_throughput": edge_throughput, "install_sizes": install_sizes, "segment_throughput": segment_throughput,
-    "tuning": tuning,
+    "tuning": tuning, "engine_profile_before": engine_profile, "engine_profile_after": engine_profile,
+    "engine_table": engine_table,
 }
 
 

@@ -555,7 +555,8 @@ def loso(config_path: Path, holdout: tuple[str, ...], epochs: int, samples_per_e
               "and print the table `inference.engine: auto` chooses from.")
 @click.option("--threads", type=click.IntRange(1), default=1, show_default=True,
               help="With --engines: intra-op threads per engine (inference.torch_threads).")
-def info(model_path: Path | None, engines: bool, threads: int) -> None:
+@click.option("--remeasure", is_flag=True, help="With --engines: measure again, replacing the cached table.")
+def info(model_path: Path | None, engines: bool, threads: int, remeasure: bool) -> None:
     """Show a checkpoint's metadata: patch size, threshold, training provenance; or (--engines) the engine table."""
     from survey_cracks.models.checkpoint import SHIPPED_MODEL, file_sha256, read_meta
 
@@ -566,7 +567,7 @@ def info(model_path: Path | None, engines: bool, threads: int) -> None:
             from survey_cracks.models.engine_choice import choice_table
             from survey_cracks.models.engines import measured_choice
 
-            choice = measured_choice(path, threads)
+            choice = measured_choice(path, threads, remeasure)
     except SurveyCracksError as error:
         _fail(error)
         return

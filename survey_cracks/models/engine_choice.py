@@ -127,14 +127,15 @@ Builder = Callable[[str, str], object]  # (engine, precision) -> an engine with 
 
 
 def choose_engine(model_path: Path, model_sha256: str, threads: int, build: Builder,
-                  measure_s: float = MEASURE_S, window_px: int = WINDOW_PX) -> EngineChoice:
-    """The cached choice, else measure every candidate now (once per key, whoever asks first) and cache it."""
+                  measure_s: float = MEASURE_S, window_px: int = WINDOW_PX, remeasure: bool = False) -> EngineChoice:
+    """The cached choice, else (or ``remeasure``) measure every candidate now (once per key, whoever asks first)
+    and cache it."""
     key = choice_key(model_sha256, threads)
     path = choice_path(key)
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path.with_suffix(".lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # another worker measuring: wait for its answer
-        found = cached_choice(model_sha256, threads)
+        found = None if remeasure else cached_choice(model_sha256, threads)
         if found is not None:
             return found
         LOG.warning("measuring the engines for %s on this machine (once; cached in %s)", model_path.name, path.parent)

@@ -82,13 +82,14 @@ def load_engine(spec: ModelSpec) -> CrackEngine:
         return _ENGINES[key]
 
 
-def measured_choice(model_path: Path | None = None, threads: int = 1) -> EngineChoice:
-    """The engine table ``auto`` chooses from for this model on this machine (measured now if not cached)."""
+def measured_choice(model_path: Path | None = None, threads: int = 1, remeasure: bool = False) -> EngineChoice:
+    """The engine table ``auto`` chooses from for this model on this machine (measured now if not cached, or
+    ``remeasure``)."""
     from survey_cracks.models.engine_choice import choose_engine
 
     path = Path(model_path) if model_path is not None else SHIPPED_MODEL
     spec = ModelSpec(str(path), file_sha256(path), device="cpu", threads=threads)
-    return choose_engine(path, spec.sha256, threads, lambda name, prec: _build(path, spec, name, prec))
+    return choose_engine(path, spec.sha256, threads, lambda name, prec: _build(path, spec, name, prec), remeasure=remeasure)
 
 
 def measured_here(spec: ModelSpec) -> bool:
