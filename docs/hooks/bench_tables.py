@@ -142,21 +142,19 @@ def engine_profile(result: dict, table: Callable[..., str]) -> str:
 
 
 def engine_table(result: dict, table: Callable[..., str]) -> str:
-    """bench/engine_table.py: each engine x precision on this machine, as `engine: auto` chose."""
-    rows = [[t["engine"], t["precision"], "yes" if t["available"] else f"no ({t['note']})",
-             "-" if t["ms_per_window"] is None else f"{t['ms_per_window']:.0f}",
-             "-" if t["mp_per_s"] is None else f"{t['mp_per_s']:.2f}",
-             "-" if t["agreement"] is None else f"{t['agreement']:.4%}", "-" if t["start_s"] is None else t["start_s"],
-             "**yes**" if (t["engine"], t["precision"]) == (result["engine"], result["precision"]) else ""]
-            for t in result["trials"]]
+    """bench/engine_table.py: each engine x precision on this machine, as `engine: auto` chose (the table
+    `survey-cracks info --engines` prints)."""
+    from survey_cracks.models.engine_choice import EngineChoice, choice_table
+
+    fields = ("engine", "precision", "key", "trials", "window_px", "measured_at")
+    choice = EngineChoice.from_json(json.dumps({name: result[name] for name in fields}))
     libraries = ", ".join(f"{k} {v}" for k, v in result["key"]["libraries"].items())
     return "\n\n".join([
-        table(["engine", "precision", "available", "ms/window", "MP/s", "levels within 1 of the reference",
-               "start s", "chosen"], rows),
+        choice_table(choice),
         (f"`{result['command']}` at {result['measured_at']}: {result['window_px']}² windows, "
          f"{result['key']['threads']} thread(s) on {result['key']['cpu']} ({result['cores']} cores), {libraries}. "
-         f"Agreement needed: {result['agreement_needed']:.1%} of the pixels of the validation images within one "
-         f"level of the first row's (the reference)."),
+         f"Agreement: the share of the validation images' pixels within one level of the first row's (the "
+         f"reference); {result['agreement_needed']:.1%} needed."),
     ])
 
 
