@@ -38,7 +38,8 @@ MEASURE_S = 3.0  # seconds of timed windows per candidate (at least two windows)
 WINDOW_PX = 1216  # the run's read: a 1024 px core with the shipped model's 96 px margin each side
 AGREEMENT_IMAGES = 4  # validation images the levels are compared on
 CANDIDATES: tuple[tuple[str, str], ...] = (
-    ("torch", "fp32"), ("torch", "bf16"), ("onnxruntime", "fp32"), ("openvino", "fp32"), ("openvino", "bf16"),
+    ("torch", "fp32"), ("torch", "bf16"), ("inductor", "bf16"), ("onnxruntime", "fp32"), ("openvino", "fp32"),
+    ("openvino", "bf16"),
 )
 LIBRARIES = ("torch", "onnxruntime", "openvino", "numpy")
 

@@ -113,7 +113,7 @@ def _build(path: Path, spec: ModelSpec, engine: str, precision: str) -> CrackEng
     from survey_cracks.models.network import CrackClassifier
 
     torch.set_num_threads(spec.threads)
-    return CrackClassifier(path, device=spec.device, precision=precision)  # type: ignore[arg-type]
+    return CrackClassifier(path, device=spec.device, precision=precision, compiled=engine == "inductor")  # type: ignore[arg-type]
 
 
 def _build_or_fall_back(path: Path, spec: ModelSpec, engine: str, precision: str) -> CrackEngine:
@@ -163,7 +163,7 @@ def compute_of(device: str, precision: str, engine: str) -> str:
     from survey_cracks.models.network import autocast_dtype, pick_device, precision_name
 
     resolved = pick_device(device)  # type: ignore[arg-type]
-    return f"{resolved.type} {precision_name(autocast_dtype(resolved, precision))} torch"
+    return f"{resolved.type} {precision_name(autocast_dtype(resolved, precision))} {'inductor' if engine == 'inductor' else 'torch'}"
 
 
 __all__ = ["CrackEngine", "ModelSpec", "compute_of", "load_engine", "measured_choice", "measured_here", "resolve_engine"]
