@@ -153,8 +153,8 @@ def engine_table(result: dict, table: Callable[..., str]) -> str:
         choice_table(choice),
         (f"`{result['command']}` at {result['measured_at']}: {result['window_px']}² windows, "
          f"{result['key']['threads']} thread(s) on {result['key']['cpu']} ({result['cores']} cores), {libraries}. "
-         f"Agreement: the share of the validation images' pixels within one level of the first row's (the "
-         f"reference); {result['agreement_needed']:.1%} needed."),
+         f"Agreement: the share of the validation images' pixels within one level of eager torch's at the same "
+         f"precision (the reference); {result['agreement_needed']:.1%} needed."),
     ])
 
 

@@ -6,7 +6,7 @@ EPYC with AVX-512 BF16, and 8x slower on an AVX2-only CPU (emulated); ONNX Runti
 beat eager PyTorch fp32 on AVX2. So on first use per
 (model sha256, CPU model and flags, library versions, threads) every installed
 candidate runs a real-sized window for a few seconds, its heatmap levels are checked
-against the reference's on validation images (within one level on at least
+against eager PyTorch's at the same precision on validation images (within one level on at least
 `AGREEMENT` of the pixels: a runtime that moves the heatmap is not a speed-up), and
 the fastest that agrees is kept as JSON in the cache folder
 (``SURVEY_CRACKS_CACHE``, else ``~/.cache/survey_cracks``). A changed key is a
@@ -44,11 +44,11 @@ CANDIDATES: tuple[tuple[str, str], ...] = (
 LIBRARIES = ("torch", "onnxruntime", "openvino", "numpy")
 
 
-def reference() -> tuple[str, str]:
-    """The engine the others are checked against: eager PyTorch at the precision ``auto`` ran before it was
-    measured (bf16 autocast where the CPU runs bf16 natively, fp32 elsewhere), so a choice never moves the
-    heatmaps it gave by more than one level on more than 0.1 % of the pixels."""
-    return ("torch", "bf16" if hardware.cpu_has_native_bf16() else "fp32")
+def reference(precision: str) -> tuple[str, str]:
+    """The engine a candidate of ``precision`` is checked against: eager PyTorch at that precision (fp32 the
+    model's own arithmetic; bf16 autocast, what ``auto`` ran on CPUs with native bf16 before it was measured),
+    so a choice never moves the heatmaps of its precision by more than one level on more than 0.1 % of the pixels."""
+    return ("torch", precision)
 
 
 @dataclass(frozen=True)
@@ -147,16 +147,15 @@ def choose_engine(model_path: Path, model_sha256: str, threads: int, build: Buil
 
 
 def measure(key: dict, build: Builder, measure_s: float = MEASURE_S, window_px: int = WINDOW_PX) -> EngineChoice:
-    """Time and check every candidate; the fastest that agrees with the reference wins (the reference if none does)."""
+    """Time and check every candidate; the fastest that agrees with its reference wins (eager fp32 if none does)."""
     from survey_cracks.models.verify import validation_images
     from survey_cracks.synthetic import render_scene
 
     window = render_scene(window_px, window_px, seed=0)[0]
     images = [_padded(image.rgb) for image in validation_images(AGREEMENT_IMAGES)[0]]
-    expected: list[np.ndarray] = []
+    expected: dict[str, list[np.ndarray]] = {}  # precision -> the reference's levels
     trials = []
-    first = reference()
-    for engine_name, precision in [first] + [c for c in CANDIDATES if c != first]:
+    for engine_name, precision in sorted(CANDIDATES, key=lambda c: c != reference(c[1])):  # references first
         start = time.perf_counter()
         try:
             engine = build(engine_name, precision)
@@ -166,13 +165,13 @@ def measure(key: dict, build: Builder, measure_s: float = MEASURE_S, window_px: 
             continue
         start_s = time.perf_counter() - start
         levels = [engine.segment(image)[0] for image in images]  # type: ignore[attr-defined]
-        if (engine_name, precision) == first:
-            expected = levels
-        agreement = _agreement(levels, expected)
+        if (engine_name, precision) == reference(precision):
+            expected[precision] = levels
+        agreement = _agreement(levels, expected.get(precision, []))
         seconds = _seconds_per_window(engine, window, measure_s)
         trials.append(Trial(engine_name, precision, True, round(seconds * 1000, 1),
                             round(window_px * window_px / seconds / 1e6, 3), agreement, round(start_s, 2)))
-    agreeing = [t for t in trials if t.agrees] or [t for t in trials if (t.engine, t.precision) == first]
+    agreeing = [t for t in trials if t.agrees] or [t for t in trials if (t.engine, t.precision) == reference("fp32")]
     best = min(agreeing, key=lambda t: t.ms_per_window or float("inf"))
     return EngineChoice(best.engine, best.precision, key, trials, window_px, time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
 

@@ -63,11 +63,12 @@ class _Fake:
         return np.where(moved, np.clip(levels.astype(int) + self.offset, 0, 250), levels).astype(np.uint8), None
 
 
-def test_the_fastest_engine_that_agrees_is_chosen_and_an_absent_one_is_listed(cache, monkeypatch):
-    monkeypatch.setattr(hardware, "cpu_has_native_bf16", lambda: False)  # the reference: torch fp32
-    fakes = {("torch", "fp32"): _Fake(0.02), ("torch", "bf16"): _Fake(0.001, offset=3, share=0.01),  # fast, moves levels
-             ("onnxruntime", "fp32"): _Fake(0.01, offset=1, share=0.5), ("openvino", "fp32"): None,  # within one level
-             ("openvino", "bf16"): _Fake(0.005, offset=2, share=0.002)}
+def test_the_fastest_engine_that_agrees_is_chosen_and_an_absent_one_is_listed(cache):
+    """Each candidate is checked against eager torch at its precision: fast but moving levels is refused."""
+    fakes = {("torch", "fp32"): _Fake(0.02), ("torch", "bf16"): _Fake(0.015),
+             ("inductor", "bf16"): _Fake(0.001, offset=3, share=0.01),  # the fastest, moves levels: refused
+             ("onnxruntime", "fp32"): _Fake(0.01, offset=1, share=0.5),  # within one level: agrees
+             ("openvino", "fp32"): None, ("openvino", "bf16"): _Fake(0.005, offset=2, share=0.002)}
 
     def build(engine, precision):
         fake = fakes[(engine, precision)]
@@ -77,11 +78,13 @@ def test_the_fastest_engine_that_agrees_is_chosen_and_an_absent_one_is_listed(ca
 
     choice = measure({"k": 1}, build, measure_s=0.05, window_px=256)
     trials = {(t.engine, t.precision): t for t in choice.trials}
+    assert set(trials) == set(CANDIDATES)
     assert (choice.engine, choice.precision) == ("onnxruntime", "fp32")
-    assert trials[("torch", "fp32")].agreement == 1.0 and trials[("onnxruntime", "fp32")].agreement == 1.0
-    assert trials[("torch", "bf16")].agreement < AGREEMENT and trials[("openvino", "bf16")].agreement < AGREEMENT
+    assert trials[("torch", "fp32")].agreement == trials[("torch", "bf16")].agreement == 1.0  # the references
+    assert trials[("onnxruntime", "fp32")].agreement == 1.0
+    assert trials[("inductor", "bf16")].agreement < AGREEMENT and trials[("openvino", "bf16")].agreement < AGREEMENT
     assert not trials[("openvino", "fp32")].available and "openvino" in trials[("openvino", "fp32")].note
-    assert trials[("torch", "bf16")].ms_per_window < trials[("onnxruntime", "fp32")].ms_per_window  # faster, refused
+    assert trials[("inductor", "bf16")].ms_per_window < trials[("onnxruntime", "fp32")].ms_per_window  # faster, refused
 
 
 def test_the_cached_choice_is_measured_again_when_the_model_the_cpu_or_the_libraries_change(cache, monkeypatch):
