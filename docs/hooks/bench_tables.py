@@ -27,6 +27,7 @@ PRODUCERS = {
     "engine_profile_before": "python bench/engine_profile.py --label before",
     "engine_profile_after": "python bench/engine_profile.py --label after --engine auto",
     "engine_table": "python bench/engine_table.py",
+    "engine_agreement": "python bench/engine_agreement.py",
 }
 
 
@@ -158,10 +159,21 @@ def engine_table(result: dict, table: Callable[..., str]) -> str:
     ])
 
 
+def engine_agreement(result: dict, table: Callable[..., str]) -> str:
+    """bench/engine_agreement.py: each engine's heatmap levels against eager torch's."""
+    rows = [[r["engine"], r["precision"], f"{r['vs_torch_same_precision']:.4%}", f"{r['vs_torch_fp32']:.4%}"]
+            for r in result["rows"]]
+    return "\n\n".join([
+        table(["engine", "precision", "within one level of torch at that precision", "within one level of torch fp32"],
+              rows),
+        f"`{result['command']}`: {result['images']}, {result['pixels']:,} pixels; {result['cpu']}.",
+    ])
+
+
 RENDERERS: dict[str, Callable[[dict, Callable[..., str]], str]] = {
     "edge_throughput": edge_throughput, "install_sizes": install_sizes, "segment_throughput": segment_throughput,
     "tuning": tuning, "engine_profile_before": engine_profile, "engine_profile_after": engine_profile,
-    "engine_table": engine_table,
+    "engine_table": engine_table, "engine_agreement": engine_agreement,
 }
 
 
