@@ -113,7 +113,12 @@ def _build(path: Path, spec: ModelSpec, engine: str, precision: str) -> CrackEng
     from survey_cracks.models.network import CrackClassifier
 
     torch.set_num_threads(spec.threads)
-    return CrackClassifier(path, device=spec.device, precision=precision, compiled=engine == "inductor")  # type: ignore[arg-type]
+    compile_cache = None
+    if engine == "inductor":
+        from survey_cracks.models.onnx_engine import onnx_cache_dir
+
+        compile_cache = onnx_cache_dir() / "inductor"
+    return CrackClassifier(path, device=spec.device, precision=precision, compile_cache=compile_cache)  # type: ignore[arg-type]
 
 
 def _build_or_fall_back(path: Path, spec: ModelSpec, engine: str, precision: str) -> CrackEngine:

@@ -298,7 +298,7 @@ class CrackClassifier:
         path: str | Path | None = None,
         device: Literal["auto", "cpu", "cuda"] = "auto",
         precision: str = "auto",
-        compiled: bool = False,
+        compile_cache: Path | None = None,
     ) -> None:
         self.path = Path(path) if path is not None else SHIPPED_MODEL
         self.model, self.meta = load_checkpoint(self.path)
@@ -306,9 +306,9 @@ class CrackClassifier:
         self.amp_dtype = autocast_dtype(self.device, precision)
         self.model = fold_batch_norms(self.model).to(self.device).to(memory_format=torch.channels_last)
         self.graph = WindowGraph(self.model, self.meta).to(self.device).eval()
-        self.compute = f"{self.device.type} {precision_name(self.amp_dtype)} {'inductor' if compiled else 'torch'}"
-        if compiled:
-            self.graph = compile_graph(self.graph)
+        self.compute = f"{self.device.type} {precision_name(self.amp_dtype)} {'inductor' if compile_cache else 'torch'}"
+        if compile_cache is not None:  # through torch.compile, its kernels cached there
+            self.graph = compile_graph(self.graph, compile_cache)
 
     def predict(self, patches: np.ndarray, batch_size: int = 64) -> np.ndarray:
         """Crack probability per patch, float32 (N,)."""
@@ -323,15 +323,13 @@ class CrackClassifier:
         return (outputs[0][0].cpu().numpy() if len(outputs) == 2 else None), outputs[-1][0].cpu().numpy()
 
 
-def compile_graph(graph: nn.Module) -> nn.Module:
+def compile_graph(graph: nn.Module, cache: Path) -> nn.Module:
     """``graph`` through torch.compile (Inductor: fused element-wise passes, oneDNN convolutions), any window size.
 
-    Compiled on the first call, a minute or more; Inductor's caches live under the package's cache folder
-    (``TORCHINDUCTOR_CACHE_DIR``, unless set), so later processes and runs load the kernels instead.
+    Compiled on the first call (tens of seconds); Inductor's caches go to ``cache`` (``TORCHINDUCTOR_CACHE_DIR``,
+    unless set), so later processes and runs load the kernels instead of compiling them again.
     """
-    from survey_cracks.models.onnx_engine import onnx_cache_dir
-
-    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(onnx_cache_dir() / "inductor"))
+    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(cache))
     return torch.compile(graph, dynamic=True)
 
 
