@@ -3,7 +3,8 @@
 Exactly what ``survey-cracks info --engines --remeasure`` does (`engines.measured_choice`): every
 installed engine x precision (`engine_choice.CANDIDATES`) is loaded (exports and compilations come
 from the cache when there), checked against the reference's heatmap levels on validation images and
-timed on a 1216^2 window for `engine_choice.MEASURE_S` seconds (median seconds per window), with
+timed on a 1216^2 window for `engine_choice.MEASURE_S` seconds each, in `engine_choice.ROUNDS` interleaved
+rounds (every candidate once per round; the median window over the rounds is the figure), with
 ``--threads`` intra-op threads. Run it under the CPU lock:
 
     flock /tmp/survey_cracks_cpu.lock python bench/engine_table.py

@@ -34,7 +34,8 @@ from survey_cracks.outputs import atomic_write
 
 LOG = logging.getLogger("survey_cracks.engines")
 AGREEMENT = 0.999  # share of pixels whose level is within one step of the reference's
-MEASURE_S = 3.0  # seconds of timed windows per candidate (at least two windows)
+MEASURE_S = 3.0  # seconds of timed windows per candidate, over `ROUNDS` interleaved rounds (a window at least each)
+ROUNDS = 3
 WINDOW_PX = 1216  # the run's read: a 1024 px core with the shipped model's 96 px margin each side
 AGREEMENT_IMAGES = 4  # validation images the levels are compared on
 CANDIDATES: tuple[tuple[str, str], ...] = (
@@ -154,23 +155,28 @@ def measure(key: dict, build: Builder, measure_s: float = MEASURE_S, window_px: 
     window = render_scene(window_px, window_px, seed=0)[0]
     images = [_padded(image.rgb) for image in validation_images(AGREEMENT_IMAGES)[0]]
     expected: dict[str, list[np.ndarray]] = {}  # precision -> the reference's levels
-    trials = []
+    absent, loaded = [], []
     for engine_name, precision in sorted(CANDIDATES, key=lambda c: c != reference(c[1])):  # references first
         start = time.perf_counter()
         try:
             engine = build(engine_name, precision)
             engine.segment(window[:256, :256])  # type: ignore[attr-defined]  (a first call: lazy sessions, compilation)
         except Exception as exc:  # an engine that cannot run here (not installed, no kernel) is only absent
-            trials.append(Trial(engine_name, precision, False, note=_reason(exc)))
+            absent.append(Trial(engine_name, precision, False, note=_reason(exc)))
             continue
         start_s = time.perf_counter() - start
         levels = [engine.segment(image)[0] for image in images]  # type: ignore[attr-defined]
         if (engine_name, precision) == reference(precision):
             expected[precision] = levels
-        agreement = _agreement(levels, expected.get(precision, []))
-        seconds = _seconds_per_window(engine, window, measure_s)
-        trials.append(Trial(engine_name, precision, True, round(seconds * 1000, 1),
-                            round(window_px * window_px / seconds / 1e6, 3), agreement, round(start_s, 2)))
+        loaded.append((engine_name, precision, engine, start_s, _agreement(levels, expected.get(precision, []))))
+    # Interleaved rounds, so a change in the machine's load touches every candidate alike; the median window counts.
+    times: list[list[float]] = [[] for _ in loaded]
+    for _ in range(ROUNDS):
+        for seconds, (_, _, engine, _, _) in zip(times, loaded):
+            seconds.extend(_window_seconds(engine, window, measure_s / ROUNDS))
+    trials = [Trial(name, precision, True, round(float(np.median(t)) * 1000, 1),
+                    round(window_px * window_px / float(np.median(t)) / 1e6, 3), agreement, round(start_s, 2))
+              for t, (name, precision, _, start_s, agreement) in zip(times, loaded)] + absent
     agreeing = [t for t in trials if t.agrees] or [t for t in trials if (t.engine, t.precision) == reference("fp32")]
     best = min(agreeing, key=lambda t: t.ms_per_window or float("inf"))
     return EngineChoice(best.engine, best.precision, key, trials, window_px, time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
@@ -190,14 +196,14 @@ def _agreement(levels: list[np.ndarray], reference: list[np.ndarray]) -> float |
     return round(close / sum(r.size for r in reference), 6)
 
 
-def _seconds_per_window(engine: object, window: np.ndarray, measure_s: float) -> float:
-    """Median seconds of ``segment`` over at least two windows and ``measure_s`` seconds."""
+def _window_seconds(engine: object, window: np.ndarray, measure_s: float) -> list[float]:
+    """Seconds of each ``segment`` call on ``window``, calls repeated for ``measure_s`` seconds (at least one)."""
     times: list[float] = []
-    while len(times) < 2 or sum(times) < measure_s:
+    while not times or sum(times) < measure_s:
         start = time.perf_counter()
         engine.segment(window)  # type: ignore[attr-defined]
         times.append(time.perf_counter() - start)
-    return float(np.median(times))
+    return times
 
 
 def _reason(exc: BaseException) -> str:
