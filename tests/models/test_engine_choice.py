@@ -87,6 +87,17 @@ def test_the_fastest_engine_that_agrees_is_chosen_and_an_absent_one_is_listed(ca
     assert trials[("inductor", "bf16")].ms_per_window < trials[("onnxruntime", "fp32")].ms_per_window  # faster, refused
 
 
+def test_start_up_counts_spread_over_a_worker_s_windows():
+    """A faster engine that takes long to start (compilation) loses to one that starts at once."""
+    from survey_cracks.models.engine_choice import AMORTISED_WINDOWS
+
+    compiled = Trial("inductor", "bf16", True, 600.0, 2.4, 1.0, start_s=24.0)
+    ready = Trial("openvino", "bf16", True, 610.0, 2.4, 1.0, start_s=0.1)
+    assert compiled.cost_ms == 600.0 + 24000 / AMORTISED_WINDOWS > ready.cost_ms
+    choice_table_text = engine_choice.choice_table(EngineChoice("openvino", "bf16", {}, [compiled, ready]))
+    assert "| openvino | bf16 | yes | 610 |" in choice_table_text and "**yes**" in choice_table_text.splitlines()[-1]
+
+
 def test_the_cached_choice_is_measured_again_when_the_model_the_cpu_or_the_libraries_change(cache, monkeypatch):
     measured = []
 
