@@ -28,6 +28,8 @@ PRODUCERS = {
     "engine_profile_after": "python bench/engine_profile.py --label after --engine auto",
     "engine_table": "python bench/engine_table.py",
     "engine_agreement": "python bench/engine_agreement.py",
+    "segment_throughput_engine": "python bench/segment_throughput.py --sizes 100 --modes mask --patch-sizes "
+                                 "--json bench/results/segment_throughput_engine.json",
 }
 
 
@@ -174,6 +176,7 @@ RENDERERS: dict[str, Callable[[dict, Callable[..., str]], str]] = {
     "edge_throughput": edge_throughput, "install_sizes": install_sizes, "segment_throughput": segment_throughput,
     "tuning": tuning, "engine_profile_before": engine_profile, "engine_profile_after": engine_profile,
     "engine_table": engine_table, "engine_agreement": engine_agreement,
+    "segment_throughput_engine": segment_throughput,
 }
 
 
