@@ -97,7 +97,7 @@ from survey_cracks.config import RunConfig, load_config  # noqa: E402
 from survey_cracks.inference.dispatch import model_spec  # noqa: E402
 from survey_cracks.io.raster import inspect_raster, open_raster, read_context  # noqa: E402
 from survey_cracks.models.checkpoint import SHIPPED_MODEL, file_sha256, read_meta  # noqa: E402
-from survey_cracks.models.engines import ModelSpec, compute_of, load_engine  # noqa: E402
+from survey_cracks.models.engines import ModelSpec, load_engine  # noqa: E402
 from survey_cracks.run.pipeline import context_margin  # noqa: E402
 from survey_cracks.synthetic import write_orthomosaic  # noqa: E402
 from survey_cracks.tiling import context_windows  # noqa: E402
@@ -306,7 +306,7 @@ def verdict(summary: dict[str, float], sizes: list[int]) -> list[dict]:
 
 
 def machine_info(spec: ModelSpec) -> dict:
-    flags = set((hardware._cpuinfo_value("flags", "Features") or "").split())
+    flags = hardware.cpu_flags()
     try:
         import onnxruntime
 
@@ -324,7 +324,7 @@ def machine_info(spec: ModelSpec) -> dict:
         "cpu": hardware.cpu_name(), "cores": os.cpu_count(), "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
         "avx512_bf16": "avx512_bf16" in flags, "amx_bf16": "amx_bf16" in flags,
         "native_bf16": hardware.cpu_has_native_bf16(), "cuda_devices": hardware.cuda_device_count(),
-        "compute": compute_of(spec.device, spec.precision, spec.engine),
+        "compute": load_engine(spec).compute,  # engine: auto's measured choice (the workers load the same)
         "torch": torch.__version__, "onnxruntime": ort_version, "python": platform.python_version(),
         "platform": platform.platform(), "git": git, "loadavg_at_start": [round(x, 2) for x in os.getloadavg()],
     }

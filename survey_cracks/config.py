@@ -55,7 +55,7 @@ class TilingConfig(StrictModel):
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
 InferencePrecision = Literal["auto", "fp32", "bf16", "fp16", "int8"]
 Device = Literal["auto", "cpu", "cuda"]
-Engine = Literal["auto", "torch", "onnxruntime"]
+Engine = Literal["auto", "torch", "inductor", "onnxruntime", "openvino"]
 
 
 class InferenceConfig(StrictModel):
@@ -103,7 +103,10 @@ class InferenceConfig(StrictModel):
     )
     device: Device = "auto"
     engine: Engine = Field(
-        "auto", description="auto = ONNX Runtime when the model runs fp32 on a CPU (faster there), else PyTorch"
+        "auto", description="auto = on a CPU with precision auto, the engine and precision measured fastest here at "
+        "equal outputs (once per model, CPU and library versions; cached: `survey-cracks info --engines`); elsewhere "
+        "ONNX Runtime when the model runs fp32 on a CPU, else PyTorch. inductor = PyTorch through torch.compile "
+        "(compiled once, cached); openvino needs the openvino extra"
     )
     scheduler: str | None = Field(None, description="address of an existing Dask scheduler")
     scheduler_timeout_s: float = Field(30.0, gt=0, description="how long to try to reach the scheduler before giving up")

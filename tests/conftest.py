@@ -20,6 +20,8 @@ from rasterio.transform import from_origin
 os.environ.setdefault("OMP_NUM_THREADS", "2")
 # Converted (ONNX) models go to a throw-away cache; Dask workers and CLI subprocesses inherit it.
 os.environ.setdefault("SURVEY_CRACKS_CACHE", tempfile.mkdtemp(prefix="survey_cracks_test_cache_"))
+# engine: auto measures every engine on first use per model (a minute); the tests' many tiny models run the heuristic
+os.environ.setdefault("SURVEY_CRACKS_MEASURE_ENGINES", "0")
 
 
 def run_in_fresh_python(code: str, timeout: float = 300, env: dict[str, str] | None = None) -> str:

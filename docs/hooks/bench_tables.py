@@ -30,6 +30,12 @@ PRODUCERS = {
     "finetune_mask": "flock /tmp/survey_cracks_cpu.lock python bench/finetune_mask.py",
     "mask_bridges_shipped": "flock /tmp/survey_cracks_cpu.lock python bench/mask_bridges.py",
     "finetune_mask_timing": "flock /tmp/survey_cracks_cpu.lock python bench/finetune_mask_timing.py",
+    "engine_profile_before": "python bench/engine_profile.py --label before",
+    "engine_profile_after": "python bench/engine_profile.py --label after --engine auto",
+    "engine_table": "python bench/engine_table.py",
+    "engine_agreement": "python bench/engine_agreement.py",
+    "segment_throughput_engine": "python bench/segment_throughput.py --sizes 100 --modes mask --patch-sizes "
+                                 "--json bench/results/segment_throughput_engine.json",
 }
 
 
@@ -204,13 +210,55 @@ def finetune_mask_timing(result: dict, table: Callable[..., str]) -> str:
             f"before/after included), peak RSS {result['peak_rss_mb']} MB, {verdict}; {result['cores']} cores "
             f"({result['cpu']}), the run got {share} of one core (`/usr/bin/time -v`). "
             f"Command: `{PRODUCERS['finetune_mask_timing']}`.")
+def engine_profile(result: dict, table: Callable[..., str]) -> str:
+    """bench/engine_profile.py: the engine's glue share, and the network's self CPU time by op class."""
+    classes = [[name, f"{c['ms']:.0f}", f"{c['share']:.1%}"] for name, c in result["profile"]["classes"].items()]
+    ops = [[name, c["class"], f"{c['ms']:.1f}", f"{c['share']:.1%}"] for name, c in list(result["profile"]["ops"].items())[:8]]
+    return "\n\n".join([
+        (f"`{result['engine']}` on a {result['window_px']}² window, {result['threads']} thread(s), "
+         f"{result['machine']['cpu']}: `engine.segment` {result['engine_s']:.3f} s, the network alone "
+         f"({result['network_precision']} eager) {result['network_s']:.3f} s: glue **{result['glue_share']:.1%}** "
+         f"(medians of {len(result['rounds'])} interleaved rounds)."),
+        table(["op class (network, eager)", "ms per pass", "share"], classes),
+        table(["op", "class", "ms per pass", "share"], ops),
+    ])
+
+
+def engine_table(result: dict, table: Callable[..., str]) -> str:
+    """bench/engine_table.py: each engine x precision on this machine, as `engine: auto` chose (the table
+    `survey-cracks info --engines` prints)."""
+    from survey_cracks.models.engine_choice import EngineChoice, choice_table
+
+    fields = ("engine", "precision", "key", "trials", "window_px", "measured_at")
+    choice = EngineChoice.from_json(json.dumps({name: result[name] for name in fields}))
+    libraries = ", ".join(f"{k} {v}" for k, v in result["key"]["libraries"].items())
+    return "\n\n".join([
+        choice_table(choice),
+        (f"`{result['command']}` at {result['measured_at']}: {result['window_px']}² windows, "
+         f"{result['key']['threads']} thread(s) on {result['key']['cpu']} ({result['cores']} cores), {libraries}. "
+         f"Agreement: the share of the validation images' pixels within one level of eager torch's at the same "
+         f"precision (the reference); {result['agreement_needed']:.1%} needed."),
+    ])
+
+
+def engine_agreement(result: dict, table: Callable[..., str]) -> str:
+    """bench/engine_agreement.py: each engine's heatmap levels against eager torch's."""
+    rows = [[r["engine"], r["precision"], f"{r['vs_torch_same_precision']:.4%}", f"{r['vs_torch_fp32']:.4%}"]
+            for r in result["rows"]]
+    return "\n\n".join([
+        table(["engine", "precision", "within one level of torch at that precision", "within one level of torch fp32"],
+              rows),
+        f"`{result['command']}`: {result['images']}, {result['pixels']:,} pixels; {result['cpu']}.",
+    ])
 
 
 RENDERERS: dict[str, Callable[[dict, Callable[..., str]], str]] = {
     "edge_throughput": edge_throughput, "install_sizes": install_sizes, "segment_throughput": segment_throughput,
     "tuning": tuning, "finetune_mask": finetune_mask, "mask_bridges_shipped": mask_bridges_shipped,
     "finetune_mask_timing": finetune_mask_timing, "photo_throughput": photo_throughput,
-    "photo_throughput_scale": photo_throughput,
+    "photo_throughput_scale": photo_throughput, "engine_profile_before": engine_profile, "engine_profile_after": engine_profile,
+    "engine_table": engine_table, "engine_agreement": engine_agreement,
+    "segment_throughput_engine": segment_throughput,
 }
 
 

@@ -604,15 +604,31 @@ def loso(config_path: Path, holdout: tuple[str, ...], epochs: int, samples_per_e
 
 @cli.command()
 @model_opt
-def info(model_path: Path | None) -> None:
-    """Show a checkpoint's metadata: patch size, threshold, training provenance."""
+@click.option("--engines", is_flag=True, help="Time every installed engine and precision on this machine (once; cached) "
+              "and print the table `inference.engine: auto` chooses from.")
+@click.option("--threads", type=click.IntRange(1), default=1, show_default=True,
+              help="With --engines: intra-op threads per engine (inference.torch_threads).")
+@click.option("--remeasure", is_flag=True, help="With --engines: measure again, replacing the cached table.")
+def info(model_path: Path | None, engines: bool, threads: int, remeasure: bool) -> None:
+    """Show a checkpoint's metadata: patch size, threshold, training provenance; or (--engines) the engine table."""
     from survey_cracks.models.checkpoint import SHIPPED_MODEL, file_sha256, read_meta
 
     path = model_path or SHIPPED_MODEL
     try:
         meta = read_meta(path)
+        if engines:
+            from survey_cracks.models.engine_choice import choice_table
+            from survey_cracks.models.engines import measured_choice
+
+            choice = measured_choice(path, threads, remeasure)
     except SurveyCracksError as error:
         _fail(error)
+        return
+    if engines:
+        click.echo(f"{choice.key['cpu']}, {threads} thread(s), {choice.window_px} px windows, measured {choice.measured_at}; "
+                   f"libraries {', '.join(f'{k} {v}' for k, v in choice.key['libraries'].items())}")
+        click.echo(choice_table(choice))
+        click.echo(f"auto runs: {choice.engine} {choice.precision}")
         return
     click.echo(json.dumps({"file": str(path), "sha256": file_sha256(path), **json.loads(meta.to_json())}, indent=1))
 

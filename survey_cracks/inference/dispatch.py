@@ -32,9 +32,9 @@ from survey_cracks.io.raster import (
     read_window,
     shared_reader,
 )
-from survey_cracks.models.engines import CrackEngine, ModelSpec, compute_of, load_engine
+from survey_cracks.models.engines import CrackEngine, ModelSpec, load_engine
 from survey_cracks.tiling import ALIGN, ContextWindow, PatchGrid, footprint_crop, photo_windows
-from survey_cracks.vectors.heatmap import NODATA, to_levels
+from survey_cracks.vectors.heatmap import NODATA
 
 ProgressCallback = Callable[[int], None]
 
@@ -118,7 +118,7 @@ class WindowMaps:
     """What one window's trunk pass gives back for its core: only the core's pixels travel."""
 
     core: Window
-    levels: np.ndarray | None  # (h, w) uint8 heatmap levels of crack probability (mask mode; `heatmap.to_levels`)
+    levels: np.ndarray | None  # (h, w) uint8 heatmap levels of crack probability (mask mode), as the engine gives them
     dense: np.ndarray  # (rows, cols) float32 patch scores of the 128 px patches centred in the core, 32 px apart
     dense_origin: tuple[int, int]  # raster (row, col) offset of dense[0, 0]'s patch window
 
@@ -177,15 +177,15 @@ def segment_window(
     if target is None:
         return None
     if keep_mask:
-        mask = _segment_footprint(engine, window, rgb, valid)
+        levels = _segment_footprint(engine, window, rgb, valid)  # the engine's uint8 heatmap levels
         if scale == 1.0:
-            levels = to_levels(np.where(valid[core], mask[core], np.nan))
+            levels = np.where(valid[core], levels[core], NODATA).astype(np.uint8)
         else:
             rows = (int(target.row_off), int(target.row_off + target.height))
             cols = (int(target.col_off), int(target.col_off + target.width))
-            probability = _back_to_source(mask.astype(np.float32), window.read, rows, cols, scale, cv2.INTER_LINEAR)
+            resampled = _back_to_source(levels.astype(np.float32), window.read, rows, cols, scale, cv2.INTER_LINEAR)
             inside = _back_to_source(valid.astype(np.uint8), window.read, rows, cols, scale, cv2.INTER_NEAREST) > 0
-            levels = to_levels(np.where(inside, probability, np.nan))
+            levels = np.where(inside, np.rint(resampled), NODATA).astype(np.uint8)
         return WindowMaps(target, levels, np.zeros((0, 0), np.float32), (0, 0))
     if scale != 1.0:
         raise ValueError("a processing scale other than 1 applies to mask mode only")
@@ -206,7 +206,8 @@ def segment_window(
 
 
 def _segment_footprint(engine: CrackEngine, window: ContextWindow, rgb: np.ndarray, valid: np.ndarray) -> np.ndarray:
-    """The mask over the whole read, the network run on `footprint_crop` of it only (0 elsewhere: no valid pixel there)."""
+    """The mask's uint8 levels over the whole read, the network run on `footprint_crop` of it only (0 elsewhere: no
+    valid pixel there)."""
     rows, cols = footprint_crop(window, valid)
     mask, _ = engine.segment(np.ascontiguousarray(rgb[rows, cols]))
     if mask is None:
@@ -418,9 +419,9 @@ def _release_window_resources() -> None:
 
 
 def warm(spec: ModelSpec) -> str:
-    """Dask task: load the model into this worker now; what it runs on (`compute_of`)."""
-    load_engine(spec)
-    return compute_of(spec.device, spec.precision, spec.engine)
+    """Dask task: load the model into this worker now; what it runs on (the engine's ``compute``: with ``engine: auto``
+    the measured choice)."""
+    return load_engine(spec).compute
 
 
 def warm_workers(client: Client, spec: ModelSpec) -> list[Future]:

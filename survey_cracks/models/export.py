@@ -34,7 +34,7 @@ from torch import nn
 from survey_cracks.edge.runtime import EdgeModel, pad_to_stride
 from survey_cracks.errors import OutputError
 from survey_cracks.models.checkpoint import SHIPPED_MODEL, ModelMeta, file_sha256
-from survey_cracks.models.network import TRUNK_STRIDE, load_checkpoint
+from survey_cracks.models.network import TRUNK_STRIDE, WindowGraph, load_checkpoint
 from survey_cracks.models.verify import PARITY_TOLERANCE, ExportCheck, Maps, check_export, validation_images
 from survey_cracks.outputs import atomic_write, write_json
 
@@ -54,23 +54,9 @@ OUTPUTS_DOC = {
 }
 
 
-class EdgeGraph(nn.Module):
-    """uint8 NHWC RGB -> (per-pixel crack probability, patch scores every 32 px): the exported graph."""
-
-    def __init__(self, model: nn.Module, meta: ModelMeta) -> None:
-        super().__init__()
-        self.model = model
-        self.crack_index = meta.classes.index("crack")
-        self.has_mask = meta.has_mask
-        std, mean = torch.tensor(meta.std).view(1, 3, 1, 1), torch.tensor(meta.mean).view(1, 3, 1, 1)
-        self.register_buffer("scale", 1.0 / (255.0 * std))
-        self.register_buffer("shift", mean / std)
-
-    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        x = images.permute(0, 3, 1, 2).float() * self.scale - self.shift
-        mask, dense = self.model.segment(x)
-        patch = torch.softmax(dense, dim=1)[:, self.crack_index]
-        return (patch,) if mask is None else (torch.sigmoid(mask)[:, 0], patch)
+def EdgeGraph(model: nn.Module, meta: ModelMeta) -> WindowGraph:  # noqa: N802  (was a class; callers build it so)
+    """uint8 NHWC RGB -> (per-pixel crack probability, patch scores every 32 px): the exported graph, float outputs."""
+    return WindowGraph(model, meta, quantise=False)
 
 
 def torch_maps(module: Callable[[torch.Tensor], Any], meta: ModelMeta) -> Callable[[np.ndarray], Maps]:
@@ -179,7 +165,7 @@ def _ort_version() -> str:
     return onnxruntime.__version__
 
 
-def _write_onnx(graph: EdgeGraph, meta: ModelMeta, tmp: Path, precision: ExportPrecision, facts: dict[str, Any],
+def _write_onnx(graph: WindowGraph, meta: ModelMeta, tmp: Path, precision: ExportPrecision, facts: dict[str, Any],
                 say: Callable[[str], None]) -> None:
     """fp32 by torch.onnx (dynamic batch and sides), then converted to ``precision``, then the metadata."""
     import onnx

@@ -53,6 +53,11 @@ def cpu_name() -> str:
     return _cpuinfo_value("model name", "Model") or platform.processor() or platform.machine()
 
 
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags (Linux /proc/cpuinfo ``flags`` or Arm ``Features``; empty where unreadable)."""
+    return set((_cpuinfo_value("flags", "Features") or "").split())
+
+
 @lru_cache(maxsize=1)
 def cpu_has_native_bf16() -> bool:
     """Whether the CPU runs bf16 natively (AVX-512 BF16 / AMX class, Arm BF16).
