@@ -145,9 +145,16 @@ def raster_folders(out: Path) -> list[tuple[Path, dict]]:
         if report.get("status") == "ok" and (report_path.parent / "heatmap.tif").is_file():
             found.append((report_path.parent, report))
     if not found:
-        raise SurveyCracksError(out, "no finished raster with a heatmap.tif in this folder",
-                                "give the --out folder of a finished `survey-cracks run`")
+        collections = photo_collections(out)
+        raise SurveyCracksError(out, "no finished raster with a heatmap.tif in this folder" + (
+            f" (only the photo collection{'s' if len(collections) > 1 else ''} {', '.join(collections)})" if collections else ""),
+            "give the --out folder of a finished `survey-cracks run` (photos: run them with --layout per-raster)")
     return found
+
+
+def photo_collections(out: Path) -> list[str]:
+    """The surveys of ``out`` written in the collection layout: `suggest` does not rank their photos yet."""
+    return sorted(path.parent.parent.name for path in Path(out).glob("*/collection/photos.csv"))
 
 
 def suggest(out: Path, n: int = 20, window: int = 256, progress: bool = True,
@@ -156,6 +163,10 @@ def suggest(out: Path, n: int = 20, window: int = 256, progress: bool = True,
     out = Path(out)
     candidates: list[Suggestion] = []
     folders = raster_folders(out)
+    skipped = photo_collections(out)
+    if skipped:
+        log(f"not ranked: the photo collection{'s' if len(skipped) > 1 else ''} {', '.join(skipped)} (suggest reads "
+            "per-raster heatmaps; run such photos with --layout per-raster to have their windows ranked)")
     for folder, report in tqdm(folders, desc="scoring windows", unit="raster", disable=not progress):
         threshold = float((report.get("counts") or {}).get("threshold") or 0.5)
         with rasterio.open(folder / "heatmap.tif") as src:

@@ -52,3 +52,19 @@ def test_a_straight_line_scores_as_one_and_a_clean_window_as_nothing():
     prob[100:104, :] = 0.95
     measures = score_window(prob, 0.5, 256)
     assert measures.reason_kind == "straight_line" and measures.straight_line > 0.6
+
+
+def test_a_photo_collection_is_named_as_not_ranked_rather_than_passed_over_in_silence(tmp_path):
+    out = _run_out(tmp_path)
+    collection = out / "road" / "collection"
+    collection.mkdir(parents=True)
+    (collection / "photos.csv").write_text("photo\n")
+    result = CliRunner().invoke(cli, ["suggest", str(out), "--n", "3", "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert "not ranked: the photo collection road" in result.output
+    only_photos = tmp_path / "photos_only"
+    (only_photos / "road" / "collection").mkdir(parents=True)
+    (only_photos / "road" / "collection" / "photos.csv").write_text("photo\n")
+    result = CliRunner().invoke(cli, ["suggest", str(only_photos), "--quiet"])
+    assert result.exit_code != 0 and "only the photo collection road" in result.output
+    assert "--layout per-raster" in result.output
