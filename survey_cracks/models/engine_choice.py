@@ -47,6 +47,12 @@ CANDIDATES: tuple[tuple[str, str], ...] = (
     ("openvino", "bf16"),
 )
 LIBRARIES = ("torch", "onnxruntime", "openvino", "numpy")
+# Measured in the table, never chosen by ``auto``: a window alone on one thread is not how a run uses it. With the
+# run's task slots calling it at once, OpenVINO bf16 ran the 100 MP raster end to end at 1.52-1.58 MP/s (3 rounds,
+# 63-66 s) against 1.84-2.07 MP/s (48-54 s) for eager bf16 the same hour, though it won the single-window timing
+# (bench/segment_throughput.py, AMD EPYC 2 cores). `inference.engine: openvino` still runs it on request.
+NOT_FOR_AUTO: frozenset[tuple[str, str]] = frozenset({("openvino", "fp32"), ("openvino", "bf16")})
+RULE = 2  # in the cache key: a cached choice made by an earlier rule is measured again
 
 
 def reference(precision: str) -> tuple[str, str]:
@@ -117,7 +123,7 @@ def choice_key(model_sha256: str, threads: int) -> dict:
     flags = hardware.cpu_flags()
     return {"model_sha256": model_sha256, "cpu": hardware.cpu_name(),
             "cpu_flags_sha256": hashlib.sha256(" ".join(sorted(flags)).encode()).hexdigest()[:16],
-            "libraries": library_versions(), "threads": threads}
+            "libraries": library_versions(), "threads": threads, "rule": RULE}
 
 
 def choice_path(key: dict) -> Path:
@@ -189,7 +195,7 @@ def measure(key: dict, build: Builder, measure_s: float = MEASURE_S, window_px: 
     trials = [Trial(name, precision, True, round(float(np.median(t)) * 1000, 1),
                     round(window_px * window_px / float(np.median(t)) / 1e6, 3), agreement, round(start_s, 2))
               for t, (name, precision, _, start_s, agreement) in zip(times, loaded)] + absent
-    agreeing = [t for t in trials if t.agrees] or [t for t in trials if (t.engine, t.precision) == reference("fp32")]
+    agreeing = [t for t in trials if t.agrees and (t.engine, t.precision) not in NOT_FOR_AUTO] or [t for t in trials if (t.engine, t.precision) == reference("fp32")]
     best = min(agreeing, key=lambda t: t.cost_ms)
     return EngineChoice(best.engine, best.precision, key, trials, window_px, time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
 
@@ -239,5 +245,5 @@ def _fmt(value: float | None, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
 
-__all__ = ["AGREEMENT", "CANDIDATES", "EngineChoice", "Trial", "cached_choice", "choice_key", "choice_table",
+__all__ = ["AGREEMENT", "CANDIDATES", "NOT_FOR_AUTO", "EngineChoice", "Trial", "cached_choice", "choice_key", "choice_table",
            "choose_engine", "library_versions", "measure", "reference"]

@@ -172,3 +172,22 @@ def test_auto_loads_the_measured_choice_and_says_it(cache, monkeypatch):
     monkeypatch.setenv("SURVEY_CRACKS_MEASURE_ENGINES", "0")
     monkeypatch.setattr("survey_cracks.models.engines._ENGINES", {})
     assert warm(spec) == "cpu bf16 torch"
+
+
+def test_openvino_is_measured_and_listed_but_not_chosen_by_auto(cache):
+    """The fastest window on one thread, agreeing, yet slower in a run's concurrent task slots: listed, not chosen."""
+    from survey_cracks.models.engine_choice import NOT_FOR_AUTO
+
+    fakes = {("torch", "fp32"): _Fake(0.02), ("torch", "bf16"): _Fake(0.01), ("inductor", "bf16"): None,
+             ("onnxruntime", "fp32"): _Fake(0.015), ("openvino", "fp32"): _Fake(0.012), ("openvino", "bf16"): _Fake(0.001)}
+
+    def build(engine, precision):
+        if fakes[(engine, precision)] is None:
+            raise ImportError("not here")
+        return fakes[(engine, precision)]
+
+    choice = measure({"k": 2}, build, measure_s=0.05, window_px=256)
+    trials = {(t.engine, t.precision): t for t in choice.trials}
+    assert trials[("openvino", "bf16")].agrees and ("openvino", "bf16") in NOT_FOR_AUTO
+    assert trials[("openvino", "bf16")].ms_per_window < trials[("torch", "bf16")].ms_per_window
+    assert (choice.engine, choice.precision) == ("torch", "bf16")
