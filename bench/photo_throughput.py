@@ -59,9 +59,7 @@ from torchvision.models import resnet18  # noqa: E402
 from survey_cracks.models import hardware  # noqa: E402
 from survey_cracks.synthetic import render_scene  # noqa: E402
 
-SHARED = ROOT.parent / "shared" / "data"
-if not SHARED.is_dir():
-    SHARED = Path("/work/shared/data")
+SHARED = Path(os.environ.get("SURVEY_CRACKS_SHARED_DATA", ROOT.parent / "shared" / "data"))  # ../shared beside the repo
 
 # How many pixels the network sees for one photo, asked of the code under test (its window plan).
 WASTE_PROBE = """
@@ -167,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repo", action="append", default=None, metavar="LABEL=PATH",
                         help="a survey_cracks checkout to run, labelled (repeat to interleave several: "
-                             "before=/work/wt/photos_before after=.); default: this one, labelled 'this'")
+                             "before=../main_before after=.); default: this one, labelled 'this'")
     parser.add_argument("--sets", nargs="+", default=["448x448:20", "640x360:20", "1920x1080:5"],
                         help="procedural sets WIDTHxHEIGHT:COUNT")
     parser.add_argument("--shared-count", type=int, default=20, help="photos from ../shared/data (0: none)")
