@@ -234,7 +234,8 @@ def choice_table(choice: EngineChoice) -> str:
     rows = ["| engine | precision | available | ms/window | MP/s | agreement (within 1 level) | start s "
             f"| ms/window with start over {AMORTISED_WINDOWS} | chosen |", "|---|---|---|---|---|---|---|---|---|"]
     for t in choice.trials:
-        chosen = "**yes**" if (t.engine, t.precision) == (choice.engine, choice.precision) else ""
+        chosen = ("**yes**" if (t.engine, t.precision) == (choice.engine, choice.precision) else
+                  "not by auto (slower in a run's concurrent task slots)" if (t.engine, t.precision) in NOT_FOR_AUTO else "")
         rows.append(f"| {t.engine} | {t.precision} | {'yes' if t.available else 'no: ' + t.note} | "
                     f"{_fmt(t.ms_per_window, '.0f')} | {_fmt(t.mp_per_s, '.2f')} | {_fmt(t.agreement, '.4%')} | "
                     f"{_fmt(t.start_s, '.1f')} | {_fmt(t.cost_ms if t.available else None, '.0f')} | {chosen} |")

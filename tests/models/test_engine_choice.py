@@ -191,3 +191,5 @@ def test_openvino_is_measured_and_listed_but_not_chosen_by_auto(cache):
     assert trials[("openvino", "bf16")].agrees and ("openvino", "bf16") in NOT_FOR_AUTO
     assert trials[("openvino", "bf16")].ms_per_window < trials[("torch", "bf16")].ms_per_window
     assert (choice.engine, choice.precision) == ("torch", "bf16")
+    openvino_row = next(line for line in engine_choice.choice_table(choice).splitlines() if line.startswith("| openvino | bf16"))
+    assert "not by auto" in openvino_row
