@@ -38,6 +38,7 @@ from rasterio.windows import Window
 from skimage.morphology import skeletonize
 from tqdm import tqdm
 
+from survey_cracks.deliver.collection import COLLECTION, PHOTOS_CSV
 from survey_cracks.deliver.report_html import _rgb, _templates
 from survey_cracks.errors import SurveyCracksError
 from survey_cracks.outputs import atomic_write
@@ -154,7 +155,7 @@ def raster_folders(out: Path) -> list[tuple[Path, dict]]:
 
 def photo_collections(out: Path) -> list[str]:
     """The surveys of ``out`` written in the collection layout: `suggest` does not rank their photos yet."""
-    return sorted(path.parent.parent.name for path in Path(out).glob("*/collection/photos.csv"))
+    return sorted(path.parent.parent.name for path in Path(out).glob(f"*/{COLLECTION}/{PHOTOS_CSV}"))
 
 
 def suggest(out: Path, n: int = 20, window: int = 256, progress: bool = True,
