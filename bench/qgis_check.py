@@ -18,6 +18,7 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import Callable
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 # QGIS computes band statistics to style the source raster; without this GDAL saves them
@@ -34,6 +35,23 @@ from qgis.core import (  # noqa: E402
 )
 from qgis.PyQt.QtCore import QSize  # noqa: E402
 from qgis.PyQt.QtGui import QColor  # noqa: E402
+
+
+def headless_qgis(doc: str, target: str, target_help: str, png: str,
+                  more_options: Callable[[argparse.ArgumentParser], None] | None = None) -> tuple[argparse.Namespace, QgsApplication]:
+    """The checks' common start: parse ``target`` (a folder or file of a run) and ``--png``, then QGIS without a GUI.
+
+    Returns the arguments and the started application, which must stay referenced while layers live.
+    """
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument(target, type=Path, help=target_help)
+    parser.add_argument("--png", type=Path, default=Path(png))
+    if more_options:
+        more_options(parser)
+    args = parser.parse_args()
+    app = QgsApplication([], False)
+    app.initQgis()
+    return args, app
 
 
 def render_png(layers: list, heatmap: QgsRasterLayer, png: Path, width: int = 1000, extent=None) -> QgsMapRendererParallelJob:
@@ -53,14 +71,8 @@ def render_png(layers: list, heatmap: QgsRasterLayer, png: Path, width: int = 10
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("folder", type=Path, help="OUT/<survey>/<raster>")
-    parser.add_argument("--source", type=Path, default=None, help="the input raster, drawn underneath")
-    parser.add_argument("--png", type=Path, default=Path("qgis_map.png"))
-    args = parser.parse_args()
-
-    app = QgsApplication([], False)
-    app.initQgis()
+    args, app = headless_qgis(__doc__, "folder", "OUT/<survey>/<raster>", "qgis_map.png", lambda parser: parser.add_argument(
+        "--source", type=Path, default=None, help="the input raster, drawn underneath"))
     report = json.loads((args.folder / "report.json").read_text())
     heatmap = QgsRasterLayer(str(args.folder / "heatmap.tif"), "heatmap")
     cracks = QgsVectorLayer(f"{args.folder / 'cracks.gpkg'}|layername=cracks", "cracks", "ogr")

@@ -14,7 +14,6 @@ Prints a JSON report; exit code 1 when a check fails.
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import os
@@ -23,17 +22,12 @@ from pathlib import Path
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from qgis.core import QgsApplication, QgsRectangle, QgsVectorLayer  # noqa: E402
-from qgis_check import render_png  # noqa: E402
+from qgis.core import QgsRectangle, QgsVectorLayer  # noqa: E402
+from qgis_check import headless_qgis, render_png  # noqa: E402
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("folder", type=Path, help="OUT/<survey>/collection")
-    parser.add_argument("--png", type=Path, default=Path("qgis_collection.png"))
-    args = parser.parse_args()
-    app = QgsApplication([], False)
-    app.initQgis()
+    args, app = headless_qgis(__doc__, "folder", "OUT/<survey>/collection", "qgis_collection.png")
     gpkg = args.folder / "cracks.gpkg"
     rows = list(csv.DictReader(open(args.folder / "photos.csv")))
     with_cracks = sorted(r["photo"] for r in rows if r["status"] == "ok" and int(float(r["polygons"] or 0)) > 0)

@@ -23,8 +23,8 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 os.environ.setdefault("GDAL_PAM_ENABLED", "NO")  # no .aux.xml beside the sample surveys
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from qgis.core import QgsApplication, QgsProject, QgsRasterLayer, QgsRectangle
-from qgis_check import render_png
+from qgis.core import QgsProject, QgsRasterLayer, QgsRectangle
+from qgis_check import headless_qgis, render_png
 
 # What the product's styles make of each layer; QGIS's defaults would be singleSymbol / multibandcolor / singlebandgray.
 STYLED = {"heatmap": {"singlebandpseudocolor"}, "cracks": {"graduatedSymbol"}, "centrelines": {"graduatedSymbol", "categorizedSymbol",
@@ -123,14 +123,11 @@ def render_layout(png: Path, width_mm: float = 260, dpi: int = 72) -> None:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("project", type=Path, help="OUT/<survey>/<survey>.qgz")
-    parser.add_argument("--png", type=Path, default=Path("qgis_project.png"))
-    parser.add_argument("--width", type=int, default=900)
-    parser.add_argument("--legend", action="store_true", help="draw the project's legend (groups, layers, classes) beside the map")
-    args = parser.parse_args()
-    app = QgsApplication([], False)
-    app.initQgis()
+    def options(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--width", type=int, default=900)
+        parser.add_argument("--legend", action="store_true", help="draw the project's legend (groups, layers, classes) beside the map")
+
+    args, app = headless_qgis(__doc__, "project", "OUT/<survey>/<survey>.qgz", "qgis_project.png", options)
     try:
         result = check(args.project)
         if not result["problems"]:

@@ -11,7 +11,6 @@ not QGIS's single symbol), and draws it over the source raster and the heatmap i
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -21,17 +20,12 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 os.environ.setdefault("GDAL_PAM_ENABLED", "NO")  # no .aux.xml beside the sample surveys
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from qgis.core import QgsApplication, QgsRasterLayer, QgsVectorLayer  # noqa: E402
-from qgis_check import render_png  # noqa: E402
+from qgis.core import QgsRasterLayer, QgsVectorLayer  # noqa: E402
+from qgis_check import headless_qgis, render_png  # noqa: E402
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("folder", type=Path, help="OUT/<survey>/<raster>")
-    parser.add_argument("--png", type=Path, default=Path("suggest_map.png"))
-    args = parser.parse_args()
-    app = QgsApplication([], False)
-    app.initQgis()
+    args, app = headless_qgis(__doc__, "folder", "OUT/<survey>/<raster>", "suggest_map.png")
     report = json.loads((args.folder / "report.json").read_text())
     source = QgsRasterLayer(report["source"], "imagery")
     heatmap = QgsRasterLayer(str(args.folder / "heatmap.tif"), "heatmap")

@@ -29,6 +29,8 @@ LICENCES = {
     "brickwork": "Brickwork Cracks (CrackCV repository): no licence stated, treat as research-only",
     "quaywall": "Quay-wall UAV cracks (Komi et al. 2025): CC BY-SA 4.0",
     "masonry": "Masonry cracks (Dais et al. 2021): GPL-3.0 repository, cite the paper",
+    "uavcrack_bridges": "UAV concrete bridge cracks (bridging-big-data/model-crack): MIT for the code, no terms stated "
+                        "for the images, treat as research-only",
 }
 
 
@@ -216,18 +218,19 @@ def _mask_card(run_dir: Path, metrics: dict[str, Any], checkpoint: Path, meta: A
         f"the classifier's rule, after the joint phase; used in patch and dense mode)",
         f"- **Context**: {meta.min_margin_px} px around each window (measured: the centre's probabilities change by "
         f"< 0.01 against the whole image)",
-        f"- **Training**: {schedule.get('decoder_steps')} steps of the decoder alone (trunk and patch head frozen), then "
+        f"- **Training**: {_decoder_phase(schedule)}"
         f"{schedule.get('joint_steps')} steps of everything (trunk and head at x{schedule.get('trunk_lr_factor')} the rate, "
         f"pixel BCE + soft Dice + {schedule.get('patch_loss_weight')} x patch cross-entropy), batches of "
         f"{schedule.get('batch_size')} crops of {schedule.get('crop_size')} px, scale jitter {schedule.get('scale_jitter')}, "
-        f"fp32, {prov.get('train_seconds', 0) / 60:.0f} min, seed {prov.get('seed')}, torch {prov.get('torch')}; the last "
-        f"step's weights are kept",
+        f"fp32, {prov.get('train_seconds', 0) / 60:.0f} min, seed {prov.get('seed')}, torch {prov.get('torch')}; "
+        f"{_kept(schedule, metrics.get('history', []))}",
         f"- **Reproduce**: `{command}`",
         "",
         "## Data",
         "",
-        "Images are split by the classifier's seeded group hash (`configs/mask.yaml` uses `configs/train.yaml`'s seed and",
-        "fractions), so the images held out from the trunk's training stay held out. What each source teaches:",
+        "Images are split by the classifier's seeded group hash (the mask configs use `configs/train.yaml`'s seed and",
+        "fractions), so the images held out from the trunk's training stay held out; a source new to the mask configs",
+        "(uavcrack_bridges) is split by bridge map or photo the same way. What each source teaches:",
         "",
     ]
     teaches = {"mask_folder": "every pixel", "class_folders": "crack-free images as all-background masks",
@@ -238,7 +241,8 @@ def _mask_card(run_dir: Path, metrics: dict[str, Any], checkpoint: Path, meta: A
     lines += [
         "",
         "**Licence of the weights**: derived from data restricted to non-commercial research (DeepCrack, CrackForest),",
-        "without stated terms (Brickwork) and GPL-3.0 (masonry): treat them as research-only.",
+        "without stated terms (Brickwork, and the UAV bridge images when trained on them) and GPL-3.0 (masonry): treat",
+        "them as research-only.",
         "",
         "## Held-out results (pixel and centreline level)",
         "",
@@ -272,6 +276,7 @@ def _mask_card(run_dir: Path, metrics: dict[str, Any], checkpoint: Path, meta: A
                          for name in sorted(patch, key=lambda n: (not n.startswith("test/"), n))
                          for label, table in (("new", patch), ("previous", patch_base or {})) if name in table
                          for r in [table[name]]])
+    lines += _comparison_section(_optional_json(run_dir / "comparison.json"))
     lines += ["", "## Training history", ""]
     lines += _table(["step", "phase", "loss", "val pixel F1@2", "val threshold", "minutes"],
                     [(h["step"], h["phase"], h["loss"], h.get("val", {}).get("f1"), h.get("val", {}).get("threshold"),
@@ -285,6 +290,55 @@ def _mask_card(run_dir: Path, metrics: dict[str, Any], checkpoint: Path, meta: A
         "- Straight dark lines (joints, formwork edges) can look like cracks to it; the sources hold few of them.",
     ]
     return "\n".join(lines) + "\n"
+
+
+def _decoder_phase(schedule: dict[str, Any]) -> str:
+    """The decoder-only phase, or nothing when the run fine-tuned a trained decoder (``decoder_steps: 0``)."""
+    if not schedule.get("decoder_steps"):
+        return ""
+    return f"{schedule['decoder_steps']} steps of the decoder alone (trunk and patch head frozen), then "
+
+
+def _kept(schedule: dict[str, Any], history: list[dict[str, Any]]) -> str:
+    """Which weights the file holds: the last step's, or with ``patience`` the best validation checkpoint's."""
+    scored = [h for h in history if h.get("val")]
+    if not schedule.get("patience") or not scored:
+        return "the last step's weights are kept"
+    best = max(scored, key=lambda h: h["val"]["f1"])
+    return f"the weights of step {best['step']} are kept (the best validation pixel F1@2, {best['val']['f1']})"
+
+
+def _comparison_section(comparison: dict[str, Any] | None) -> list[str]:
+    """`bench/mask_retrain.py`'s figures: this model against the one it replaces, on every source's test split."""
+    if not comparison:
+        return []
+    current, candidate = comparison["models"]["current"], comparison["models"]["candidate"]
+    verdict = comparison["verdict"]
+
+    def cells(row: dict[str, Any]) -> list[object]:
+        p2, p5, line = row["pixel@2px"], row["pixel@5px"], row["centreline@2px"]
+        return [p2["precision"], p2["recall"], p2["f1"], p5["f1"], line["quality"]]
+
+    rows = []
+    for name, row in current["rows"].items():
+        new = candidate["rows"].get(name)
+        rows.append((name, row["images"], "before", *cells(row)))
+        if new:
+            rows.append((name, new["images"], "**this model**", *cells(new)))
+    lines = ["", "## Against the model it replaces (test splits, by source)", "",
+             f"Both at their own mask threshold (before {current['threshold']}, this model {candidate['threshold']}) on the "
+             f"test split of every source of `{comparison['config']}`; uavcrack_bridges also by bridge map (maps with "
+             f"enough test tiles). Rule fixed before the run: {comparison['rule']}. Verdict: existing sources within one "
+             f"point: **{verdict['existing_within_one_point']}**; new source improved: **{verdict['new_source_improved']}** "
+             f"(maps improved: {verdict['maps_improved']}). Command: `{comparison['command']}`.", ""]
+    lines += _table(["test set", "images", "model", "P@2", "R@2", "F1@2", "F1@5", "centreline quality"], rows)
+    if current.get("patch") and candidate.get("patch"):
+        lines += ["", "Patch head, the classifier's held-out patches (`configs/train.yaml`):", ""]
+        lines += _table(["test set", "patches", "model", "precision", "recall", "F1", "AP"],
+                        [(name, r["patches"], label, r["precision"], r["recall"], r["f1"], r["ap"])
+                         for name in current["patch"] for label, model in (("before", current), ("**this model**", candidate))
+                         if name in model["patch"] for r in [model["patch"][name]]])
+    return lines
 
 
 def adapted_mask_card(metrics: dict[str, Any], checkpoint: Path, base: Path, command: str, comparison: Any,

@@ -1,0 +1,122 @@
+"""Is a re-trained mask model worth shipping? Held-out figures of two models, split by source (issue 27 §3).
+
+Both models are scored on the **test** split of every source of a mask config (by
+default configs/mask_bridges.yaml, whose splits are configs/mask.yaml's with
+uavcrack_bridges split by bridge map too): pixel P/R/F1 at 0, 2 and 5 px and centrelines
+at 2 px, each model at its own mask threshold, as `survey-cracks evaluate-mask` does,
+plus uavcrack_bridges by bridge map (maps with at least ``--min-tiles`` test tiles) and
+the patch head's figures on configs/train.yaml's held-out patches (`survey-cracks
+evaluate`). The rule for shipping, fixed before the run (the issue's): every existing
+source's test pixel F1@2 within one point (0.01) of the current model's, and the new
+source's test maps better. The verdict is computed here, not written by hand.
+
+    flock /tmp/survey_cracks_cpu.lock python bench/mask_retrain.py \\
+        --candidate runs/mask_bridges/model.safetensors
+
+Writes bench/results/mask_retrain.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from survey_cracks.config import MaskTrainConfig, TrainConfig, load_config  # noqa: E402
+from survey_cracks.models.checkpoint import SHIPPED_MODEL, file_sha256  # noqa: E402
+from survey_cracks.models.network import load_checkpoint  # noqa: E402
+from survey_cracks.training.segment import image_counts, load_images, summarise  # noqa: E402
+from survey_cracks.training.train import evaluate_checkpoint  # noqa: E402
+
+RESULTS = ROOT / "bench" / "results" / "mask_retrain.json"
+NEW_SOURCE = "uavcrack_bridges"
+TOLERANCES = (0, 2, 5)
+F1_KEY = "pixel@2px"
+ONE_POINT = 0.01
+
+
+def shown(path: Path) -> str:
+    """A path as the repository names it (no machine's folders in published results)."""
+    path = path.resolve()
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else path.name
+
+
+def score(path: Path, images: list, min_tiles: int, patch_config: TrainConfig | None) -> dict:
+    """One model's rows: each source's test split, the new source by map, the patch head's held-out patches."""
+    model, meta = load_checkpoint(path)
+    counts = [image_counts(model, meta, im, meta.mask_threshold, TOLERANCES)
+              for im in tqdm(images, desc=f"scoring {path.name}", unit="img", disable=not sys.stderr.isatty())]
+    rows = {}
+    for source in sorted({im.source for im in images}):
+        rows[source] = summarise([c for im, c in zip(images, counts) if im.source == source], TOLERANCES)
+    by_map: dict[str, list] = {}
+    for im, c in zip(images, counts):
+        if im.source == NEW_SOURCE and im.group.startswith("ck"):
+            by_map.setdefault(im.group, []).append(c)
+    for group in sorted(by_map, key=lambda g: -len(by_map[g])):
+        if len(by_map[group]) >= min_tiles:
+            rows[f"{NEW_SOURCE} map {group}"] = summarise(by_map[group], TOLERANCES)
+    patch = None
+    if patch_config is not None:
+        patch = {k.removeprefix("test/"): v for k, v in evaluate_checkpoint(patch_config, path, progress=False).items()
+                 if k.startswith("test/")}
+    return {"path": shown(path),
+            "sha256": file_sha256(path), "threshold": meta.mask_threshold, "rows": rows, "patch": patch}
+
+
+def verdict(current: dict, candidate: dict) -> dict:
+    """The issue's rule: existing sources within one F1 point, the new source's test maps better."""
+    changes = {}
+    for name, row in current["rows"].items():
+        if name in candidate["rows"]:
+            changes[name] = round(candidate["rows"][name][F1_KEY]["f1"] - row[F1_KEY]["f1"], 4)
+    existing = {n: d for n, d in changes.items() if not n.startswith(NEW_SOURCE)}
+    maps = {n: d for n, d in changes.items() if n.startswith(f"{NEW_SOURCE} map")}
+    kept = all(d >= -ONE_POINT for d in existing.values())
+    improved = changes.get(NEW_SOURCE, 0.0) > 0 and sum(d > 0 for d in maps.values()) > len(maps) / 2
+    return {"f1_change_at_2px": changes, "existing_within_one_point": kept, "new_source_improved": improved,
+            "maps_improved": f"{sum(d > 0 for d in maps.values())} of {len(maps)}", "ship": kept and improved}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", type=Path, default=ROOT / "configs" / "mask_bridges.yaml")
+    parser.add_argument("--current", type=Path, default=SHIPPED_MODEL, help="the model shipped now")
+    parser.add_argument("--candidate", type=Path, required=True, help="the re-trained model")
+    parser.add_argument("--min-tiles", type=int, default=10, help="bridge maps with fewer test tiles are not listed")
+    parser.add_argument("--no-patch", action="store_true", help="skip the patch head's figures")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args()
+    config = load_config(MaskTrainConfig, args.config)
+    config = config.model_copy(update={"workers": os.cpu_count() or 1})
+    torch.set_num_threads(config.workers)
+    patch_config = None if args.no_patch else load_config(TrainConfig, ROOT / "configs" / "train.yaml")
+    started = time.perf_counter()
+    images = [im for im in load_images(config, progress=sys.stderr.isatty(), splits=("test",)) if im.pixel_truth]
+    models = {"current": score(args.current.resolve(), images, args.min_tiles, patch_config),
+              "candidate": score(args.candidate.resolve(), images, args.min_tiles, patch_config)}
+    result = {
+        "command": f"flock /tmp/survey_cracks_cpu.lock python bench/mask_retrain.py --candidate {shown(args.candidate)}",
+        "config": shown(args.config), "split": "test",
+        "rule": f"ship when every existing source's test {F1_KEY} F1 is within {ONE_POINT} of the current model's "
+                f"and {NEW_SOURCE}'s test maps improve",
+        "models": models, "verdict": verdict(models["current"], models["candidate"]),
+        "seconds": round(time.perf_counter() - started, 1), "cpu": platform.processor() or platform.machine(),
+        "threads": config.workers,
+    }
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result["verdict"], indent=1))
+
+
+if __name__ == "__main__":
+    main()
