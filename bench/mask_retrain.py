@@ -8,10 +8,11 @@ plus uavcrack_bridges by bridge map (maps with at least ``--min-tiles`` test til
 the patch head's figures on configs/train.yaml's held-out patches (`survey-cracks
 evaluate`). The rule for shipping, fixed before the run (the issue's): every existing
 source's test pixel F1@2 within one point (0.01) of the current model's, and the new
-source's test maps better. The verdict is computed here, not written by hand.
+source's test maps better: its F1@2 over all its test tiles higher AND more than half of
+its listed maps higher. The verdict is computed here, not written by hand.
 
-    flock /tmp/survey_cracks_cpu.lock python bench/mask_retrain.py \\
-        --candidate runs/mask_bridges/model.safetensors
+    survey-cracks train-mask --config configs/mask_bridges.yaml --ship   # runs/mask_bridges/model.safetensors
+    flock /tmp/survey_cracks_cpu.lock python bench/mask_retrain.py --candidate runs/mask_bridges/model.safetensors
 
 Writes bench/results/mask_retrain.json.
 """
@@ -106,7 +107,8 @@ def main() -> None:
     models = {"current": score(args.current.resolve(), images, args.min_tiles, patch_config),
               "candidate": score(args.candidate.resolve(), images, args.min_tiles, patch_config)}
     result = {
-        "command": f"flock /tmp/survey_cracks_cpu.lock python bench/mask_retrain.py --candidate {shown(args.candidate)}",
+        "command": f"flock /tmp/survey_cracks_cpu.lock python bench/mask_retrain.py --current {shown(args.current)} "
+                   f"--candidate {shown(args.candidate)}",
         "config": shown(args.config), "split": "test",
         "rule": f"ship when every existing source's test {F1_KEY} F1 is within {ONE_POINT} of the current model's "
                 f"and {NEW_SOURCE}'s test maps improve",

@@ -29,6 +29,7 @@ PRODUCERS = {
                               "--json bench/results/photo_throughput_scale.json",
     "finetune_mask": "flock /tmp/survey_cracks_cpu.lock python bench/finetune_mask.py",
     "mask_bridges_shipped": "flock /tmp/survey_cracks_cpu.lock python bench/mask_bridges.py",
+    "mask_retrain": "flock /tmp/survey_cracks_cpu.lock python bench/mask_retrain.py --candidate runs/mask_bridges/model.safetensors",
     "finetune_mask_timing": "flock /tmp/survey_cracks_cpu.lock python bench/finetune_mask_timing.py",
     "engine_profile_before": "python bench/engine_profile.py --label before",
     "engine_profile_after": "python bench/engine_profile.py --label after --engine auto",
@@ -199,6 +200,25 @@ def mask_bridges_shipped(result: dict, table: Callable[..., str]) -> str:
     ])
 
 
+def mask_retrain(result: dict, table: Callable[..., str]) -> str:
+    """bench/mask_retrain.py: the shipped model before and after re-training with a new source, by source and map."""
+    from survey_cracks.outputs.tables import model_comparison_tables
+
+    verdict = result["verdict"]
+    models = result["models"]
+    tables = [table(headers, rows) for headers, rows in model_comparison_tables(result)]
+    return "\n\n".join([
+        *tables,
+        (f"Before: `{models['current']['path']}` (sha256 {models['current']['sha256'][:12]}…, mask threshold "
+         f"{models['current']['threshold']}); re-trained: `{models['candidate']['path']}` (sha256 "
+         f"{models['candidate']['sha256'][:12]}…, {models['candidate']['threshold']}). Test splits of `{result['config']}`. "
+         f"Rule: {result['rule']}. Existing sources within one point: **{'yes' if verdict['existing_within_one_point'] else 'no'}**; "
+         f"new source improved: **{'yes' if verdict['new_source_improved'] else 'no'}** (maps {verdict['maps_improved']}); "
+         f"ship: **{'yes' if verdict['ship'] else 'no'}**. {result['seconds']} s on {result['threads']} threads "
+         f"({result['cpu']}). Command: `{result['command']}`."),
+    ])
+
+
 def finetune_mask_timing(result: dict, table: Callable[..., str]) -> str:
     """bench/finetune_mask_timing.py: one line, the practical target of a mask fine-tune on three 7 MP mosaics."""
     verdict = ("within the 20 min target" if result["within_20_min"] else
@@ -255,6 +275,7 @@ def engine_agreement(result: dict, table: Callable[..., str]) -> str:
 RENDERERS: dict[str, Callable[[dict, Callable[..., str]], str]] = {
     "edge_throughput": edge_throughput, "install_sizes": install_sizes, "segment_throughput": segment_throughput,
     "tuning": tuning, "finetune_mask": finetune_mask, "mask_bridges_shipped": mask_bridges_shipped,
+    "mask_retrain": mask_retrain,
     "finetune_mask_timing": finetune_mask_timing, "photo_throughput": photo_throughput,
     "photo_throughput_scale": photo_throughput, "engine_profile_before": engine_profile, "engine_profile_after": engine_profile,
     "engine_table": engine_table, "engine_agreement": engine_agreement,

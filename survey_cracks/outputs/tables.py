@@ -56,3 +56,26 @@ def markdown_table(headers: Sequence[str], rows: Iterable[Sequence[object]], ali
 
 
 __all__ = ["MISSING", "format_cell", "markdown_table"]
+
+
+def model_comparison_tables(comparison: dict) -> list[tuple[list[str], list[list[object]]]]:
+    """`bench/mask_retrain.py`'s result as tables: each test set's row before and after, pixel then patch level.
+
+    The model card and the documentation both print it; one function keeps them the same.
+    """
+    current, candidate = comparison["models"]["current"], comparison["models"]["candidate"]
+
+    def cells(row: dict) -> list[object]:
+        p2, p5, line = row["pixel@2px"], row["pixel@5px"], row["centreline@2px"]
+        return [p2["precision"], p2["recall"], p2["f1"], p5["f1"], line["quality"]]
+
+    pixel = [[name, model["rows"][name]["images"], label, *cells(model["rows"][name])]
+             for name in current["rows"] for label, model in (("before", current), ("**re-trained**", candidate))
+             if name in model["rows"]]
+    tables = [(["test set", "images", "model", "P@2", "R@2", "F1@2", "F1@5", "centreline quality"], pixel)]
+    if current.get("patch") and candidate.get("patch"):
+        patch = [[name, r["patches"], label, r["precision"], r["recall"], r["f1"], r["ap"]]
+                 for name in current["patch"] for label, model in (("before", current), ("**re-trained**", candidate))
+                 if name in model["patch"] for r in [model["patch"][name]]]
+        tables.append((["test set", "patches", "model", "precision", "recall", "F1", "AP"], patch))
+    return tables

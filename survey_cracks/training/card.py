@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from survey_cracks.models.network import SHIPPED_MODEL, file_sha256, read_meta
+from survey_cracks.outputs.tables import model_comparison_tables
 
 MASK_TASK = "mask decoder + patch head"  # provenance["task"] of a `train-mask` run
 
@@ -314,30 +315,15 @@ def _comparison_section(comparison: dict[str, Any] | None) -> list[str]:
         return []
     current, candidate = comparison["models"]["current"], comparison["models"]["candidate"]
     verdict = comparison["verdict"]
-
-    def cells(row: dict[str, Any]) -> list[object]:
-        p2, p5, line = row["pixel@2px"], row["pixel@5px"], row["centreline@2px"]
-        return [p2["precision"], p2["recall"], p2["f1"], p5["f1"], line["quality"]]
-
-    rows = []
-    for name, row in current["rows"].items():
-        new = candidate["rows"].get(name)
-        rows.append((name, row["images"], "before", *cells(row)))
-        if new:
-            rows.append((name, new["images"], "**this model**", *cells(new)))
     lines = ["", "## Against the model it replaces (test splits, by source)", "",
-             f"Both at their own mask threshold (before {current['threshold']}, this model {candidate['threshold']}) on the "
+             f"Both at their own mask threshold (before {current['threshold']}, re-trained {candidate['threshold']}) on the "
              f"test split of every source of `{comparison['config']}`; uavcrack_bridges also by bridge map (maps with "
-             f"enough test tiles). Rule fixed before the run: {comparison['rule']}. Verdict: existing sources within one "
-             f"point: **{verdict['existing_within_one_point']}**; new source improved: **{verdict['new_source_improved']}** "
-             f"(maps improved: {verdict['maps_improved']}). Command: `{comparison['command']}`.", ""]
-    lines += _table(["test set", "images", "model", "P@2", "R@2", "F1@2", "F1@5", "centreline quality"], rows)
-    if current.get("patch") and candidate.get("patch"):
-        lines += ["", "Patch head, the classifier's held-out patches (`configs/train.yaml`):", ""]
-        lines += _table(["test set", "patches", "model", "precision", "recall", "F1", "AP"],
-                        [(name, r["patches"], label, r["precision"], r["recall"], r["f1"], r["ap"])
-                         for name in current["patch"] for label, model in (("before", current), ("**this model**", candidate))
-                         if name in model["patch"] for r in [model["patch"][name]]])
+             f"enough test tiles); last, the patch head on the classifier's held-out patches (`configs/train.yaml`). "
+             f"Rule fixed before the run: {comparison['rule']}. Verdict: existing sources within one point: "
+             f"**{verdict['existing_within_one_point']}**; new source improved: **{verdict['new_source_improved']}** "
+             f"(maps improved: {verdict['maps_improved']}). Command: `{comparison['command']}`."]
+    for headers, rows in model_comparison_tables(comparison):
+        lines += [""] + _table(headers, rows)
     return lines
 
 

@@ -28,6 +28,6 @@ def test_comparison_rows_pair_each_source_before_and_after():
     }
     text = "\n".join(_comparison_section(comparison))
     assert "| masonry | 3 | before | 0.8 | 0.8 | 0.8 | 0.8 | 0.8 |" in text
-    assert "| uavcrack_bridges | 3 | **this model** | 0.6 | 0.6 | 0.6 | 0.6 | 0.6 |" in text
+    assert "| uavcrack_bridges | 3 | **re-trained** | 0.6 | 0.6 | 0.6 | 0.6 | 0.6 |" in text
     assert "maps improved: 2 of 3" in text and "`python bench/mask_retrain.py --candidate m`" in text
     assert _comparison_section(None) == []
