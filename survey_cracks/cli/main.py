@@ -189,9 +189,12 @@ def run(inputs: tuple[str, ...], from_list: Path | None, out: Path, config_path:
     for outcome in result.failed:
         click.echo(f"FAILED {outcome.error}", err=True)
     ok = len(result.outcomes) - len(result.failed)
-    click.echo(f"{ok} of {len(result.outcomes)} rasters done ({len(result.computed)} computed, {len(result.up_to_date)} up to date, "
-               f"{len(result.failed)} failed); outputs in {out}/ (summary.csv covers {result.covered} rasters, run.json, "
-               "report.html, catalog.json)")
+    # with collections of photos, what the entries are ("6 photos in 1 collection"), not "1 raster"
+    what, covered = ((f"done ({result.words()}; ", result.covered_words()) if result.covered_collections
+                     else ("rasters done (", f"{result.covered} rasters"))
+    click.echo(f"{ok} of {len(result.outcomes)} {what}{len(result.computed)} computed, "
+               f"{len(result.up_to_date)} up to date, {len(result.failed)} failed); outputs in {out}/ (summary.csv covers "
+               f"{covered}, run.json, report.html, catalog.json)")
     unused = [o for o in result.outcomes if o.annotation_error]
     if unused and not result.failed:
         click.echo(f"{len(unused)} annotation(s) could not be used: those rasters have no metrics (see the WARNING lines)", err=True)
@@ -378,7 +381,13 @@ def evaluate(out_dir: Path | None, threshold: float | None, assets_path: Path | 
         except SurveyCracksError as error:
             _fail(error)
             return
-        click.echo(f"{sum(o.status == 'ok' for o in outcomes)} rasters re-evaluated; outputs in {out_dir}/")
+        from survey_cracks.deliver.console import rasters_and_photos
+
+        done = [o for o in outcomes if o.status == "ok"]
+        collections = [o for o in done if o.counts.photos is not None]
+        what = rasters_and_photos(len(done) - len(collections), sum(o.counts.photos or 0 for o in collections),
+                                  len(collections))
+        click.echo(f"{', '.join(what)} re-evaluated; outputs in {out_dir}/")
         return
     from survey_cracks.config import TrainConfig, load_config
     from survey_cracks.training.train import evaluate_checkpoint

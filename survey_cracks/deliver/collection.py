@@ -158,11 +158,21 @@ def read_journal(folder: Path) -> dict[str, dict[str, Any]]:
     return done
 
 
+def failed_rows(folder: Path) -> list[dict[str, Any]]:
+    """The rows of photos.csv of photos that failed (they have no journal line), as `photo_row` made them."""
+    path = folder / PHOTOS_CSV
+    if not path.is_file():
+        return []
+    table = pd.read_csv(path)
+    table = table[table["status"] != "ok"].astype(object)
+    return table.where(table.notna(), None).to_dict("records")
+
+
 def compact_journal(folder: Path, keep: dict[str, dict[str, Any]]) -> None:
     """Rewrite the journal with ``keep``'s lines only (photos redone or gone are dropped), atomically."""
     with atomic_write(folder / JOURNAL) as tmp:
         tmp.write_text("".join(json.dumps(entry) + "\n" for entry in keep.values()))
 
 
-__all__ = ["COLLECTION", "CollectionWriter", "HEATMAPS", "JOURNAL", "PHOTOS_CSV", "compact_journal", "heatmap_name",
+__all__ = ["COLLECTION", "CollectionWriter", "HEATMAPS", "JOURNAL", "PHOTOS_CSV", "compact_journal", "failed_rows", "heatmap_name",
            "is_collection", "photo_row", "read_journal"]

@@ -29,7 +29,7 @@ from survey_cracks.background import in_background
 from survey_cracks.config import EvaluateConfig, HeatmapConfig, RunConfig
 from survey_cracks.deliver.assets import load_assets
 from survey_cracks.deliver.condition import AssetRules
-from survey_cracks.deliver.console import raster_found, survey_threshold, totals_lines
+from survey_cracks.deliver.console import rasters_and_photos, raster_found, survey_threshold, totals_lines
 from survey_cracks.deliver.deliverables import write_deliverables
 from survey_cracks.deliver.outcomes import (
     COMPUTED,
@@ -117,6 +117,19 @@ class RunResult:
     out: Path
     outcomes: list[RasterOutcome] = field(default_factory=list)
     covered: int = 0
+    covered_photos: int = 0  # of the ``covered`` entries, ``covered_collections`` are collections of these photos
+    covered_collections: int = 0
+
+    def covered_words(self) -> str:
+        """``3 rasters`` or ``1 raster, 6 photos in 1 collection``: what OUT holds."""
+        return ", ".join(rasters_and_photos(self.covered - self.covered_collections, self.covered_photos,
+                                            self.covered_collections))
+
+    def words(self) -> str:
+        """This run's entries the same way."""
+        collections = sum(o.counts.photos is not None for o in self.outcomes)
+        return ", ".join(rasters_and_photos(len(self.outcomes) - collections,
+                                            sum(o.counts.photos or 0 for o in self.outcomes), collections))
 
     @property
     def failed(self) -> list[RasterOutcome]:
@@ -379,7 +392,7 @@ def _run_locked(inputs: list[str | Path], out: Path, run: RunContext, progress: 
     for line in totals_lines(result.outcomes, str(out)):
         events(line)
     events(f"finished: {len(result.computed)} computed, {len(result.up_to_date)} up to date, {len(result.failed)} failed; "
-           f"OUT holds {result.covered} rasters", computed=len(result.computed), up_to_date=len(result.up_to_date),
+           f"OUT holds {result.covered_words() if result.covered_collections else f'{result.covered} rasters'}", computed=len(result.computed), up_to_date=len(result.up_to_date),
            failed=len(result.failed), rasters_in_out=result.covered)
     return result
 
@@ -733,7 +746,8 @@ def write_run_reports(out: Path, run: RunContext) -> RunResult:
             "asset_rules": run.rules.model_dump(mode="json"),
         },
     )
-    return RunResult(out, this_run, covered=len(outcomes))
+    return RunResult(out, this_run, covered=len(outcomes), covered_photos=sum(o.counts.photos or 0 for o in outcomes),
+                     covered_collections=sum(o.counts.photos is not None for o in outcomes))
 
 
 def write_survey_reports(out: Path, outcomes: list[RasterOutcome]) -> None:

@@ -1,0 +1,127 @@
+"""What is done with a collection after its run: `evaluate OUT`, `compare`, the reports and the catalogue.
+
+Tiny procedural photos (96 x 128 px) with annotations, the shipped model, the CLI on one
+LocalCluster started here: each check is the CLI's, on what it leaves in OUT.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import cv2
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import pytest
+import shapely
+from click.testing import CliRunner
+
+from survey_cracks.cli.main import cli
+from survey_cracks.deliver.collection import COLLECTION, HEATMAPS, PHOTOS_CSV, read_journal
+from survey_cracks.synthetic import render_scene
+
+# photos.csv's columns a re-scoring must give as a fresh run does (timings aside)
+FIGURES = ["status", "polygons", "centrelines", "crack_length", "max_width", "threshold", "cell_f1", "object_f1",
+           "pixel_0px_f1", "pixel_2px_f1", "centreline_quality", "score", "heatmap"]
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    from distributed import LocalCluster
+
+    with LocalCluster(n_workers=1, threads_per_worker=2, processes=True, dashboard_address=None) as local:
+        yield local
+
+
+def invoke(*args: object) -> tuple[int, str]:
+    result = CliRunner().invoke(cli, [str(a) for a in args])
+    return result.exit_code, result.output
+
+
+def write_survey(folder: Path, count: int = 3, seed: int = 0, size: tuple[int, int] = (96, 128)) -> list[Path]:
+    """``count`` photos in ``folder``; the first annotated by a mask, the second by polygons with a `label`."""
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i in range(count):
+        rgb, mask = render_scene(*size, seed=seed + i, n_cracks=2)
+        path = folder / f"frame_{i:04d}.jpg"
+        cv2.imwrite(str(path), np.ascontiguousarray(rgb[..., ::-1]), [cv2.IMWRITE_JPEG_QUALITY, 90])
+        if i == 0:
+            cv2.imwrite(str(folder / f"{path.stem}.mask.png"), mask)
+        elif i == 1:
+            write_vector_annotation(folder / f"{path.stem}.cracks.geojson", mask)
+        paths.append(path)
+    return paths
+
+
+def write_vector_annotation(path: Path, mask: np.ndarray, ignore: shapely.Geometry | None = None) -> None:
+    """The mask's cracks as polygons in pixel coordinates (x = column, y = -row), and an `ignore` area if given."""
+    from rasterio.features import shapes
+
+    flip = lambda geom: shapely.affinity.scale(geom, 1, -1, origin=(0, 0))  # noqa: E731
+    cracks = [flip(shapely.geometry.shape(g)) for g, v in shapes((mask > 0).astype(np.uint8)) if v == 1]
+    frame = gpd.GeoDataFrame({"label": ["crack"] * len(cracks)}, geometry=cracks)
+    if ignore is not None:
+        frame = pd.concat([frame, gpd.GeoDataFrame({"label": ["ignore"]}, geometry=[flip(ignore)])], ignore_index=True)
+    path.write_text(frame.to_json())
+
+
+def run(survey: Path, out: Path, cluster, *options: object) -> str:
+    code, output = invoke("run", survey, "--out", out, "--scheduler", cluster.scheduler_address, "-q", *options)
+    assert code == 0, output
+    return output
+
+
+def photos(out: Path, survey: str = "road") -> pd.DataFrame:
+    return pd.read_csv(out / survey / COLLECTION / PHOTOS_CSV).set_index("photo")
+
+
+def test_evaluate_rescores_a_collection_as_a_fresh_run_at_that_threshold_would(tmp_path, cluster):
+    survey = tmp_path / "road"
+    paths = write_survey(survey)
+    out, fresh = tmp_path / "out", tmp_path / "fresh"
+    run(survey, out, cluster)
+    before = photos(out)
+    assert before.loc["frame_0000", "cell_f1"] == before.loc["frame_0000", "cell_f1"]  # annotated: scored
+    # the annotation now beside the photo is the one scored: half of frame_0001 marked `ignore` after the run
+    _, mask = render_scene(96, 128, seed=1, n_cracks=2)
+    write_vector_annotation(survey / "frame_0001.cracks.geojson", mask, ignore=shapely.box(0, 0, 64, 96))
+    code, output = invoke("evaluate", out, "--threshold", 0.6, "-q")
+    assert code == 0, output
+    assert "3 photos in 1 collection re-evaluated" in output, output
+    run(survey, fresh, cluster, "--threshold", 0.6)
+    ours, theirs = photos(out), photos(fresh)
+    pd.testing.assert_frame_equal(ours[FIGURES], theirs[FIGURES])
+    assert (ours["threshold"] == 0.6).all() and ours.loc["frame_0001", "pixel_2px_f1"] != before.loc["frame_0001", "pixel_2px_f1"]
+    for layer in ("cracks", "centrelines", "photos"):
+        a, b = (gpd.read_file(o / "road" / COLLECTION / "cracks.gpkg", layer=layer) for o in (out, fresh))
+        assert len(a) == len(b) and sorted(a["photo"]) == sorted(b["photo"]), layer
+    # the collection's totals where per-raster totals go: its report.json, the survey's, summary.csv
+    for o in (out, fresh):
+        report = json.loads((o / "road" / COLLECTION / "report.json").read_text())
+        assert report["counts"]["threshold"] == 0.6 and report["counts"]["photos"] == 3
+    mine, fresh_report = (json.loads((o / "road" / "report.json").read_text()) for o in (out, fresh))
+    assert mine["metrics"] == fresh_report["metrics"]
+    summary = pd.read_csv(out / "summary.csv").set_index("raster")
+    assert summary.loc[COLLECTION, "threshold"] == 0.6
+    assert not (out / "road" / COLLECTION / ".evaluate").exists()
+    # the manifest records the threshold: a run at it has nothing to do, as after `run --threshold 0.6`
+    assert "3 photos up to date" in invoke("run", survey, "--out", out, "--scheduler", cluster.scheduler_address,
+                                           "--threshold", 0.6)[1]
+    assert len(read_journal(out / "road" / COLLECTION)) == len(paths)
+
+
+def test_evaluate_says_in_one_line_that_a_collection_without_heatmaps_cannot_be_rescored(tmp_path, cluster):
+    survey = tmp_path / "road"
+    write_survey(survey, 2)
+    out = tmp_path / "out"
+    run(survey, out, cluster, "--no-heatmaps")
+    assert not list((out / "road" / COLLECTION / HEATMAPS).iterdir())
+    before = (out / "road" / COLLECTION / PHOTOS_CSV).read_text()
+    code, output = invoke("evaluate", out, "--threshold", 0.6, "-q")
+    assert code == 0, output
+    lines = [line for line in output.splitlines() if "--no-heatmaps" in line]
+    assert len(lines) == 1 and "re-scoring needs" in lines[0] and "--force" in lines[0], output
+    assert (out / "road" / COLLECTION / PHOTOS_CSV).read_text() == before
