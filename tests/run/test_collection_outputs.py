@@ -40,13 +40,14 @@ def invoke(*args: object) -> tuple[int, str]:
     return result.exit_code, result.output
 
 
-def write_survey(folder: Path, count: int = 3, seed: int = 0, size: tuple[int, int] = (96, 128)) -> list[Path]:
+def write_survey(folder: Path, count: int = 3, seed: int = 0, size: tuple[int, int] = (96, 128), prefix: str = "frame"
+                 ) -> list[Path]:
     """``count`` photos in ``folder``; the first annotated by a mask, the second by polygons with a `label`."""
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
     for i in range(count):
         rgb, mask = render_scene(*size, seed=seed + i, n_cracks=2)
-        path = folder / f"frame_{i:04d}.jpg"
+        path = folder / f"{prefix}_{i:04d}.jpg"
         cv2.imwrite(str(path), np.ascontiguousarray(rgb[..., ::-1]), [cv2.IMWRITE_JPEG_QUALITY, 90])
         if i == 0:
             cv2.imwrite(str(folder / f"{path.stem}.mask.png"), mask)
@@ -125,3 +126,45 @@ def test_evaluate_says_in_one_line_that_a_collection_without_heatmaps_cannot_be_
     lines = [line for line in output.splitlines() if "--no-heatmaps" in line]
     assert len(lines) == 1 and "re-scoring needs" in lines[0] and "--force" in lines[0], output
     assert (out / "road" / COLLECTION / PHOTOS_CSV).read_text() == before
+
+
+def test_compare_pairs_two_collections_photo_by_photo(tmp_path, cluster):
+    survey = tmp_path / "road"
+    write_survey(survey, 3)
+    old, new = tmp_path / "old", tmp_path / "new"
+    run(survey, old, cluster)
+    (survey / "frame_0002.jpg").unlink()  # gone at the later date; frame_0003 new there
+    write_survey(tmp_path / "more", 4)[3].rename(survey / "frame_0003.jpg")
+    run(survey, new, cluster, "--threshold", 0.6)
+    code, output = invoke("compare", old, new, "-q")
+    assert code == 0, output
+    assert "road: 2 photos at both dates" in output and "1 new, 1 gone" in output, output
+    table = pd.read_csv(new / "road" / "photo_changes.csv").set_index("photo")
+    assert table["status"].to_dict() == {"frame_0000": "both", "frame_0001": "both", "frame_0002": "gone",
+                                         "frame_0003": "new"}
+    a, b = photos(old), photos(new)
+    for name in ("frame_0000", "frame_0001"):
+        row = table.loc[name]
+        assert (row.old_polygons, row.new_polygons) == (a.loc[name, "polygons"], b.loc[name, "polygons"])
+        assert row.polygons_change == b.loc[name, "polygons"] - a.loc[name, "polygons"]
+        assert row.length_change == pytest.approx(b.loc[name, "crack_length"] - a.loc[name, "crack_length"], abs=1e-4)
+        assert row.new_pixel_2px_f1 == pytest.approx(b.loc[name, "pixel_2px_f1"])  # both annotated: F1 at both dates
+    assert np.isnan(table.loc["frame_0002", "new_polygons"]) and np.isnan(table.loc["frame_0003", "old_polygons"])
+
+
+def test_compare_a_collection_with_rasters_of_other_photos_is_one_clear_error(tmp_path, cluster):
+    survey, elsewhere = tmp_path / "road", tmp_path / "other" / "road"
+    write_survey(survey, 2)
+    write_survey(elsewhere, 2, prefix="scan")
+    photos_out, same_out, other_out = tmp_path / "collection", tmp_path / "same", tmp_path / "per_raster"
+    run(survey, photos_out, cluster)
+    run(survey, same_out, cluster, "--layout", "per-raster")
+    run(elsewhere, other_out, cluster, "--layout", "per-raster")
+    # the same photos run one by one pair with the collection's by name
+    code, output = invoke("compare", photos_out, same_out, "-q")
+    assert code == 0 and "road: 2 photos at both dates" in output, output
+    code, output = invoke("compare", photos_out, other_out, "-q")
+    assert code == 2, output
+    lines = output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "no photo in common" in lines[0], output
+    assert "--layout" in lines[0] and str(photos_out) in lines[0], output
