@@ -109,14 +109,19 @@ def cli() -> None:
               help="collection: a survey's photos (JPEG/PNG without a world file; mask mode) go into one "
                    "OUT/<survey>/collection/ (cracks.gpkg with a photo column, photos.csv, heatmaps/); per-raster: "
                    "a folder per photo, as for orthomosaics (docs/guide/photos.md).")
-@click.option("--no-heatmaps", is_flag=True, help="Collection layout: no heatmaps/ PNG per photo (vectors and tables only).")
+@click.option("--no-heatmaps", is_flag=True, help="Collection layout: no heatmaps/ PNG per photo (vectors and tables only; "
+              "`evaluate OUT` then cannot re-score the photos).")
+@click.option("--frame-positions", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="Collection layout: CSV of photo positions, columns photo,lon,lat[,time] (photo: file name or stem; "
+                   "degrees, EPSG:4326), e.g. a video's frames: the photos layer gets a point per photo named. A position "
+                   "given here wins over the photo's EXIF GPS; it holds for later runs until another CSV is given.")
 @click.option("--quiet", "-q", is_flag=True, help="For cron: print only warnings, errors and one closing line. Progress bars "
               "are drawn only on a terminal; a redirected log gets plain lines.")
 def run(inputs: tuple[str, ...], from_list: Path | None, out: Path, config_path: Path | None, model_path: Path | None, scheduler: str | None,
         workers: int | None, threads: int | None, threshold: float | None, ground_patch_m: float | None, batch_size: int | None,
         mode: str | None, window_px: int | None, margin_px: int | None, scale: float | None, target_gsd_m: float | None,
         assets_path: Path | None, rules_path: Path | None, device: str | None, precision: str | None, write_mask: bool,
-        force: bool, layout: str, no_heatmaps: bool, quiet: bool) -> None:
+        force: bool, layout: str, no_heatmaps: bool, frame_positions: Path | None, quiet: bool) -> None:
     """Detect cracks in every raster of INPUTS (raster files, survey folders, or folders of survey folders).
 
     \b
@@ -173,7 +178,7 @@ def run(inputs: tuple[str, ...], from_list: Path | None, out: Path, config_path:
     try:
         with interruptible():
             result = _run(inputs, from_list, out, config_path, model_path, quiet, assets_path, rules_path, force, layout,
-                          not no_heatmaps, {
+                          not no_heatmaps, frame_positions, {
                 "inference.scheduler": scheduler, "inference.workers": workers,
                 "inference.threads_per_worker": threads, "inference.batch_size": batch_size,
                 "vectorize.threshold": threshold, "tiling.ground_patch_m": ground_patch_m,
@@ -209,7 +214,7 @@ def progress_bars() -> bool:
 
 def _run(inputs: tuple[str, ...], from_list: Path | None, out: Path, config_path: Path | None, model_path: Path | None,
          quiet: bool, assets_path: Path | None, rules_path: Path | None, force: bool, layout: str, heatmaps: bool,
-         overrides: dict[str, object]) -> RunResult:
+         frame_positions: Path | None, overrides: dict[str, object]) -> RunResult:
     """`run`'s work once its options are parsed: the inputs checked, the cluster started early, the surveys run."""
     from survey_cracks.config import RunConfig, load_config
     from survey_cracks.io.discover import nothing_to_read, read_input_list
@@ -230,7 +235,7 @@ def _run(inputs: tuple[str, ...], from_list: Path | None, out: Path, config_path
             rules = load_rules(rules_path)
             return run_surveys([*inputs, *listed], out, config, model_path, progress=not quiet and progress_bars(),
                                log=click.echo, assets=assets_path, rules=rules, force=force, quiet=quiet, cluster=cluster,
-                               layout=layout, heatmaps=heatmaps)
+                               layout=layout, heatmaps=heatmaps, frame_positions=frame_positions)
     except SurveyCracksError as error:
         _fail(error)
 

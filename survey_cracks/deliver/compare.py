@@ -52,7 +52,7 @@ from survey_cracks.deliver.deliverables import (
     write_csv,
     write_survey_package,
 )
-from survey_cracks.deliver.collection import PHOTOS_CSV, is_collection
+from survey_cracks.deliver.collection import PHOTO_CHANGES_CSV, PHOTOS_CSV, is_collection
 from survey_cracks.deliver.outcomes import RasterOutcome
 from survey_cracks.deliver.report_html import ASSET_CHANGES_CSV, CHANGES_CSV, write_report_html
 from survey_cracks.deliver.run_record import RunRecord, read_run
@@ -168,7 +168,6 @@ def _trend(before: float | None, after: float | None) -> str:
     return "worse" if after > before else "better" if after < before else "same"
 
 
-PHOTO_CHANGES_CSV = "photo_changes.csv"
 PHOTO_FIGURES = {"polygons": "polygons", "centrelines": "centrelines", "crack_length": "length", "max_width": "max_width",
                  "pixel_2px_f1": "pixel_2px_f1"}  # photos.csv's column -> the change table's name
 

@@ -18,6 +18,7 @@ and the next run tries it again.
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import time
 import traceback
@@ -34,14 +35,18 @@ from rasterio.errors import NotGeoreferencedWarning
 from survey_cracks.config import RunConfig
 from survey_cracks.deliver.collection import (
     COLLECTION,
+    FRAME_CSV,
     CollectionWriter,
+    FramePosition,
+    apply_positions,
     compact_journal,
     heatmap_name,
     photo_row,
     read_journal,
+    table_positions,
 )
 from survey_cracks.deliver.outcomes import COMPUTED, UP_TO_DATE, RasterCounts, RasterOutcome, RasterSummary
-from survey_cracks.errors import OutputError, RasterError, SurveyCracksError
+from survey_cracks.errors import OutputError, PositionsError, RasterError, SurveyCracksError
 from survey_cracks.evaluation.evaluate import RasterMetrics, combine, evaluate_raster
 from survey_cracks.inference.dispatch import ModelSpec, grouped_results, photo_groups, segment_photo
 from survey_cracks.io.annotations import Truth, find_annotation
@@ -126,6 +131,56 @@ def exif_position(path: Path) -> tuple[float, float] | None:
         return degrees(gps[4], gps.get(3, "E"), "W"), degrees(gps[2], gps.get(1, "N"), "S")
     except (TypeError, ValueError, ZeroDivisionError):
         return None
+
+
+def read_frame_positions(path: Path) -> dict[str, FramePosition]:
+    """A CSV of frame positions: columns ``photo`` (file name or stem), ``lon``, ``lat`` (degrees, EPSG:4326) and an
+    optional ``time``, kept as written; PositionsError naming the file and the row for anything else."""
+    fix = "columns photo,lon,lat[,time]: the photo's file name or stem, longitude and latitude in degrees (EPSG:4326)"
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as fh:
+            reader = csv.DictReader(fh)
+            columns = [c.strip().lower() for c in reader.fieldnames or []]
+            if not {"photo", "lon", "lat"} <= set(columns):
+                raise PositionsError(path, f"row 1: the header has {', '.join(columns) or 'no columns'}", fix)
+            positions: dict[str, FramePosition] = {}
+            for number, raw in enumerate(reader, start=2):
+                row = {k.strip().lower(): (v or "").strip() for k, v in raw.items() if k is not None}
+                if not any(row.values()):
+                    continue
+                photo = row["photo"]
+                try:
+                    lon, lat = float(row["lon"]), float(row["lat"])
+                except ValueError:
+                    raise PositionsError(path, f"row {number} ({photo or 'no photo'}): lon {row['lon']!r}, lat "
+                                         f"{row['lat']!r} are not numbers", fix) from None
+                if not photo or not (-180 <= lon <= 180 and -90 <= lat <= 90):
+                    what = "no photo named" if not photo else f"lon {lon:g}, lat {lat:g} is not a position in degrees"
+                    raise PositionsError(path, f"row {number}: {what}", fix)
+                if photo in positions:
+                    raise PositionsError(path, f"row {number}: {photo} is given a position twice", "keep one row per photo")
+                positions[photo] = FramePosition(lon, lat, row.get("time") or None)
+    except OSError as error:
+        raise PositionsError(path, f"cannot read it ({error.strerror or error})", "check the file and its permissions") from None
+    except (UnicodeDecodeError, csv.Error) as error:
+        raise PositionsError(path, f"not a CSV text file ({error})", fix) from None
+    return positions
+
+
+def place_photos(plans: list[CollectionRun], positions: dict[str, FramePosition], path: Path) -> None:
+    """Each plan's photos given their row of ``positions`` (by collection name, file name or stem); PositionsError when
+    the CSV names no photo of the run."""
+    matched = 0
+    for plan in plans:
+        for job in plan.photos:
+            position = next((positions[key] for key in (job.name, job.path.name, job.path.stem) if key in positions), None)
+            if position is not None:
+                plan.positions[job.name] = position
+                matched += 1
+    if not matched:
+        example = next(iter(positions), "nothing")
+        raise PositionsError(path, f"names no photo of this run ({len(positions)} rows, e.g. {example})",
+                             "name each photo by its file name (scan_001.jpg) or stem (scan_001) in column photo")
 
 
 def photo_inputs(item: SurveyRaster, annotation: Source | None, model_sha256: str, config_hash: str) -> str:
@@ -256,6 +311,7 @@ class CollectionRun:
     source: str
     survey_source: str
     done: dict[str, dict[str, Any]] = field(default_factory=dict)  # journal lines of up-to-date photos
+    positions: dict[str, FramePosition] = field(default_factory=dict)  # from --frame-positions: win over EXIF
 
 
 def plan_collection(survey: str, out: Path, items: list[SurveyRaster], model_sha256: str, config_hash: str, force: bool) -> tuple[CollectionRun, list[str]]:
@@ -285,6 +341,8 @@ def run_collection(plan: CollectionRun, client: Any, settings: PhotoSettings, pr
                    say: Callable[[str], None], error: Callable[[str], None]) -> RasterOutcome:
     """Every photo of ``plan`` not yet done through the cluster into the collection; the collection's outcome."""
     started = time.perf_counter()
+    # a CSV of frame positions given to an earlier run holds until another is given; EXIF is read again per photo
+    positions = {name: p for name, p in table_positions(plan.folder).items() if p.source == FRAME_CSV} | plan.positions
     todo = [job for job in plan.photos if job.name not in plan.done]
     if plan.done:
         say(f"{len(plan.done)} of {len(plan.photos)} photos already done")
@@ -310,18 +368,19 @@ def run_collection(plan: CollectionRun, client: Any, settings: PhotoSettings, pr
                    {"inputs": inputs_of[outcome.raster], "report": outcome.as_dict(),
                     "row": row})
     return close_collection(writer, plan.survey, plan.source, {job.name for job in plan.photos}, set(plan.done), failed,
-                            empty, time.perf_counter() - started)
+                            empty, time.perf_counter() - started, positions)
 
 
 def close_collection(writer: CollectionWriter, survey: str, source: str, names: set[str], done: set[str],
-                     failed: list[dict[str, Any]], empty: dict[str, gpd.GeoDataFrame], seconds: float) -> RasterOutcome:
+                     failed: list[dict[str, Any]], empty: dict[str, gpd.GeoDataFrame], seconds: float,
+                     positions: dict[str, FramePosition]) -> RasterOutcome:
     """The collection's tables and report.json from its journal (photos in ``names``; ``done``: up to date before
-    this run) and the ``failed`` photos' rows; its outcome."""
+    this run), the ``failed`` photos' rows and the ``positions`` that win over the photos' EXIF; its outcome."""
     writer.flush()
     journal = read_journal(writer.folder)
     rows = [entry["row"] | ({"action": UP_TO_DATE} if name in done else {}) for name, entry in journal.items()
             if name in names] + failed
-    writer.finish(iter(sorted(rows, key=lambda r: r["photo"])), empty)
+    writer.finish(apply_positions(iter(sorted(rows, key=lambda r: r["photo"])), positions), empty)
     outcome = collection_outcome(survey, source, names, journal, failed, seconds)
     write_json(writer.folder / REPORT, outcome.as_dict() | {"layout": COLLECTION, "photos": len(names),
                                                             "photos_failed": len(failed)})
@@ -389,4 +448,4 @@ def raster_summary(info: RasterInfo) -> RasterSummary:
 
 
 __all__ = ["COLLECTION", "CollectionRun", "PhotoJob", "PhotoSettings", "collection_photos", "is_photo",
-           "plan_collection", "raster_summary", "run_collection"]
+           "place_photos", "plan_collection", "read_frame_positions", "raster_summary", "run_collection"]

@@ -42,6 +42,7 @@ from survey_cracks.deliver.collection import (
     is_collection,
     photo_row,
     read_journal,
+    table_positions,
 )
 from survey_cracks.deliver.condition import AssetRules
 from survey_cracks.deliver.deliverables import write_deliverables
@@ -106,7 +107,7 @@ def reevaluate_collection(outcome: RasterOutcome, folder: Path, cwd: Path, thres
             f"are not in {folder / HEATMAPS} (run with --no-heatmaps?): kept at threshold {outcome.counts.threshold}; to "
             f"re-score, run the photos again without --no-heatmaps, with --threshold {threshold:g} --force")
         return None
-    failed = failed_rows(folder)
+    failed, positions = failed_rows(folder), table_positions(folder)  # positions kept as they are (EXIF or CSV)
     work = folder / ".evaluate"
     shutil.rmtree(work, ignore_errors=True)
     writer = CollectionWriter(work)
@@ -117,17 +118,14 @@ def reevaluate_collection(outcome: RasterOutcome, folder: Path, cwd: Path, thres
         source = cwd / entry["report"]["source"]
         annotation = find_annotation(source) if source.is_file() else None
         photo, polygons, lines = rescore_photo(entry, folder / heatmap_name(name), source, annotation, threshold, config)
-        old = entry["row"]
-        located = old.get("longitude") is not None and old.get("latitude") is not None
-        row = photo_row(photo, old.get("score"), old.get("network_px"), True,
-                        (old["longitude"], old["latitude"]) if located else None)
+        row = photo_row(photo, entry["row"].get("score"), entry["row"].get("network_px"), True)
         inputs = photo_inputs(SurveyRaster(outcome.survey, source, name, source.parent), annotation, model_sha256, settings)
         writer.add(name, polygons, lines, {"inputs": inputs, "report": photo.as_dict(), "row": row})
         for layer, frame in (("cracks", polygons), ("centrelines", lines)):
             empty.setdefault(layer, frame.iloc[:0])
         jobs.append(PhotoJob(name, source, Path(annotation) if annotation else None, inputs, source.stat().st_size))
     result = close_collection(writer, outcome.survey, outcome.source, set(journal) | {row["photo"] for row in failed},
-                              set(), failed, empty, sum(outcome.seconds.values()))
+                              set(), failed, empty, sum(outcome.seconds.values()), positions)
     for name in (GPKG, PHOTOS_CSV, JOURNAL, REPORT):  # each replaced whole; heatmaps/ is not touched
         os.replace(work / name, folder / name)
     shutil.rmtree(work)

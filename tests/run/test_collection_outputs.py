@@ -150,6 +150,36 @@ def test_compare_pairs_two_collections_photo_by_photo(tmp_path, cluster):
         assert row.length_change == pytest.approx(b.loc[name, "crack_length"] - a.loc[name, "crack_length"], abs=1e-4)
         assert row.new_pixel_2px_f1 == pytest.approx(b.loc[name, "pixel_2px_f1"])  # both annotated: F1 at both dates
     assert np.isnan(table.loc["frame_0002", "new_polygons"]) and np.isnan(table.loc["frame_0003", "old_polygons"])
+    # report.html: the collection once, its photos listed, the change said
+    page = (new / "report.html").read_text()
+    assert page.count("photo collection") == 1 and "frame_0003" in page and "1 new, 1 gone" in page
+    assert "data:image" not in page.split("photo collection")[1]  # no picture per photo
+
+
+def test_the_catalogue_has_one_item_for_a_collection_with_its_files(tmp_path, cluster):
+    from survey_cracks.deliver.stac import validate_catalog
+
+    survey = tmp_path / "road"
+    paths = write_survey(survey, 3)
+    from test_collection import add_gps
+
+    add_gps(paths[2], (52.0, 30.0, 36.0), (1.0, 15.0, 0.0))
+    out = tmp_path / "out"
+    output = run(survey, out, cluster)
+    assert validate_catalog(out / "catalog.json") == ["https://stac-extensions.github.io/processing/v1.2.0/schema.json"]
+    items = list(out.rglob("item.json"))
+    assert items == [out / "road" / COLLECTION / "item.json"]
+    item = json.loads(items[0].read_text())
+    assert set(item["assets"]) == {"cracks", "photos", "heatmaps", "report"}
+    for asset in item["assets"].values():
+        assert (items[0].parent / asset["href"]).exists(), asset["href"]
+    assert item["properties"]["survey_cracks:photos"] == 3
+    assert item["geometry"]["type"] == "Point" and item["geometry"]["coordinates"] == pytest.approx([-1.25, 52.51])
+    # file count per photo: a heatmap each, and a handful for the whole collection
+    files = [p for p in (out / "road" / COLLECTION).rglob("*") if p.is_file()]
+    assert len(files) <= 3 + 6, files
+    assert "road: 3 photos in 1 collection" in invoke("run", survey, "--out", out, "--scheduler",
+                                                      cluster.scheduler_address)[1]
 
 
 def test_compare_a_collection_with_rasters_of_other_photos_is_one_clear_error(tmp_path, cluster):
@@ -168,3 +198,55 @@ def test_compare_a_collection_with_rasters_of_other_photos_is_one_clear_error(tm
     lines = output.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and "no photo in common" in lines[0], output
     assert "--layout" in lines[0] and str(photos_out) in lines[0], output
+
+
+@pytest.mark.parametrize("text, says", [
+    ("photo,lon,lat\nframe_0000.jpg,4.9,95\n", "row 2: lon 4.9, lat 95 is not a position"),
+    ("photo,lon,lat\nframe_0000.jpg,4.9,52\nframe_0001,east,52\n", "row 3 (frame_0001): lon 'east'"),
+    ("photo,lon,lat\n,4.9,52\n", "row 2: no photo named"),
+    ("name,x,y\nframe_0000.jpg,4.9,52\n", "row 1: the header has name, x, y"),
+    ("photo,lon,lat\nframe_0000,4.9,52\nframe_0000,4.9,52\n", "row 3: frame_0000 is given a position twice"),
+])
+def test_a_bad_frame_positions_csv_is_one_line_naming_the_file_and_the_row(tmp_path, text, says):
+    from survey_cracks.errors import PositionsError
+    from survey_cracks.run.collection import read_frame_positions
+
+    path = tmp_path / "frames.csv"
+    path.write_text(text)
+    with pytest.raises(PositionsError) as error:
+        read_frame_positions(path)
+    assert error.value.message.startswith(f"{path}: {says}") and "\n" not in error.value.message
+
+
+def test_frame_positions_place_photos_and_win_over_exif(tmp_path, cluster):
+    from test_collection import add_gps
+
+    survey = tmp_path / "road"
+    paths = write_survey(survey, 3)
+    add_gps(paths[0], (52.0, 30.0, 36.0), (1.0, 15.0, 0.0))  # EXIF says -1.25, 52.51; the CSV says otherwise
+    add_gps(paths[2], (52.0, 30.0, 36.0), (1.0, 15.0, 0.0))  # EXIF only
+    frames = tmp_path / "frames.csv"
+    frames.write_text("photo,lon,lat,time\nframe_0000.jpg,4.9,52.37,2026-12-01T10:00:00Z\nframe_0001,4.901,52.371,\n"
+                      "not_in_this_run.jpg,0,0,\n")
+    out = tmp_path / "out"
+    run(survey, out, cluster, "--frame-positions", frames)
+    layer = gpd.read_file(out / "road" / COLLECTION / "cracks.gpkg", layer="photos").set_index("photo")
+    assert layer.crs.to_epsg() == 4326
+    assert (layer.geometry["frame_0000"].x, layer.geometry["frame_0000"].y) == pytest.approx((4.9, 52.37))
+    assert (layer.geometry["frame_0001"].x, layer.geometry["frame_0001"].y) == pytest.approx((4.901, 52.371))
+    assert (layer.geometry["frame_0002"].x, layer.geometry["frame_0002"].y) == pytest.approx((-1.25, 52.51))
+    table = photos(out)
+    assert table.loc["frame_0000", "time"] == "2026-12-01T10:00:00Z"
+    assert table["position"].to_dict() == {"frame_0000": "frame positions", "frame_0001": "frame positions",
+                                           "frame_0002": "exif"}
+    # they hold for a later run without the CSV, and through `evaluate OUT`
+    run(survey, out, cluster, "--force")
+    assert invoke("evaluate", out, "--threshold", 0.6, "-q")[0] == 0
+    assert photos(out)["position"].to_dict() == table["position"].to_dict()
+    assert photos(out).loc["frame_0001", "longitude"] == 4.901
+    # a CSV that names no photo of the run: one line, the file, exit 2
+    nothing = tmp_path / "nothing.csv"
+    nothing.write_text("photo,lon,lat\nelsewhere.jpg,4.9,52\n")
+    code, output = invoke("run", survey, "--out", out, "--scheduler", cluster.scheduler_address, "-q",
+                          "--frame-positions", nothing)
+    assert code == 2 and output.strip().splitlines() == [output.strip()] and f"{nothing}: names no photo" in output, output
