@@ -366,6 +366,7 @@ def evaluate(out_dir: Path | None, threshold: float | None, assets_path: Path | 
         the survey GeoPackages, report.html and the STAC catalogue again from heatmap.tif and the annotations
         beside the source rasters, without the model: the same outputs as a fresh run at T. OUT's manifest then
         records T, as `run --threshold T` would: a later run at another threshold computes those rasters again.
+        A collection of photos is re-scored from its heatmaps/<photo>.png (not after --no-heatmaps: one line says so).
     survey-cracks evaluate --config configs/train.yaml: patch-level precision, recall, F1 and AP per source of a
         checkpoint on a training config's held-out splits at its calibrated threshold.
     """
@@ -426,6 +427,8 @@ def compare(old_out: Path, new_out: Path, assets_path: Path | None, rules_path: 
       changes.csv        the same as a table
       asset_changes.csv  per asset: length, density and condition then and now
     and NEW_OUT/report.html gains the change tables. The two dates' rasters need not share a grid or a CRS.
+    A survey of photos in the collection layout is compared photo by photo, by name: NEW_OUT/<survey>/
+    photo_changes.csv (counts, crack length, widest crack, pixel@2px F1 at both dates; docs/guide/photos.md).
     """
     from survey_cracks.deliver.compare import compare_runs
     from survey_cracks.deliver.condition import load_rules

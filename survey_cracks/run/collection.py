@@ -36,6 +36,7 @@ from survey_cracks.config import RunConfig
 from survey_cracks.deliver.collection import (
     COLLECTION,
     FRAME_CSV,
+    HEATMAPS,
     CollectionWriter,
     FramePosition,
     apply_positions,
@@ -377,6 +378,7 @@ def close_collection(writer: CollectionWriter, survey: str, source: str, names: 
     """The collection's tables and report.json from its journal (photos in ``names``; ``done``: up to date before
     this run), the ``failed`` photos' rows and the ``positions`` that win over the photos' EXIF; its outcome."""
     writer.flush()
+    remove_stale_heatmaps(writer.folder, names)
     journal = read_journal(writer.folder)
     rows = [entry["row"] | ({"action": UP_TO_DATE} if name in done else {}) for name, entry in journal.items()
             if name in names] + failed
@@ -393,6 +395,15 @@ def compact_journal_if_needed(plan: CollectionRun) -> None:
     if set(journal) != set(plan.done):
         plan.folder.mkdir(parents=True, exist_ok=True)
         compact_journal(plan.folder, {name: journal[name] for name in plan.done})
+
+
+def remove_stale_heatmaps(folder: Path, names: set[str]) -> None:
+    """Heatmap PNGs of photos no longer in the collection removed: the outputs and photos.csv never disagree."""
+    heatmaps = folder / HEATMAPS
+    if heatmaps.is_dir():
+        for png in heatmaps.glob("*.png"):
+            if png.name.removesuffix(".png") not in names:
+                png.unlink(missing_ok=True)
 
 
 def collection_outcome(survey: str, source: str, names: set[str], journal: dict[str, dict[str, Any]],
@@ -421,7 +432,12 @@ def collection_outcome(survey: str, source: str, names: set[str], journal: dict[
 
 
 def collection_photos(items: list[SurveyRaster], layout: str) -> tuple[dict[str, list[SurveyRaster]], list[SurveyRaster]]:
-    """``items`` split into each survey's photos (the collection layout) and the rasters run one by one."""
+    """``items`` split into each survey's photos (the collection layout) and the rasters run one by one.
+
+    A raster whose output name is ``collection`` (collection.tif) would share its folder with the survey's
+    collection: it is named as a second raster of one stem is (``collection_tif``), in every survey, so
+    that its name does not change when photos are added to the survey later.
+    """
     if layout != COLLECTION:
         return {}, items
     photos: dict[str, list[SurveyRaster]] = {}
@@ -429,6 +445,8 @@ def collection_photos(items: list[SurveyRaster], layout: str) -> tuple[dict[str,
     for item in items:
         if is_photo(item):
             photos.setdefault(item.survey, []).append(item)
+        elif item.name == COLLECTION:
+            rest.append(replace(item, name=f"{COLLECTION}_{Path(str(item.path)).suffix.lstrip('.').lower() or 'raster'}"))
         else:
             rest.append(item)
     return photos, rest

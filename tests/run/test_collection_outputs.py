@@ -250,3 +250,25 @@ def test_frame_positions_place_photos_and_win_over_exif(tmp_path, cluster):
     code, output = invoke("run", survey, "--out", out, "--scheduler", cluster.scheduler_address, "-q",
                           "--frame-positions", nothing)
     assert code == 2 and output.strip().splitlines() == [output.strip()] and f"{nothing}: names no photo" in output, output
+
+
+def test_a_raster_named_collection_does_not_take_the_collections_folder(tmp_path):
+    from survey_cracks.io.discover import SurveyRaster
+    from survey_cracks.run.collection import collection_photos
+
+    photo, raster = write_survey(tmp_path, 1)[0], tmp_path / "collection.tif"
+    raster.write_bytes(b"")
+    items = [SurveyRaster("road", photo, photo.stem, tmp_path), SurveyRaster("road", raster, "collection", tmp_path)]
+    photos_of, rasters = collection_photos(items, COLLECTION)
+    assert [p.name for p in photos_of["road"]] == [photo.stem] and [r.name for r in rasters] == ["collection_tif"]
+    assert collection_photos(items, "per-raster")[1][1].name == "collection"  # no collection folder there
+
+
+def test_heatmaps_of_photos_gone_from_the_folder_are_removed(tmp_path):
+    from survey_cracks.run.collection import remove_stale_heatmaps
+
+    (tmp_path / HEATMAPS).mkdir()
+    for name in ("kept", "gone", "v1.2"):
+        (tmp_path / HEATMAPS / f"{name}.png").write_bytes(b"png")
+    remove_stale_heatmaps(tmp_path, {"kept", "v1.2"})
+    assert sorted(p.name for p in (tmp_path / HEATMAPS).iterdir()) == ["kept.png", "v1.2.png"]
