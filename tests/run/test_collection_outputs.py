@@ -21,6 +21,7 @@ from click.testing import CliRunner
 from survey_cracks.cli.main import cli
 from survey_cracks.deliver.collection import COLLECTION, HEATMAPS, PHOTOS_CSV, read_journal
 from survey_cracks.synthetic import render_scene
+from test_collection import add_gps, write_photos
 
 # photos.csv's columns a re-scoring must give as a fresh run does (timings aside)
 FIGURES = ["status", "polygons", "centrelines", "crack_length", "max_width", "threshold", "cell_f1", "object_f1",
@@ -43,17 +44,14 @@ def invoke(*args: object) -> tuple[int, str]:
 def write_survey(folder: Path, count: int = 3, seed: int = 0, size: tuple[int, int] = (96, 128), prefix: str = "frame"
                  ) -> list[Path]:
     """``count`` photos in ``folder``; the first annotated by a mask, the second by polygons with a `label`."""
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for i in range(count):
-        rgb, mask = render_scene(*size, seed=seed + i, n_cracks=2)
-        path = folder / f"{prefix}_{i:04d}.jpg"
-        cv2.imwrite(str(path), np.ascontiguousarray(rgb[..., ::-1]), [cv2.IMWRITE_JPEG_QUALITY, 90])
+    paths = [path.rename(path.with_name(path.name.replace("frame", prefix)))
+             for path in write_photos(folder, count, size, seed)]
+    for i, path in enumerate(paths[:2]):
+        _, mask = render_scene(*size, seed=seed + i, n_cracks=2)  # the photo's own crack mask: its seed's
         if i == 0:
             cv2.imwrite(str(folder / f"{path.stem}.mask.png"), mask)
-        elif i == 1:
+        else:
             write_vector_annotation(folder / f"{path.stem}.cracks.geojson", mask)
-        paths.append(path)
     return paths
 
 
@@ -161,8 +159,6 @@ def test_the_catalogue_has_one_item_for_a_collection_with_its_files(tmp_path, cl
 
     survey = tmp_path / "road"
     paths = write_survey(survey, 3)
-    from test_collection import add_gps
-
     add_gps(paths[2], (52.0, 30.0, 36.0), (1.0, 15.0, 0.0))
     out = tmp_path / "out"
     output = run(survey, out, cluster)
@@ -219,8 +215,6 @@ def test_a_bad_frame_positions_csv_is_one_line_naming_the_file_and_the_row(tmp_p
 
 
 def test_frame_positions_place_photos_and_win_over_exif(tmp_path, cluster):
-    from test_collection import add_gps
-
     survey = tmp_path / "road"
     paths = write_survey(survey, 3)
     add_gps(paths[0], (52.0, 30.0, 36.0), (1.0, 15.0, 0.0))  # EXIF says -1.25, 52.51; the CSV says otherwise
