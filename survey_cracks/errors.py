@@ -65,5 +65,9 @@ class SourceError(SurveyCracksError):
     """A video file, camera or stream URL cannot be opened or read."""
 
 
+class PositionsError(SurveyCracksError):
+    """A CSV of frame positions (`run --frame-positions`) cannot be used: a bad row, or no photo of the run in it."""
+
+
 class InfrastructureError(SurveyCracksError):
     """The machine, not an input: OUT not writable, disk full, scheduler unreachable, OUT locked (exit code 3)."""

@@ -109,14 +109,19 @@ def cli() -> None:
               help="collection: a survey's photos (JPEG/PNG without a world file; mask mode) go into one "
                    "OUT/<survey>/collection/ (cracks.gpkg with a photo column, photos.csv, heatmaps/); per-raster: "
                    "a folder per photo, as for orthomosaics (docs/guide/photos.md).")
-@click.option("--no-heatmaps", is_flag=True, help="Collection layout: no heatmaps/ PNG per photo (vectors and tables only).")
+@click.option("--no-heatmaps", is_flag=True, help="Collection layout: no heatmaps/ PNG per photo (vectors and tables only; "
+              "`evaluate OUT` then cannot re-score the photos).")
+@click.option("--frame-positions", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="Collection layout: CSV of photo positions, columns photo,lon,lat[,time] (photo: file name or stem; "
+                   "degrees, EPSG:4326), e.g. a video's frames: the photos layer gets a point per photo named. A position "
+                   "given here wins over the photo's EXIF GPS; it holds for later runs until another CSV is given.")
 @click.option("--quiet", "-q", is_flag=True, help="For cron: print only warnings, errors and one closing line. Progress bars "
               "are drawn only on a terminal; a redirected log gets plain lines.")
 def run(inputs: tuple[str, ...], from_list: Path | None, out: Path, config_path: Path | None, model_path: Path | None, scheduler: str | None,
         workers: int | None, threads: int | None, threshold: float | None, ground_patch_m: float | None, batch_size: int | None,
         mode: str | None, window_px: int | None, margin_px: int | None, scale: float | None, target_gsd_m: float | None,
         assets_path: Path | None, rules_path: Path | None, device: str | None, precision: str | None, write_mask: bool,
-        force: bool, layout: str, no_heatmaps: bool, quiet: bool) -> None:
+        force: bool, layout: str, no_heatmaps: bool, frame_positions: Path | None, quiet: bool) -> None:
     """Detect cracks in every raster of INPUTS (raster files, survey folders, or folders of survey folders).
 
     \b
@@ -173,7 +178,7 @@ def run(inputs: tuple[str, ...], from_list: Path | None, out: Path, config_path:
     try:
         with interruptible():
             result = _run(inputs, from_list, out, config_path, model_path, quiet, assets_path, rules_path, force, layout,
-                          not no_heatmaps, {
+                          not no_heatmaps, frame_positions, {
                 "inference.scheduler": scheduler, "inference.workers": workers,
                 "inference.threads_per_worker": threads, "inference.batch_size": batch_size,
                 "vectorize.threshold": threshold, "tiling.ground_patch_m": ground_patch_m,
@@ -189,9 +194,12 @@ def run(inputs: tuple[str, ...], from_list: Path | None, out: Path, config_path:
     for outcome in result.failed:
         click.echo(f"FAILED {outcome.error}", err=True)
     ok = len(result.outcomes) - len(result.failed)
-    click.echo(f"{ok} of {len(result.outcomes)} rasters done ({len(result.computed)} computed, {len(result.up_to_date)} up to date, "
-               f"{len(result.failed)} failed); outputs in {out}/ (summary.csv covers {result.covered} rasters, run.json, "
-               "report.html, catalog.json)")
+    # with collections of photos, what the entries are ("6 photos in 1 collection"), not "1 raster"
+    what, covered = ((f"done ({result.words()}; ", result.covered_words()) if result.covered_collections
+                     else ("rasters done (", f"{result.covered} rasters"))
+    click.echo(f"{ok} of {len(result.outcomes)} {what}{len(result.computed)} computed, "
+               f"{len(result.up_to_date)} up to date, {len(result.failed)} failed); outputs in {out}/ (summary.csv covers "
+               f"{covered}, run.json, report.html, catalog.json)")
     unused = [o for o in result.outcomes if o.annotation_error]
     if unused and not result.failed:
         click.echo(f"{len(unused)} annotation(s) could not be used: those rasters have no metrics (see the WARNING lines)", err=True)
@@ -206,7 +214,7 @@ def progress_bars() -> bool:
 
 def _run(inputs: tuple[str, ...], from_list: Path | None, out: Path, config_path: Path | None, model_path: Path | None,
          quiet: bool, assets_path: Path | None, rules_path: Path | None, force: bool, layout: str, heatmaps: bool,
-         overrides: dict[str, object]) -> RunResult:
+         frame_positions: Path | None, overrides: dict[str, object]) -> RunResult:
     """`run`'s work once its options are parsed: the inputs checked, the cluster started early, the surveys run."""
     from survey_cracks.config import RunConfig, load_config
     from survey_cracks.io.discover import nothing_to_read, read_input_list
@@ -227,7 +235,7 @@ def _run(inputs: tuple[str, ...], from_list: Path | None, out: Path, config_path
             rules = load_rules(rules_path)
             return run_surveys([*inputs, *listed], out, config, model_path, progress=not quiet and progress_bars(),
                                log=click.echo, assets=assets_path, rules=rules, force=force, quiet=quiet, cluster=cluster,
-                               layout=layout, heatmaps=heatmaps)
+                               layout=layout, heatmaps=heatmaps, frame_positions=frame_positions)
     except SurveyCracksError as error:
         _fail(error)
 
@@ -358,6 +366,7 @@ def evaluate(out_dir: Path | None, threshold: float | None, assets_path: Path | 
         the survey GeoPackages, report.html and the STAC catalogue again from heatmap.tif and the annotations
         beside the source rasters, without the model: the same outputs as a fresh run at T. OUT's manifest then
         records T, as `run --threshold T` would: a later run at another threshold computes those rasters again.
+        A collection of photos is re-scored from its heatmaps/<photo>.png (not after --no-heatmaps: one line says so).
     survey-cracks evaluate --config configs/train.yaml: patch-level precision, recall, F1 and AP per source of a
         checkpoint on a training config's held-out splits at its calibrated threshold.
     """
@@ -378,7 +387,13 @@ def evaluate(out_dir: Path | None, threshold: float | None, assets_path: Path | 
         except SurveyCracksError as error:
             _fail(error)
             return
-        click.echo(f"{sum(o.status == 'ok' for o in outcomes)} rasters re-evaluated; outputs in {out_dir}/")
+        from survey_cracks.deliver.console import rasters_and_photos
+
+        done = [o for o in outcomes if o.status == "ok"]
+        collections = [o for o in done if o.counts.photos is not None]
+        what = rasters_and_photos(len(done) - len(collections), sum(o.counts.photos or 0 for o in collections),
+                                  len(collections))
+        click.echo(f"{', '.join(what)} re-evaluated; outputs in {out_dir}/")
         return
     from survey_cracks.config import TrainConfig, load_config
     from survey_cracks.training.train import evaluate_checkpoint
@@ -412,6 +427,8 @@ def compare(old_out: Path, new_out: Path, assets_path: Path | None, rules_path: 
       changes.csv        the same as a table
       asset_changes.csv  per asset: length, density and condition then and now
     and NEW_OUT/report.html gains the change tables. The two dates' rasters need not share a grid or a CRS.
+    A survey of photos in the collection layout is compared photo by photo, by name: NEW_OUT/<survey>/
+    photo_changes.csv (counts, crack length, widest crack, pixel@2px F1 at both dates; docs/guide/photos.md).
     """
     from survey_cracks.deliver.compare import compare_runs
     from survey_cracks.deliver.condition import load_rules

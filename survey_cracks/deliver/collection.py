@@ -25,6 +25,7 @@ import json
 import os
 import sqlite3
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -39,10 +40,45 @@ from survey_cracks.outputs.qgis_styles import embed_layer_styles
 COLLECTION = "collection"  # the survey's folder in OUT that holds the collection
 JOURNAL = "photos.jsonl"
 PHOTOS_CSV = "photos.csv"
+PHOTO_CHANGES_CSV = "photo_changes.csv"  # `compare`: OUT/<survey>/, beside changes.csv
 HEATMAPS = "heatmaps"
 LAYERS = {"cracks": "MultiPolygon", "centrelines": "LineString"}
 PHOTO_COLUMNS = ["photo", *[c for c in SUMMARY_COLUMNS if c not in ("survey", "raster")], "max_width", "score",
-                 "network_px", "heatmap", "longitude", "latitude"]
+                 "network_px", "heatmap", "longitude", "latitude", "time", "position"]
+EXIF, FRAME_CSV = "exif", "frame positions"  # where a photo's position came from (column "position")
+
+
+@dataclass(frozen=True)
+class FramePosition:
+    """Where a photo was taken, EPSG:4326, and (from a CSV of frame positions) when; ``source``: EXIF or FRAME_CSV."""
+
+    lon: float
+    lat: float
+    time: str | None = None
+    source: str = FRAME_CSV
+
+
+def apply_positions(rows: Iterator[dict[str, Any]], positions: dict[str, FramePosition]) -> Iterator[dict[str, Any]]:
+    """``rows`` with the position of each photo in ``positions`` (which wins over its EXIF)."""
+    for row in rows:
+        position = positions.get(row["photo"])
+        yield row if position is None else row | {"longitude": position.lon, "latitude": position.lat,
+                                                  "time": position.time, "position": position.source}
+
+
+def table_positions(folder: Path) -> dict[str, FramePosition]:
+    """The positions photos.csv gives (photo -> position), with where each came from: what a rewrite keeps."""
+    path = folder / PHOTOS_CSV
+    if not path.is_file():
+        return {}
+    table = pd.read_csv(path, dtype={"photo": str, "time": str, "position": str})
+    if "position" not in table.columns:  # written before positions had a source: EXIF was the only one
+        table["position"], table["time"] = EXIF, None
+    table = table[table["longitude"].notna() & table["latitude"].notna()]
+    return {row.photo: FramePosition(float(row.longitude), float(row.latitude),
+                                     row.time if isinstance(row.time, str) else None,
+                                     row.position if isinstance(row.position, str) else EXIF)
+            for row in table.itertuples()}
 
 
 def is_collection(outcome: RasterOutcome) -> bool:
@@ -63,7 +99,7 @@ def photo_row(outcome: RasterOutcome, score: float | None, network_px: int | Non
     lon, lat = position if position is not None else (None, None)
     return {"photo": row.pop("raster"), **row, "max_width": outcome.counts.max_width, "score": score,
             "network_px": network_px, "heatmap": heatmap_name(outcome.raster) if heatmap and outcome.status == "ok" else "",
-            "longitude": lon, "latitude": lat}
+            "longitude": lon, "latitude": lat, "time": None, "position": EXIF if position is not None else ""}
 
 
 class CollectionWriter:
@@ -133,7 +169,7 @@ class CollectionWriter:
         table = pd.DataFrame(list(rows), columns=PHOTO_COLUMNS)
         with atomic_write(self.folder / PHOTOS_CSV) as tmp:
             table.to_csv(tmp, index=False, quoting=csv.QUOTE_MINIMAL)
-        table = table.astype({c: "string" for c in ("error", "warnings", "annotation_error", "reason")})
+        table = table.astype({c: "string" for c in ("error", "warnings", "annotation_error", "reason", "time", "position")})
         if table["longitude"].notna().any():  # photos with EXIF GPS: a point each, so the collection opens on a map
             located = table["longitude"].notna()
             points = gpd.points_from_xy(table["longitude"].where(located, 0.0), table["latitude"].where(located, 0.0))
@@ -158,11 +194,21 @@ def read_journal(folder: Path) -> dict[str, dict[str, Any]]:
     return done
 
 
+def failed_rows(folder: Path) -> list[dict[str, Any]]:
+    """The rows of photos.csv of photos that failed (they have no journal line), as `photo_row` made them."""
+    path = folder / PHOTOS_CSV
+    if not path.is_file():
+        return []
+    table = pd.read_csv(path)
+    table = table[table["status"] != "ok"].astype(object)
+    return table.where(table.notna(), None).to_dict("records")
+
+
 def compact_journal(folder: Path, keep: dict[str, dict[str, Any]]) -> None:
     """Rewrite the journal with ``keep``'s lines only (photos redone or gone are dropped), atomically."""
     with atomic_write(folder / JOURNAL) as tmp:
         tmp.write_text("".join(json.dumps(entry) + "\n" for entry in keep.values()))
 
 
-__all__ = ["COLLECTION", "CollectionWriter", "HEATMAPS", "JOURNAL", "PHOTOS_CSV", "compact_journal", "heatmap_name",
+__all__ = ["COLLECTION", "EXIF", "FRAME_CSV", "CollectionWriter", "FramePosition", "apply_positions", "table_positions", "HEATMAPS", "JOURNAL", "PHOTO_CHANGES_CSV", "PHOTOS_CSV", "compact_journal", "failed_rows", "heatmap_name",
            "is_collection", "photo_row", "read_journal"]

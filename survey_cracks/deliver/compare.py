@@ -20,6 +20,13 @@ finds at one date and not the next are not change.
 
 Per asset (``--assets``, else the run's asset file, else the later run's raster
 footprints): length, density and condition at both dates and their change.
+
+Photos have no common ground between two dates (each is in its own pixel coordinates), so
+a survey whose photos are a collection (`deliver.collection`) at either date is compared
+photo by photo, by name: counts, crack length, widest crack and pixel@2px F1 where scored,
+at both dates and their change (``photo_changes.csv``). A collection is compared with photos
+run one by one (``--layout per-raster``) when they share names; with none in common there is
+nothing to pair, and that is an error.
 """
 
 from __future__ import annotations
@@ -45,8 +52,11 @@ from survey_cracks.deliver.deliverables import (
     write_csv,
     write_survey_package,
 )
+from survey_cracks.deliver.collection import PHOTO_CHANGES_CSV, PHOTOS_CSV, is_collection
+from survey_cracks.deliver.outcomes import RasterOutcome
 from survey_cracks.deliver.report_html import ASSET_CHANGES_CSV, CHANGES_CSV, write_report_html
-from survey_cracks.deliver.run_record import read_run
+from survey_cracks.deliver.run_record import RunRecord, read_run
+from survey_cracks.errors import OutputError
 
 Log = Callable[[str], None]
 CHANGE_COLUMNS = ["status", "old_rasters", "old_ids", "new_rasters", "new_ids", "old_length", "new_length", "length_change",
@@ -158,8 +168,87 @@ def _trend(before: float | None, after: float | None) -> str:
     return "worse" if after > before else "better" if after < before else "same"
 
 
+PHOTO_FIGURES = {"polygons": "polygons", "centrelines": "centrelines", "crack_length": "length", "max_width": "max_width",
+                 "pixel_2px_f1": "pixel_2px_f1"}  # photos.csv's column -> the change table's name
+
+
+@dataclass
+class PhotoChange:
+    """A survey's photos at two dates, by name (``table``: one row per photo, see `photo_changes`)."""
+
+    survey: str
+    table: pd.DataFrame
+
+    def summary(self) -> str:
+        both = self.table[self.table["status"] == "both"]
+        counts = self.table["status"].value_counts()
+        parts = [f"{len(both)} photos at both dates (cracks {int(both['polygons_change'].sum()):+d}, crack length "
+                 f"{both['length_change'].sum():+.1f} {self.table['unit'].dropna().iloc[0] if self.table['unit'].notna().any() else 'px'})"]
+        scored = both.dropna(subset=["old_pixel_2px_f1", "new_pixel_2px_f1"])
+        if len(scored):
+            parts.append(f"pixel@2px F1 {scored['old_pixel_2px_f1'].mean():.2f} -> {scored['new_pixel_2px_f1'].mean():.2f} "
+                         f"(mean over {len(scored)} annotated)")
+        parts += [f"{int(counts.get(s, 0))} {s}" for s in ("new", "gone", "failed")]
+        return ", ".join(parts) + f"; {PHOTO_CHANGES_CSV}"
+
+
+def photo_table(record: RunRecord, survey: str, outcomes: list[RasterOutcome]) -> pd.DataFrame | None:
+    """A survey's photos as photos.csv has them (index: photo): its collection's, or, without one, its rasters that
+    are not georeferenced (photos run one by one); None when it has neither."""
+    collection = next((o for o in outcomes if is_collection(o)), None)
+    if collection is not None:
+        path = record.folder(collection) / PHOTOS_CSV
+        if not path.is_file():
+            raise OutputError(path, "the collection's photo table is missing", "run the survey again into this OUT")
+        return pd.read_csv(path, dtype={"photo": str}).set_index("photo")
+    rows = [o.summary_row() | {"photo": o.raster, "max_width": o.counts.max_width} for o in outcomes
+            if not o.georeferenced and o.status == "ok"]
+    return pd.DataFrame(rows).set_index("photo") if rows else None
+
+
+def photo_changes(old: pd.DataFrame, new: pd.DataFrame) -> pd.DataFrame:
+    """One row per photo of either date: ``status`` both / new / gone / failed (failed at a date it is in), its
+    figures at both dates and their change (``*_change`` = new - old)."""
+    names = sorted(set(old.index) | set(new.index))
+    table = pd.DataFrame({"photo": names})
+    ok = {date: frame.index[frame["status"] == "ok"] for date, frame in (("old", old), ("new", new))}
+    table["status"] = ["failed" if (n in old.index and n not in ok["old"]) or (n in new.index and n not in ok["new"])
+                       else "both" if n in old.index and n in new.index else "new" if n in new.index else "gone"
+                       for n in names]
+    for column, name in PHOTO_FIGURES.items():
+        before = pd.to_numeric(old[column].reindex(names), errors="coerce").to_numpy()
+        after = pd.to_numeric(new[column].reindex(names), errors="coerce").to_numpy()
+        table[f"old_{name}"], table[f"new_{name}"] = before, after
+        table[f"{name}_change"] = np.round(after - before, 6)
+    table["unit"] = new["unit"].reindex(names).fillna(old["unit"].reindex(names)).to_numpy()
+    return table
+
+
+def compare_photo_surveys(old_record: RunRecord, new_record: RunRecord, log: Log = print) -> list[PhotoChange]:
+    """Every survey of both runs with a collection at either date, photo by photo (see the module docstring)."""
+    old_surveys = old_record.surveys()
+    results = []
+    for survey, members in new_record.surveys().items():
+        before = old_surveys.get(survey)
+        if before is None or not any(is_collection(o) for o in [*before, *members]):
+            continue
+        old, new = photo_table(old_record, survey, before), photo_table(new_record, survey, members)
+        as_collection = [any(is_collection(o) for o in outcomes) for outcomes in (before, members)]
+        # two collections without a photo in common are change (every photo new or gone); mixed layouts are not
+        if old is None or new is None or (as_collection[0] != as_collection[1] and not set(old.index) & set(new.index)):
+            layouts = ["as a collection" if c else "as rasters of their own (--layout per-raster)" for c in as_collection]
+            raise OutputError(new_record.out / survey, f"survey {survey} has its photos {layouts[0]} in {old_record.out} "
+                              f"and {layouts[1]} here, with no photo in common: nothing to compare",
+                              "run both dates with the same --layout (or compare runs of the same photos)")
+        table = photo_changes(old, new)
+        write_csv(new_record.out / survey / PHOTO_CHANGES_CSV, table)
+        log(f"{survey}: {PHOTO_CHANGES_CSV} (photo by photo)")
+        results.append(PhotoChange(survey, table))
+    return results
+
+
 def compare_runs(old_out: Path, new_out: Path, assets: Path | None = None, rules: AssetRules | None = None,
-                 log: Log = print) -> list[SurveyChange]:
+                 log: Log = print) -> list[SurveyChange | PhotoChange]:
     """Compare every survey present in both runs; write the changes into NEW_OUT (see the CLI's help)."""
     old_record, new_record = read_run(old_out), read_run(new_out)
     rules = rules or new_record.rules
@@ -182,5 +271,6 @@ def compare_runs(old_out: Path, new_out: Path, assets: Path | None = None, rules
         write_csv(new.folder / ASSET_CHANGES_CSV, result.assets)
         log(f"{new.survey}: changes layer in {new.gpkg.name}, {CHANGES_CSV}, {ASSET_CHANGES_CSV}")
         results.append(result)
+    photo_results = compare_photo_surveys(old_record, new_record, log)
     write_report_html(new_record, new_products)
-    return results
+    return [*results, *photo_results]

@@ -55,6 +55,9 @@ class SurveyTotals:
 
     survey: str
     rasters: int = 0
+    photos: int = 0  # in collections
+    collections: int = 0
+    annotated: int = 0  # rasters and photos scored against an annotation
     cracks: int = 0
     length: dict[str, float] = field(default_factory=dict)
     max_width: dict[str, float] = field(default_factory=dict)
@@ -63,7 +66,13 @@ class SurveyTotals:
 
     def add(self, outcome: RasterOutcome) -> None:
         c = outcome.counts
-        self.rasters, self.cracks = self.rasters + 1, self.cracks + (c.polygons or 0)
+        if c.photos is not None:  # a collection
+            self.collections, self.photos = self.collections + 1, self.photos + c.photos
+            self.annotated += c.photos_annotated or 0
+        else:
+            self.rasters += 1
+            self.annotated += outcome.measured is not None
+        self.cracks += c.polygons or 0
         if c.unit and c.crack_length is not None:
             self.length[c.unit] = self.length.get(c.unit, 0.0) + c.crack_length
         if c.unit and c.max_width is not None:
@@ -80,6 +89,9 @@ class SurveyTotals:
         sweep = combine(self.measured).sweep
         return sweep.advice(self.threshold) if sweep is not None else None
 
+    def what(self) -> list[str]:
+        return rasters_and_photos(self.rasters, self.photos, self.collections)
+
     def lines(self, out: str) -> list[str]:
         found = [f"{self.cracks} crack{'s' if self.cracks != 1 else ''}"]
         for unit in dict.fromkeys([*self.length, *self.max_width]):
@@ -87,14 +99,22 @@ class SurveyTotals:
                 found.append(f"{format_length(self.length[unit], unit)} in total")
             if unit in self.max_width:
                 found.append(f"widest {format_width(self.max_width[unit], unit)}")
-        line = f"{self.survey}: {self.rasters} raster{'s' if self.rasters != 1 else ''}, {', '.join(found)}"
+        line = f"{self.survey}: {', '.join(self.what())}, {', '.join(found)}"
         if self.measured:
-            line += f"; {f1_figures(combine(self.measured))} over {len(self.measured)} annotated"
+            line += f"; {f1_figures(combine(self.measured))} over {self.annotated} annotated"
         lines = [line]
         advice = self.advice()
         if advice is not None:
             lines.append(threshold_line(self.survey, advice, out))
         return lines
+
+
+def rasters_and_photos(rasters: int, photos: int, collections: int) -> list[str]:
+    """``["2 rasters", "6 photos in 1 collection"]``: what a count of outcomes stands for (none: ``["0 rasters"]``)."""
+    parts = [f"{rasters} raster{'s' if rasters != 1 else ''}"] if rasters or not collections else []
+    if collections:
+        parts.append(f"{photos} photo{'s' if photos != 1 else ''} in {collections} collection{'s' if collections != 1 else ''}")
+    return parts
 
 
 def threshold_line(survey: str, advice: ThresholdAdvice, out: str) -> str:

@@ -44,7 +44,7 @@ from survey_cracks.deliver.outcomes import RasterOutcome
 from survey_cracks.deliver.product import RasterLayers, SurveyProduct
 from survey_cracks.deliver.qgis_project import write_heatmaps_vrt, write_qgis_project
 from survey_cracks.deliver.run_record import RunRecord, read_run
-from survey_cracks.deliver.collection import is_collection
+from survey_cracks.deliver.collection import COLLECTION, HEATMAPS, PHOTOS_CSV, is_collection
 from survey_cracks.outputs import GPKG, HEATMAP, Layer, atomic_write
 
 Log = Callable[[str], None]
@@ -195,6 +195,10 @@ def write_deliverables(out: Path, log: Log = print) -> list[SurveyProduct]:
         project, vrt = write_qgis_project(product), write_heatmaps_vrt(product)
         log(f"{product.survey}: {product.gpkg.name} ({len(product.assets)} assets from {product.asset_source}), {ASSETS_CSV}, "
             f"{project.name} (QGIS project){f', {vrt.name}' if vrt else ''}")
+    for outcome in record.outcomes:  # a collection is its own deliverable, written by its run: said once, not per photo
+        if is_collection(outcome) and outcome.status == "ok":
+            log(f"{outcome.survey}: {COLLECTION}/{f' ({outcome.counts.photos} photos)' if outcome.counts.photos else ''}: {GPKG}, {PHOTOS_CSV}, "
+                f"{HEATMAPS}/, {outputs.STAC_ITEM} (STAC item)")
     write_report_html(record, products)
     write_catalog(record, products)
     return products

@@ -77,6 +77,8 @@ class RasterCounts:
     max_width: float | None = None  # of the widest crack, in ``unit`` (mask mode: centrelines)
     unit: str | None = None
     annotation: str | None = None
+    photos: int | None = None  # a collection of photos (`deliver.collection`): how many,
+    photos_annotated: int | None = None  # and how many of them were scored against an annotation
 
     def as_dict(self) -> dict[str, Any]:
         return {key: value for key, value in asdict(self).items() if value is not None}

@@ -1,6 +1,7 @@
 """``OUT/report.html``: one self-contained page per run, for people who do not open QGIS.
 
-Per survey: the per-asset table with condition classes (and the change table after
+Per survey of photos in the collection layout, one section for the collection (its totals,
+metrics and the photos with most crack length; photos.csv has them all). Per survey: the per-asset table with condition classes (and the change table after
 `compare`); per raster: an overview with the heatmap and the crack outlines over the
 imagery, the metrics, the pixel@2px precision-recall curve where annotated, and a
 gallery of the worst false positives (most confident polygons on no annotated crack)
@@ -35,6 +36,9 @@ import shapely
 from rasterio.enums import Compression, Resampling
 from rasterio.windows import Window, from_bounds
 
+from survey_cracks.deliver.collection import COLLECTION, HEATMAPS, PHOTO_CHANGES_CSV, PHOTOS_CSV, is_collection
+from survey_cracks.deliver.console import rasters_and_photos
+from survey_cracks.deliver.outcomes import RasterOutcome
 from survey_cracks.deliver.report_text import LEGEND, METRIC_LEVELS, threshold_advice
 from survey_cracks.deliver.run_record import RunRecord
 from survey_cracks.deliver.units import format_gsd, format_length, format_width
@@ -108,6 +112,23 @@ class SurveyView:
     changes: Table | None = None
     change_summary: str = ""
     rasters: list[RasterView] = field(default_factory=list)
+
+
+@dataclass
+class CollectionView:
+    """A survey's collection of photos (`deliver.collection`): its totals and its photos, once, not a section each."""
+
+    survey: str
+    summary: str
+    files: str
+    threshold_advice: str | None
+    metrics: Table | None
+    photos: Table
+    shown: str  # which photos the table shows, of how many
+    changes: str | None = None  # after `compare`: the photo-by-photo change in one line
+
+
+SHOWN_PHOTOS = 25  # a survey has tens of thousands: the page lists the failed ones and those with most crack length
 
 
 def _png(fig: Any) -> str:
@@ -344,13 +365,47 @@ def _survey_section(product: "SurveyProduct", record: RunRecord) -> SurveyView:
     return view
 
 
-def render_report(record: RunRecord, surveys: list[SurveyView]) -> str:
+def _collection_section(outcome: RasterOutcome, record: RunRecord) -> CollectionView:
+    """The collection's figures and its photos with most crack length (and every failed one), from photos.csv."""
+    folder = record.folder(outcome)
+    table = pd.read_csv(folder / PHOTOS_CSV, dtype={"photo": str})
+    failed = table[table["status"] != "ok"]
+    shown = pd.concat([failed, table[table["status"] == "ok"].nlargest(SHOWN_PHOTOS, "crack_length")])
+    unit = outcome.counts.unit or "px"
+    view = pd.DataFrame({
+        "photo": shown["photo"], "status": shown["status"], "cracks": shown["polygons"],
+        "length": [format_length(v, unit) if pd.notna(v) else "" for v in shown["crack_length"]],
+        "widest": [format_width(v, unit) if pd.notna(v) else "" for v in shown["max_width"]], "score": shown["score"],
+        "pixel@2px F1": shown["pixel_2px_f1"], "error": shown["error"].astype("string").fillna(""),
+    })
+    counts = outcome.counts
+    changes = folder.parent / PHOTO_CHANGES_CSV
+    change_line = None
+    if changes.is_file():
+        statuses = pd.read_csv(changes)["status"].value_counts()
+        change_line = ", ".join(f"{int(statuses.get(s, 0))} {s}" for s in ("both", "new", "gone", "failed"))
+    return CollectionView(
+        survey=outcome.survey,
+        summary=f"{len(table)} photos ({len(failed)} failed): {counts.polygons or 0} crack polygons, "
+                f"{_or_dash(counts.centrelines)} centrelines, {format_length(counts.crack_length, unit)} of crack, widest "
+                f"{format_width(counts.max_width, unit)}; threshold {counts.threshold}; each photo in its own pixel coordinates",
+        files=f"{outcome.survey}/{COLLECTION}/: {GPKG} (layers cracks, centrelines, photos), {PHOTOS_CSV}, {HEATMAPS}/",
+        threshold_advice=threshold_advice(outcome.survey, [outcome], str(record.out)), metrics=_metrics_table(outcome),
+        photos=_table(view.dropna(axis=1, how="all"), {"photo", "status", "error"}),
+        shown=f"{len(failed)} failed and the {min(SHOWN_PHOTOS, len(table) - len(failed))} with the most crack length, "
+              f"of {len(table)}; every photo in {PHOTOS_CSV}", changes=change_line)
+
+
+def render_report(record: RunRecord, surveys: list[SurveyView], collections: list[CollectionView] | None = None) -> str:
     """The page: ``templates/report.html.j2`` with the run's figures, every text autoescaped."""
     failed = [o for o in record.outcomes if o.status != "ok"]
+    photos = [o for o in record.outcomes if is_collection(o)]
+    what = "rasters" if not photos else "done: " + ", ".join(rasters_and_photos(
+        len(record.outcomes) - len(photos), sum(o.counts.photos or 0 for o in photos), len(photos)))
     return _templates().get_template("report.html.j2").render(
         finished_at=record.finished_at, model_sha256=record.model_sha256, mode=record.mode, threshold=record.threshold,
-        done=len(record.outcomes) - len(failed), total=len(record.outcomes), failures=[str(o.error) for o in failed],
-        surveys=surveys, legend=LEGEND, metric_levels=METRIC_LEVELS)
+        done=len(record.outcomes) - len(failed), total=len(record.outcomes), what=what, failures=[str(o.error) for o in failed],
+        surveys=surveys, collections=collections or [], legend=LEGEND, metric_levels=METRIC_LEVELS)
 
 
 def write_report_html(record: RunRecord, products: list["SurveyProduct"]) -> Path:
@@ -358,7 +413,8 @@ def write_report_html(record: RunRecord, products: list["SurveyProduct"]) -> Pat
     import matplotlib
 
     matplotlib.use("Agg")
-    page = render_report(record, [_survey_section(product, record) for product in products])
+    collections = [_collection_section(o, record) for o in record.outcomes if is_collection(o) and o.status == "ok"]
+    page = render_report(record, [_survey_section(product, record) for product in products], collections)
     path = record.out / REPORT_HTML
     write_text(path, page)
     return path

@@ -18,11 +18,12 @@ and the next run tries it again.
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import time
 import traceback
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -34,17 +35,22 @@ from rasterio.errors import NotGeoreferencedWarning
 from survey_cracks.config import RunConfig
 from survey_cracks.deliver.collection import (
     COLLECTION,
+    FRAME_CSV,
+    HEATMAPS,
     CollectionWriter,
+    FramePosition,
+    apply_positions,
     compact_journal,
     heatmap_name,
     photo_row,
     read_journal,
+    table_positions,
 )
 from survey_cracks.deliver.outcomes import COMPUTED, UP_TO_DATE, RasterCounts, RasterOutcome, RasterSummary
-from survey_cracks.errors import OutputError, RasterError, SurveyCracksError
+from survey_cracks.errors import OutputError, PositionsError, RasterError, SurveyCracksError
 from survey_cracks.evaluation.evaluate import RasterMetrics, combine, evaluate_raster
 from survey_cracks.inference.dispatch import ModelSpec, grouped_results, photo_groups, segment_photo
-from survey_cracks.io.annotations import find_annotation
+from survey_cracks.io.annotations import Truth, find_annotation
 from survey_cracks.io.discover import SurveyRaster
 from survey_cracks.io.raster import RasterInfo, inspect_raster
 from survey_cracks.io.remote import Source
@@ -128,6 +134,56 @@ def exif_position(path: Path) -> tuple[float, float] | None:
         return None
 
 
+def read_frame_positions(path: Path) -> dict[str, FramePosition]:
+    """A CSV of frame positions: columns ``photo`` (file name or stem), ``lon``, ``lat`` (degrees, EPSG:4326) and an
+    optional ``time``, kept as written; PositionsError naming the file and the row for anything else."""
+    fix = "columns photo,lon,lat[,time]: the photo's file name or stem, longitude and latitude in degrees (EPSG:4326)"
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as fh:
+            reader = csv.DictReader(fh)
+            columns = [c.strip().lower() for c in reader.fieldnames or []]
+            if not {"photo", "lon", "lat"} <= set(columns):
+                raise PositionsError(path, f"row 1: the header has {', '.join(columns) or 'no columns'}", fix)
+            positions: dict[str, FramePosition] = {}
+            for number, raw in enumerate(reader, start=2):
+                row = {k.strip().lower(): (v or "").strip() for k, v in raw.items() if k is not None}
+                if not any(row.values()):
+                    continue
+                photo = row["photo"]
+                try:
+                    lon, lat = float(row["lon"]), float(row["lat"])
+                except ValueError:
+                    raise PositionsError(path, f"row {number} ({photo or 'no photo'}): lon {row['lon']!r}, lat "
+                                         f"{row['lat']!r} are not numbers", fix) from None
+                if not photo or not (-180 <= lon <= 180 and -90 <= lat <= 90):
+                    what = "no photo named" if not photo else f"lon {lon:g}, lat {lat:g} is not a position in degrees"
+                    raise PositionsError(path, f"row {number}: {what}", fix)
+                if photo in positions:
+                    raise PositionsError(path, f"row {number}: {photo} is given a position twice", "keep one row per photo")
+                positions[photo] = FramePosition(lon, lat, row.get("time") or None)
+    except OSError as error:
+        raise PositionsError(path, f"cannot read it ({error.strerror or error})", "check the file and its permissions") from None
+    except (UnicodeDecodeError, csv.Error) as error:
+        raise PositionsError(path, f"not a CSV text file ({error})", fix) from None
+    return positions
+
+
+def place_photos(plans: list[CollectionRun], positions: dict[str, FramePosition], path: Path) -> None:
+    """Each plan's photos given their row of ``positions`` (by collection name, file name or stem); PositionsError when
+    the CSV names no photo of the run."""
+    matched = 0
+    for plan in plans:
+        for job in plan.photos:
+            position = next((positions[key] for key in (job.name, job.path.name, job.path.stem) if key in positions), None)
+            if position is not None:
+                plan.positions[job.name] = position
+                matched += 1
+    if not matched:
+        example = next(iter(positions), "nothing")
+        raise PositionsError(path, f"names no photo of this run ({len(positions)} rows, e.g. {example})",
+                             "name each photo by its file name (scan_001.jpg) or stem (scan_001) in column photo")
+
+
 def photo_inputs(item: SurveyRaster, annotation: Source | None, model_sha256: str, config_hash: str) -> str:
     from survey_cracks.run.manifest import fingerprint
 
@@ -137,7 +193,8 @@ def photo_inputs(item: SurveyRaster, annotation: Source | None, model_sha256: st
 
 def collection_inputs(jobs: list[PhotoJob], model_sha256: str, config_hash: str) -> Inputs:
     """The collection's entry in the manifest: changes when any photo (or its annotation) does."""
-    digest = hashlib.sha256("".join(f"{j.name}:{j.inputs}\n" for j in jobs).encode()).hexdigest()
+    # by name, so `evaluate OUT` (which lists the photos from the journal) records what a run would
+    digest = hashlib.sha256("".join(f"{j.name}:{j.inputs}\n" for j in sorted(jobs, key=lambda j: j.name)).encode()).hexdigest()
     return Inputs(raster=Fingerprint(size=sum(j.size for j in jobs), sample_sha256=digest), model_sha256=model_sha256,
                   config_sha256=config_hash)
 
@@ -163,18 +220,13 @@ def compute_photo(job: PhotoJob, settings: PhotoSettings) -> PhotoResult:
             raise RasterError(job.path, "no window lies inside the photo's valid pixels",
                                     "check the image's alpha or nodata")
         probability = probability_of(photo.levels)
-        tracer = HeatmapTracer(info, settings.threshold, config.vectorize.for_mode("mask"), config.centrelines)
-        tracer.settle_all(lambda window: probability[window.toslices()])
-        polygons, lines = tracer.finish()
+        polygons, lines = trace_photo(probability, info, settings.threshold, config)
         outcome.counts = RasterCounts(mode="mask", windows=photo.windows, windows_processed=photo.windows_processed,
                                       window_px=config.inference.window_px, margin_px=settings.margin,
                                       processing_scale=1.0).with_vectors(settings.threshold, polygons, lines, False)
         heatmap = write_heatmap(photo.levels, settings, job, truth is not None)
         if truth is not None and heatmap is not None:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", NotGeoreferencedWarning)
-                outcome.measured = evaluate_raster(heatmap, truth, polygons, settings.threshold, info, config.evaluate)
-            outcome.counts.annotation = truth.path.name
+            score_photo(outcome, heatmap, truth, polygons, settings.threshold, info, config)
             if not settings.heatmaps:
                 heatmap.unlink(missing_ok=True)
         outcome.seconds["photo"] = round(time.perf_counter() - started, 3)
@@ -189,6 +241,51 @@ def compute_photo(job: PhotoJob, settings: PhotoSettings) -> PhotoResult:
         outcome.traceback = traceback.format_exc(limit=5)
     outcome.seconds["photo"] = round(time.perf_counter() - started, 3)
     return PhotoResult(outcome)
+
+
+def trace_photo(probability: np.ndarray, info: RasterInfo, threshold: float, config: RunConfig
+                ) -> tuple[gpd.GeoDataFrame, gpd.GeoDataFrame]:
+    """A photo's crack polygons and centrelines at ``threshold`` from its probability (what a run and
+    `evaluate OUT` both trace: a photo's heatmap is small enough to hold)."""
+    tracer = HeatmapTracer(info, threshold, config.vectorize.for_mode("mask"), config.centrelines)
+    tracer.settle_all(lambda window: probability[window.toslices()])
+    polygons, lines = tracer.finish()
+    assert lines is not None  # mask mode: centrelines are always traced
+    return polygons, lines
+
+
+def score_photo(outcome: RasterOutcome, heatmap: Path, truth: Truth, polygons: gpd.GeoDataFrame, threshold: float,
+                info: RasterInfo, config: RunConfig) -> None:
+    """``outcome``'s metrics against ``truth`` from the heatmap PNG (`ignore` areas scored by nobody, as for rasters)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        outcome.measured = evaluate_raster(heatmap, truth, polygons, threshold, info, config.evaluate)
+    outcome.counts.annotation = truth.path.name
+
+
+def rescore_photo(entry: dict[str, Any], heatmap: Path, source: Path, annotation: Path | None, threshold: float,
+                  config: RunConfig) -> tuple[RasterOutcome, gpd.GeoDataFrame, gpd.GeoDataFrame]:
+    """A finished photo (its journal line) at ``threshold`` again, from its heatmap PNG and ``annotation`` (the one now
+    beside ``source``): the vectors and figures a run at ``threshold`` gives (`evaluate OUT`); its timings kept."""
+    row = entry["row"]
+    before = RasterOutcome.from_report(entry["report"], row.get("action") or COMPUTED, row.get("reason") or "")
+    if not source.is_file():
+        raise RasterError(source, "source photo of this output not found (photos.jsonl records it)",
+                          "run evaluate from the folder the run was started in, or restore the photo")
+    info = inspect_raster(source)
+    truth, annotation_error = optional_truth(source, info, config.evaluate, annotation)
+    levels = cv2.imread(str(heatmap), cv2.IMREAD_UNCHANGED)
+    if levels is None or levels.shape != (info.height, info.width):
+        raise OutputError(heatmap, f"unreadable, or not the {info.width} x {info.height} px of {source.name}",
+                          "run the photos again with --force to rewrite the heatmaps")
+    polygons, lines = trace_photo(probability_of(levels), info, threshold, config)
+    counts = replace(before.counts, annotation=None).with_vectors(threshold, polygons, lines, False)
+    outcome = RasterOutcome(survey=before.survey, raster=before.raster, source=before.source, info=before.info,
+                            counts=counts, seconds=before.seconds, action=before.action, reason=before.reason,
+                            annotation_error=annotation_error)
+    if truth is not None:
+        score_photo(outcome, heatmap, truth, polygons, threshold, info, config)
+    return outcome, polygons, lines
 
 
 def write_heatmap(levels: np.ndarray, settings: PhotoSettings, job: PhotoJob, needed: bool) -> Path | None:
@@ -215,6 +312,7 @@ class CollectionRun:
     source: str
     survey_source: str
     done: dict[str, dict[str, Any]] = field(default_factory=dict)  # journal lines of up-to-date photos
+    positions: dict[str, FramePosition] = field(default_factory=dict)  # from --frame-positions: win over EXIF
 
 
 def plan_collection(survey: str, out: Path, items: list[SurveyRaster], model_sha256: str, config_hash: str, force: bool) -> tuple[CollectionRun, list[str]]:
@@ -244,6 +342,8 @@ def run_collection(plan: CollectionRun, client: Any, settings: PhotoSettings, pr
                    say: Callable[[str], None], error: Callable[[str], None]) -> RasterOutcome:
     """Every photo of ``plan`` not yet done through the cluster into the collection; the collection's outcome."""
     started = time.perf_counter()
+    # a CSV of frame positions given to an earlier run holds until another is given; EXIF is read again per photo
+    positions = {name: p for name, p in table_positions(plan.folder).items() if p.source == FRAME_CSV} | plan.positions
     todo = [job for job in plan.photos if job.name not in plan.done]
     if plan.done:
         say(f"{len(plan.done)} of {len(plan.photos)} photos already done")
@@ -268,15 +368,24 @@ def run_collection(plan: CollectionRun, client: Any, settings: PhotoSettings, pr
         writer.add(outcome.raster, result.polygons, result.lines,
                    {"inputs": inputs_of[outcome.raster], "report": outcome.as_dict(),
                     "row": row})
+    return close_collection(writer, plan.survey, plan.source, {job.name for job in plan.photos}, set(plan.done), failed,
+                            empty, time.perf_counter() - started, positions)
+
+
+def close_collection(writer: CollectionWriter, survey: str, source: str, names: set[str], done: set[str],
+                     failed: list[dict[str, Any]], empty: dict[str, gpd.GeoDataFrame], seconds: float,
+                     positions: dict[str, FramePosition]) -> RasterOutcome:
+    """The collection's tables and report.json from its journal (photos in ``names``; ``done``: up to date before
+    this run), the ``failed`` photos' rows and the ``positions`` that win over the photos' EXIF; its outcome."""
     writer.flush()
-    journal = read_journal(plan.folder)
-    names = {job.name for job in plan.photos}
-    rows = [entry["row"] | ({"action": UP_TO_DATE} if name in plan.done else {}) for name, entry in journal.items()
+    remove_stale_heatmaps(writer.folder, names)
+    journal = read_journal(writer.folder)
+    rows = [entry["row"] | ({"action": UP_TO_DATE} if name in done else {}) for name, entry in journal.items()
             if name in names] + failed
-    writer.finish(iter(sorted(rows, key=lambda r: r["photo"])), empty)
-    outcome = collection_outcome(plan, journal, failed, time.perf_counter() - started)
-    write_json(plan.folder / REPORT, outcome.as_dict() | {"layout": COLLECTION, "photos": len(plan.photos),
-                                                          "photos_failed": len(failed)})
+    writer.finish(apply_positions(iter(sorted(rows, key=lambda r: r["photo"])), positions), empty)
+    outcome = collection_outcome(survey, source, names, journal, failed, seconds)
+    write_json(writer.folder / REPORT, outcome.as_dict() | {"layout": COLLECTION, "photos": len(names),
+                                                            "photos_failed": len(failed)})
     return outcome
 
 
@@ -288,10 +397,18 @@ def compact_journal_if_needed(plan: CollectionRun) -> None:
         compact_journal(plan.folder, {name: journal[name] for name in plan.done})
 
 
-def collection_outcome(plan: CollectionRun, journal: dict[str, dict[str, Any]], failed: list[dict[str, Any]],
-                       seconds: float) -> RasterOutcome:
+def remove_stale_heatmaps(folder: Path, names: set[str]) -> None:
+    """Heatmap PNGs of photos no longer in the collection removed: the outputs and photos.csv never disagree."""
+    heatmaps = folder / HEATMAPS
+    if heatmaps.is_dir():
+        for png in heatmaps.glob("*.png"):
+            if png.name.removesuffix(".png") not in names:
+                png.unlink(missing_ok=True)
+
+
+def collection_outcome(survey: str, source: str, names: set[str], journal: dict[str, dict[str, Any]],
+                       failed: list[dict[str, Any]], seconds: float) -> RasterOutcome:
     """The collection as one line of summary.csv and the survey's report: its photos' totals."""
-    names = {job.name for job in plan.photos}
     reports = [RasterOutcome.from_report(entry["report"], COMPUTED) for name, entry in journal.items() if name in names]
     counts = RasterCounts(mode="mask", windows=sum(r.counts.windows or 0 for r in reports),
                           windows_processed=sum(r.counts.windows_processed or 0 for r in reports),
@@ -299,20 +416,28 @@ def collection_outcome(plan: CollectionRun, journal: dict[str, dict[str, Any]], 
                           centrelines=sum(r.counts.centrelines or 0 for r in reports),
                           crack_length=round(sum(r.counts.crack_length or 0 for r in reports), 4),
                           max_width=max((r.counts.max_width for r in reports if r.counts.max_width is not None), default=None),
-                          threshold=reports[0].counts.threshold if reports else None, unit="px")
+                          threshold=reports[0].counts.threshold if reports else None, unit="px", photos=len(names))
     measured: list[RasterMetrics] = [r.measured for r in reports if r.measured is not None]
-    outcome = RasterOutcome(survey=plan.survey, raster=COLLECTION, source=plan.source, counts=counts,
+    if measured:
+        counts.photos_annotated = len(measured)
+        counts.annotation = f"{len(measured)} annotated photo{'s' if len(measured) != 1 else ''}"
+    outcome = RasterOutcome(survey=survey, raster=COLLECTION, source=source, counts=counts,
                             measured=combine(measured) if measured else None, seconds={"collection": round(seconds, 2)})
     if failed:
-        outcome.warnings.append(f"{len(failed)} of {len(plan.photos)} photos failed (photos.csv says why); "
+        outcome.warnings.append(f"{len(failed)} of {len(names)} photos failed (photos.csv says why); "
                                 "the next run tries them again")
     if not reports:
-        outcome.status, outcome.error = "error", f"{plan.source}: no photo of the collection could be computed"
+        outcome.status, outcome.error = "error", f"{source}: no photo of the collection could be computed"
     return outcome
 
 
 def collection_photos(items: list[SurveyRaster], layout: str) -> tuple[dict[str, list[SurveyRaster]], list[SurveyRaster]]:
-    """``items`` split into each survey's photos (the collection layout) and the rasters run one by one."""
+    """``items`` split into each survey's photos (the collection layout) and the rasters run one by one.
+
+    A raster whose output name is ``collection`` (collection.tif) would share its folder with the survey's
+    collection: it is named as a second raster of one stem is (``collection_tif``), in every survey, so
+    that its name does not change when photos are added to the survey later.
+    """
     if layout != COLLECTION:
         return {}, items
     photos: dict[str, list[SurveyRaster]] = {}
@@ -320,6 +445,8 @@ def collection_photos(items: list[SurveyRaster], layout: str) -> tuple[dict[str,
     for item in items:
         if is_photo(item):
             photos.setdefault(item.survey, []).append(item)
+        elif item.name == COLLECTION:
+            rest.append(replace(item, name=f"{COLLECTION}_{Path(str(item.path)).suffix.lstrip('.').lower() or 'raster'}"))
         else:
             rest.append(item)
     return photos, rest
@@ -339,4 +466,4 @@ def raster_summary(info: RasterInfo) -> RasterSummary:
 
 
 __all__ = ["COLLECTION", "CollectionRun", "PhotoJob", "PhotoSettings", "collection_photos", "is_photo",
-           "plan_collection", "raster_summary", "run_collection"]
+           "place_photos", "plan_collection", "read_frame_positions", "raster_summary", "run_collection"]

@@ -29,7 +29,7 @@ from survey_cracks.background import in_background
 from survey_cracks.config import EvaluateConfig, HeatmapConfig, RunConfig
 from survey_cracks.deliver.assets import load_assets
 from survey_cracks.deliver.condition import AssetRules
-from survey_cracks.deliver.console import raster_found, survey_threshold, totals_lines
+from survey_cracks.deliver.console import rasters_and_photos, raster_found, survey_threshold, totals_lines
 from survey_cracks.deliver.deliverables import write_deliverables
 from survey_cracks.deliver.outcomes import (
     COMPUTED,
@@ -75,12 +75,15 @@ from survey_cracks.outputs import (  # noqa: F401 (names
     write_json,
     write_vectors,
 )
+from survey_cracks.deliver.collection import FramePosition
 from survey_cracks.run.collection import (
     COLLECTION,
     CollectionRun,
     PhotoSettings,
     collection_photos,
+    place_photos,
     plan_collection,
+    read_frame_positions,
     raster_summary,
     run_collection,
 )
@@ -117,6 +120,19 @@ class RunResult:
     out: Path
     outcomes: list[RasterOutcome] = field(default_factory=list)
     covered: int = 0
+    covered_photos: int = 0  # of the ``covered`` entries, ``covered_collections`` are collections of these photos
+    covered_collections: int = 0
+
+    def covered_words(self) -> str:
+        """``3 rasters`` or ``1 raster, 6 photos in 1 collection``: what OUT holds."""
+        return ", ".join(rasters_and_photos(self.covered - self.covered_collections, self.covered_photos,
+                                            self.covered_collections))
+
+    def words(self) -> str:
+        """This run's entries the same way."""
+        collections = sum(o.counts.photos is not None for o in self.outcomes)
+        return ", ".join(rasters_and_photos(len(self.outcomes) - collections,
+                                            sum(o.counts.photos or 0 for o in self.outcomes), collections))
 
     @property
     def failed(self) -> list[RasterOutcome]:
@@ -152,6 +168,7 @@ class RunContext:
     interrupted: bool = False
     assets: Path | None = None
     rules: AssetRules = field(default_factory=AssetRules)
+    frame_positions: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -242,6 +259,7 @@ def run_surveys(
     cluster: EarlyCluster | None = None,
     layout: str = COLLECTION,
     heatmaps: bool = True,
+    frame_positions: Path | None = None,
 ) -> RunResult:
     """Bring OUT up to date with ``inputs``: compute new and changed rasters, skip the rest, rebuild the reports
     and the deliverables.
@@ -252,7 +270,8 @@ def run_surveys(
     OUT/run.log.jsonl get them all. ``cluster``: the LocalCluster already being started (`EarlyCluster`),
     used when there is something to compute. ``layout``: ``collection`` puts each survey's photos (mask mode)
     into one collection (`run.collection`; ``heatmaps`` False: no heatmap PNGs), ``per-raster`` runs them
-    one by one as rasters. Raises InfrastructureError (OUT locked or not writable,
+    one by one as rasters; ``frame_positions``: a CSV of photo positions that win over their EXIF
+    (`collection.read_frame_positions`). Raises InfrastructureError (OUT locked or not writable,
     disk full, scheduler unreachable) and the usage errors of config and model.
     """
     out = Path(out)
@@ -268,9 +287,16 @@ def run_surveys(
         raise ConfigError(None, f"inference.scale / target_gsd_m apply to mask mode only (mode is {mode})",
                           "leave them unset, or use a model with a mask decoder")
     margin = context_margin(meta, mode, config, model_path) if mode != "patch" else 0
+    positions = None
+    if frame_positions is not None:  # a bad CSV fails before OUT is made, not after the photos are computed
+        if layout != COLLECTION or mode != "mask":
+            raise ConfigError(frame_positions, "--frame-positions places photos of the collection layout (mask mode)",
+                              "leave it out, or run with --layout collection and a model with a mask decoder")
+        positions = read_frame_positions(frame_positions)
     sha = file_sha256(model_path)
     run = RunContext(inputs=[str(p) for p in inputs], config=config, model_path=model_path, meta=meta, sha256=sha,
-                     mode=mode, margin=margin, threshold=output_threshold(meta, mode, config), assets=assets, rules=rules)
+                     mode=mode, margin=margin, threshold=output_threshold(meta, mode, config), assets=assets, rules=rules,
+                     frame_positions=frame_positions)
     try:
         out.mkdir(exist_ok=True)
     except OSError as error:
@@ -280,7 +306,7 @@ def run_surveys(
     with out_lock(out, events.warning):
         try:
             events.attach(out)
-            return _run_locked(inputs, out, run, progress, events, force, cluster, layout, heatmaps)
+            return _run_locked(inputs, out, run, progress, events, force, cluster, layout, heatmaps, positions)
         except KeyboardInterrupt as error:  # Ctrl-C or SIGTERM (`run.interrupt`): one line, run.json says so
             raise report_interrupted(as_interrupted(error), out, run, events) from None
         except OSError as error:
@@ -293,7 +319,8 @@ def run_surveys(
 
 
 def _run_locked(inputs: list[str | Path], out: Path, run: RunContext, progress: bool, events: RunLog, force: bool,
-                early: EarlyCluster | None, layout: str = COLLECTION, heatmaps: bool = True) -> RunResult:
+                early: EarlyCluster | None, layout: str = COLLECTION, heatmaps: bool = True,
+                positions: dict[str, FramePosition] | None = None) -> RunResult:
     config, meta = run.config, run.meta
     events(f"model {run.model_path.name} (sha256 {run.sha256[:12]}, heads {'+'.join(meta.heads)}, "
            f"{meta.provenance.get('init', 'unknown')} init); mode {run.mode}, threshold {run.threshold:.3f}"
@@ -308,7 +335,9 @@ def _run_locked(inputs: list[str | Path], out: Path, run: RunContext, progress: 
     todo: list[RasterTodo] = []
     config_hash = config_sha256(config)
     photo_sets, rasters = collection_photos(rasters, layout if run.mode == "mask" else "per-raster")
-    collections = plan_collections(photo_sets, out, run, records, config_hash, force, events)
+    collections = plan_collections(photo_sets, out, run, records, config_hash, force, events, positions is not None)
+    if positions is not None and run.frame_positions is not None:
+        place_photos(collections, positions, run.frame_positions)
     for item in rasters:
         key = (item.survey, item.name)
         try:
@@ -379,15 +408,16 @@ def _run_locked(inputs: list[str | Path], out: Path, run: RunContext, progress: 
     for line in totals_lines(result.outcomes, str(out)):
         events(line)
     events(f"finished: {len(result.computed)} computed, {len(result.up_to_date)} up to date, {len(result.failed)} failed; "
-           f"OUT holds {result.covered} rasters", computed=len(result.computed), up_to_date=len(result.up_to_date),
+           f"OUT holds {result.covered_words() if result.covered_collections else f'{result.covered} rasters'}", computed=len(result.computed), up_to_date=len(result.up_to_date),
            failed=len(result.failed), rasters_in_out=result.covered)
     return result
 
 
 def plan_collections(photo_sets: dict[str, list[SurveyRaster]], out: Path, run: RunContext,
-                     records: dict[tuple[str, str], RasterRecord], config_hash: str, force: bool, events: RunLog
-                     ) -> list[CollectionRun]:
-    """Each survey's photos as a collection to compute, or up to date when every photo's journal line is."""
+                     records: dict[tuple[str, str], RasterRecord], config_hash: str, force: bool, events: RunLog,
+                     placed: bool = False) -> list[CollectionRun]:
+    """Each survey's photos as a collection to compute, or up to date when every photo's journal line is (and no CSV of
+    frame positions is given: ``placed``, the photos table is then written again)."""
     collections = []
     for survey, items in photo_sets.items():
         plan, errors = plan_collection(survey, out, items, run.sha256, config_hash, force)
@@ -399,7 +429,7 @@ def plan_collections(photo_sets: dict[str, list[SurveyRaster]], out: Path, run: 
             continue
         key = (survey, COLLECTION)
         record = records.get(key)
-        if (len(plan.done) == len(plan.photos) and record is not None and record.status == "ok"
+        if (not placed and len(plan.done) == len(plan.photos) and record is not None and record.status == "ok"
                 and record.inputs == plan.inputs and (plan.folder / REPORT).is_file()):
             run.actions[key] = (UP_TO_DATE, "photos, model and settings unchanged")
             events(f"{survey}/{COLLECTION}: {len(plan.photos)} photos up to date", survey=survey, raster=COLLECTION,
@@ -413,7 +443,8 @@ def compute_collection(plan: CollectionRun, out: Path, client: Any, spec: ModelS
                        events: RunLog, heatmaps: bool) -> None:
     """A survey's photos through the cluster into its collection (`run.collection`), its manifest entry kept."""
     key = (plan.survey, COLLECTION)
-    reason = "new" if not plan.done else "photos new or changed"
+    reason = "new" if not plan.done else "photos new or changed" if len(plan.done) < len(plan.photos) else \
+        "positions from --frame-positions"
     events(f"{plan.survey}/{COLLECTION}: {len(plan.photos) - len(plan.done)} of {len(plan.photos)} photos ({reason})",
            survey=plan.survey, raster=COLLECTION, reason=reason)
     record = RasterRecord(survey=plan.survey, raster=COLLECTION, source=plan.source, survey_source=plan.survey_source,
@@ -731,9 +762,11 @@ def write_run_reports(out: Path, run: RunContext) -> RunResult:
             "cwd": str(Path.cwd()),  # relative sources in report.json are relative to it
             "assets": str(Path(run.assets).resolve()) if run.assets else None,
             "asset_rules": run.rules.model_dump(mode="json"),
+            "frame_positions": str(Path(run.frame_positions).resolve()) if run.frame_positions else None,
         },
     )
-    return RunResult(out, this_run, covered=len(outcomes))
+    return RunResult(out, this_run, covered=len(outcomes), covered_photos=sum(o.counts.photos or 0 for o in outcomes),
+                     covered_collections=sum(o.counts.photos is not None for o in outcomes))
 
 
 def write_survey_reports(out: Path, outcomes: list[RasterOutcome]) -> None:

@@ -21,15 +21,29 @@ Every entry is recorded at run.json's settings, the ones its vectors were just t
 from __future__ import annotations
 
 import json
+import os
+import shutil
 from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
 import geopandas as gpd
+from tqdm import tqdm
 
 from survey_cracks.config import RunConfig
-from survey_cracks.deliver.collection import is_collection
+from survey_cracks.deliver.collection import (
+    HEATMAPS,
+    JOURNAL,
+    PHOTOS_CSV,
+    CollectionWriter,
+    failed_rows,
+    heatmap_name,
+    is_collection,
+    photo_row,
+    read_journal,
+    table_positions,
+)
 from survey_cracks.deliver.condition import AssetRules
 from survey_cracks.deliver.deliverables import write_deliverables
 from survey_cracks.deliver.outcomes import RasterOutcome, write_summary
@@ -38,8 +52,10 @@ from survey_cracks.errors import RasterError
 from survey_cracks.io.annotations import find_annotation
 from survey_cracks.io.raster import RasterInfo, inspect_raster
 from survey_cracks.io.remote import Source
-from survey_cracks.outputs import HEATMAP, write_json
-from survey_cracks.run.manifest import config_sha256, load_records, save_record
+from survey_cracks.io.discover import SurveyRaster
+from survey_cracks.outputs import GPKG, HEATMAP, REPORT, write_json
+from survey_cracks.run.collection import PhotoJob, close_collection, collection_inputs, photo_inputs, rescore_photo
+from survey_cracks.run.manifest import Inputs, config_sha256, load_records, save_record
 from survey_cracks.run.notices import optional_truth
 from survey_cracks.run.pipeline import finish_raster, write_survey_reports
 from survey_cracks.vectors.tracing import trace_heatmap
@@ -74,6 +90,49 @@ def reevaluate_raster(outcome: RasterOutcome, folder: Path, source: Path, thresh
     return finish_raster(result, folder, polygons, lines, threshold, info, truth, config.evaluate, mask=config.heatmap)
 
 
+def reevaluate_collection(outcome: RasterOutcome, folder: Path, cwd: Path, threshold: float, config: RunConfig,
+                          model_sha256: str, settings: str, progress: bool = False, log: Log = print
+                          ) -> tuple[RasterOutcome, Inputs] | None:
+    """A collection's photos re-scored at ``threshold`` from heatmaps/ (`collection.rescore_photo`): its GeoPackage,
+    photos.csv, journal and report.json rewritten; the outcome and the manifest's inputs for it. None (and one line
+    said) when the photos' heatmaps were not written (``--no-heatmaps``): the collection is then left as it is.
+
+    ``settings``: the hash of the settings now in force; each photo's journal line records it, as a run at
+    ``threshold`` would, so that a later run at another threshold computes the photos again.
+    """
+    journal = read_journal(folder)
+    missing = [name for name in journal if not (folder / heatmap_name(name)).is_file()]
+    if missing:
+        log(f"{outcome.survey}/{outcome.raster}: re-scoring needs each photo's heatmap and {len(missing)} of {len(journal)} "
+            f"are not in {folder / HEATMAPS} (run with --no-heatmaps?): kept at threshold {outcome.counts.threshold}; to "
+            f"re-score, run the photos again without --no-heatmaps, with --threshold {threshold:g} --force")
+        return None
+    failed, positions = failed_rows(folder), table_positions(folder)  # positions kept as they are (EXIF or CSV)
+    work = folder / ".evaluate"
+    shutil.rmtree(work, ignore_errors=True)
+    writer = CollectionWriter(work)
+    writer.start(set())
+    jobs: list[PhotoJob] = []
+    empty: dict[str, gpd.GeoDataFrame] = {}
+    for name, entry in tqdm(journal.items(), desc=f"{outcome.survey}/{outcome.raster}", unit="photo", disable=not progress):
+        source = cwd / entry["report"]["source"]
+        annotation = find_annotation(source) if source.is_file() else None
+        photo, polygons, lines = rescore_photo(entry, folder / heatmap_name(name), source, annotation, threshold, config)
+        row = photo_row(photo, entry["row"].get("score"), entry["row"].get("network_px"), True)
+        inputs = photo_inputs(SurveyRaster(outcome.survey, source, name, source.parent), annotation, model_sha256, settings)
+        writer.add(name, polygons, lines, {"inputs": inputs, "report": photo.as_dict(), "row": row})
+        for layer, frame in (("cracks", polygons), ("centrelines", lines)):
+            empty.setdefault(layer, frame.iloc[:0])
+        jobs.append(PhotoJob(name, source, Path(annotation) if annotation else None, inputs, source.stat().st_size))
+    result = close_collection(writer, outcome.survey, outcome.source, set(journal) | {row["photo"] for row in failed},
+                              set(), failed, empty, sum(outcome.seconds.values()), positions)
+    for name in (GPKG, PHOTOS_CSV, JOURNAL, REPORT):  # each replaced whole; heatmaps/ is not touched
+        os.replace(work / name, folder / name)
+    shutil.rmtree(work)
+    result.action, result.reason = outcome.action, outcome.reason
+    return result, collection_inputs(jobs, model_sha256, settings)
+
+
 def evaluate_outputs(out: Path, threshold: float | None = None, assets: Path | None = None, rules: AssetRules | None = None,
                      progress: bool = False, log: Log = print) -> list[RasterOutcome]:
     """Recompute every figure and report of the run in ``out``, and its manifest (see the module docstring)."""
@@ -93,9 +152,15 @@ def evaluate_outputs(out: Path, threshold: float | None = None, assets: Path | N
     outcomes = []
     for outcome in record.outcomes:
         if outcome.status == "ok" and is_collection(outcome):
-            # not yet: its photos' vectors would be traced again from heatmaps/ and the GeoPackage rewritten
-            log(f"{outcome.survey}/{outcome.raster}: a collection of photos is not re-evaluated yet (kept at threshold "
-                f"{outcome.counts.threshold}): run the photos again with --threshold {threshold:g} --force instead")
+            log(f"{outcome.survey}/{outcome.raster}: threshold {threshold:g}")
+            rescored = reevaluate_collection(outcome, record.folder(outcome), record.cwd, threshold, config,
+                                             record.model_sha256, settings, progress, log)
+            entry = entries.get((outcome.survey, outcome.raster))
+            if rescored is not None:
+                outcome = rescored[0]
+                if entry is not None:
+                    entry.inputs = rescored[1]
+                    save_record(out, entry)
         elif outcome.status == "ok":
             log(f"{outcome.survey}/{outcome.raster}: threshold {threshold:g}")
             source = record.source(outcome)

@@ -94,6 +94,8 @@ def test_run_with_assets_writes_styled_survey_gpkg_csv_report_and_valid_stac(run
     item = json.loads((run_out / "deck" / "deck" / "item.json").read_text())
     assert item["properties"]["survey_cracks:model_sha256"] and set(item["assets"]) == {"heatmap", "cracks", "report", "survey"}
     assert item["properties"]["processing:software"]["survey_cracks"]
+    for asset in item["assets"].values():  # relative to item.json, where the files are
+        assert (run_out / "deck" / "deck" / asset["href"]).is_file(), asset["href"]
 
 
 class _Page(HTMLParser):
