@@ -38,8 +38,8 @@ PRODUCERS = {
                                  "--json bench/results/segment_throughput_engine.json",
     "segment_throughput_windows": "python bench/segment_throughput.py --sizes 100 --modes mask --patch-sizes --windows "
                                   "1024 auto --json bench/results/segment_throughput_windows.json",
-    "segment_throughput_windows_400": "python bench/segment_throughput.py --sizes 100 400 --modes mask --patch-sizes "
-                                      "--windows 1024 auto --repeats 1 --json bench/results/segment_throughput_windows_400.json",
+    "segment_throughput_windows_400": "python bench/segment_throughput.py --sizes 400 --modes mask --patch-sizes "
+                                      "--windows auto --repeats 1 --json bench/results/segment_throughput_windows_400.json",
 }
 
 

@@ -109,8 +109,8 @@ def test_a_failed_measurement_falls_back_to_the_documented_figure(monkeypatch, t
 
 
 @pytest.mark.slow
-def test_the_measurement_runs_the_engine_in_a_fresh_process(tiny_mask_model):
-    spec = model_spec(tiny_mask_model, file_sha256(tiny_mask_model), InferenceConfig(precision="fp32", engine="torch"))
+def test_the_measurement_runs_the_engine_in_a_fresh_process():
+    spec = model_spec(SHIPPED_MODEL, file_sha256(SHIPPED_MODEL), InferenceConfig(precision="fp32", engine="torch"))
     memory = window_size.measure_in_fresh_process(spec)
     pixels = [p for p, _ in memory.points]
     assert memory.source == "measured" and pixels == sorted(pixels) and len(pixels) == len(window_size.MEASURED_CORES)
