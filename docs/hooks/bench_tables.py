@@ -99,8 +99,8 @@ def segment_throughput(result: dict, table: Callable[..., str]) -> str:
                      f"notebook loop ({naive['patches_per_s']} patches/s)", None, naive["megapixels_per_s"], None,
                      None, None, 1])
         for run in rnd["runs"]:
-            window = f" --window {run['window_setting']}" if run.get("window_setting") else ""
-            rows.append([rnd["round"], f"{run['size']} MP", f"`run --mode {run['mode']}{window}`", run["seconds"],
+            flag = f" --window {run['window_setting']}" if run.get("window_setting") else ""
+            rows.append([rnd["round"], f"{run['size']} MP", f"`run --mode {run['mode']}{flag}`", run["seconds"],
                          run["megapixels_per_s"], run["peak_rss_gib"], f"{run['bare_before']} / {run['bare_after']}",
                          round(run["megapixels_per_s"] / run["bare_around"], 2),
                          round(run["megapixels_per_s"] / naive["megapixels_per_s"], 1)])
