@@ -8,12 +8,12 @@ grows with the read's pixels: the window is chosen from a memory budget rather t
 The working set is measured, not guessed: once per model, engine, precision, threads, CPU and
 library versions (the key of `engine_choice.choice_key`, plus the spec), a fresh process with the
 workers' environment loads the run's engine and runs windows of growing size through ``segment``;
-the slope of its peak resident size (``ru_maxrss``) against the read's pixels is the bytes a task
+the slope of its peak resident size (VmHWM) against the read's pixels is the bytes a task
 needs per read pixel (the process's own size, torch and the model, is the intercept and not part
 of a window's working set). It is cached as JSON beside the engine choice. Where it is not measured
 (``SURVEY_CRACKS_MEASURE_ENGINES=0``, as in the test suite; a GPU; a measurement that failed) the
-documented figure `DOCUMENTED_BYTES_PER_PX` stands in: the larger of the shipped model's fp32 and
-bf16 slopes measured on the development machine (docs/benchmarks.md).
+documented figure `DOCUMENTED_BYTES_PER_PX` stands in: above the shipped model's bf16 (197-222) and ONNX
+Runtime fp32 (174) slopes measured on the development machine (docs/benchmarks.md); eager fp32 measured 297.
 
 Then ``core`` is the largest multiple of 32 with ``tasks x bytes_per_px x (core + 2 margin)^2 <=
 budget``, between 128 px and 8192 px, and never larger than the raster needs (`cap_to_raster`).
@@ -184,7 +184,24 @@ def measure_in_fresh_process(spec: ModelSpec, timeout_s: float = 600) -> WindowM
     if done.returncode != 0:
         raise ValueError(done.stderr.strip() or f"exit code {done.returncode}")
     data = json.loads(done.stdout.strip().splitlines()[-1])
-    return WindowMemory(**{**data, "points": tuple(tuple(p) for p in data["points"])})
+    memory = WindowMemory(**{**data, "points": tuple(tuple(p) for p in data["points"])})
+    if memory.bytes_per_px <= 0:
+        raise ValueError(f"the peak did not grow with the window ({memory.points})")
+    return memory
+
+
+def peak_rss_bytes() -> int:
+    """This process's peak resident size: Linux's VmHWM (its own, reset by exec; ``ru_maxrss`` keeps the peak of
+    the process that started it, a 1.7 GB pytest, say), else ``ru_maxrss``."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 def measure_window_memory(spec: ModelSpec, cores: tuple[int, ...] = MEASURED_CORES, margin: int = 128) -> WindowMemory:
@@ -193,8 +210,6 @@ def measure_window_memory(spec: ModelSpec, cores: tuple[int, ...] = MEASURED_COR
     Each window is larger than the last, so each sets a new peak: the peak minus the process's size is that
     window's working set (freed activations of a smaller window are reused by the next).
     """
-    import resource
-
     import numpy as np
 
     from survey_cracks.models.engines import load_engine
@@ -205,7 +220,7 @@ def measure_window_memory(spec: ModelSpec, cores: tuple[int, ...] = MEASURED_COR
     for core in cores:
         side = core + 2 * margin
         engine.segment(rng.integers(0, 256, (side, side, 3), dtype=np.uint8))
-        points.append((side * side, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024))
+        points.append((side * side, peak_rss_bytes()))
     px, peak = np.array(points[1:], dtype=np.float64).T  # the first window warms the engine up
     slope = float(np.polyfit(px, peak, 1)[0])
     return WindowMemory(round(slope, 1), "measured", tuple(points), engine.compute)
