@@ -47,7 +47,7 @@ MEASURED_CORES = (256, 512, 768, 1024)  # window cores run to measure (a first, 
 # Measured with `python -m survey_cracks.inference.window_size` on the shipped model (2-core AMD EPYC, torch 2.x,
 # one thread): see docs/benchmarks.md, "Windows from a memory budget". Used only where nothing is measured.
 DOCUMENTED_BYTES_PER_PX = 260.0
-RULE = 1  # in the cache key: a measurement made by an earlier rule is made again
+RULE = 2  # in the cache key: a measurement made by an earlier rule (1: ru_maxrss) is made again
 
 
 @dataclass(frozen=True)
