@@ -37,10 +37,16 @@ Rule, fixed before any run of this script:
   - --repeats N (default 3) interleaves N rounds; a round is: notebook loop, then for each size
     (smallest first): bare, mask run, bare, dense run, bare[, patch run, bare]. A round's ratios
     against the notebook loop use that round's notebook figure.
+  - --windows W1 W2 ... (e.g. 1024 auto; default: the config's window_px alone) runs every mode and
+    size once per window setting, in that order within each size (`run --window W`), each with its
+    own bare network around it, measured on windows of that setting's read size (auto resolved as
+    the run resolves it, `inference.window_size.resolve_window`); the ratios of each setting carry its
+    name (`mask_100mp_wauto_vs_naive`), and `mask_100mp_wauto_vs_w1024` is the auto run's MP/s over the
+    1024 run's of the same round (informative). The targets apply to every setting.
   - Each reported ratio is the median over the rounds; single rounds are printed beside it,
     whatever they show.
   - Targets (the issue's), each judged on those medians:
-      mask mode >= 6 x the notebook loop, at every size;
+      mask mode >= 6 x the notebook loop, at every size (--targets NAIVE BARE sets these two);
       mask mode >= 0.8 x the bare network around it, at every size;
       every peak RSS, of every run of every mode and round, < 2 GiB;
       mask mode: peak RSS at the largest size <= 1.2 x at the smallest (400 MP vs 100 MP).
@@ -95,6 +101,7 @@ from throughput import ROOT, timed_command  # noqa: E402
 from survey_cracks.models import hardware  # noqa: E402
 from survey_cracks.config import RunConfig, load_config  # noqa: E402
 from survey_cracks.inference.dispatch import model_spec  # noqa: E402
+from survey_cracks.inference.window_size import resolve_window  # noqa: E402
 from survey_cracks.io.raster import inspect_raster, open_raster, read_context  # noqa: E402
 from survey_cracks.models.checkpoint import SHIPPED_MODEL, file_sha256, read_meta  # noqa: E402
 from survey_cracks.models.engines import ModelSpec, load_engine  # noqa: E402
@@ -229,10 +236,11 @@ def bare_network(spec: ModelSpec, windows: list[np.ndarray], core_pixels: int, s
 # --------------------------------------------------------------------------- end to end
 
 
-def run_mode(raster: Path, model: Path, out: Path, mode: str, config: Path | None) -> dict:
-    """`survey-cracks run --mode MODE` on one raster: wall time, peak RSS of the process tree, MP/s."""
-    command = [str(Path(sys.executable).with_name("survey-cracks")), "run", str(raster), "--out", str(out),
-               "--model", str(model), "--mode", mode, "--quiet"] + (["--config", str(config)] if config else [])
+def run_mode(raster: Path, model: Path, out: Path, mode: str, config: Path | None, window: str | None = None) -> dict:
+    """`survey-cracks run --mode MODE [--window W]` on one raster: wall time, peak RSS of the process tree, MP/s."""
+    command = ([str(Path(sys.executable).with_name("survey-cracks")), "run", str(raster), "--out", str(out),
+                "--model", str(model), "--mode", mode, "--quiet"] + (["--config", str(config)] if config else [])
+               + (["--window", window] if window else []))
     load = os.getloadavg()[0]
     seconds, peak_gib, returncode, output = timed_command(command)
     if returncode != 0:
@@ -243,7 +251,7 @@ def run_mode(raster: Path, model: Path, out: Path, mode: str, config: Path | Non
         megapixels = src.width * src.height / 1e6
     inference = report["seconds"].get("inference")
     return {
-        "mode": mode, "megapixels": round(megapixels, 2), "seconds": round(seconds, 2),
+        "mode": mode, "window_setting": window, "megapixels": round(megapixels, 2), "seconds": round(seconds, 2),
         "megapixels_per_s": round(megapixels / seconds, 3), "peak_rss_gib": round(peak_gib, 3),
         "inference_megapixels_per_s": round(megapixels / inference, 3) if inference else None,
         "counts": report["counts"], "stage_seconds": report["seconds"], "window": run_json.get("window"),
@@ -258,16 +266,34 @@ def label(mp: int) -> str:
     return f"{mp}mp"
 
 
-def round_ratios(naive_mp_s: float, runs: list[dict], sizes: list[int]) -> dict[str, float]:
-    """One round's ratios: every run against the notebook loop and the bare network around it; memory."""
+def window_suffix(setting: str | None, windows: list[str | None]) -> str:
+    """``_w<setting>`` when several window settings are compared (keys stay as before with one)."""
+    return f"_w{setting}" if len(windows) > 1 else ""
+
+
+def round_ratios(naive_mp_s: float, runs: list[dict], sizes: list[int], windows: list[str | None] | None = None
+                 ) -> dict[str, float]:
+    """One round's ratios: every run against the notebook loop and the bare network around it; memory; with
+    several window settings, each later one's MP/s over the first's."""
+    windows = windows or [None]
     ratios: dict[str, float] = {}
     for run in runs:
-        key = f"{run['mode']}_{label(run['size'])}"
+        key = f"{run['mode']}_{label(run['size'])}{window_suffix(run.get('window_setting'), windows)}"
         ratios[f"{key}_vs_naive"] = round(run["megapixels_per_s"] / naive_mp_s, 3)
         ratios[f"{key}_vs_bare_around"] = round(run["megapixels_per_s"] / run["bare_around"], 3)
-    if len(sizes) > 1:
-        rss = {run["size"]: run["peak_rss_gib"] for run in runs if run["mode"] == "mask"}
-        ratios[f"mask_peak_rss_{label(sizes[-1])}_vs_{label(sizes[0])}"] = round(rss[sizes[-1]] / rss[sizes[0]], 3)
+    for setting in windows:
+        suffix = window_suffix(setting, windows)
+        if len(sizes) > 1:
+            rss = {run["size"]: run["peak_rss_gib"] for run in runs
+                   if run["mode"] == "mask" and run.get("window_setting") == setting}
+            ratios[f"mask_peak_rss_{label(sizes[-1])}_vs_{label(sizes[0])}{suffix}"] = round(rss[sizes[-1]] / rss[sizes[0]], 3)
+        if setting != windows[0]:
+            for run in runs:
+                first = [r for r in runs if (r["mode"], r["size"]) == (run["mode"], run["size"])
+                         and r.get("window_setting") == windows[0]]
+                if run.get("window_setting") == setting and first:
+                    ratios[f"{run['mode']}_{label(run['size'])}{suffix}_vs_w{windows[0]}"] = round(
+                        run["megapixels_per_s"] / first[0]["megapixels_per_s"], 3)
     ratios["max_peak_rss_gib"] = max(run["peak_rss_gib"] for run in runs)
     return ratios
 
@@ -281,24 +307,27 @@ def medians(rounds: list[dict[str, float]]) -> dict[str, float]:
     return out
 
 
-def verdict(summary: dict[str, float], sizes: list[int]) -> list[dict]:
-    """The issue's targets on the medians: one entry per (target, size), met or not."""
+def verdict(summary: dict[str, float], sizes: list[int], windows: list[str | None] | None = None) -> list[dict]:
+    """The issue's targets on the medians: one entry per (target, size, window setting), met or not."""
+    windows = windows or [None]
     targets = []
-    for size in sizes:
-        value = summary[f"mask_{label(size)}_vs_naive"]
-        targets.append({"target": f"mask mode / notebook loop, {size} MP", "key": f"mask_{label(size)}_vs_naive",
-                        "rule": f">= {TARGETS['mask_vs_naive']:g}", "value": value, "met": value >= TARGETS["mask_vs_naive"]})
-    for size in sizes:
-        value = summary[f"mask_{label(size)}_vs_bare_around"]
-        targets.append({"target": f"mask mode / bare network around it, {size} MP", "key": f"mask_{label(size)}_vs_bare_around",
-                        "rule": f">= {TARGETS['mask_vs_bare']:g}", "value": value, "met": value >= TARGETS["mask_vs_bare"]})
+    named = len(windows) > 1
+    for what, ratio, rule in (("notebook loop", "vs_naive", "mask_vs_naive"), ("bare network around it", "vs_bare_around", "mask_vs_bare")):
+        for size in sizes:
+            for setting in windows:
+                key = f"mask_{label(size)}{window_suffix(setting, windows)}_{ratio}"
+                targets.append({"target": f"mask mode / {what}, {size} MP" + (f", window {setting}" if named else ""),
+                                "key": key, "rule": f">= {TARGETS[rule]:g}", "value": summary[key],
+                                "met": summary[key] >= TARGETS[rule]})
     value = summary["max_peak_rss_gib"]
     targets.append({"target": "peak RSS of every run (GiB)", "key": "max_peak_rss_gib", "rule": f"< {RSS_LIMIT_GIB:g}",
                     "value": value, "met": value < RSS_LIMIT_GIB})
     if len(sizes) > 1:
-        key = f"mask_peak_rss_{label(sizes[-1])}_vs_{label(sizes[0])}"
-        targets.append({"target": f"mask mode peak RSS, {sizes[-1]} MP / {sizes[0]} MP", "key": key,
-                        "rule": f"<= {TARGETS['rss_growth']:g}", "value": summary[key], "met": summary[key] <= TARGETS["rss_growth"]})
+        for setting in windows:
+            key = f"mask_peak_rss_{label(sizes[-1])}_vs_{label(sizes[0])}{window_suffix(setting, windows)}"
+            targets.append({"target": f"mask mode peak RSS, {sizes[-1]} MP / {sizes[0]} MP" + (f", window {setting}" if named else ""),
+                            "key": key, "rule": f"<= {TARGETS['rss_growth']:g}", "value": summary[key],
+                            "met": summary[key] <= TARGETS["rss_growth"]})
     return targets
 
 
@@ -337,7 +366,8 @@ def markdown(results: dict) -> str:
         f"{m['cpu']}, {m['cores']} cores, {m['memory_gib']:g} GiB, avx512_bf16 {'yes' if m['avx512_bf16'] else 'no'}; "
         f"torch {m['torch']}; network on {m['compute']}; model {results['model']['file']} "
         f"(heads {'+'.join(results['model']['heads'])}, decoder {results['model']['decoder_channels']} channels); "
-        f"windows {w['core_px']} px + {w['margin_px']} px context (read {w['read_px']} px); "
+        "windows " + "; ".join(f"{x.get('setting') or x['core_px']}: {x['core_px']} px + {x['margin_px']} px context "
+                               f"(read {x['read_px']} px)" for x in results.get("windows", [w])) + "; "
         f"{len(rounds)} round{'s' * (len(rounds) > 1)}.",
         "",
         "MP/s = megapixels of raster per second (notebook loop: 4096 new pixels per patch at stride 64; "
@@ -352,7 +382,7 @@ def markdown(results: dict) -> str:
         lines.append(f"| {rnd['round']} | {sizes[0]} MP ({naive['crop_px']} px crop) | notebook loop (PIL + transforms, fp32, batch 1; "
                      f"{naive['patches_per_s']} patches/s) | | {naive['megapixels_per_s']} | | | | 1 |")
         for run in rnd["runs"]:
-            mode = f"**`run --mode {run['mode']}`**"
+            mode = f"**`run --mode {run['mode']}" + (f" --window {run['window_setting']}" if run.get("window_setting") else "") + "`**"
             lines.append(
                 f"| {rnd['round']} | {run['size']} MP | {mode} | {run['seconds']} | **{run['megapixels_per_s']}** | "
                 f"{run['peak_rss_gib']} GiB | {run['bare_before']} / {run['bare_after']} | "
@@ -364,9 +394,10 @@ def markdown(results: dict) -> str:
         summary = "max" if target["key"] == "max_peak_rss_gib" else "median"
         lines.append(f"| {target['target']} | {target['rule']} | {singles} | **{target['value']:g}** ({summary}) | "
                      f"{'met' if target['met'] else '**not met**'} |")
-    informative = [key for key in results["ratios"] if not key.startswith("mask_") and key != "max_peak_rss_gib"]
+    judged = {target["key"] for target in results["targets"]} | {"max_peak_rss_gib"}
+    informative = [key for key in results["ratios"] if key not in judged]
     if informative:
-        lines += ["", "Not targets (dense and patch modes): " + ", ".join(
+        lines += ["", "Not targets: " + ", ".join(
             f"{key} {results['ratios'][key]:g}" for key in informative) + "."]
     met = all(t["met"] for t in results["targets"])
     lines += ["", f"Targets: {'all met' if met else 'not all met'} (by the rule in bench/segment_throughput.py)."]
@@ -396,6 +427,12 @@ def parse_args() -> argparse.Namespace:
                         help="folder for the rasters: reused there when present at the right size, always kept "
                              "[default: a temporary folder, removed at the end unless --keep]")
     parser.add_argument("--keep", action="store_true", help="keep the generated rasters (their folder is printed)")
+    parser.add_argument("--targets", type=float, nargs=2, default=None, metavar=("NAIVE", "BARE"),
+                        help="mask mode's targets: x the notebook loop, x the bare network [default: 6 0.8, the "
+                             "pixel-precise issue's; issue 29's are 20 0.85]")
+    parser.add_argument("--windows", nargs="+", default=None, metavar="PX|auto",
+                        help="window settings compared (`run --window`), each run in every mode and size "
+                             "[default: the config's window_px alone, not passed]")
     parser.add_argument("--bare-windows", type=int, default=6, metavar="N",
                         help="windows per stream timed in each bare-network measurement [default: 6]")
     parser.add_argument("--naive-patches", type=int, default=300, metavar="N",
@@ -422,13 +459,19 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> None:
     args = parse_args()
+    if args.targets:  # fixed before the run, on the command line the JSON records
+        TARGETS.update(mask_vs_naive=args.targets[0], mask_vs_bare=args.targets[1])
     model = args.model.resolve()
     meta = read_meta(model)
     config = load_config(RunConfig, args.config, {"inference.mode": "mask"})
     margin = context_margin(meta, "mask", config, model)
-    window_px = config.inference.window_px
     spec = model_spec(model, file_sha256(model), config.inference)
-    cores = os.cpu_count() or 1
+    settings: list[str | None] = args.windows or [None]  # None: the config's window_px, not passed to the run
+    choices = {setting: resolve_window(config.inference if setting is None else config.inference.model_copy(
+        update={"window_px": setting if setting == "auto" else int(setting)}), spec, margin) for setting in settings}
+    for setting, choice in choices.items():
+        print(f"window {setting or 'of the config'}: {choice.record()}", flush=True)
+    cpus = os.cpu_count() or 1
     slots = config.inference.workers * config.inference.worker_threads()  # tasks the run's workers run at once
     stride = meta.patch_size // 2
     naive_pixels = stride * stride  # new pixels each patch adds on the stride grid
@@ -446,7 +489,9 @@ def main() -> None:
                   "patch_size": meta.patch_size},
         "spec": {"engine": spec.engine, "precision": spec.precision, "device": spec.device, "threads": spec.threads,
                  "task_slots": slots},
-        "window": {"core_px": window_px, "margin_px": margin, "read_px": window_px + 2 * margin},
+        "window": {"core_px": choices[settings[0]].core_px, "margin_px": margin, "read_px": choices[settings[0]].core_px + 2 * margin},
+        "windows": [{"setting": setting, "read_px": choice.core_px + 2 * margin, **choice.record()}
+                    for setting, choice in choices.items()],
         "naive": {"patch": meta.patch_size, "stride": stride, "new_pixels_per_patch": naive_pixels,
                   "patches_timed": args.naive_patches},
         "bare": {"windows_per_stream": args.bare_windows},
@@ -457,37 +502,42 @@ def main() -> None:
         rasters = {mp: raster_for(mp, raster_dir) for mp in args.sizes}
         windows, core_pixels = {}, {}
         for mp, raster in rasters.items():
-            windows[mp] = sample_windows(raster, window_px, margin)
-            read_h, read_w = windows[mp][0].shape[:2]
-            core_pixels[mp] = (read_h - 2 * margin) * (read_w - 2 * margin)
-            if (read_h, read_w) != (window_px + 2 * margin,) * 2:
-                print(f"note: {mp} MP is smaller than a window: reads of {read_h} x {read_w} px", flush=True)
+            for setting, choice in choices.items():
+                window_px = choice.core_px
+                windows[mp, setting] = sample_windows(raster, window_px, margin)
+                read_h, read_w = windows[mp, setting][0].shape[:2]
+                core_pixels[mp, setting] = (read_h - 2 * margin) * (read_w - 2 * margin)
+                if (read_h, read_w) != (window_px + 2 * margin,) * 2:
+                    print(f"note: {mp} MP is smaller than a window: reads of {read_h} x {read_w} px", flush=True)
 
-        def bare(mp: int) -> dict:
-            figure = bare_network(spec, windows[mp], core_pixels[mp], slots, cores, args.bare_windows)
-            print(f"  bare network at {mp} MP's windows: {figure['megapixels_per_s']} MP/s ({figure['way']}; "
+        def bare(mp: int, setting: str | None) -> dict:
+            figure = bare_network(spec, windows[mp, setting], core_pixels[mp, setting], slots, cpus, args.bare_windows)
+            print(f"  bare network at {mp} MP's windows ({choices[setting].core_px} px): {figure['megapixels_per_s']} MP/s ({figure['way']}; "
                   + ", ".join(f"{k} {v['megapixels_per_s']}" for k, v in figure["by_way"].items()) + ")", flush=True)
             return figure
 
         round_ratio_list = []
         for number in range(1, args.repeats + 1):
             print(f"round {number} of {args.repeats}", flush=True)
-            naive = naive_in_plain_process(model, rasters[args.sizes[0]], meta.patch_size, args.naive_patches, cores)
+            naive = naive_in_plain_process(model, rasters[args.sizes[0]], meta.patch_size, args.naive_patches, cpus)
             naive["megapixels_per_s"] = round(naive["patches_per_s"] * naive_pixels / 1e6, 3)
             naive["crop_px"] = min(4096, int(round((args.sizes[0] * 1e6) ** 0.5)))  # naive_loop's centre crop
             print(f"  notebook loop: {naive['patches_per_s']} patches/s = {naive['megapixels_per_s']} MP/s", flush=True)
             rnd: dict = {"round": number, "naive": naive, "bare": [], "runs": []}
-            for mp in args.sizes:
-                before = bare(mp)
-                rnd["bare"].append({"size": mp, **before})
+            for mp, setting in [(mp, setting) for mp in args.sizes for setting in settings]:
+                before = bare(mp, setting)
+                rnd["bare"].append({"size": mp, "window_setting": setting, **before})
                 for mode in MODES:
                     if mode not in args.modes or (mode == "patch" and mp not in args.patch_sizes):
                         continue
                     out = temp / f"out_{mp}mp_{mode}_{number}"
-                    run = run_mode(rasters[mp], model, out, mode, args.config)
+                    run = run_mode(rasters[mp], model, out, mode, args.config, setting)
                     shutil.rmtree(out, ignore_errors=True)  # a 400 MP mask heatmap is large
-                    after = bare(mp)
-                    rnd["bare"].append({"size": mp, **after})
+                    after = bare(mp, setting)
+                    rnd["bare"].append({"size": mp, "window_setting": setting, **after})
+                    if mode != "patch" and run["window"] and run["window"].get("core_px") != choices[setting].core_px:
+                        print(f"  note: the run used a {run['window']['core_px']} px core, the bare network "
+                              f"{choices[setting].core_px} px", flush=True)
                     run.update(size=mp, round=number, bare_before=before["megapixels_per_s"],
                                bare_after=after["megapixels_per_s"],
                                bare_around=round((before["megapixels_per_s"] + after["megapixels_per_s"]) / 2, 3))
@@ -497,17 +547,17 @@ def main() -> None:
                     if run["compute"] and results["machine"]["compute"] not in run["compute"]:
                         print(f"  note: the run's workers computed on {run['compute']}, the bare network on "
                               f"{results['machine']['compute']}", flush=True)
-                    print(f"  {mode} {mp} MP: {run['seconds']} s, {run['megapixels_per_s']} MP/s, "
+                    print(f"  {mode} {mp} MP, window {setting or 'of the config'}: {run['seconds']} s, {run['megapixels_per_s']} MP/s, "
                           f"peak RSS {run['peak_rss_gib']} GiB, {run['megapixels_per_s'] / run['bare_around']:.2f} x bare "
                           f"around ({run['bare_around']}), {run['megapixels_per_s'] / naive['megapixels_per_s']:.1f} x "
                           f"notebook loop", flush=True)
                     rnd["runs"].append(run)
                     before = after
-            rnd["ratios"] = round_ratios(naive["megapixels_per_s"], rnd["runs"], args.sizes)
+            rnd["ratios"] = round_ratios(naive["megapixels_per_s"], rnd["runs"], args.sizes, settings)
             round_ratio_list.append(rnd["ratios"])
             results["rounds"].append(rnd)
             results["ratios"] = medians(round_ratio_list)
-            results["targets"] = verdict(results["ratios"], args.sizes)
+            results["targets"] = verdict(results["ratios"], args.sizes, settings)
             args.json.parent.mkdir(parents=True, exist_ok=True)
             args.json.write_text(json.dumps(results, indent=2))  # after every round: a crash keeps the rounds done
         print(f"\nresults: {args.json}\n", flush=True)

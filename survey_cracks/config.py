@@ -56,6 +56,7 @@ Precision = Literal["auto", "fp32", "bf16", "fp16"]
 InferencePrecision = Literal["auto", "fp32", "bf16", "fp16", "int8"]
 Device = Literal["auto", "cpu", "cuda"]
 Engine = Literal["auto", "torch", "inductor", "onnxruntime", "openvino"]
+WINDOW_PX_RANGE = (128, 8192)  # a window core's bounds (px); `window_px: auto` chooses within them
 
 
 class InferenceConfig(StrictModel):
@@ -71,9 +72,16 @@ class InferenceConfig(StrictModel):
         description="mask = per-pixel crack probability from the decoder (auto when the model has one); "
         "dense = the patch head at every 32 px from one trunk pass per window; patch = each 128 px patch on its own",
     )
-    window_px: int = Field(
-        1024, ge=128, le=8192,
-        description="core of a mask/dense window (multiple of 32); peak memory per task grows with (window + 2 margin)^2",
+    window_px: int | Literal["auto"] = Field(
+        1024,
+        description="core of a mask/dense window (multiple of 32, 128-8192); peak memory per task grows with "
+        "(window + 2 margin)^2. auto = the largest whose working set (measured once per model and engine on this "
+        "machine), times the tasks run at once (workers x threads per worker), fits memory_budget_gib",
+    )
+    memory_budget_gib: float = Field(
+        0.8, gt=0, le=1024,
+        description="window_px auto: memory the windows of all tasks running at once may take together (GiB); the rest "
+        "of a run (torch and the model in each worker, the client) comes on top, ~1 GiB on a 2-core machine",
     )
     margin_px: int | None = Field(
         None, ge=0,
@@ -114,7 +122,9 @@ class InferenceConfig(StrictModel):
 
     @model_validator(mode="after")
     def _windows_multiple_of_32(self) -> "InferenceConfig":
-        if self.window_px % 32 or (self.margin_px is not None and self.margin_px % 32):
+        if self.window_px != "auto" and not WINDOW_PX_RANGE[0] <= self.window_px <= WINDOW_PX_RANGE[1]:
+            raise ValueError(f"window_px {self.window_px} must be auto or within 128-8192")
+        if (self.window_px != "auto" and self.window_px % 32) or (self.margin_px is not None and self.margin_px % 32):
             raise ValueError("window_px and margin_px must be multiples of 32 (the trunk's stride)")
         return self
 

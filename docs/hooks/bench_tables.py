@@ -37,6 +37,10 @@ PRODUCERS = {
     "engine_agreement": "python bench/engine_agreement.py",
     "segment_throughput_engine": "python bench/segment_throughput.py --sizes 100 --modes mask --patch-sizes "
                                  "--json bench/results/segment_throughput_engine.json",
+    "segment_throughput_windows": "python bench/segment_throughput.py --sizes 100 --modes mask --patch-sizes --windows "
+                                  "1024 auto --json bench/results/segment_throughput_windows.json",
+    "segment_throughput_windows_400": "python bench/segment_throughput.py --sizes 400 --modes mask --patch-sizes "
+                                      "--windows auto --repeats 1 --json bench/results/segment_throughput_windows_400.json",
 }
 
 
@@ -96,7 +100,8 @@ def segment_throughput(result: dict, table: Callable[..., str]) -> str:
                      f"notebook loop ({naive['patches_per_s']} patches/s)", None, naive["megapixels_per_s"], None,
                      None, None, 1])
         for run in rnd["runs"]:
-            rows.append([rnd["round"], f"{run['size']} MP", f"`run --mode {run['mode']}`", run["seconds"],
+            flag = f" --window {run['window_setting']}" if run.get("window_setting") else ""
+            rows.append([rnd["round"], f"{run['size']} MP", f"`run --mode {run['mode']}{flag}`", run["seconds"],
                          run["megapixels_per_s"], run["peak_rss_gib"], f"{run['bare_before']} / {run['bare_after']}",
                          round(run["megapixels_per_s"] / run["bare_around"], 2),
                          round(run["megapixels_per_s"] / naive["megapixels_per_s"], 1)])
@@ -104,6 +109,9 @@ def segment_throughput(result: dict, table: Callable[..., str]) -> str:
     targets = [[t["target"], t["rule"], *(r["ratios"][t["key"]] for r in rounds),
                 f"**{t['value']}** ({'max' if t['key'] == 'max_peak_rss_gib' else 'median'})",
                 "met" if t["met"] else "**not met**"] for t in result.get("targets", [])]
+    judged = {t["key"] for t in result.get("targets", [])} | {"max_peak_rss_gib"}
+    others = [[key, *(r["ratios"].get(key) for r in rounds), f"**{value}** (median)"]
+              for key, value in result.get("ratios", {}).items() if key not in judged]
     commit = (git.get("commit") or "unknown")[:7]
     if git.get("changed_files"):
         commit += f", {git['changed_files']} files changed"  # measured on a working tree that differs from the commit
@@ -111,11 +119,16 @@ def segment_throughput(result: dict, table: Callable[..., str]) -> str:
         (f"{machine['cpu']}, {machine['cores']} cores, {machine['memory_gib']:g} GiB, avx512_bf16 "
          f"{'yes' if machine['avx512_bf16'] else 'no'}; torch {machine['torch']}; network on {machine['compute']}; "
          f"model `{model['file']}` (heads {'+'.join(model['heads'])}, decoder {model['decoder_channels']} channels); "
-         f"windows {window['core_px']} px + {window['margin_px']} px context; {len(rounds)} round(s); commit {commit}. "
+         "windows " + "; ".join(f"{w.get('setting') or w['core_px']}: {w['core_px']} px + {w['margin_px']} px context"
+                                + (f" ({w['bytes_source']} {w['bytes_per_px']:.0f} bytes per read pixel, {w['tasks']} tasks "
+                                   f"within {w['budget_gib']} GiB)" if w.get("how") == "auto" else "")
+                                for w in result.get("windows", [window]))
+         + f"; {len(rounds)} round(s); commit {commit}. "
          f"Command: `{' '.join(result['command'])}`."),
         table(["round", "raster", "what", "seconds", "MP/s", "peak RSS (GiB)", "bare network before / after (MP/s)",
                "× bare around", "× notebook loop"], rows),
         table(["target", "rule", *singles, "summary", "met"], targets) if targets else "No round finished: no targets judged.",
+        *([table(["not a target (ratio)", *singles, "summary"], others)] if others else []),
         *([(f"Targets: {'all met' if all(t['met'] for t in result['targets']) else '**not all met**'} "
             "(by the rule in bench/segment_throughput.py).")] if targets else []),
     ])
@@ -279,7 +292,8 @@ RENDERERS: dict[str, Callable[[dict, Callable[..., str]], str]] = {
     "finetune_mask_timing": finetune_mask_timing, "photo_throughput": photo_throughput,
     "photo_throughput_scale": photo_throughput, "engine_profile_before": engine_profile, "engine_profile_after": engine_profile,
     "engine_table": engine_table, "engine_agreement": engine_agreement,
-    "segment_throughput_engine": segment_throughput,
+    "segment_throughput_engine": segment_throughput, "segment_throughput_windows": segment_throughput,
+    "segment_throughput_windows_400": segment_throughput,
 }
 
 

@@ -16,7 +16,17 @@ from typing import TYPE_CHECKING, NoReturn
 import click
 from rasterio.errors import NotGeoreferencedWarning
 
-from survey_cracks.cli.options import assets_opt, config_opt, model_opt, out_dir_opt, quiet_opt, resume_opt, rules_opt, ship_opt
+from survey_cracks.cli.options import (
+    WINDOW_PX,
+    assets_opt,
+    config_opt,
+    model_opt,
+    out_dir_opt,
+    quiet_opt,
+    resume_opt,
+    rules_opt,
+    ship_opt,
+)
 from survey_cracks.edge.cli import stream_and_report, stream_options
 from survey_cracks.errors import InfrastructureError, SurveyCracksError
 from survey_cracks.models.checkpoint import SHIPPED_MODEL
@@ -83,8 +93,13 @@ def cli() -> None:
 @click.option("--mode", type=click.Choice(["auto", "mask", "dense", "patch"]), default=None,
               help="mask: per-pixel cracks from the decoder; dense: the patch head every 32 px, one trunk pass per window; "
                    "patch: each 128 px patch scored on its own.  [default: auto = mask when the model has a decoder, else patch]")
-@click.option("--window", "window_px", type=click.IntRange(128), default=None,
-              help="Core of each mask/dense window, a multiple of 32 (memory per task grows with its square).  [default: 1024]")
+@click.option("--window", "window_px", type=WINDOW_PX, default=None,
+              help="Core of each mask/dense window, a multiple of 32 from 128 to 8192 (memory per task grows with its "
+                   "square), or auto: the largest whose working set (measured once per model and engine here) times "
+                   "the tasks run at once fits --memory-budget; run.json says which and why.  [default: 1024]")
+@click.option("--memory-budget", "memory_budget_gib", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="With --window auto: GiB the windows of all tasks running at once may take together (the rest of "
+                   "a run, ~1 GiB on 2 cores, comes on top).  [default: 0.8]")
 @click.option("--margin", "margin_px", type=click.IntRange(0), default=None,
               help="Context read around each window's core, a multiple of 32.  [default: what the model needs (survey-cracks info)]")
 @click.option("--scale", type=click.FloatRange(0.25, 4.0), default=None,
@@ -119,7 +134,7 @@ def cli() -> None:
               "are drawn only on a terminal; a redirected log gets plain lines.")
 def run(inputs: tuple[str, ...], from_list: Path | None, out: Path, config_path: Path | None, model_path: Path | None, scheduler: str | None,
         workers: int | None, threads: int | None, threshold: float | None, ground_patch_m: float | None, batch_size: int | None,
-        mode: str | None, window_px: int | None, margin_px: int | None, scale: float | None, target_gsd_m: float | None,
+        mode: str | None, window_px: int | str | None, memory_budget_gib: float | None, margin_px: int | None, scale: float | None, target_gsd_m: float | None,
         assets_path: Path | None, rules_path: Path | None, device: str | None, precision: str | None, write_mask: bool,
         force: bool, layout: str, no_heatmaps: bool, frame_positions: Path | None, quiet: bool) -> None:
     """Detect cracks in every raster of INPUTS (raster files, survey folders, or folders of survey folders).
@@ -182,7 +197,8 @@ def run(inputs: tuple[str, ...], from_list: Path | None, out: Path, config_path:
                 "inference.scheduler": scheduler, "inference.workers": workers,
                 "inference.threads_per_worker": threads, "inference.batch_size": batch_size,
                 "vectorize.threshold": threshold, "tiling.ground_patch_m": ground_patch_m,
-                "inference.mode": mode, "inference.window_px": window_px, "inference.margin_px": margin_px,
+                "inference.mode": mode, "inference.window_px": window_px, "inference.memory_budget_gib": memory_budget_gib,
+                "inference.margin_px": margin_px,
                 "inference.scale": scale, "inference.target_gsd_m": target_gsd_m, "inference.precision": precision,
                 "inference.device": device, "heatmap.write_mask": True if write_mask else None,
             })

@@ -39,3 +39,20 @@ def resume_opt(what: str):  # type: ignore[no-untyped-def]
 
 
 ship_opt = click.option("--ship", is_flag=True, help="Store the final weights in fp16 (the packaged model is shipped this way).")
+
+
+class WindowPx(click.ParamType):
+    """``--window``: a core in pixels (a multiple of 32, 128-8192; the config checks it) or ``auto``."""
+
+    name = "PX|auto"
+
+    def convert(self, value, param, ctx):  # type: ignore[no-untyped-def]
+        if isinstance(value, int) or value == "auto":
+            return value
+        try:
+            return int(value)
+        except ValueError:
+            self.fail(f"{value!r} is neither a number of pixels nor auto", param, ctx)
+
+
+WINDOW_PX = WindowPx()

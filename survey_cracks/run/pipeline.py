@@ -54,6 +54,7 @@ from survey_cracks.inference.dispatch import (
     source_core,
     warm_workers,
 )
+from survey_cracks.inference.window_size import WindowChoice, cap_to_raster, resolve_window
 from survey_cracks.tuning import trim_heap
 from survey_cracks.io.annotations import find_annotation
 from survey_cracks.io.discover import SurveyRaster, find_rasters
@@ -169,6 +170,7 @@ class RunContext:
     assets: Path | None = None
     rules: AssetRules = field(default_factory=AssetRules)
     frame_positions: Path | None = None
+    window: WindowChoice | None = None  # mask and dense modes: the window core and why (run.json ``window``)
 
 
 @dataclass(frozen=True)
@@ -294,9 +296,13 @@ def run_surveys(
                               "leave it out, or run with --layout collection and a model with a mask decoder")
         positions = read_frame_positions(frame_positions)
     sha = file_sha256(model_path)
+    window = None
+    if mode != "patch":  # `window_px: auto` becomes a number here, once per run: the rest of the run sees that number
+        window = resolve_window(config.inference, model_spec(model_path, sha, config.inference), margin)
+        config = config.model_copy(update={"inference": config.inference.model_copy(update={"window_px": window.core_px})})
     run = RunContext(inputs=[str(p) for p in inputs], config=config, model_path=model_path, meta=meta, sha256=sha,
                      mode=mode, margin=margin, threshold=output_threshold(meta, mode, config), assets=assets, rules=rules,
-                     frame_positions=frame_positions)
+                     frame_positions=frame_positions, window=window)
     try:
         out.mkdir(exist_ok=True)
     except OSError as error:
@@ -324,7 +330,11 @@ def _run_locked(inputs: list[str | Path], out: Path, run: RunContext, progress: 
     config, meta = run.config, run.meta
     events(f"model {run.model_path.name} (sha256 {run.sha256[:12]}, heads {'+'.join(meta.heads)}, "
            f"{meta.provenance.get('init', 'unknown')} init); mode {run.mode}, threshold {run.threshold:.3f}"
-           + (f", windows {config.inference.window_px} px + {run.margin} px context" if run.margin else ""))
+           + (f", windows {config.inference.window_px} px + {run.margin} px context" if run.margin else "")
+           + (f" (window_px auto: {run.window.task_gib} GiB a task x {run.window.tasks} tasks within "
+              f"{run.window.budget_gib} GiB, {run.window.bytes_source} {run.window.bytes_per_px:.0f} bytes per read pixel; "
+              f"network pixels per kept pixel {run.window.network_px_per_core_px})"
+              if run.window is not None and run.window.how == "auto" else ""))
     records = {(r.survey, r.raster): r for r in load_records(out)}
     rasters, input_errors = find_rasters(inputs, {r.survey_source: r.survey for r in records.values()},
                                          {r.source: (r.survey, r.raster) for r in records.values()})
@@ -498,7 +508,7 @@ def process_raster(job: RasterTodo, out: Path, client: Any, spec: ModelSpec, run
         info = inspect_raster(item.path)
         outcome.info = raster_summary(info)
         truth, outcome.annotation_error = optional_truth(item.path, info, config.evaluate, job.annotation)
-        plan = window_plan(info, config, run.margin, job.inputs, run.meta.patch_size) if mode == "mask" else None
+        plan = window_plan(info, config, run.margin, job.inputs, run.meta.patch_size, run.window) if mode == "mask" else None
         journal = resume_or_start(work, plan, config.heatmap, say)
         lap("inspect")
         # Patch-level blobs have no meaningful centreline: mask mode only.
@@ -600,21 +610,23 @@ class WindowPlan:
     header: dict[str, Any] | None  # None: not resumable (no inputs to check against)
 
 
-def window_plan(info: RasterInfo, config: RunConfig, margin: int, inputs: Inputs | None, least: int = 128) -> WindowPlan:
-    """``least``: the model's patch, the smallest read its dense head takes (a photo's windows may be smaller)."""
+def window_plan(info: RasterInfo, config: RunConfig, margin: int, inputs: Inputs | None, least: int = 128,
+                window: WindowChoice | None = None) -> WindowPlan:
+    """``least``: the model's patch, the smallest read its dense head takes (a photo's windows may be smaller);
+    ``window``: the run's choice, an auto one capped to what this raster needs (the same windows, an honest count)."""
     scale = processing_scale(info, config)
     width, height = int(np.ceil(info.width * scale)), int(np.ceil(info.height * scale))
+    core = cap_to_raster(window, width, height).core_px if window is not None else config.inference.window_px
     # A photo (no georeferencing) has nothing beyond its edges: windows sized to it (`tiling.photo_windows`).
-    windows = (context_windows(width, height, config.inference.window_px, margin) if info.georeferenced
-               else photo_windows(width, height, config.inference.window_px, margin, least))
+    windows = (context_windows(width, height, core, margin) if info.georeferenced
+               else photo_windows(width, height, core, margin, least))
     grid = [(w.core.col_off, w.core.row_off, w.core.width, w.core.height, w.read.col_off, w.read.row_off) for w in windows]
     header = None if inputs is None else {
         "format": 1, "inputs": inputs.model_dump(mode="json"), "size": [info.width, info.height],
         "block": config.heatmap.block_size, "scale": scale,
         "windows": hashlib.sha256(json.dumps(grid).encode()).hexdigest(),
     }
-    return WindowPlan(info, windows, [source_core(info, w, scale) for w in windows], scale, config.inference.window_px,
-                      margin, header)
+    return WindowPlan(info, windows, [source_core(info, w, scale) for w in windows], scale, core, margin, header)
 
 
 def resume_or_start(work: Path, plan: WindowPlan | None, heatmap_config: HeatmapConfig, say: Log) -> WindowJournal | None:
@@ -751,7 +763,7 @@ def write_run_reports(out: Path, run: RunContext) -> RunResult:
                       "metadata": run.meta.provenance, "patch_size": run.meta.patch_size, "heads": list(run.meta.heads),
                       "compute": run.compute},
             "mode": run.mode,
-            "window": {"core_px": config.inference.window_px, "margin_px": run.margin} if run.mode != "patch" else None,
+            "window": run.window.record() if run.window is not None else None,
             "versions": package_versions(),
             "rasters": len(outcomes),
             "failed": sum(o.status != "ok" for o in outcomes),
