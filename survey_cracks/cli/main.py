@@ -217,10 +217,14 @@ def _run(inputs: tuple[str, ...], from_list: Path | None, out: Path, config_path
             click.echo(f"error: nothing to run: {problem}", err=True)  # OUT is not created for a typo
             sys.exit(EXIT_USAGE)
         config = load_config(RunConfig, config_path, overrides)
-        from survey_cracks.inference.cluster import EarlyCluster
+        from survey_cracks.inference.cluster import EarlyCluster, photo_cluster
+        from survey_cracks.io.discover import photos_only
 
+        inference = config.inference
+        if layout == "collection" and inference.mode in ("auto", "mask") and photos_only([*inputs, *listed]):
+            inference = photo_cluster(inference)  # a worker process per task slot: photos' tasks fight over one GIL
         # The workers start now, while the pipeline's libraries are imported (seconds each).
-        with EarlyCluster(config.inference) as cluster:
+        with EarlyCluster(inference) as cluster:
             from survey_cracks.deliver.condition import load_rules
             from survey_cracks.run.pipeline import run_surveys
 
