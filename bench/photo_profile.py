@@ -115,7 +115,7 @@ def per_photo(paths: list[Path], scratch: Path) -> dict[str, float]:
         setattr(module, name, stages.wrap(label, original))
     for cls, name, label in ((tracing.HeatmapTracer, "settle_all", "vectorising (settle_all)"),
                              (tracing.HeatmapTracer, "finish", "vectorising (finish)"),
-                             (deliver.CollectionWriter, "add", "client: writer.add"),
+                             (deliver.CollectionWriter, "add", "client: writer.add (its flushes included)"),
                              (deliver.CollectionWriter, "flush", "client: GeoPackage flush"),
                              (deliver.CollectionWriter, "finish", "client: finish (photos layer, CSV, styles)")):
         original = getattr(cls, name)

@@ -27,6 +27,8 @@ PRODUCERS = {
     "photo_throughput": "python bench/photo_throughput.py",
     "photo_throughput_scale": "python bench/photo_throughput.py --repo after=. --sets 448x448:200 --shared-count 0 "
                               "--json bench/results/photo_throughput_scale.json",
+    "photo_profile_before": "python bench/photo_profile.py --repo ../before --json bench/results/photo_profile_before.json",
+    "photo_memory": "python bench/photo_memory.py",
     "finetune_mask": "flock /tmp/survey_cracks_cpu.lock python bench/finetune_mask.py",
     "mask_bridges_shipped": "flock /tmp/survey_cracks_cpu.lock python bench/mask_bridges.py",
     "finetune_mask_timing": "flock /tmp/survey_cracks_cpu.lock python bench/finetune_mask_timing.py",
@@ -168,6 +170,28 @@ def photo_throughput(result: dict, table: Callable[..., str]) -> str:
     ])
 
 
+def photo_profile(result: dict, table: Callable[..., str]) -> str:
+    """bench/photo_profile.py: a collection run's start-up phases and per-photo stages beside the trunk."""
+    machine = result["machine"]
+    return "\n\n".join([
+        table(["start-up and end of one run", "seconds (median)"], [[k, v] for k, v in result["startup_seconds"].items()]),
+        table(["per photo (one task slot, 1 thread)", "ms (median)"], [[k, v] for k, v in result["per_photo_ms"].items()]),
+        (f"`{result['command'].strip()}`: {result['photos']} photos of {result['size']}, {result['rounds']} rounds; "
+         f"{machine['cores']} cores ({machine['cpu']}), bf16 native: {machine['bf16_native']}."),
+    ])
+
+
+def photo_memory(result: dict, table: Callable[..., str]) -> str:
+    """bench/photo_memory.py: peak RSS of a collection run against its number of photos."""
+    rows = [[f"{r['photos']:,}", r["peak_rss_gib"], r["seconds"], r["photos_per_s"], r["photos_ok"], r["files_per_photo"]]
+            for r in result["runs"]]
+    return "\n\n".join([
+        table([f"photos ({result['size']})", "peak RSS GiB (process tree)", "seconds", "photos/s", "photos ok",
+               "files per photo"], rows),
+        f"`{result['command'].strip()}`: {result['machine']['cores']} cores ({result['machine']['cpu']}).",
+    ])
+
+
 def finetune_mask(result: dict, table: Callable[..., str]) -> str:
     """bench/finetune_mask.py: before / after a mask fine-tune, on a procedural structure and a real held-out source."""
     parts = []
@@ -256,7 +280,7 @@ RENDERERS: dict[str, Callable[[dict, Callable[..., str]], str]] = {
     "edge_throughput": edge_throughput, "install_sizes": install_sizes, "segment_throughput": segment_throughput,
     "tuning": tuning, "finetune_mask": finetune_mask, "mask_bridges_shipped": mask_bridges_shipped,
     "finetune_mask_timing": finetune_mask_timing, "photo_throughput": photo_throughput,
-    "photo_throughput_scale": photo_throughput, "engine_profile_before": engine_profile, "engine_profile_after": engine_profile,
+    "photo_throughput_scale": photo_throughput, "photo_profile_before": photo_profile, "photo_memory": photo_memory, "engine_profile_before": engine_profile, "engine_profile_after": engine_profile,
     "engine_table": engine_table, "engine_agreement": engine_agreement,
     "segment_throughput_engine": segment_throughput,
 }
