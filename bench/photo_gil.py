@@ -17,23 +17,31 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(Path(__file__).resolve().parent), str(ROOT)]
 
-import cv2  # noqa: E402
-import torch  # noqa: E402
-from photo_throughput import make_procedural  # noqa: E402
+import cv2
+import torch
+from photo_throughput import make_procedural
 
-from survey_cracks.config import RunConfig  # noqa: E402
-from survey_cracks.inference.dispatch import model_spec, segment_photo  # noqa: E402
-from survey_cracks.io.raster import inspect_raster  # noqa: E402
-from survey_cracks.models.checkpoint import SHIPPED_MODEL, file_sha256, read_meta  # noqa: E402
-from survey_cracks.models.engines import load_engine  # noqa: E402
-from survey_cracks.run.pipeline import context_margin  # noqa: E402
-from survey_cracks.vectors.heatmap import probability_of  # noqa: E402
-from survey_cracks.vectors.tracing import HeatmapTracer  # noqa: E402
+from survey_cracks.config import RunConfig
+from survey_cracks.inference.dispatch import model_spec, segment_photo
+from survey_cracks.io.raster import inspect_raster
+from survey_cracks.models.checkpoint import SHIPPED_MODEL, file_sha256, read_meta
+from survey_cracks.models.engines import load_engine
+from survey_cracks.run.pipeline import context_margin
+from survey_cracks.vectors.heatmap import probability_of
+from survey_cracks.vectors.tracing import HeatmapTracer
+
+
+def trace_until(trace: Callable[[int], None], count: int, stop: threading.Event, traced: list[int]) -> None:
+    """The second task: photos traced in turn until ``stop``; ``traced[0]`` counts them."""
+    while not stop.is_set():
+        trace(traced[0] % count)
+        traced[0] += 1
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -78,13 +86,7 @@ def main(argv: list[str] | None = None) -> int:
             trace(i)
         trace_alone = 1000 * (time.perf_counter() - start) / len(levels)
         stop, traced = threading.Event(), [0]
-
-        def loop() -> None:
-            while not stop.is_set():
-                trace(traced[0] % len(levels))
-                traced[0] += 1
-
-        thread = threading.Thread(target=loop)
+        thread = threading.Thread(target=trace_until, args=(trace, len(levels), stop, traced))
         start = time.perf_counter()
         thread.start()
         beside = network_ms()

@@ -25,10 +25,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(Path(__file__).resolve().parent), str(ROOT)]
 
-from photo_throughput import make_procedural, run_once  # noqa: E402
+from photo_throughput import make_procedural, run_once
 
-from survey_cracks.deliver.collection import COLLECTION, PHOTOS_CSV  # noqa: E402
-from survey_cracks.models import hardware  # noqa: E402
+from survey_cracks.deliver.collection import COLLECTION, PHOTOS_CSV
+from survey_cracks.models import hardware
 
 
 def linked_subset(source: list[Path], folder: Path, count: int) -> Path:

@@ -26,22 +26,23 @@ import sys
 import tempfile
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(Path(__file__).resolve().parent), str(ROOT)]
 
-from survey_cracks.inference.cluster import NETWORK_ENVIRONMENT  # noqa: E402  (imports no torch)
+from survey_cracks.inference.cluster import NETWORK_ENVIRONMENT
 
 os.environ.update(NETWORK_ENVIRONMENT)
 
-import cv2  # noqa: E402
-import torch  # noqa: E402
-from photo_throughput import bare_trunk, make_procedural, run_once  # noqa: E402
+import cv2
+import torch
+from photo_throughput import bare_trunk, make_procedural, run_once
 
-from survey_cracks.models import hardware  # noqa: E402
+from survey_cracks.models import hardware
 
 STARTUP_MARKS = (("first log line (imports, model metadata, planning)", "model "),
                  ("cluster taken over", "dask: "),

@@ -72,7 +72,7 @@ def cli() -> None:
 @click.option("--scheduler", default=None, help="Address of a running Dask scheduler (tcp://host:8786). "
               "[default: start a LocalCluster on this machine]")
 @click.option("--workers", type=click.IntRange(1), default=None,
-              help="LocalCluster worker processes; each loads torch (~0.8 GB).  [default: 1]")
+              help="LocalCluster worker processes; each loads torch (~0.8 GB).  [default: 1; one per CPU when every input is a photo]")
 @click.option("--threads", type=click.IntRange(1), default=None,
               help="Tasks each worker runs at once, one torch thread each.  [default: CPUs // workers]")
 @click.option("--threshold", type=click.FloatRange(0, 1), default=None,

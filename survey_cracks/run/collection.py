@@ -54,6 +54,7 @@ from survey_cracks.run.notices import optional_truth
 from survey_cracks.vectors.heatmap import probability_of
 from survey_cracks.vectors.tracing import HeatmapTracer
 
+
 @dataclass(frozen=True)
 class PhotoJob:
     """One photo to compute: its name in the collection, its file, its annotation, and what it is made from."""
