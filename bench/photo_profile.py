@@ -130,13 +130,18 @@ def per_photo(paths: list[Path], scratch: Path) -> dict[str, float]:
         items = [SurveyRaster(path=p, survey="s", name=p.stem, folder=p.parent) for p in paths]
         plan, _ = collection.plan_collection("s", scratch / "profile_out", items, spec.sha256, "x", True)
         settings = collection.PhotoSettings(spec, config, 0.1, margin, "s", folder, True)
-        collection.compute_photo(plan.photos[0], settings)  # untimed: first-call costs
+        writer = deliver.CollectionWriter(folder)
+        writer.start(set())  # heatmaps/ made
+        first = collection.compute_photo(plan.photos[0], settings)  # untimed: first-call costs
+        if first.outcome.status != "ok":
+            raise RuntimeError(f"the profile's photo failed: {first.outcome.error}")
         stages.seconds.clear()
         start = time.perf_counter()
         results = [collection.compute_photo(job, settings) for job in plan.photos]
         worker = time.perf_counter() - start
-        writer = deliver.CollectionWriter(folder)
-        writer.start(set())
+        failed = [r.outcome.error for r in results if r.outcome.status != "ok"]
+        if failed:
+            raise RuntimeError(f"{len(failed)} photos failed: {failed[0]}")
         start = time.perf_counter()
         rows = []
         for job, result in zip(plan.photos, results):
