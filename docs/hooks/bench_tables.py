@@ -24,7 +24,10 @@ PRODUCERS = {
     "edge_throughput": "python bench/edge_throughput.py",
     "install_sizes": "python bench/install_sizes.py",
     "tuning": "python bench/tuning.py",
-    "photo_throughput": "python bench/photo_throughput.py",
+    "photo_throughput": "python bench/photo_throughput.py --repo before=../before144 --repo after=. --sets 448x448:300 "
+                        "640x360:300 1920x1080:12 --shared-count 0",
+    "photo_throughput_shared": "python bench/photo_throughput.py --repo before=../before144 --repo after=. --sets "
+                               "--shared-count 100 --json bench/results/photo_throughput_shared.json",
     "photo_throughput_scale": "python bench/photo_throughput.py --repo after=. --sets 448x448:200 --shared-count 0 "
                               "--json bench/results/photo_throughput_scale.json",
     "photo_profile_before": "python bench/photo_profile.py --repo ../before --json bench/results/photo_profile_before.json",
@@ -280,7 +283,8 @@ RENDERERS: dict[str, Callable[[dict, Callable[..., str]], str]] = {
     "edge_throughput": edge_throughput, "install_sizes": install_sizes, "segment_throughput": segment_throughput,
     "tuning": tuning, "finetune_mask": finetune_mask, "mask_bridges_shipped": mask_bridges_shipped,
     "finetune_mask_timing": finetune_mask_timing, "photo_throughput": photo_throughput,
-    "photo_throughput_scale": photo_throughput, "photo_profile_before": photo_profile, "photo_memory": photo_memory, "engine_profile_before": engine_profile, "engine_profile_after": engine_profile,
+    "photo_throughput_scale": photo_throughput, "photo_profile_before": photo_profile,
+    "photo_throughput_shared": photo_throughput, "photo_memory": photo_memory, "engine_profile_before": engine_profile, "engine_profile_after": engine_profile,
     "engine_table": engine_table, "engine_agreement": engine_agreement,
     "segment_throughput_engine": segment_throughput,
 }
