@@ -72,7 +72,7 @@ def cli() -> None:
 @click.option("--scheduler", default=None, help="Address of a running Dask scheduler (tcp://host:8786). "
               "[default: start a LocalCluster on this machine]")
 @click.option("--workers", type=click.IntRange(1), default=None,
-              help="LocalCluster worker processes; each loads torch (~0.8 GB).  [default: 1; one per CPU when every input is a photo]")
+              help="LocalCluster worker processes; each loads torch (~0.8 GB).  [default: 1]")
 @click.option("--threads", type=click.IntRange(1), default=None,
               help="Tasks each worker runs at once, one torch thread each.  [default: CPUs // workers]")
 @click.option("--threshold", type=click.FloatRange(0, 1), default=None,
@@ -217,14 +217,10 @@ def _run(inputs: tuple[str, ...], from_list: Path | None, out: Path, config_path
             click.echo(f"error: nothing to run: {problem}", err=True)  # OUT is not created for a typo
             sys.exit(EXIT_USAGE)
         config = load_config(RunConfig, config_path, overrides)
-        from survey_cracks.inference.cluster import EarlyCluster, photo_cluster
-        from survey_cracks.io.discover import photos_only
+        from survey_cracks.inference.cluster import EarlyCluster
 
-        inference = config.inference
-        if layout == "collection" and inference.mode in ("auto", "mask") and photos_only([*inputs, *listed]):
-            inference = photo_cluster(inference)  # a worker process per task slot: photos' tasks fight over one GIL
         # The workers start now, while the pipeline's libraries are imported (seconds each).
-        with EarlyCluster(inference) as cluster:
+        with EarlyCluster(config.inference) as cluster:
             from survey_cracks.deliver.condition import load_rules
             from survey_cracks.run.pipeline import run_surveys
 

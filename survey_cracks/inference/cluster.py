@@ -65,22 +65,6 @@ def worker_settings(config: InferenceConfig) -> dict[str, object]:
     return settings
 
 
-def photo_cluster(config: InferenceConfig) -> InferenceConfig:
-    """``config`` for a run that computes only photo collections: one worker process per task slot.
-
-    A photo's task is Python for a third of its time (tracing polygons and centrelines, pandas,
-    GeoDataFrames) beside the network. Two tasks in the threads of one worker hold each other up on
-    the GIL: measured here (bench/photo_profile.py's notes, 2 cores), the network ran 1.6 x slower
-    beside a thread that traced photos than alone, though it holds the GIL only between operations.
-    Worker processes of one thread each have a GIL each; torch is loaded once per process instead
-    of once (a few hundred MB more per extra worker: bench/photo_memory.py). Left as it is when the
-    user chose workers or threads per worker, or gave a scheduler.
-    """
-    if config.scheduler or {"workers", "threads_per_worker"} & config.model_fields_set:
-        return config
-    return config.model_copy(update={"workers": config.worker_threads(), "threads_per_worker": 1})
-
-
 @contextlib.contextmanager
 def dask_client(config: InferenceConfig, shutdown: contextlib.ExitStack | None = None,
                 early: EarlyCluster | None = None) -> Iterator[Client]:
@@ -172,5 +156,4 @@ def dashboard_of(client: Client) -> str:
     return client.dashboard_link
 
 
-__all__ = ["EarlyCluster", "NETWORK_ENVIRONMENT", "dashboard_of", "dask_client", "local_cluster", "photo_cluster",
-           "worker_settings"]
+__all__ = ["EarlyCluster", "NETWORK_ENVIRONMENT", "dashboard_of", "dask_client", "local_cluster", "worker_settings"]

@@ -44,19 +44,6 @@ class SurveyRaster:
         return str(self.path.resolve())
 
 
-PHOTO_SUFFIXES = {".jpg", ".jpeg", ".png"}
-# Sidecars that georeference a JPEG or PNG (world files, GDAL's .aux.xml): such an image is a map, not a photo.
-WORLD_FILES = (".jgw", ".jpgw", ".pgw", ".pngw", ".wld", ".aux.xml")
-
-
-def is_photo(item: SurveyRaster) -> bool:
-    """A JPEG or PNG without a world file: a photo for the collection layout (decided without opening it)."""
-    path = item.path
-    if not isinstance(path, Path) or path.suffix.lower() not in PHOTO_SUFFIXES:
-        return False
-    return not any(path.with_suffix(s).exists() or Path(f"{path}{s}").exists() for s in WORLD_FILES)
-
-
 def is_survey_raster(path: Source) -> bool:
     if path.name.startswith(".") or path.suffix.lower() not in RASTER_SUFFIXES:
         return False
@@ -165,15 +152,6 @@ def find_rasters(
             errors.append(RasterError(item, f"cannot read it ({error.strerror or error})", REMOTE_FIX if
                                       isinstance(item, RemotePath) else "check the path and its permissions"))
     return name_rasters(list(found.values()), known_surveys or {}, known_rasters or {}), errors
-
-
-def photos_only(inputs: list[str | Path]) -> bool:
-    """Whether the inputs hold rasters and every one is a photo (`is_photo`): decided from names and world files
-    alone, before the run starts its cluster (`inference.cluster.photo_cluster`). False with any remote input."""
-    if any(isinstance(as_source(given), RemotePath) for given in inputs):
-        return False
-    rasters, _ = find_rasters(inputs)
-    return bool(rasters) and all(is_photo(item) for item in rasters)
 
 
 def nothing_to_read(inputs: list[str | Path]) -> str | None:

@@ -45,7 +45,7 @@ from survey_cracks.errors import OutputError, RasterError, SurveyCracksError
 from survey_cracks.evaluation.evaluate import RasterMetrics, combine, evaluate_raster
 from survey_cracks.inference.dispatch import ModelSpec, grouped_results, photo_groups, segment_photo
 from survey_cracks.io.annotations import find_annotation
-from survey_cracks.io.discover import SurveyRaster, is_photo
+from survey_cracks.io.discover import SurveyRaster
 from survey_cracks.io.raster import RasterInfo, inspect_raster
 from survey_cracks.io.remote import Source
 from survey_cracks.outputs import REPORT, write_json
@@ -53,6 +53,18 @@ from survey_cracks.run.manifest import Fingerprint, Inputs
 from survey_cracks.run.notices import optional_truth
 from survey_cracks.vectors.heatmap import probability_of
 from survey_cracks.vectors.tracing import HeatmapTracer
+
+PHOTO_SUFFIXES = {".jpg", ".jpeg", ".png"}
+# Sidecars that georeference a JPEG or PNG (world files, GDAL's .aux.xml): such an image is a map, not a photo.
+WORLD_FILES = (".jgw", ".jpgw", ".pgw", ".pngw", ".wld", ".aux.xml")
+
+
+def is_photo(item: SurveyRaster) -> bool:
+    """A JPEG or PNG without a world file: a photo for the collection layout (decided without opening it)."""
+    path = item.path
+    if not isinstance(path, Path) or path.suffix.lower() not in PHOTO_SUFFIXES:
+        return False
+    return not any(path.with_suffix(s).exists() or Path(f"{path}{s}").exists() for s in WORLD_FILES)
 
 
 @dataclass(frozen=True)

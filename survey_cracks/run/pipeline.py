@@ -43,7 +43,7 @@ from survey_cracks.deliver.outcomes import (
 )
 from survey_cracks.errors import ConfigError, InfrastructureError, ModelFileError, OutputError, RasterError, SurveyCracksError
 from survey_cracks.evaluation.evaluate import RasterMetrics, combine, evaluate_raster
-from survey_cracks.inference.cluster import EarlyCluster, dashboard_of, dask_client, photo_cluster
+from survey_cracks.inference.cluster import EarlyCluster, dashboard_of, dask_client
 from survey_cracks.inference.dispatch import (
     ModelSpec,
     compute_when_warm,
@@ -336,9 +336,7 @@ def _run_locked(inputs: list[str | Path], out: Path, run: RunContext, progress: 
         # rasterio passes an integer GDAL_CACHEMAX to GDALSetCacheMax64: bytes, not MB.
         cache_bytes = config.inference.gdal_cache_mb * 2**20
         cluster = contextlib.ExitStack()  # the LocalCluster's shutdown, done while the reports are written
-        # Only photos to compute: a worker process per task slot (`photo_cluster`; the CLI decided so for `early`).
-        inference = photo_cluster(config.inference) if collections and not todo else config.inference
-        with rasterio.Env(GDAL_CACHEMAX=cache_bytes), dask_client(inference, shutdown=cluster, early=early) as client:
+        with rasterio.Env(GDAL_CACHEMAX=cache_bytes), dask_client(config.inference, shutdown=cluster, early=early) as client:
             warming = warm_workers(client, spec)
             events(f"dask: {len(client.scheduler_info().get('workers', {}))} workers at {client.scheduler.address}; "
                    f"dashboard {dashboard_of(client)}")

@@ -9,7 +9,7 @@ import dask
 import psutil
 
 from survey_cracks.config import InferenceConfig
-from survey_cracks.inference.cluster import EarlyCluster, dask_client, photo_cluster, worker_settings
+from survey_cracks.inference.cluster import EarlyCluster, dask_client, worker_settings
 
 CONFIG = InferenceConfig(workers=1, threads_per_worker=1, torch_threads=1)
 
@@ -98,13 +98,3 @@ def test_workers_get_dasks_spawn_environment_but_its_malloc_trim_threshold():
     assert {k: environ[k] for k in defaults if k != "MALLOC_TRIM_THRESHOLD_"} == {
         **{k: v for k, v in defaults.items() if k != "MALLOC_TRIM_THRESHOLD_"}, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     assert environ["THP_MEM_ALLOC_ENABLE"] == "1" and environ["GDAL_CACHEMAX"] == str(CONFIG.gdal_cache_mb)
-
-
-def test_a_photo_collection_gets_a_worker_process_per_task_slot_unless_the_user_chose():
-    config = InferenceConfig(threads_per_worker=None)  # set explicitly: not the default any more
-    assert photo_cluster(config) is config
-    default = InferenceConfig()
-    photos = photo_cluster(default)
-    assert (photos.workers, photos.threads_per_worker) == (default.worker_threads(), 1)
-    assert photo_cluster(InferenceConfig(workers=1)).workers == 1  # `--workers 1` is kept
-    assert photo_cluster(InferenceConfig(scheduler="tcp://127.0.0.1:8786")).workers == 1

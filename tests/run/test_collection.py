@@ -25,7 +25,7 @@ from survey_cracks.cli.main import cli
 from survey_cracks.config import RunConfig
 from survey_cracks.deliver.collection import COLLECTION, JOURNAL, PHOTOS_CSV, read_journal
 from survey_cracks.inference.dispatch import model_spec, photo_groups
-from survey_cracks.io.discover import SurveyRaster, photos_only
+from survey_cracks.io.discover import SurveyRaster
 from survey_cracks.models.checkpoint import SHIPPED_MODEL, file_sha256, read_meta
 from survey_cracks.run.collection import PhotoSettings, is_photo, photo_inputs, photos_task, PhotoJob
 from survey_cracks.run.manifest import config_sha256
@@ -104,14 +104,6 @@ def add_gps(path: Path, lat: tuple[float, float, float], lon: tuple[float, float
         exif = image.getexif()
         exif.get_ifd(0x8825).update({1: lat_ref, 2: lat, 3: lon_ref, 4: lon})
         image.save(path, exif=exif, quality=90)
-
-
-def test_only_photos_is_told_from_names_and_world_files_before_anything_is_opened(tmp_path):
-    write_photos(tmp_path / "road", 2)
-    assert photos_only([tmp_path / "road"])
-    (tmp_path / "road" / "frame_0000.jgw").write_text("1\n0\n0\n-1\n0\n0\n")  # a map among the photos
-    assert not photos_only([tmp_path / "road"])
-    assert not photos_only([tmp_path / "empty"])
 
 
 def test_exif_gps_gives_the_photo_a_position_in_epsg_4326(tmp_path):
