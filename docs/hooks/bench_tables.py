@@ -24,14 +24,12 @@ PRODUCERS = {
     "edge_throughput": "python bench/edge_throughput.py",
     "install_sizes": "python bench/install_sizes.py",
     "tuning": "python bench/tuning.py",
-    "photo_throughput": "python bench/photo_throughput.py --repo before=../before144 --repo after=. --sets 448x448:300 "
-                        "640x360:300 1920x1080:12 --shared-count 0",
-    "photo_throughput_shared": "python bench/photo_throughput.py --repo before=../before144 --repo after=. --sets "
-                               "--shared-count 100 --json bench/results/photo_throughput_shared.json",
+    "photo_throughput": "python bench/photo_throughput.py",
     "photo_throughput_scale": "python bench/photo_throughput.py --repo after=. --sets 448x448:200 --shared-count 0 "
                               "--json bench/results/photo_throughput_scale.json",
     "photo_profile_before": "python bench/photo_profile.py --repo ../before --json bench/results/photo_profile_before.json",
     "photo_memory": "python bench/photo_memory.py",
+    "photo_gil": "python bench/photo_gil.py --count 20 --rounds 3 --json bench/results/photo_gil.json",
     "finetune_mask": "flock /tmp/survey_cracks_cpu.lock python bench/finetune_mask.py",
     "mask_bridges_shipped": "flock /tmp/survey_cracks_cpu.lock python bench/mask_bridges.py",
     "finetune_mask_timing": "flock /tmp/survey_cracks_cpu.lock python bench/finetune_mask_timing.py",
@@ -184,6 +182,17 @@ def photo_profile(result: dict, table: Callable[..., str]) -> str:
     ])
 
 
+def photo_gil(result: dict, table: Callable[..., str]) -> str:
+    """bench/photo_gil.py: the network alone and beside a thread that traces photos, in one process."""
+    rows = [[i + 1, r["network_alone_ms"], r["network_beside_tracing_ms"], r["tracing_alone_ms"],
+             r["tracing_beside_network_ms"]] for i, r in enumerate(result["rounds"])]
+    return "\n\n".join([
+        table(["round", "network alone, ms a photo", "network beside tracing", "tracing alone", "tracing beside network"],
+              rows),
+        f"`{result['command'].strip()}`: {result['photos']} photos of {result['size']}, one torch thread.",
+    ])
+
+
 def photo_memory(result: dict, table: Callable[..., str]) -> str:
     """bench/photo_memory.py: peak RSS of a collection run against its number of photos."""
     rows = [[f"{r['photos']:,}", r["peak_rss_gib"], r["seconds"], r["photos_per_s"], r["photos_ok"], r["files_per_photo"]]
@@ -284,7 +293,7 @@ RENDERERS: dict[str, Callable[[dict, Callable[..., str]], str]] = {
     "tuning": tuning, "finetune_mask": finetune_mask, "mask_bridges_shipped": mask_bridges_shipped,
     "finetune_mask_timing": finetune_mask_timing, "photo_throughput": photo_throughput,
     "photo_throughput_scale": photo_throughput, "photo_profile_before": photo_profile,
-    "photo_throughput_shared": photo_throughput, "photo_memory": photo_memory, "engine_profile_before": engine_profile, "engine_profile_after": engine_profile,
+    "photo_memory": photo_memory, "photo_gil": photo_gil, "engine_profile_before": engine_profile, "engine_profile_after": engine_profile,
     "engine_table": engine_table, "engine_agreement": engine_agreement,
     "segment_throughput_engine": segment_throughput,
 }
