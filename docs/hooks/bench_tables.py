@@ -293,7 +293,8 @@ RENDERERS: dict[str, Callable[[dict, Callable[..., str]], str]] = {
     "tuning": tuning, "finetune_mask": finetune_mask, "mask_bridges_shipped": mask_bridges_shipped,
     "finetune_mask_timing": finetune_mask_timing, "photo_throughput": photo_throughput,
     "photo_throughput_scale": photo_throughput, "photo_profile_before": photo_profile,
-    "photo_memory": photo_memory, "photo_gil": photo_gil, "engine_profile_before": engine_profile, "engine_profile_after": engine_profile,
+    "photo_memory": photo_memory, "photo_gil": photo_gil, "engine_profile_before": engine_profile,
+    "engine_profile_after": engine_profile,
     "engine_table": engine_table, "engine_agreement": engine_agreement,
     "segment_throughput_engine": segment_throughput,
 }
