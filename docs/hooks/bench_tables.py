@@ -179,6 +179,7 @@ def photo_profile(result: dict, table: Callable[..., str]) -> str:
         table(["per photo (one task slot, 1 thread)", "ms (median)"], [[k, v] for k, v in result["per_photo_ms"].items()]),
         (f"`{result['command'].strip()}`: {result['photos']} photos of {result['size']}, {result['rounds']} rounds; "
          f"{machine['cores']} cores ({machine['cpu']}), bf16 native: {machine['bf16_native']}."),
+        *([result["note"]] if "note" in result else []),
     ])
 
 
