@@ -166,8 +166,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repo", action="append", default=None, metavar="LABEL=PATH",
                         help="a survey_cracks checkout to run, labelled (repeat to interleave several: "
                              "before=../main_before after=.); default: this one, labelled 'this'")
-    parser.add_argument("--sets", nargs="+", default=["448x448:20", "640x360:20", "1920x1080:5"],
-                        help="procedural sets WIDTHxHEIGHT:COUNT")
+    parser.add_argument("--sets", nargs="*", default=["448x448:20", "640x360:20", "1920x1080:5"],
+                        help="procedural sets WIDTHxHEIGHT:COUNT (none given: only the shared photos)")
     parser.add_argument("--shared-count", type=int, default=20, help="photos from ../shared/data (0: none)")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--photo-dir", type=Path, default=Path(tempfile.gettempdir()) / "survey_cracks_photo_bench")

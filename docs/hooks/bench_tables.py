@@ -27,6 +27,9 @@ PRODUCERS = {
     "photo_throughput": "python bench/photo_throughput.py",
     "photo_throughput_scale": "python bench/photo_throughput.py --repo after=. --sets 448x448:200 --shared-count 0 "
                               "--json bench/results/photo_throughput_scale.json",
+    "photo_profile_before": "python bench/photo_profile.py --repo ../before --json bench/results/photo_profile_before.json",
+    "photo_memory": "python bench/photo_memory.py",
+    "photo_gil": "python bench/photo_gil.py --count 20 --rounds 3 --json bench/results/photo_gil.json",
     "finetune_mask": "flock /tmp/survey_cracks_cpu.lock python bench/finetune_mask.py",
     "mask_bridges_shipped": "flock /tmp/survey_cracks_cpu.lock python bench/mask_bridges.py",
     "mask_retrain": "flock /tmp/survey_cracks_cpu.lock python bench/mask_retrain.py --candidate runs/mask_bridges/model.safetensors",
@@ -182,6 +185,40 @@ def photo_throughput(result: dict, table: Callable[..., str]) -> str:
     ])
 
 
+def photo_profile(result: dict, table: Callable[..., str]) -> str:
+    """bench/photo_profile.py: a collection run's start-up phases and per-photo stages beside the trunk."""
+    machine = result["machine"]
+    return "\n\n".join([
+        table(["start-up and end of one run", "seconds (median)"], [[k, v] for k, v in result["startup_seconds"].items()]),
+        table(["per photo (one task slot, 1 thread)", "ms (median)"], [[k, v] for k, v in result["per_photo_ms"].items()]),
+        (f"`{result['command'].strip()}`: {result['photos']} photos of {result['size']}, {result['rounds']} rounds; "
+         f"{machine['cores']} cores ({machine['cpu']}), bf16 native: {machine['bf16_native']}."),
+        *([result["note"]] if "note" in result else []),
+    ])
+
+
+def photo_gil(result: dict, table: Callable[..., str]) -> str:
+    """bench/photo_gil.py: the network alone and beside a thread that traces photos, in one process."""
+    rows = [[i + 1, r["network_alone_ms"], r["network_beside_tracing_ms"], r["tracing_alone_ms"],
+             r["tracing_beside_network_ms"]] for i, r in enumerate(result["rounds"])]
+    return "\n\n".join([
+        table(["round", "network alone, ms a photo", "network beside tracing", "tracing alone", "tracing beside network"],
+              rows),
+        f"`{result['command'].strip()}`: {result['photos']} photos of {result['size']}, one torch thread.",
+    ])
+
+
+def photo_memory(result: dict, table: Callable[..., str]) -> str:
+    """bench/photo_memory.py: peak RSS of a collection run against its number of photos."""
+    rows = [[f"{r['photos']:,}", r["peak_rss_gib"], r["seconds"], r["photos_per_s"], r["photos_ok"], r["files_per_photo"]]
+            for r in result["runs"]]
+    return "\n\n".join([
+        table([f"photos ({result['size']})", "peak RSS GiB (process tree)", "seconds", "photos/s", "photos ok",
+               "files per photo"], rows),
+        f"`{result['command'].strip()}`: {result['machine']['cores']} cores ({result['machine']['cpu']}).",
+    ])
+
+
 def finetune_mask(result: dict, table: Callable[..., str]) -> str:
     """bench/finetune_mask.py: before / after a mask fine-tune, on a procedural structure and a real held-out source."""
     parts = []
@@ -290,7 +327,9 @@ RENDERERS: dict[str, Callable[[dict, Callable[..., str]], str]] = {
     "tuning": tuning, "finetune_mask": finetune_mask, "mask_bridges_shipped": mask_bridges_shipped,
     "mask_retrain": mask_retrain,
     "finetune_mask_timing": finetune_mask_timing, "photo_throughput": photo_throughput,
-    "photo_throughput_scale": photo_throughput, "engine_profile_before": engine_profile, "engine_profile_after": engine_profile,
+    "photo_throughput_scale": photo_throughput, "photo_profile_before": photo_profile,
+    "photo_memory": photo_memory, "photo_gil": photo_gil, "engine_profile_before": engine_profile,
+    "engine_profile_after": engine_profile,
     "engine_table": engine_table, "engine_agreement": engine_agreement,
     "segment_throughput_engine": segment_throughput, "segment_throughput_windows": segment_throughput,
     "segment_throughput_windows_400": segment_throughput,
