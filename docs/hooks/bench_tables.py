@@ -36,6 +36,7 @@ PRODUCERS = {
     "engine_agreement": "python bench/engine_agreement.py",
     "segment_throughput_engine": "python bench/segment_throughput.py --sizes 100 --modes mask --patch-sizes "
                                  "--json bench/results/segment_throughput_engine.json",
+    "loso_mask": "flock /tmp/survey_cracks_cpu.lock python bench/loso_mask.py --steps 300,200",
 }
 
 
@@ -252,13 +253,20 @@ def engine_agreement(result: dict, table: Callable[..., str]) -> str:
     ])
 
 
+def loso_mask(result: dict, table: Callable[..., str]) -> str:
+    """bench/loso_mask.py: the mask model's leave-one-source-out table, by the renderer the card and CLI use."""
+    from survey_cracks.training.loso_mask_table import loso_mask_markdown  # on the path since _markdown_table
+
+    return f"{loso_mask_markdown(result)}\n\n{result['threads']} threads ({result['cpu']})."
+
+
 RENDERERS: dict[str, Callable[[dict, Callable[..., str]], str]] = {
     "edge_throughput": edge_throughput, "install_sizes": install_sizes, "segment_throughput": segment_throughput,
     "tuning": tuning, "finetune_mask": finetune_mask, "mask_bridges_shipped": mask_bridges_shipped,
     "finetune_mask_timing": finetune_mask_timing, "photo_throughput": photo_throughput,
     "photo_throughput_scale": photo_throughput, "engine_profile_before": engine_profile, "engine_profile_after": engine_profile,
     "engine_table": engine_table, "engine_agreement": engine_agreement,
-    "segment_throughput_engine": segment_throughput,
+    "segment_throughput_engine": segment_throughput, "loso_mask": loso_mask,
 }
 
 
