@@ -49,6 +49,8 @@ def main() -> None:
                         help="whose init_path and schedule (the patch classifier, a fresh decoder)")
     parser.add_argument("--steps", default="300,200", help="DECODER,JOINT steps of each model")
     parser.add_argument("--holdout", action="append", default=None, help="only this source (repeatable)")
+    parser.add_argument("--val-per-source", type=int, default=24,
+                        help="each threshold calibrated on at most this many validation images of each source")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--out-dir", type=Path, default=ROOT / "runs" / "loso_mask")
     args = parser.parse_args()
@@ -60,9 +62,11 @@ def main() -> None:
         "init": start.init, "init_path": start.init_path, "keep_decoder": False, "schedule": start.schedule,
         "workers": args.workers, "out_dir": args.out_dir,
     })
-    command = (f"flock /tmp/survey_cracks_cpu.lock python bench/loso_mask.py --steps {args.steps}"
+    command = (f"flock /tmp/survey_cracks_cpu.lock python bench/loso_mask.py --steps {args.steps} "
+               f"--val-per-source {args.val_per_source}"
                + "".join(f" --holdout {h}" for h in args.holdout or []))
-    result = leave_one_source_out_mask(config, args.holdout, decoder, joint, command=command).to_json()
+    result = leave_one_source_out_mask(config, args.holdout, decoder, joint, val_per_source=args.val_per_source,
+                                       command=command).to_json()
     result.update({"sources_config": f"configs/{args.config.name}", "start_config": f"configs/{args.start.name}",
                    "cpu": platform.processor() or platform.machine(), "threads": args.workers})
     RESULTS.write_text(json.dumps(result, indent=1) + "\n")

@@ -248,9 +248,11 @@ def _run(inputs: tuple[str, ...], from_list: Path | None, out: Path, config_path
               help="With --loso: the schedule of each model (decoder-only steps, joint steps).")
 @click.option("--holdout", multiple=True, metavar="SOURCE",
               help="With --loso: hold out only this source (repeatable).  [default: every mask_folder source with test images]")
+@click.option("--loso-val", type=click.IntRange(1), default=None, metavar="N",
+              help="With --loso: calibrate each threshold on at most N validation images per source.  [default: all]")
 @quiet_opt
 def train_mask(config_path: Path, out_dir: Path | None, init_path: Path | None, resume: bool, ship: bool, loso: bool,
-               loso_steps: str, holdout: tuple[str, ...], quiet: bool) -> None:
+               loso_steps: str, holdout: tuple[str, ...], loso_val: int | None, quiet: bool) -> None:
     """Train the crack-mask decoder on a classifier's trunk: decoder first, then end to end.
 
     Writes OUT_DIR/model.safetensors (patch + mask heads, calibrated mask threshold) and
@@ -277,9 +279,10 @@ def train_mask(config_path: Path, out_dir: Path | None, init_path: Path | None, 
 
             command = " ".join([f"survey-cracks train-mask --config {config_path}",
                                 *([f"--init-path {init_path}"] if init_path else []), f"--loso --loso-steps {loso_steps}",
-                                *(f"--holdout {name}" for name in holdout), *([f"--out-dir {out_dir}"] if out_dir else [])])
-            report = leave_one_source_out_mask(config, list(holdout) or None, *steps, progress=not quiet, log=click.echo,
-                                               command=command)
+                                *(f"--holdout {name}" for name in holdout), *([f"--loso-val {loso_val}"] if loso_val else []),
+                                *([f"--out-dir {out_dir}"] if out_dir else [])])
+            report = leave_one_source_out_mask(config, list(holdout) or None, *steps, val_per_source=loso_val,
+                                               progress=not quiet, log=click.echo, command=command)
             table = loso_mask_markdown(report.to_json())
             with atomic_write(Path(config.out_dir) / "loso_mask.md") as tmp:
                 tmp.write_text(table + "\n")

@@ -74,6 +74,7 @@ class LosoMaskResult:
     init: str  # the starting checkpoint (name and sha256)
     trunk_sources: list[str]  # every source whose patch labels trained that trunk
     schedule: dict[str, Any]
+    val_per_source: int | None  # the threshold's validation images: at most this many of each source (None: all)
     always_trained_on: list[str]  # sources never held out (no pixel masks)
     rows: list[LosoMaskRow]
     reference: LosoMaskReference | None
@@ -124,10 +125,28 @@ def _figures(counts: list[Any]) -> dict[str, Any]:
     return summarise(counts, TOLERANCES, CENTRELINE_TOLERANCE)
 
 
-def _fit(config: MaskTrainConfig, run_dir: Path, images: list[MaskImage], resume: bool, progress: bool, log: Log):
-    """`fit_mask` on the given images' train and validation splits only (test images are scored here, once)."""
+def calibration_subset(images: list[MaskImage], per_source: int | None) -> list[MaskImage]:
+    """The validation images the threshold is chosen on: at most ``per_source`` of each source, every n-th by name.
+
+    Calibrating tries 19 thresholds on every validation pixel; on all of them it costs more than a short
+    schedule's training, and a short schedule's threshold needs no more.
+    """
+    if per_source is None:
+        return images
+    out = []
+    for source in sorted({im.source for im in images}):
+        members = sorted((im for im in images if im.source == source), key=lambda im: im.name)
+        step = max(1, -(-len(members) // per_source))
+        out += members[::step][:per_source]
+    return out
+
+
+def _fit(config: MaskTrainConfig, run_dir: Path, images: list[MaskImage], val_per_source: int | None, resume: bool,
+         progress: bool, log: Log):
+    """`fit_mask` on the given images' train split and (a subset of) their validation split; test images are scored here."""
     sub = config.model_copy(update={"out_dir": run_dir})
-    return fit_mask(sub, resume=resume, progress=progress, log=log, images=[im for im in images if im.split != "test"])
+    val = calibration_subset([im for im in images if im.split == "val" and im.pixel_truth], val_per_source)
+    return fit_mask(sub, resume=resume, progress=progress, log=log, images=[im for im in images if im.split == "train"] + val)
 
 
 def leave_one_source_out_mask(
@@ -136,6 +155,7 @@ def leave_one_source_out_mask(
     decoder_steps: int | None = None,
     joint_steps: int | None = None,
     reference: bool = True,
+    val_per_source: int | None = None,
     resume: bool = True,
     progress: bool = True,
     log: Log = print,
@@ -146,7 +166,8 @@ def leave_one_source_out_mask(
     ``decoder_steps`` / ``joint_steps`` replace the config's schedule (LOSO needs one model
     per source, so a shorter one); one checkpoint at the end of each. ``resume``: sources
     whose ``without_<S>/loso_row.json`` exists are read, not retrained, and a killed
-    training continues from its checkpoint. Writes ``out_dir/loso_mask.json``.
+    training continues from its checkpoint. ``val_per_source``: calibrate each threshold on at most this
+    many validation images of each source (`calibration_subset`). Writes ``out_dir/loso_mask.json``.
     """
     init = Path(config.init_path) if config.init_path else SHIPPED_MODEL
     if config.init != "shipped":
@@ -168,7 +189,7 @@ def leave_one_source_out_mask(
     log(f"leave one source out: {', '.join(held_names)}; always in training: {', '.join(always) or 'none'}; "
         f"{schedule.decoder_steps} decoder + {schedule.joint_steps} joint steps each, from {init_label}")
     # The reference first: a run cut short still has what its rows are read against.
-    ref = _reference(config, out_dir, images, groups, resume, progress, log) if reference else None
+    ref = _reference(config, out_dir, images, groups, val_per_source, resume, progress, log) if reference else None
     rows: list[LosoMaskRow] = []
     for held, related in groups.items():
         run_dir = out_dir / f"without_{held}"
@@ -185,7 +206,7 @@ def leave_one_source_out_mask(
         trained_on = sorted({im.source for im in kept if im.split == "train"})
         log(f"held out {', '.join(related)}: training on {', '.join(trained_on)}; scoring {len(tested)} images")
         started = time.time()
-        result = _fit(config, run_dir, kept, resume, progress, log)
+        result = _fit(config, run_dir, kept, val_per_source, resume, progress, log)
         threshold, counts = _score(result.checkpoint, tested, config.workers, progress, f"scoring {held}")
         row = LosoMaskRow(
             held_out=held, sources_held_out=related, trained_on=trained_on,
@@ -199,7 +220,8 @@ def leave_one_source_out_mask(
         rows.append(row)
         log(json.dumps({"held_out": held, "pixel@2px": row.all_images["pixel@2px"]}))
     out = LosoMaskResult(
-        init=init_label, trunk_sources=trunk_sources, schedule=schedule.model_dump(mode="json"), always_trained_on=always,
+        init=init_label, trunk_sources=trunk_sources, schedule=schedule.model_dump(mode="json"), val_per_source=val_per_source,
+        always_trained_on=always,
         rows=rows, reference=ref, command=command,
         notes=[(f"Held out of the decoder and of the end-to-end fine-tune. The trunk every model starts from "
                 f"({init_label}) was trained on patch labels of {', '.join(trunk_sources) or 'no recorded sources'}: "
@@ -213,7 +235,7 @@ def leave_one_source_out_mask(
 
 
 def _reference(config: MaskTrainConfig, out_dir: Path, images: list[MaskImage], groups: dict[str, list[str]],
-               resume: bool, progress: bool, log: Log) -> LosoMaskReference:
+               val_per_source: int | None, resume: bool, progress: bool, log: Log) -> LosoMaskReference:
     """Every source's training split, the same schedule; each held-out group scored on its test split."""
     run_dir = out_dir / REFERENCE
     row_path = run_dir / ROW
@@ -222,7 +244,7 @@ def _reference(config: MaskTrainConfig, out_dir: Path, images: list[MaskImage], 
         return LosoMaskReference(**json.loads(row_path.read_text()))
     log("reference: training on every source")
     started = time.time()
-    result = _fit(config, run_dir, images, resume, progress, log)
+    result = _fit(config, run_dir, images, val_per_source, resume, progress, log)
     tested = [im for im in images if im.split == "test" and im.pixel_truth
               and any(im.source in related for related in groups.values())]
     threshold, counts = _score(result.checkpoint, tested, config.workers, progress, "scoring the reference")

@@ -16,6 +16,10 @@ def _prf(figures: dict[str, Any]) -> str:
     return f"{figures['precision']} / {figures['recall']} / {figures['f1']}"
 
 
+def _calibration(per_source: int | None) -> str:
+    return f" (at most {per_source} of each source, every n-th by name)" if per_source else ""
+
+
 def loso_mask_markdown(result: dict[str, Any]) -> str:
     """The table (one row per held-out source, its test-split F1 beside the all-sources reference's) and what it means."""
     reference = (result.get("reference") or {}).get("sets", {})
@@ -38,7 +42,8 @@ def loso_mask_markdown(result: dict[str, Any]) -> str:
         table,
         (f"Each row: a mask model trained on every other source's training split ({schedule['decoder_steps']} decoder "
          f"+ {schedule['joint_steps']} joint steps, batches of {schedule['batch_size']}), its threshold calibrated on the "
-         f"other sources' validation images, scored on **every labelled image** of the held-out source. "
+         f"other sources' validation images{_calibration(result.get('val_per_source'))}, scored on **every labelled "
+         "image** of the held-out source. "
          f"Always in training (no pixel masks, never held out): {', '.join(result['always_trained_on']) or 'none'}. "
          "The reference is the same schedule on every source, scored on each source's test split: compare it with "
          "the row's \"its test split\" column (the same images)."),

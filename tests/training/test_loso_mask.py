@@ -15,7 +15,7 @@ from survey_cracks.config import DataSource, MaskSchedule, MaskTrainConfig
 from survey_cracks.errors import ConfigError
 from survey_cracks.training import loso_mask, segment
 from survey_cracks.training.card import model_card
-from survey_cracks.training.loso_mask import default_holdouts, leave_one_source_out_mask, related_sources
+from survey_cracks.training.loso_mask import calibration_subset, default_holdouts, leave_one_source_out_mask, related_sources
 from survey_cracks.training.loso_mask_table import loso_mask_markdown
 from survey_cracks.training.segment import load_images
 from tests.conftest import mask_folder
@@ -105,6 +105,15 @@ def test_json_has_the_rows_and_reference_and_a_resumed_run_trains_nothing(loso_r
     assert "survey-cracks train-mask --loso" in table
 
 
+def test_calibration_subset_takes_at_most_n_per_source_spread_over_the_names(sources, tiny_model, tmp_path):
+    config = _config(sources, tmp_path, tiny_model)
+    images = load_images(config, progress=False)
+    subset = calibration_subset(images, 2)
+    assert {im.source for im in subset} == {im.source for im in images}
+    assert all(sum(im.source == s for im in subset) == min(2, sum(im.source == s for im in images)) for s in {"roads", "walls"})
+    assert calibration_subset(images, None) == images
+
+
 def test_holdouts_default_to_mask_sources_with_test_images(sources, tiny_model, tmp_path):
     config = _config(sources, tmp_path, tiny_model)
     assert default_holdouts(config, load_images(config, progress=False)) == ["roads", "walls"]
@@ -132,12 +141,13 @@ def test_the_mask_card_shows_the_loso_table(loso_run, tiny_mask_model, tmp_path)
 def test_cli_loso_writes_json_and_table(sources, tiny_model, tmp_path):
     config = _config(sources, tmp_path / "out", tiny_model).model_dump(mode="json")
     (tmp_path / "mask.yaml").write_text(json.dumps(config))
-    args = ["train-mask", "--config", str(tmp_path / "mask.yaml"), "--loso", "--holdout", "walls", "--quiet"]
+    args = ["train-mask", "--config", str(tmp_path / "mask.yaml"), "--loso", "--holdout", "walls", "--loso-val", "2", "--quiet"]
     bad = CliRunner().invoke(cli, [*args, "--loso-steps", "3"])
     assert bad.exit_code == 2 and "DECODER,JOINT" in bad.output
     result = CliRunner().invoke(cli, [*args, "--loso-steps", "2,1"])
     assert result.exit_code == 0, result.output
     written = json.loads((tmp_path / "out" / "loso_mask.json").read_text())
     assert [r["held_out"] for r in written["rows"]] == ["walls"]
-    assert written["command"].endswith("--loso --loso-steps 2,1 --holdout walls")
+    assert written["command"].endswith("--loso --loso-steps 2,1 --holdout walls --loso-val 2")
+    assert written["val_per_source"] == 2
     assert (tmp_path / "out" / "loso_mask.md").read_text().startswith("| held out |")
