@@ -44,6 +44,7 @@ PRODUCERS = {
                                   "1024 auto --json bench/results/segment_throughput_windows.json",
     "segment_throughput_windows_400": "python bench/segment_throughput.py --sizes 400 --modes mask --patch-sizes "
                                       "--windows auto --repeats 1 --json bench/results/segment_throughput_windows_400.json",
+    "loso_mask": "flock /tmp/survey_cracks_cpu.lock python bench/loso_mask.py --steps 200,100 --val-per-source 24",
 }
 
 
@@ -322,6 +323,13 @@ def engine_agreement(result: dict, table: Callable[..., str]) -> str:
     ])
 
 
+def loso_mask(result: dict, table: Callable[..., str]) -> str:
+    """bench/loso_mask.py: the mask model's leave-one-source-out table, by the renderer the card and CLI use."""
+    from survey_cracks.training.loso_mask_table import loso_mask_markdown  # on the path since _markdown_table
+
+    return f"{loso_mask_markdown(result)}\n\n{result['threads']} threads ({result['cpu']})."
+
+
 RENDERERS: dict[str, Callable[[dict, Callable[..., str]], str]] = {
     "edge_throughput": edge_throughput, "install_sizes": install_sizes, "segment_throughput": segment_throughput,
     "tuning": tuning, "finetune_mask": finetune_mask, "mask_bridges_shipped": mask_bridges_shipped,
@@ -333,6 +341,7 @@ RENDERERS: dict[str, Callable[[dict, Callable[..., str]], str]] = {
     "engine_table": engine_table, "engine_agreement": engine_agreement,
     "segment_throughput_engine": segment_throughput, "segment_throughput_windows": segment_throughput,
     "segment_throughput_windows_400": segment_throughput,
+    "loso_mask": loso_mask,
 }
 
 

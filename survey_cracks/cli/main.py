@@ -264,20 +264,54 @@ def _run(inputs: tuple[str, ...], from_list: Path | None, out: Path, config_path
               help="The checkpoint whose trunk and patch head to start from.  [default: init_path of the config, else the shipped model]")
 @resume_opt("checkpoint (same weights as an uninterrupted run)")
 @ship_opt
+@click.option("--loso", is_flag=True,
+              help="Instead: the leave-one-source-out table. One model per held-out pixel-mask source, trained on the "
+                   "others from init_path's trunk with a fresh decoder, scored on all its labelled images; and a reference "
+                   "on all sources. Writes OUT_DIR/loso_mask.json and loso_mask.md; sources already done are skipped.")
+@click.option("--loso-steps", type=str, default="300,200", show_default=True, metavar="DECODER,JOINT",
+              help="With --loso: the schedule of each model (decoder-only steps, joint steps).")
+@click.option("--holdout", multiple=True, metavar="SOURCE",
+              help="With --loso: hold out only this source (repeatable).  [default: every mask_folder source with test images]")
+@click.option("--loso-val", type=click.IntRange(1), default=None, metavar="N",
+              help="With --loso: calibrate each threshold on at most N validation images per source.  [default: all]")
 @quiet_opt
-def train_mask(config_path: Path, out_dir: Path | None, init_path: Path | None, resume: bool, ship: bool, quiet: bool) -> None:
+def train_mask(config_path: Path, out_dir: Path | None, init_path: Path | None, resume: bool, ship: bool, loso: bool,
+               loso_steps: str, holdout: tuple[str, ...], loso_val: int | None, quiet: bool) -> None:
     """Train the crack-mask decoder on a classifier's trunk: decoder first, then end to end.
 
     Writes OUT_DIR/model.safetensors (patch + mask heads, calibrated mask threshold) and
     OUT_DIR/metrics.json (pixel and centreline figures on the validation and test splits).
+    With --loso, the leave-one-source-out table instead (OUT_DIR/loso_mask.json and .md).
     """
     from survey_cracks.config import MaskTrainConfig, load_config
     from survey_cracks.training.segment import fit_mask
 
     try:
+        steps = [int(part) for part in loso_steps.split(",")]
+        if len(steps) != 2 or min(steps) < 0:
+            raise ValueError
+    except ValueError:
+        raise click.BadParameter(f"{loso_steps!r}: two step counts, DECODER,JOINT (e.g. 300,200)", param_hint="--loso-steps")
+    try:
         config = load_config(MaskTrainConfig, config_path, {
             "out_dir": str(out_dir) if out_dir else None, "init_path": str(init_path) if init_path else None,
         })
+        if loso:
+            from survey_cracks.outputs import atomic_write
+            from survey_cracks.training.loso_mask import leave_one_source_out_mask
+            from survey_cracks.training.loso_mask_table import loso_mask_markdown
+
+            command = " ".join([f"survey-cracks train-mask --config {config_path}",
+                                *([f"--init-path {init_path}"] if init_path else []), f"--loso --loso-steps {loso_steps}",
+                                *(f"--holdout {name}" for name in holdout), *([f"--loso-val {loso_val}"] if loso_val else []),
+                                *([f"--out-dir {out_dir}"] if out_dir else [])])
+            report = leave_one_source_out_mask(config, list(holdout) or None, *steps, val_per_source=loso_val,
+                                               progress=not quiet, log=click.echo, command=command)
+            table = loso_mask_markdown(report.to_json())
+            with atomic_write(Path(config.out_dir) / "loso_mask.md") as tmp:
+                tmp.write_text(table + "\n")
+            click.echo(table)
+            return
         result = fit_mask(config, resume=resume, progress=not quiet, log=click.echo, ship=ship)
     except SurveyCracksError as error:
         _fail(error)

@@ -20,6 +20,7 @@ from typing import Any
 
 from survey_cracks.models.network import SHIPPED_MODEL, file_sha256, read_meta
 from survey_cracks.outputs.tables import model_comparison_tables
+from survey_cracks.training.loso_mask_table import loso_mask_markdown
 
 MASK_TASK = "mask decoder + patch head"  # provenance["task"] of a `train-mask` run
 
@@ -35,18 +36,20 @@ LICENCES = {
 }
 
 
-def model_card(run_dir: Path, checkpoint: Path, command: str, finetuned_from: Path | None = None) -> str:
+def model_card(run_dir: Path, checkpoint: Path, command: str, finetuned_from: Path | None = None,
+               loso: Path | None = None) -> str:
     """The card of ``checkpoint`` from its run folder.
 
     ``finetuned_from``: the checkpoint training started from (``survey-cracks finetune``'s base
     model). A run whose provenance says it started from a survey_cracks model gets the
-    fine-tune card even without it.
+    fine-tune card even without it. ``loso``: a mask model's leave-one-source-out table
+    (``train-mask --loso``'s ``loso_mask.json``)  [default: RUN_DIR/loso_mask.json when there].
     """
     metrics: dict[str, Any] = json.loads((run_dir / "metrics.json").read_text())
     meta = read_meta(checkpoint)
     prov = meta.provenance
     if meta.has_mask and prov.get("task") == MASK_TASK and finetuned_from is None:
-        return _mask_card(run_dir, metrics, checkpoint, meta, command)
+        return _mask_card(run_dir, metrics, checkpoint, meta, command, loso)
     if finetuned_from is not None or prov.get("init") == "shipped":
         return _finetune_card(metrics, checkpoint, meta, command, finetuned_from)
     lines = [
@@ -194,13 +197,15 @@ def _finetune_card(metrics: dict[str, Any], checkpoint: Path, meta: Any, command
     return "\n".join(lines) + "\n"
 
 
-def _mask_card(run_dir: Path, metrics: dict[str, Any], checkpoint: Path, meta: Any, command: str) -> str:
+def _mask_card(run_dir: Path, metrics: dict[str, Any], checkpoint: Path, meta: Any, command: str,
+               loso: Path | None = None) -> str:
     """The card of a model with a crack-mask decoder (``survey-cracks train-mask``).
 
     Optional files in the run folder add the comparison with the model it started from:
     ``baseline_mask_metrics.json`` (``survey-cracks evaluate-mask --model <base>``), and the patch
     level of both, ``patch_metrics.json`` / ``baseline_patch_metrics.json`` (``survey-cracks evaluate
-    --config configs/train.yaml [--model <base>] --out``).
+    --config configs/train.yaml [--model <base>] --out``), and the leave-one-source-out table,
+    ``loso_mask.json`` (``survey-cracks train-mask --loso``, or the ``loso`` file given).
     """
     prov = meta.provenance
     schedule = prov.get("schedule", {})
@@ -278,6 +283,12 @@ def _mask_card(run_dir: Path, metrics: dict[str, Any], checkpoint: Path, meta: A
                          for label, table in (("new", patch), ("previous", patch_base or {})) if name in table
                          for r in [table[name]]])
     lines += _comparison_section(_optional_json(run_dir / "comparison.json"))
+    loso_result = _optional_json(loso or run_dir / "loso_mask.json")
+    if loso_result:
+        lines += ["", "## Leave one source out", "",
+                  "How the recipe carries to a source it has not seen: one model per held-out source, a shorter schedule",
+                  "than this model's (so read each row against the reference row of the same schedule, not against the",
+                  "figures above).", "", loso_mask_markdown(loso_result)]
     lines += ["", "## Training history", ""]
     lines += _table(["step", "phase", "loss", "val pixel F1@2", "val threshold", "minutes"],
                     [(h["step"], h["phase"], h["loss"], h.get("val", {}).get("f1"), h.get("val", {}).get("threshold"),
@@ -419,8 +430,10 @@ def main() -> None:
     parser.add_argument("--checkpoint", type=Path, default=None, help="[default: RUN_DIR/model.safetensors]")
     parser.add_argument("--out", type=Path, default=None, help="[default: RUN_DIR/MODEL_CARD.md]")
     parser.add_argument("--command", default="survey-cracks train --config configs/train.yaml --ship")
+    parser.add_argument("--loso", type=Path, default=None,
+                        help="a mask model's loso_mask.json (train-mask --loso)  [default: RUN_DIR/loso_mask.json when there]")
     args = parser.parse_args()
-    card = model_card(args.run_dir, args.checkpoint or args.run_dir / "model.safetensors", args.command)
+    card = model_card(args.run_dir, args.checkpoint or args.run_dir / "model.safetensors", args.command, loso=args.loso)
     out = args.out or args.run_dir / "MODEL_CARD.md"
     out.write_text(card)
     print(f"wrote {out}")

@@ -600,7 +600,13 @@ def fit_mask(config: MaskTrainConfig, resume: bool = False, progress: bool = Tru
         net.load_state_dict(load_checkpoint(best_path)[0].state_dict())
         log(f"kept the weights of step {best_step} (best validation pixel F1)")
     net.eval()
-    threshold, val_scores = calibrate(net, meta, val, config.tolerance_px) if val else (0.5, {})
+    last = history[-1] if history else {}
+    if schedule.patience is None and last.get("step") == total and last.get("val"):
+        # The last checkpoint calibrated these very weights: a second pass over the validation images would
+        # give the same threshold (and cost as much as a few hundred training steps).
+        threshold, val_scores = float(last["val"]["threshold"]), last["val"]
+    else:
+        threshold, val_scores = calibrate(net, meta, val, config.tolerance_px) if val else (0.5, {})
     meta.mask_threshold = threshold
     meta.threshold = calibrate_patch_threshold(net, meta, val, config.labels.min_center_crack_px)
     meta.min_margin_px = max(32, measure_margin(net, meta, val[:12]))
