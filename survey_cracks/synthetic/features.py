@@ -11,6 +11,8 @@ from typing import Callable
 
 import numpy as np
 import shapely
+import shapely.affinity
+import shapely.errors
 import shapely.ops
 from shapely.geometry import LineString, Polygon, box
 
@@ -104,6 +106,16 @@ def _footprint(bounds: tuple[float, float, float, float], rng: np.random.Generat
     if poly.geom_type != "Polygon":  # keep the largest part if clipping split it
         poly = max(poly.geoms, key=lambda g: g.area)
     return poly
+
+
+def _offset(curve: LineString, distance: float, normal: np.ndarray) -> LineString:
+    """``curve`` moved ``distance`` to its side: GEOS's offset, or for the odd curve where GEOS fails
+    (seen on a 128 px scene: "cannot create std::vector larger than max_size()") a parallel shift along
+    ``normal``, which for these gently bent tracks is nearly the same line."""
+    try:
+        return curve.offset_curve(distance)
+    except shapely.errors.GEOSException:
+        return shapely.affinity.translate(curve, *(normal * distance))
 
 
 def _add_confusers(
@@ -211,7 +223,7 @@ def _add_confusers(
             strength = rng.uniform(0.5, 1.0)
             for side in (-0.5, 0.5) if rng.random() < 0.8 else (0.0,):
                 for g in np.linspace(-tyre_w / 2, tyre_w / 2, int(rng.integers(4, 8))):
-                    stripe = curve.offset_curve(side * track + g)
+                    stripe = _offset(curve, side * track + g, normal)
                     layers["tyre"].add(stripe.buffer(rng.uniform(1.5, 4.0) * px, cap_style="flat"), strength * rng.uniform(0.4, 1.0))
         # Paint lines: straight bands along the road (a few across it), white or
         # yellow, some dashed; each dash is its own polygon so windows stay cheap.

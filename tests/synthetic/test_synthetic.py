@@ -133,3 +133,11 @@ def test_orthomosaic_is_identical_whatever_the_tiling(ortho, tmp_path):
     with rasterio.open(tif) as a, rasterio.open(other) as b:
         assert np.array_equal(a.read(), b.read())
         assert np.array_equal(a.dataset_mask(), b.dataset_mask())
+
+
+def test_a_small_road_scene_whose_tyre_track_geos_cannot_offset_still_renders():
+    """Seed 1373 at 128 px made GEOS's offset_curve fail; the scene falls back to a parallel shift."""
+    from survey_cracks.synthetic.survey import render_scene
+
+    rgb, truth = render_scene(128, 128, seed=1373, surface="asphalt")
+    assert rgb.shape == (128, 128, 3) and truth.shape == (128, 128)
