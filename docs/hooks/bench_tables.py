@@ -25,8 +25,8 @@ PRODUCERS = {
     "install_sizes": "python bench/install_sizes.py",
     "tuning": "python bench/tuning.py",
     "photo_throughput": "python bench/photo_throughput.py",
-    "photo_throughput_scale": "python bench/photo_throughput.py --repo after=. --sets 448x448:200 --shared-count 0 "
-                              "--json bench/results/photo_throughput_scale.json",
+    "photo_throughput_scale": "python bench/photo_throughput.py --repo after=. --sets 448x448:400 640x360:400 "
+                              "1920x1080:40 --shared-count 0 --rounds 3 --json bench/results/photo_throughput_scale.json",
     "photo_profile_before": "python bench/photo_profile.py --repo ../before --json bench/results/photo_profile_before.json",
     "photo_memory": "python bench/photo_memory.py",
     "photo_gil": "python bench/photo_gil.py --count 20 --rounds 3 --json bench/results/photo_gil.json",
