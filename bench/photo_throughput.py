@@ -204,7 +204,8 @@ def main(argv: list[str] | None = None) -> int:
         where = probe(repo, "import survey_cracks; print(survey_cracks.__file__)")
         commit = subprocess.run(["git", "-C", str(repo), "rev-parse", "--short", "HEAD"], capture_output=True,
                                 text=True).stdout.strip()
-        result["repos"][label] = {"path": str(repo), "commit": commit}
+        # the checkout as the command named it, relative to this one: no machine's folders in published results
+        result["repos"][label] = {"path": os.path.relpath(repo, ROOT), "commit": commit}
         network_px[label] = json.loads(probe(repo, WASTE_PROBE, json.dumps(sizes)))
         print(f"{label}: the code of {where} at {commit}")
     with tempfile.TemporaryDirectory() as scratch:
