@@ -324,6 +324,10 @@ class MaskSchedule(StrictModel):
     negative_weight: float = Field(
         5.0, ge=1.0, description="BCE weight of pixels annotated `not_crack` (hard negatives: joints, seams, paint lines)"
     )
+    synthetic_negatives: float = Field(
+        0.0, ge=0.0, le=1.0, description="share of training crops with a straight look-alike drawn on them as a hard "
+        "negative (joint, formwork board joints, marking or patch edge; training/negatives.py)"
+    )
     patience: int | None = Field(
         None, ge=1, description="early stop after this many checkpoints without a better validation pixel F1 "
         "(the best one's weights are kept); None: train every step, keep the last"

@@ -252,21 +252,21 @@ def mask_bridges_shipped(result: dict, table: Callable[..., str]) -> str:
 
 
 def mask_retrain(result: dict, table: Callable[..., str]) -> str:
-    """bench/mask_retrain.py: the shipped model before and after re-training with a new source, by source and map."""
+    """bench/mask_retrain.py: the shipped model and re-trained candidates, by source and by map, with each verdict."""
     from survey_cracks.outputs.tables import model_comparison_tables
 
-    verdict = result["verdict"]
     models = result["models"]
     tables = [table(headers, rows) for headers, rows in model_comparison_tables(result)]
+    described = "; ".join(f"{'before' if name == 'current' else name}: `{m['path']}` (sha256 {m['sha256'][:12]}…, "
+                          f"mask threshold {m['threshold']})" for name, m in models.items())
+    verdicts = "; ".join(
+        f"**{name}**: existing sources within one point **{'yes' if v['existing_within_one_point'] else 'no'}**, new "
+        f"source improved **{'yes' if v['new_source_improved'] else 'no'}** (maps {v['maps_improved']}), ship "
+        f"**{'yes' if v['ship'] else 'no'}**" for name, v in result["verdicts"].items())
     return "\n\n".join([
         *tables,
-        (f"Before: `{models['current']['path']}` (sha256 {models['current']['sha256'][:12]}…, mask threshold "
-         f"{models['current']['threshold']}); re-trained: `{models['candidate']['path']}` (sha256 "
-         f"{models['candidate']['sha256'][:12]}…, {models['candidate']['threshold']}). Test splits of `{result['config']}`. "
-         f"Rule: {result['rule']}. Existing sources within one point: **{'yes' if verdict['existing_within_one_point'] else 'no'}**; "
-         f"new source improved: **{'yes' if verdict['new_source_improved'] else 'no'}** (maps {verdict['maps_improved']}); "
-         f"ship: **{'yes' if verdict['ship'] else 'no'}**. {result['seconds']} s on {result['threads']} threads "
-         f"({result['cpu']}). Command: `{result['command']}`."),
+        (f"{described}. Test splits of `{result['config']}`. Rule: {result['rule']}. {verdicts}. "
+         f"{result['seconds']} s on {result['threads']} threads ({result['cpu']}). Command: `{result['command']}`."),
     ])
 
 

@@ -55,27 +55,37 @@ def markdown_table(headers: Sequence[str], rows: Iterable[Sequence[object]], ali
     return "\n".join(lines)
 
 
-__all__ = ["MISSING", "format_cell", "markdown_table"]
-
-
 def model_comparison_tables(comparison: dict) -> list[tuple[list[str], list[list[object]]]]:
-    """`bench/mask_retrain.py`'s result as tables: each test set's row before and after, pixel then patch level.
+    """`bench/mask_retrain.py`'s result as tables: each test set under every model, pixel, by map, then patch level.
 
+    ``comparison["models"]`` holds ``current`` first, then one or more candidates by name.
     The model card and the documentation both print it; one function keeps them the same.
+    The per-map rows of the new source are many (a few tiles each), so they get one compact
+    table of F1@2, a column per model, rather than a row per model.
     """
-    current, candidate = comparison["models"]["current"], comparison["models"]["candidate"]
+    models = comparison["models"]
+    labels = {name: "before" if name == "current" else f"**{name}**" for name in models}
+    current = models["current"]
+    maps = [name for name in current["rows"] if " map " in name]
 
     def cells(row: dict) -> list[object]:
         p2, p5, line = row["pixel@2px"], row["pixel@5px"], row["centreline@2px"]
         return [p2["precision"], p2["recall"], p2["f1"], p5["f1"], line["quality"]]
 
-    pixel = [[name, model["rows"][name]["images"], label, *cells(model["rows"][name])]
-             for name in current["rows"] for label, model in (("before", current), ("**re-trained**", candidate))
-             if name in model["rows"]]
+    pixel = [[name, model["rows"][name]["images"], labels[key], *cells(model["rows"][name])]
+             for name in current["rows"] if name not in maps for key, model in models.items() if name in model["rows"]]
     tables = [(["test set", "images", "model", "P@2", "R@2", "F1@2", "F1@5", "centreline quality"], pixel)]
-    if current.get("patch") and candidate.get("patch"):
-        patch = [[name, r["patches"], label, r["precision"], r["recall"], r["f1"], r["ap"]]
-                 for name in current["patch"] for label, model in (("before", current), ("**re-trained**", candidate))
+    if maps:
+        by_map = [[name.split(" map ", 1)[1], current["rows"][name]["images"],
+                   *(model["rows"].get(name, {}).get("pixel@2px", {}).get("f1") for model in models.values())]
+                  for name in maps]
+        tables.append((["map (test tiles)", "tiles", *(f"F1@2 {labels[k]}" for k in models)], by_map))
+    if all(model.get("patch") for model in models.values()):
+        patch = [[name, r["patches"], labels[key], r["precision"], r["recall"], r["f1"], r["ap"]]
+                 for name in current["patch"] for key, model in models.items()
                  if name in model["patch"] for r in [model["patch"][name]]]
         tables.append((["test set", "patches", "model", "precision", "recall", "F1", "AP"], patch))
     return tables
+
+
+__all__ = ["MISSING", "format_cell", "markdown_table", "model_comparison_tables"]

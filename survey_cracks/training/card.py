@@ -321,18 +321,19 @@ def _kept(schedule: dict[str, Any], history: list[dict[str, Any]]) -> str:
 
 
 def _comparison_section(comparison: dict[str, Any] | None) -> list[str]:
-    """`bench/mask_retrain.py`'s figures: this model against the one it replaces, on every source's test split."""
+    """`bench/mask_retrain.py`'s figures: this model (and any other candidate) against the one it replaces."""
     if not comparison:
         return []
-    current, candidate = comparison["models"]["current"], comparison["models"]["candidate"]
-    verdict = comparison["verdict"]
+    models = comparison["models"]
+    thresholds = ", ".join(f"{'before' if name == 'current' else name} {m['threshold']}" for name, m in models.items())
     lines = ["", "## Against the model it replaces (test splits, by source)", "",
-             f"Both at their own mask threshold (before {current['threshold']}, re-trained {candidate['threshold']}) on the "
-             f"test split of every source of `{comparison['config']}`; uavcrack_bridges also by bridge map (maps with "
-             f"enough test tiles); last, the patch head on the classifier's held-out patches (`configs/train.yaml`). "
-             f"Rule fixed before the run: {comparison['rule']}. Verdict: existing sources within one point: "
-             f"**{verdict['existing_within_one_point']}**; new source improved: **{verdict['new_source_improved']}** "
-             f"(maps improved: {verdict['maps_improved']}). Command: `{comparison['command']}`."]
+             f"Each at its own mask threshold ({thresholds}) on the test split of every source of "
+             f"`{comparison['config']}`; uavcrack_bridges also by bridge map (maps with enough test tiles); last, the "
+             f"patch head on the classifier's held-out patches (`configs/train.yaml`). Rule fixed before the run: "
+             f"{comparison['rule']}. Command: `{comparison['command']}`.", ""]
+    lines += [f"- **{name}**: existing sources within one point: **{v['existing_within_one_point']}**; new source "
+              f"improved: **{v['new_source_improved']}** (maps improved: {v['maps_improved']}); ship: **{v['ship']}**"
+              for name, v in comparison["verdicts"].items()]
     for headers, rows in model_comparison_tables(comparison):
         lines += [""] + _table(headers, rows)
     return lines

@@ -56,6 +56,7 @@ from survey_cracks.models.network import (
 from survey_cracks.outputs import atomic_write
 from survey_cracks.tiling import ALIGN, PatchGrid
 from survey_cracks.training.card import MASK_TASK
+from survey_cracks.training.negatives import draw_straight_negatives
 from survey_cracks.vectors.heatmap import BlockBlender, blend_ramp
 
 Log = Callable[[str], None]
@@ -151,8 +152,12 @@ def _rescale(image: MaskImage, scale: float) -> tuple[np.ndarray, np.ndarray, np
 
 
 def sample_crop(image: MaskImage, crop: int, rng: np.random.Generator, schedule_scale: tuple[float, float],
-                augment: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """A (crop x crop) training sample: rgb uint8, target uint8, ignore bool, hard negative bool."""
+                augment: bool, synthetic_negatives: float = 0.0) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """A (crop x crop) training sample: rgb uint8, target uint8, ignore bool, hard negative bool.
+
+    With probability ``synthetic_negatives`` a straight look-alike (joint, board joints,
+    marking or patch edge) is drawn on the crop as a hard negative (`negatives.py`).
+    """
     lo, hi = schedule_scale
     scale = float(np.exp(rng.uniform(np.log(lo), np.log(hi)))) if augment else 1.0
     rgb, target, ignore, negative = _rescale(image, scale)
@@ -179,6 +184,9 @@ def sample_crop(image: MaskImage, crop: int, rng: np.random.Generator, schedule_
         arrays = [np.rot90(a, k) for a in arrays]
         if flip:
             arrays = [a[:, ::-1] for a in arrays]
+        if synthetic_negatives > 0 and rng.random() < synthetic_negatives:
+            arrays[0], drawn = draw_straight_negatives(np.ascontiguousarray(arrays[0]), arrays[1], rng)
+            arrays[3] = (arrays[3] | drawn) & ~arrays[2]
         arrays[0] = photometric(np.ascontiguousarray(arrays[0]), rng)
     rgb, target, ignore, negative = (np.ascontiguousarray(a) for a in arrays)
     return rgb, target, ignore, negative
@@ -227,7 +235,8 @@ class StepSampler:
             source = self.sources[int(rng.choice(len(self.sources), p=self.shares))]
             members = self.by_source[source]
             image = members[int(rng.integers(len(members)))]
-            crops.append(sample_crop(image, schedule.crop_size, rng, schedule.scale_jitter, self.config.augment))
+            crops.append(sample_crop(image, schedule.crop_size, rng, schedule.scale_jitter, self.config.augment,
+                                     schedule.synthetic_negatives))
         rgbs, targets, ignores, negatives = zip(*crops)
         images = torch.from_numpy(np.stack(rgbs)).permute(0, 3, 1, 2)
         target, ignore, negative = (torch.from_numpy(np.stack(a))[:, None].float() for a in (targets, ignores, negatives))

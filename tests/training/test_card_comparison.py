@@ -22,12 +22,16 @@ def test_fine_tune_without_decoder_phase_says_nothing_of_it():
 def test_comparison_rows_pair_each_source_before_and_after():
     comparison = {
         "config": "configs/mask_bridges.yaml", "command": "python bench/mask_retrain.py --candidate m", "rule": "the rule",
-        "verdict": {"existing_within_one_point": True, "new_source_improved": True, "maps_improved": "2 of 3"},
-        "models": {"current": {"threshold": 0.1, "rows": {"masonry": _row(0.8), "uavcrack_bridges": _row(0.5)}, "patch": None},
-                   "candidate": {"threshold": 0.15, "rows": {"masonry": _row(0.81), "uavcrack_bridges": _row(0.6)}, "patch": None}},
+        "verdicts": {"mask_bridges": {"existing_within_one_point": True, "new_source_improved": True,
+                                      "maps_improved": "2 of 3", "ship": True}},
+        "models": {"current": {"threshold": 0.1, "patch": None, "rows": {
+                       "masonry": _row(0.8), "uavcrack_bridges": _row(0.5), "uavcrack_bridges map ck1": _row(0.4)}},
+                   "mask_bridges": {"threshold": 0.15, "patch": None, "rows": {
+                       "masonry": _row(0.81), "uavcrack_bridges": _row(0.6), "uavcrack_bridges map ck1": _row(0.45)}}},
     }
     text = "\n".join(_comparison_section(comparison))
     assert "| masonry | 3 | before | 0.8 | 0.8 | 0.8 | 0.8 | 0.8 |" in text
-    assert "| uavcrack_bridges | 3 | **re-trained** | 0.6 | 0.6 | 0.6 | 0.6 | 0.6 |" in text
+    assert "| uavcrack_bridges | 3 | **mask_bridges** | 0.6 | 0.6 | 0.6 | 0.6 | 0.6 |" in text
+    assert "| ck1 | 3 | 0.4 | 0.45 |" in text  # maps: one row each, a column per model
     assert "maps improved: 2 of 3" in text and "`python bench/mask_retrain.py --candidate m`" in text
     assert _comparison_section(None) == []
