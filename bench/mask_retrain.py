@@ -12,7 +12,8 @@ model, each with its own verdict), so two training recipes are compared on equal
 The rule for shipping (the issue's): every existing source's test pixel F1@2 within one
 point (0.01) of the current model's, and the new source's test maps better: its F1@2 over
 all its test tiles higher AND more than half of its listed maps higher. The verdict is
-computed here, not written by hand. ``--min-tiles`` was 10 in the first run (2026-12-06):
+computed here, not written by hand. A map counts when both models' F1 there is defined (it
+has annotated crack pixels). ``--min-tiles`` was 10 in the first run (2026-12-06):
 only one map of the test split has 10 tiles or more (68; its labels visibly miss cracks),
 so one map decided. From the second run on it is 3, fixed before that run: 45 maps.
 
@@ -86,8 +87,9 @@ def verdict(current: dict, candidate: dict) -> dict:
     """The issue's rule: existing sources within one F1 point, the new source's test maps better."""
     changes = {}
     for name, row in current["rows"].items():
-        if name in candidate["rows"]:
-            changes[name] = round(candidate["rows"][name][F1_KEY]["f1"] - row[F1_KEY]["f1"], 4)
+        before, after = row[F1_KEY]["f1"], candidate["rows"].get(name, {}).get(F1_KEY, {}).get("f1")
+        if before is not None and after is not None:  # F1 is undefined on a map without annotated cracks
+            changes[name] = round(after - before, 4)
     existing = {n: d for n, d in changes.items() if not n.startswith(NEW_SOURCE)}
     maps = {n: d for n, d in changes.items() if n.startswith(f"{NEW_SOURCE} map")}
     kept = all(d >= -ONE_POINT for d in existing.values())
@@ -112,9 +114,14 @@ def main() -> None:
     patch_config = None if args.no_patch else load_config(TrainConfig, ROOT / "configs" / "train.yaml")
     started = time.perf_counter()
     images = [im for im in load_images(config, progress=sys.stderr.isatty(), splits=("test",)) if im.pixel_truth]
-    models = {"current": score(args.current.resolve(), images, args.min_tiles, patch_config)}
-    for path in args.candidate:
-        models[path.resolve().parent.name] = score(path.resolve(), images, args.min_tiles, patch_config)
+    partial = args.out.with_suffix(".partial.json")  # each model's scores as soon as known: a crash keeps them
+    done = json.loads(partial.read_text()) if partial.is_file() else {}
+    models = {}
+    for name, path in [("current", args.current), *((p.resolve().parent.name, p) for p in args.candidate)]:
+        key = f"{file_sha256(path.resolve())}:{args.min_tiles}:{args.no_patch}"
+        models[name] = done[key] if key in done else score(path.resolve(), images, args.min_tiles, patch_config)
+        done[key] = models[name]
+        partial.write_text(json.dumps(done))
     names = list(models)[1:]
     result = {
         "command": f"flock /tmp/survey_cracks_cpu.lock python bench/mask_retrain.py --current {shown(args.current)} "
@@ -128,6 +135,7 @@ def main() -> None:
         "threads": config.workers,
     }
     args.out.write_text(json.dumps(result, indent=2) + "\n")
+    partial.unlink()
     print(json.dumps(result["verdicts"], indent=1))
 
 
