@@ -12,8 +12,8 @@ model, each with its own verdict), so two training recipes are compared on equal
 The rule for shipping (the issue's): every existing source's test pixel F1@2 within one
 point (0.01) of the current model's, and the new source's test maps better: its F1@2 over
 all its test tiles higher AND more than half of its listed maps higher. The verdict is
-computed here, not written by hand. A map counts when both models' F1 there is defined (it
-has annotated crack pixels). ``--min-tiles`` was 10 in the first run (2026-12-06):
+computed here, not written by hand. Where F1 is undefined (nothing annotated or nothing
+predicted) it counts as 0 when only one side has crack pixels and 1 when neither has. ``--min-tiles`` was 10 in the first run (2026-12-06):
 only one map of the test split has 10 tiles or more (68; its labels visibly miss cracks),
 so one map decided. From the second run on it is 3, fixed before that run: 45 maps.
 
@@ -83,13 +83,20 @@ def score(path: Path, images: list, min_tiles: int, patch_config: TrainConfig | 
             "sha256": file_sha256(path), "threshold": meta.mask_threshold, "rows": rows, "patch": patch}
 
 
+def _f1(row: dict) -> float:
+    """F1@2 where it is undefined too: 0 when only one side has crack pixels (all missed, or all false), 1 when neither."""
+    figures = row[F1_KEY]
+    if figures["f1"] is not None:
+        return figures["f1"]
+    return 1.0 if figures["predicted_px"] == 0 and figures["annotated_px"] == 0 else 0.0
+
+
 def verdict(current: dict, candidate: dict) -> dict:
     """The issue's rule: existing sources within one F1 point, the new source's test maps better."""
     changes = {}
     for name, row in current["rows"].items():
-        before, after = row[F1_KEY]["f1"], candidate["rows"].get(name, {}).get(F1_KEY, {}).get("f1")
-        if before is not None and after is not None:  # F1 is undefined on a map without annotated cracks
-            changes[name] = round(after - before, 4)
+        if name in candidate["rows"]:
+            changes[name] = round(_f1(candidate["rows"][name]) - _f1(row), 4)
     existing = {n: d for n, d in changes.items() if not n.startswith(NEW_SOURCE)}
     maps = {n: d for n, d in changes.items() if n.startswith(f"{NEW_SOURCE} map")}
     kept = all(d >= -ONE_POINT for d in existing.values())
