@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-PLACEHOLDER = re.compile(r"^<!-- bench-table: ([a-z_]+) -->$", re.MULTILINE)
+PLACEHOLDER = re.compile(r"^<!-- bench-table: ([a-z0-9_]+) -->$", re.MULTILINE)  # names may hold digits (..._400)
 # Which command writes each result file: what the page tells a reader to run when it is missing.
 PRODUCERS = {
     "segment_throughput": "make bench",
