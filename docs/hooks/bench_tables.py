@@ -367,4 +367,9 @@ def render(name: str, repository: Path) -> str:
 
 def on_page_markdown(markdown: str, page: Any, config: Any, files: Any) -> str:
     repository = _repository(config)
+    # a placeholder the pattern does not read would stay an invisible HTML comment: fail the build instead
+    stray = [line for line in re.findall(r"^<!-- bench-table.*$", markdown, re.MULTILINE) if not PLACEHOLDER.fullmatch(line)]
+    if stray:
+        raise ValueError(f"{getattr(getattr(page, 'file', None), 'src_path', 'a page')}: {stray[0]!r} is not "
+                         "`<!-- bench-table: NAME -->` (NAME of a-z, 0-9 and _)")
     return PLACEHOLDER.sub(lambda match: render(match.group(1), repository), markdown)
