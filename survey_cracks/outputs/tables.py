@@ -55,7 +55,7 @@ def markdown_table(headers: Sequence[str], rows: Iterable[Sequence[object]], ali
     return "\n".join(lines)
 
 
-__all__ = ["MISSING", "format_cell", "markdown_table"]
+__all__ = ["MISSING", "format_cell", "markdown_table", "model_comparison_tables"]
 
 
 def model_comparison_tables(comparison: dict) -> list[tuple[list[str], list[list[object]]]]:
