@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-PLACEHOLDER = re.compile(r"^<!-- bench-table: ([a-z_]+) -->$", re.MULTILINE)
+PLACEHOLDER = re.compile(r"^<!-- bench-table: ([a-z0-9_]+) -->$", re.MULTILINE)  # names may hold digits (..._400)
 # Which command writes each result file: what the page tells a reader to run when it is missing.
 PRODUCERS = {
     "segment_throughput": "make bench",
@@ -44,6 +44,9 @@ PRODUCERS = {
                                   "1024 auto --json bench/results/segment_throughput_windows.json",
     "segment_throughput_windows_400": "python bench/segment_throughput.py --sizes 400 --modes mask --patch-sizes "
                                       "--windows auto --repeats 1 --json bench/results/segment_throughput_windows_400.json",
+    "segment_throughput_400": "flock /tmp/survey_cracks_cpu.lock python bench/segment_throughput.py --sizes 100 400 "
+                              "--modes mask --patch-sizes --repeats 3 --targets 20 0.85 "
+                              "--json bench/results/segment_throughput_400.json",
     "loso_mask": "flock /tmp/survey_cracks_cpu.lock python bench/loso_mask.py --steps 200,100 --val-per-source 24",
 }
 
@@ -102,11 +105,14 @@ def segment_throughput(result: dict, table: Callable[..., str]) -> str:
         naive = rnd["naive"]
         rows.append([rnd["round"], f"{result['sizes'][0]} MP ({naive['crop_px']} px crop)",
                      f"notebook loop ({naive['patches_per_s']} patches/s)", None, naive["megapixels_per_s"], None,
-                     None, None, 1])
+                     None, None, None, 1])
         for run in rnd["runs"]:
             flag = f" --window {run['window_setting']}" if run.get("window_setting") else ""
+            counts = run.get("counts") or {}  # windows wholly outside the footprint are skipped by the run, not the bare network
+            windows = (f"{counts['windows_processed']} of {counts['windows']}"
+                       if counts.get("windows") and counts.get("windows_processed") is not None else None)
             rows.append([rnd["round"], f"{run['size']} MP", f"`run --mode {run['mode']}{flag}`", run["seconds"],
-                         run["megapixels_per_s"], run["peak_rss_gib"], f"{run['bare_before']} / {run['bare_after']}",
+                         run["megapixels_per_s"], run["peak_rss_gib"], windows, f"{run['bare_before']} / {run['bare_after']}",
                          round(run["megapixels_per_s"] / run["bare_around"], 2),
                          round(run["megapixels_per_s"] / naive["megapixels_per_s"], 1)])
     singles = [f"round {r['round']}" for r in rounds]
@@ -127,9 +133,9 @@ def segment_throughput(result: dict, table: Callable[..., str]) -> str:
                                 + (f" ({w['bytes_source']} {w['bytes_per_px']:.0f} bytes per read pixel, {w['tasks']} tasks "
                                    f"within {w['budget_gib']} GiB)" if w.get("how") == "auto" else "")
                                 for w in result.get("windows", [window]))
-         + f"; {len(rounds)} round(s); commit {commit}. "
+         + f"; {len(rounds)} round{'s' * (len(rounds) != 1)}; commit {commit}. "
          f"Command: `{' '.join(result['command'])}`."),
-        table(["round", "raster", "what", "seconds", "MP/s", "peak RSS (GiB)", "bare network before / after (MP/s)",
+        table(["round", "raster", "what", "seconds", "MP/s", "peak RSS (GiB)", "windows run", "bare network before / after (MP/s)",
                "× bare around", "× notebook loop"], rows),
         table(["target", "rule", *singles, "summary", "met"], targets) if targets else "No round finished: no targets judged.",
         *([table(["not a target (ratio)", *singles, "summary"], others)] if others else []),
@@ -340,7 +346,7 @@ RENDERERS: dict[str, Callable[[dict, Callable[..., str]], str]] = {
     "engine_profile_after": engine_profile,
     "engine_table": engine_table, "engine_agreement": engine_agreement,
     "segment_throughput_engine": segment_throughput, "segment_throughput_windows": segment_throughput,
-    "segment_throughput_windows_400": segment_throughput,
+    "segment_throughput_windows_400": segment_throughput, "segment_throughput_400": segment_throughput,
     "loso_mask": loso_mask,
 }
 
@@ -361,4 +367,9 @@ def render(name: str, repository: Path) -> str:
 
 def on_page_markdown(markdown: str, page: Any, config: Any, files: Any) -> str:
     repository = _repository(config)
+    # a placeholder the pattern does not read would stay an invisible HTML comment: fail the build instead
+    stray = [line for line in re.findall(r"^<!-- bench-table.*$", markdown, re.MULTILINE) if not PLACEHOLDER.fullmatch(line)]
+    if stray:
+        raise ValueError(f"{getattr(getattr(page, 'file', None), 'src_path', 'a page')}: {stray[0]!r} is not "
+                         "`<!-- bench-table: NAME -->` (NAME of a-z, 0-9 and _)")
     return PLACEHOLDER.sub(lambda match: render(match.group(1), repository), markdown)

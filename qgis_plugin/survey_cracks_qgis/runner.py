@@ -242,7 +242,7 @@ def check_folder(folder: str, what: str) -> str | None:
 # ---------------------------------------------------------------------------------------------- progress
 
 BAR = re.compile(r"^(?P<desc>[^\r\n]*?):\s*(?P<percent>\d{1,3})%\|")  # a tqdm bar: "segmenting x.tif:  33%|###  | 3/9 [...]"
-COUNT = re.compile(r"^(?P<rasters>\d+) rasters: (?P<todo>\d+) to compute")
+COUNT = re.compile(r"^(?P<rasters>\d+) rasters?: (?P<todo>\d+) to compute")  # "1 raster: ..." too
 START = re.compile(r"^\[(?P<number>\d+)/(?P<todo>\d+)\] (?P<survey>[^/]+)/(?P<raster>.+) \((?P<reason>[^()]*)\)$")
 DONE = re.compile(r"^(?P<survey>[^/:]+)/(?P<raster>[^:]+): (?:done in .*|up to date)$")
 FINISHED = re.compile(r"^finished: ")

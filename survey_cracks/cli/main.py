@@ -207,18 +207,20 @@ def run(inputs: tuple[str, ...], from_list: Path | None, out: Path, config_path:
         if not interrupted.reported:
             click.echo(interrupted_line(interrupted), err=True)
         sys.exit(interrupted.exit_code)
+    from survey_cracks.deliver.console import counted
+
     for outcome in result.failed:
         click.echo(f"FAILED {outcome.error}", err=True)
     ok = len(result.outcomes) - len(result.failed)
     # with collections of photos, what the entries are ("6 photos in 1 collection"), not "1 raster"
-    what, covered = ((f"done ({result.words()}; ", result.covered_words()) if result.covered_collections
-                     else ("rasters done (", f"{result.covered} rasters"))
-    click.echo(f"{ok} of {len(result.outcomes)} {what}{len(result.computed)} computed, "
+    what = (f"{len(result.outcomes)} done ({result.words()}; " if result.covered_collections
+            else f"{counted(len(result.outcomes), 'raster')} done (")
+    click.echo(f"{ok} of {what}{len(result.computed)} computed, "
                f"{len(result.up_to_date)} up to date, {len(result.failed)} failed); outputs in {out}/ (summary.csv covers "
-               f"{covered}, run.json, report.html, catalog.json)")
+               f"{result.covered_words()}, run.json, report.html, catalog.json)")
     unused = [o for o in result.outcomes if o.annotation_error]
     if unused and not result.failed:
-        click.echo(f"{len(unused)} annotation(s) could not be used: those rasters have no metrics (see the WARNING lines)", err=True)
+        click.echo(f"{counted(len(unused), 'annotation')} could not be used: those rasters have no metrics (see the WARNING lines)", err=True)
     sys.exit(EXIT_RASTERS_FAILED if result.failed else EXIT_ANNOTATION_UNUSED if unused else EXIT_OK)
 
 
@@ -684,6 +686,7 @@ def info(model_path: Path | None, engines: bool, threads: int, remeasure: bool) 
     try:
         meta = read_meta(path)
         if engines:
+            from survey_cracks.deliver.console import counted
             from survey_cracks.models.engine_choice import choice_table
             from survey_cracks.models.engines import measured_choice
 
@@ -692,7 +695,7 @@ def info(model_path: Path | None, engines: bool, threads: int, remeasure: bool) 
         _fail(error)
         return
     if engines:
-        click.echo(f"{choice.key['cpu']}, {threads} thread(s), {choice.window_px} px windows, measured {choice.measured_at}; "
+        click.echo(f"{choice.key['cpu']}, {counted(threads, 'thread')}, {choice.window_px} px windows, measured {choice.measured_at}; "
                    f"libraries {', '.join(f'{k} {v}' for k, v in choice.key['libraries'].items())}")
         click.echo(choice_table(choice))
         click.echo(f"auto runs: {choice.engine} {choice.precision}")

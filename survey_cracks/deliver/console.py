@@ -17,6 +17,12 @@ from survey_cracks.evaluation.evaluate import RasterMetrics, combine
 from survey_cracks.evaluation.sweep import ThresholdAdvice
 
 
+def counted(count: int, noun: str, plural: str | None = None) -> str:
+    """``1 raster``, ``0 rasters``, ``2 rasters``: a count with its noun in agreement (``plural`` where it is not
+    the noun and an s). For "k of n", count the total: ``f"{k} of {counted(n, 'raster')}"``."""
+    return f"{count} {noun if count == 1 else plural or noun + 's'}"
+
+
 def f1_figures(metrics: RasterMetrics) -> str:
     """``F1 pixel@2px 0.71, object 0.65, centreline quality 0.52``: the figures a reader compares runs by."""
     parts = []
@@ -32,7 +38,7 @@ def f1_figures(metrics: RasterMetrics) -> str:
 
 
 def _found(cracks: int, length: float | None, max_width: float | None, unit: str | None) -> str:
-    text = f"{cracks} crack{'s' if cracks != 1 else ''}"
+    text = counted(cracks, "crack")
     if length is not None:
         text += f", {format_length(length, unit)} in total"
     if max_width is not None:
@@ -93,7 +99,7 @@ class SurveyTotals:
         return rasters_and_photos(self.rasters, self.photos, self.collections)
 
     def lines(self, out: str) -> list[str]:
-        found = [f"{self.cracks} crack{'s' if self.cracks != 1 else ''}"]
+        found = [counted(self.cracks, "crack")]
         for unit in dict.fromkeys([*self.length, *self.max_width]):
             if unit in self.length:
                 found.append(f"{format_length(self.length[unit], unit)} in total")
@@ -111,9 +117,9 @@ class SurveyTotals:
 
 def rasters_and_photos(rasters: int, photos: int, collections: int) -> list[str]:
     """``["2 rasters", "6 photos in 1 collection"]``: what a count of outcomes stands for (none: ``["0 rasters"]``)."""
-    parts = [f"{rasters} raster{'s' if rasters != 1 else ''}"] if rasters or not collections else []
+    parts = [counted(rasters, "raster")] if rasters or not collections else []
     if collections:
-        parts.append(f"{photos} photo{'s' if photos != 1 else ''} in {collections} collection{'s' if collections != 1 else ''}")
+        parts.append(f"{counted(photos, 'photo')} in {counted(collections, 'collection')}")
     return parts
 
 

@@ -40,6 +40,7 @@ from survey_cracks.deliver.assets import (
     measure_assets,
 )
 from survey_cracks.deliver.condition import AssetRules
+from survey_cracks.deliver.console import counted
 from survey_cracks.deliver.outcomes import RasterOutcome
 from survey_cracks.deliver.product import RasterLayers, SurveyProduct
 from survey_cracks.deliver.qgis_project import write_heatmaps_vrt, write_qgis_project
@@ -193,11 +194,12 @@ def write_deliverables(out: Path, log: Log = print) -> list[SurveyProduct]:
     for product in products:
         write_survey_package(product)
         project, vrt = write_qgis_project(product), write_heatmaps_vrt(product)
-        log(f"{product.survey}: {product.gpkg.name} ({len(product.assets)} assets from {product.asset_source}), {ASSETS_CSV}, "
+        log(f"{product.survey}: {product.gpkg.name} ({counted(len(product.assets), 'asset')} from {product.asset_source}), {ASSETS_CSV}, "
             f"{project.name} (QGIS project){f', {vrt.name}' if vrt else ''}")
     for outcome in record.outcomes:  # a collection is its own deliverable, written by its run: said once, not per photo
         if is_collection(outcome) and outcome.status == "ok":
-            log(f"{outcome.survey}: {COLLECTION}/{f' ({outcome.counts.photos} photos)' if outcome.counts.photos else ''}: {GPKG}, {PHOTOS_CSV}, "
+            photos = f" ({counted(outcome.counts.photos, 'photo')})" if outcome.counts.photos else ""
+            log(f"{outcome.survey}: {COLLECTION}/{photos}: {GPKG}, {PHOTOS_CSV}, "
                 f"{HEATMAPS}/, {outputs.STAC_ITEM} (STAC item)")
     write_report_html(record, products)
     write_catalog(record, products)

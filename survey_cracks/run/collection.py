@@ -46,6 +46,7 @@ from survey_cracks.deliver.collection import (
     read_journal,
     table_positions,
 )
+from survey_cracks.deliver.console import counted
 from survey_cracks.deliver.outcomes import COMPUTED, UP_TO_DATE, RasterCounts, RasterOutcome, RasterSummary
 from survey_cracks.errors import OutputError, PositionsError, RasterError, SurveyCracksError
 from survey_cracks.evaluation.evaluate import RasterMetrics, combine, evaluate_raster
@@ -301,6 +302,11 @@ def write_heatmap(levels: np.ndarray, settings: PhotoSettings, job: PhotoJob, ne
     return target
 
 
+# The warning a collection with failed photos carries ("2 of 5 photos failed (photos.csv says why); ..."): the
+# run marks the collection's manifest entry as an error by it
+PHOTOS_FAILED = "failed (photos.csv says why)"
+
+
 @dataclass
 class CollectionRun:
     """A survey's photos to compute now, and the manifest's view of the whole collection."""
@@ -309,8 +315,8 @@ class CollectionRun:
     folder: Path  # OUT/<survey>/collection
     photos: list[PhotoJob]
     inputs: Inputs
-    source: str
-    survey_source: str
+    source: str  # the survey folder as given to `run` (relative to where it ran, or absolute): report.json's
+    survey_source: str  # the same folder, absolute: the manifest's (it names the survey in later runs)
     done: dict[str, dict[str, Any]] = field(default_factory=dict)  # journal lines of up-to-date photos
     positions: dict[str, FramePosition] = field(default_factory=dict)  # from --frame-positions: win over EXIF
 
@@ -333,9 +339,9 @@ def plan_collection(survey: str, out: Path, items: list[SurveyRaster], model_sha
         if entry is not None and entry.get("inputs") == inputs:
             done[item.name] = entry
         jobs.append(job)
-    source = str(items[0].folder or Path(items[0].path).parent)
-    return CollectionRun(survey, folder, jobs, collection_inputs(jobs, model_sha256, config_hash), source, source,
-                         done), errors
+    given = Path(items[0].path).parent  # report.json records the survey folder as given to `run`, as a raster's own path
+    return CollectionRun(survey, folder, jobs, collection_inputs(jobs, model_sha256, config_hash), str(given),
+                         str(items[0].folder or given.resolve()), done), errors
 
 
 def run_collection(plan: CollectionRun, client: Any, settings: PhotoSettings, progress: bool,
@@ -346,7 +352,7 @@ def run_collection(plan: CollectionRun, client: Any, settings: PhotoSettings, pr
     positions = {name: p for name, p in table_positions(plan.folder).items() if p.source == FRAME_CSV} | plan.positions
     todo = [job for job in plan.photos if job.name not in plan.done]
     if plan.done:
-        say(f"{len(plan.done)} of {len(plan.photos)} photos already done")
+        say(f"{len(plan.done)} of {counted(len(plan.photos), 'photo')} already done")
     compact_journal_if_needed(plan)
     writer = CollectionWriter(plan.folder)
     writer.start(set(plan.done))
@@ -420,11 +426,11 @@ def collection_outcome(survey: str, source: str, names: set[str], journal: dict[
     measured: list[RasterMetrics] = [r.measured for r in reports if r.measured is not None]
     if measured:
         counts.photos_annotated = len(measured)
-        counts.annotation = f"{len(measured)} annotated photo{'s' if len(measured) != 1 else ''}"
+        counts.annotation = counted(len(measured), "annotated photo")
     outcome = RasterOutcome(survey=survey, raster=COLLECTION, source=source, counts=counts,
                             measured=combine(measured) if measured else None, seconds={"collection": round(seconds, 2)})
     if failed:
-        outcome.warnings.append(f"{len(failed)} of {len(names)} photos failed (photos.csv says why); "
+        outcome.warnings.append(f"{len(failed)} of {counted(len(names), 'photo')} {PHOTOS_FAILED}; "
                                 "the next run tries them again")
     if not reports:
         outcome.status, outcome.error = "error", f"{source}: no photo of the collection could be computed"

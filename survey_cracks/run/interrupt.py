@@ -81,8 +81,10 @@ def keep_windows(staged: StagedHeatmap, journal: WindowJournal, raster: str, tot
 def interrupted_line(error: Interrupted) -> str:
     """The one line a person reads."""
     if error.windows is not None:
+        from survey_cracks.deliver.console import counted  # here: this module is imported before the run, light
+
         raster, kept, total = error.windows
-        return f"interrupted: {kept} of {total} windows of {raster} kept; run the same command to resume"
+        return f"interrupted: {kept} of {counted(total, 'window')} of {raster} kept; run the same command to resume"
     return "interrupted: finished rasters are kept; run the same command to resume"
 
 

@@ -29,7 +29,7 @@ from survey_cracks.background import in_background
 from survey_cracks.config import EvaluateConfig, HeatmapConfig, RunConfig
 from survey_cracks.deliver.assets import load_assets
 from survey_cracks.deliver.condition import AssetRules
-from survey_cracks.deliver.console import rasters_and_photos, raster_found, survey_threshold, totals_lines
+from survey_cracks.deliver.console import counted, rasters_and_photos, raster_found, survey_threshold, totals_lines
 from survey_cracks.deliver.deliverables import write_deliverables
 from survey_cracks.deliver.outcomes import (
     COMPUTED,
@@ -79,6 +79,7 @@ from survey_cracks.outputs import (  # noqa: F401 (names
 from survey_cracks.deliver.collection import FramePosition
 from survey_cracks.run.collection import (
     COLLECTION,
+    PHOTOS_FAILED,
     CollectionRun,
     PhotoSettings,
     collection_photos,
@@ -365,9 +366,9 @@ def _run_locked(inputs: list[str | Path], out: Path, run: RunContext, progress: 
             events(f"{item.survey}/{item.name}: up to date", survey=item.survey, raster=item.name, action=UP_TO_DATE)
         else:
             todo.append(RasterTodo(item, annotation, inputs_now, reason))
-    events(f"{len(rasters)} rasters: {len(todo)} to compute, {len(rasters) - len(todo)} up to date or unreadable")
+    events(f"{counted(len(rasters), 'raster')}: {len(todo)} to compute, {len(rasters) - len(todo)} up to date or unreadable")
     for plan in collections:
-        events(f"{plan.survey}: {len(plan.photos)} photos as one collection, {len(plan.photos) - len(plan.done)} to compute")
+        events(f"{plan.survey}: {counted(len(plan.photos), 'photo')} as one collection, {len(plan.photos) - len(plan.done)} to compute")
     write_run_reports(out, run)
     closing: Future[None] | None = None
     if todo or collections:
@@ -377,7 +378,7 @@ def _run_locked(inputs: list[str | Path], out: Path, run: RunContext, progress: 
         cluster = contextlib.ExitStack()  # the LocalCluster's shutdown, done while the reports are written
         with rasterio.Env(GDAL_CACHEMAX=cache_bytes), dask_client(config.inference, shutdown=cluster, early=early) as client:
             warming = warm_workers(client, spec)
-            events(f"dask: {len(client.scheduler_info().get('workers', {}))} workers at {client.scheduler.address}; "
+            events(f"dask: {counted(len(client.scheduler_info().get('workers', {})), 'worker')} at {client.scheduler.address}; "
                    f"dashboard {dashboard_of(client)}")
             run.compute = compute_when_warm(warming)  # what the model runs on, said before the first raster
             events(f"model on {' / '.join(run.compute)}")
@@ -418,7 +419,7 @@ def _run_locked(inputs: list[str | Path], out: Path, run: RunContext, progress: 
     for line in totals_lines(result.outcomes, str(out)):
         events(line)
     events(f"finished: {len(result.computed)} computed, {len(result.up_to_date)} up to date, {len(result.failed)} failed; "
-           f"OUT holds {result.covered_words() if result.covered_collections else f'{result.covered} rasters'}", computed=len(result.computed), up_to_date=len(result.up_to_date),
+           f"OUT holds {result.covered_words()}", computed=len(result.computed), up_to_date=len(result.up_to_date),
            failed=len(result.failed), rasters_in_out=result.covered)
     return result
 
@@ -442,7 +443,7 @@ def plan_collections(photo_sets: dict[str, list[SurveyRaster]], out: Path, run: 
         if (not placed and len(plan.done) == len(plan.photos) and record is not None and record.status == "ok"
                 and record.inputs == plan.inputs and (plan.folder / REPORT).is_file()):
             run.actions[key] = (UP_TO_DATE, "photos, model and settings unchanged")
-            events(f"{survey}/{COLLECTION}: {len(plan.photos)} photos up to date", survey=survey, raster=COLLECTION,
+            events(f"{survey}/{COLLECTION}: {counted(len(plan.photos), 'photo')} up to date", survey=survey, raster=COLLECTION,
                    action=UP_TO_DATE)
         else:
             collections.append(plan)
@@ -455,9 +456,9 @@ def compute_collection(plan: CollectionRun, out: Path, client: Any, spec: ModelS
     key = (plan.survey, COLLECTION)
     reason = "new" if not plan.done else "photos new or changed" if len(plan.done) < len(plan.photos) else \
         "positions from --frame-positions"
-    events(f"{plan.survey}/{COLLECTION}: {len(plan.photos) - len(plan.done)} of {len(plan.photos)} photos ({reason})",
+    events(f"{plan.survey}/{COLLECTION}: {len(plan.photos) - len(plan.done)} of {counted(len(plan.photos), 'photo')} ({reason})",
            survey=plan.survey, raster=COLLECTION, reason=reason)
-    record = RasterRecord(survey=plan.survey, raster=COLLECTION, source=plan.source, survey_source=plan.survey_source,
+    record = RasterRecord(survey=plan.survey, raster=COLLECTION, source=plan.survey_source, survey_source=plan.survey_source,
                           status="running", inputs=plan.inputs, started_at=now())
     save_record(out, record)
     run.actions[key] = (RUNNING, reason)
@@ -465,7 +466,7 @@ def compute_collection(plan: CollectionRun, out: Path, client: Any, spec: ModelS
     outcome = run_collection(plan, client, settings, progress,
                              lambda line: events(f"{plan.survey}/{COLLECTION}: {line}", survey=plan.survey),
                              lambda line: events.error(line, survey=plan.survey, raster=COLLECTION))
-    failed = any("photos failed" in w for w in outcome.warnings)
+    failed = any(PHOTOS_FAILED in w for w in outcome.warnings)
     record.status = "ok" if outcome.status == "ok" and not failed else "error"
     record.error, record.seconds, record.finished_at = outcome.error or (outcome.warnings[0] if failed else None), outcome.seconds, now()
     save_record(out, record)
@@ -654,7 +655,7 @@ def segment_into(staged: StagedHeatmap, tracer: HeatmapTracer, plan: WindowPlan,
         if entry.written and checksum(staged.levels(entry.window())) != entry.crc:
             journal.forget(i)  # its pixels did not reach the disk after all
     if journal.finished:
-        say(f"resumed: {len(journal.finished)} of {len(plan.windows)} windows already done")
+        say(f"resumed: {len(journal.finished)} of {counted(len(plan.windows), 'window')} already done")
         for entry in journal.finished.values():  # the tracer sees every block, finished ones read back
             core = plan.cores[entry.index]
             if core is not None:

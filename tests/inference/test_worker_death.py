@@ -121,7 +121,7 @@ def test_worker_killed_mid_run_the_run_completes_as_an_uninterrupted_one(tiny_mo
     assert proc.returncode == 0, console
     assert "Traceback" not in console and "KilledWorker" not in console and "distributed." not in console, console
     assert stderr.strip() == "", stderr
-    assert stdout.strip().splitlines()[-1].startswith("1 of 1 rasters done (1 computed, 0 up to date, 0 failed)"), stdout
+    assert stdout.strip().splitlines()[-1].startswith("1 of 1 raster done (1 computed, 0 up to date, 0 failed)"), stdout
 
     again = subprocess.run(command(survey, reference, tiny_model, config), capture_output=True, text=True, timeout=400)
     assert again.returncode == 0, again.stdout + again.stderr

@@ -150,7 +150,7 @@ def test_http_raster_gives_the_local_outputs_and_is_redone_only_when_the_server_
     assert local_run.exit_code == 0, local_run.output
     assert remote_run.exit_code == 0, remote_run.output
     assert "input not found" not in remote_run.output  # the old answer to any URL
-    assert "1 of 1 rasters done (1 computed" in remote_run.stdout
+    assert "1 of 1 raster done (1 computed" in remote_run.stdout
     mine, theirs = tmp_path / "out" / "survey" / "ortho", tmp_path / "out_local" / "survey" / "ortho"
     assert np.array_equal(heatmap(mine), heatmap(theirs))
     assert polygons(mine) == polygons(theirs)

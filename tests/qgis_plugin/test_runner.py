@@ -241,7 +241,9 @@ def test_lines_survive_any_chunking_even_inside_a_utf8_character():
 
 def test_failures_and_usage_errors_are_collected():
     progress = Progress()
-    for line in ("1 rasters: 1 to compute, 0 up to date or unreadable", "[1/1] s/broken (new)",
+    progress.line("1 raster: 1 to compute, 0 up to date or unreadable")  # the count in the singular is read too
+    assert progress.todo == 1
+    for line in ("1 raster: 1 to compute, 0 up to date or unreadable", "[1/1] s/broken (new)",
                  "FAILED /d/s/broken.tif: unsupported band layout (5 bands) — give an RGB, RGBA or single-band raster",
                  "error: out: parent folder / does not exist — create it, or choose another --out"):
         progress.line(line)

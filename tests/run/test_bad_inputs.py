@@ -139,14 +139,6 @@ BAD_ANNOTATIONS = [empty_geojson, invalid_geojson, gpkg_in_mismatched_crs, mask_
 # ---------------------------------------------------------------------------------- helpers
 
 
-@pytest.fixture(scope="module")
-def cluster():
-    from distributed import LocalCluster
-
-    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None) as local:
-        yield local
-
-
 def invoke(*args):
     return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
 

@@ -121,12 +121,7 @@ def _run(*args: object) -> tuple[int, str]:
     return result.exit_code, result.output
 
 
-@pytest.fixture(scope="module")
-def cluster():
-    from distributed import LocalCluster
-
-    with LocalCluster(n_workers=1, threads_per_worker=2, processes=True, dashboard_address=None) as local:
-        yield local
+CLUSTER_THREADS = 2  # the cluster fixture's (conftest.py): two photos at once
 
 
 def test_a_corrupt_photo_among_good_ones_fails_alone_with_one_line(tmp_path, cluster):

@@ -20,6 +20,7 @@ from click.testing import CliRunner
 
 from survey_cracks.cli.main import cli
 from survey_cracks.deliver.collection import COLLECTION, HEATMAPS, PHOTOS_CSV, read_journal
+from survey_cracks.run.manifest import load_records
 from survey_cracks.synthetic import render_scene
 from test_collection import add_gps, write_photos
 
@@ -28,12 +29,7 @@ FIGURES = ["status", "polygons", "centrelines", "crack_length", "max_width", "th
            "pixel_0px_f1", "pixel_2px_f1", "centreline_quality", "score", "heatmap"]
 
 
-@pytest.fixture(scope="module")
-def cluster():
-    from distributed import LocalCluster
-
-    with LocalCluster(n_workers=1, threads_per_worker=2, processes=True, dashboard_address=None) as local:
-        yield local
+CLUSTER_THREADS = 2  # the cluster fixture's (conftest.py): two photos at once
 
 
 def invoke(*args: object) -> tuple[int, str]:
@@ -110,6 +106,20 @@ def test_evaluate_rescores_a_collection_as_a_fresh_run_at_that_threshold_would(t
     assert "3 photos up to date" in invoke("run", survey, "--out", out, "--scheduler", cluster.scheduler_address,
                                            "--threshold", 0.6)[1]
     assert len(read_journal(out / "road" / COLLECTION)) == len(paths)
+
+
+def test_a_collection_records_its_folder_as_given_and_counts_one_photo_in_the_singular(tmp_path, monkeypatch):
+    """report.json's source is the survey folder as given to `run` (here relative), as a raster's report records its
+    own path; the manifest keeps it absolute (later runs name the survey by it)."""
+    write_survey(tmp_path / "road", 1)
+    monkeypatch.chdir(tmp_path)  # the run's own cluster, started here: the module's has another working folder
+    code, output = invoke("run", "road", "--out", "out", "--workers", 1)
+    assert code == 0, output
+    assert json.loads((tmp_path / "out" / "road" / COLLECTION / "report.json").read_text())["source"] == "road"
+    record = load_records(tmp_path / "out")[0]
+    assert record.source == record.survey_source == str((tmp_path / "road").resolve())
+    assert "road: 1 photo as one collection, 1 to compute" in output and "1 photos" not in output, output
+    assert "(1 photo in 1 collection; 1 computed" in output and "summary.csv covers 1 photo in 1 collection" in output, output
 
 
 def test_evaluate_says_in_one_line_that_a_collection_without_heatmaps_cannot_be_rescored(tmp_path, cluster):

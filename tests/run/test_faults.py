@@ -57,14 +57,6 @@ def assert_no_traceback(proc: subprocess.CompletedProcess) -> None:
     assert "Traceback" not in console and "unexpected" not in console and "please report" not in console, console
 
 
-@pytest.fixture(scope="module")
-def cluster():
-    from distributed import LocalCluster
-
-    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None) as local:
-        yield local
-
-
 # ---------------------------------------------------------------------------------- corrupt tile, unreadable raster
 
 

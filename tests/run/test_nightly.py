@@ -30,14 +30,6 @@ from tests.conftest import write_geotiff
 SIZE = 96
 
 
-@pytest.fixture(scope="module")
-def cluster():
-    from distributed import LocalCluster
-
-    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None) as local:
-        yield local
-
-
 def write_raster(path: Path, seed: int = 0) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     rgb = render_scene(SIZE, SIZE, seed=seed, n_cracks=1)[0]
@@ -329,7 +321,7 @@ def test_quiet_prints_one_closing_line_and_logs_everything_as_json(tiny_model, c
     lines = result.stdout.strip().splitlines()  # quiet: warnings (the tiny model floods this raster), then one line
     assert all(line.startswith("WARNING ") for line in lines[:-1]), lines
     assert lines[-1:] == [
-        f"1 of 1 rasters done (1 computed, 0 up to date, 0 failed); outputs in {out}/ (summary.csv covers 1 rasters, run.json, report.html, catalog.json)"]
+        f"1 of 1 raster done (1 computed, 0 up to date, 0 failed); outputs in {out}/ (summary.csv covers 1 raster, run.json, report.html, catalog.json)"]
     events = [json.loads(line) for line in (out / "run.log.jsonl").read_text().splitlines()]
     assert {"time", "level", "message"} <= set(events[0])
     assert any(e.get("raster") == "a" and "done" in e["message"] for e in events)

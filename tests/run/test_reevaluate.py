@@ -25,14 +25,6 @@ SCANS = ("scan_001", "scan_002")
 EVALUATED_AT = 0.6
 
 
-@pytest.fixture(scope="module")
-def cluster():
-    from distributed import LocalCluster
-
-    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None) as local:
-        yield local
-
-
 @pytest.fixture
 def road(tmp_path) -> Path:
     """Two sample road scans and their mask annotations in road/."""

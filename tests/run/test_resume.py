@@ -29,14 +29,6 @@ WINDOW = 128
 SEGMENT_RASTER = survey_cracks.run.pipeline.segment_raster
 
 
-@pytest.fixture(scope="module")
-def cluster():
-    from distributed import LocalCluster
-
-    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None) as local:
-        yield local
-
-
 def write_raster(path: Path, size: int, seed: int = 3) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     rgb = render_scene(size, size, seed=seed, n_cracks=3)[0]
