@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import sys
 import time
 import traceback
 import warnings
@@ -199,8 +200,17 @@ def collection_inputs(jobs: list[PhotoJob], model_sha256: str, config_hash: str)
                   config_sha256=config_hash)
 
 
+# How long a thread may hold the GIL while another waits for it (CPython's default: 5 ms). A worker's two photo
+# tasks share one GIL: the network gives it up for every operation and must take it back after each (about a
+# hundred a photo), while the other task traces in Python and keeps it up to the whole interval each time, so
+# at 5 ms the network waited about half its own time (bench/photo_gil.py). Shorter, it waits less; the
+# tracing is interrupted more often, at a few microseconds a switch.
+PHOTO_SWITCH_INTERVAL_S = 0.0005
+
+
 def photos_task(jobs: list[PhotoJob], settings: PhotoSettings) -> list[PhotoResult]:
     """Dask task: every photo of ``jobs`` computed in turn (each fails alone)."""
+    sys.setswitchinterval(PHOTO_SWITCH_INTERVAL_S)  # the worker's (process-wide); see above
     return [compute_photo(job, settings) for job in jobs]
 
 
