@@ -30,7 +30,7 @@ PRODUCERS = {
     "photo_profile_before": "python bench/photo_profile.py --repo ../before --json bench/results/photo_profile_before.json",
     "photo_memory": "python bench/photo_memory.py",
     "photo_gil": "python bench/photo_gil.py --count 20 --rounds 3 --json bench/results/photo_gil.json",
-    "photo_gil_switch": "python bench/photo_gil.py --count 20 --rounds 3 --switch 0.0005 "
+    "photo_gil_switch": "python bench/photo_gil.py --count 20 --rounds 3 --switch 0.0001 "
                         "--json bench/results/photo_gil_switch.json",
     "finetune_mask": "flock /tmp/survey_cracks_cpu.lock python bench/finetune_mask.py",
     "mask_bridges_shipped": "flock /tmp/survey_cracks_cpu.lock python bench/mask_bridges.py",

@@ -202,10 +202,10 @@ def collection_inputs(jobs: list[PhotoJob], model_sha256: str, config_hash: str)
 
 # How long a thread may hold the GIL while another waits for it (CPython's default: 5 ms). A worker's two photo
 # tasks share one GIL: the network gives it up for every operation and must take it back after each (about a
-# hundred a photo), while the other task traces in Python and keeps it up to the whole interval each time, so
-# at 5 ms the network waited about half its own time (bench/photo_gil.py). Shorter, it waits less; the
-# tracing is interrupted more often, at a few microseconds a switch.
-PHOTO_SWITCH_INTERVAL_S = 0.0005
+# hundred a photo), while the other task traces in Python and keeps it up to the interval each time. Measured
+# (bench/photo_gil.py, 448 x 448, one torch thread): the network took ~90 ms a photo alone and ~150 ms beside a
+# tracing thread at 5 ms and at 0.5 ms, ~117 ms at 0.1 ms; the tracing itself is not slower.
+PHOTO_SWITCH_INTERVAL_S = 0.0001
 
 
 def photos_task(jobs: list[PhotoJob], settings: PhotoSettings) -> list[PhotoResult]:
