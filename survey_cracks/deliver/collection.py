@@ -117,8 +117,14 @@ class CollectionWriter:
         self.features = 0
 
     def start(self, keep: set[str]) -> None:
-        """Ready to append: features of photos not in ``keep`` (redone now, or cut off by a kill) deleted."""
+        """Ready to append: features of photos not in ``keep`` (redone now, or cut off by a kill) deleted; a torn last
+        journal line ended, so that the next line is not appended to it (and lost with it)."""
         (self.folder / HEATMAPS).mkdir(parents=True, exist_ok=True)
+        if self.journal.is_file() and self.journal.stat().st_size:
+            with open(self.journal, "rb+") as fh:
+                fh.seek(-1, os.SEEK_END)
+                if fh.read(1) != b"\n":
+                    fh.write(b"\n")
         if not self.gpkg.is_file():
             return
         with sqlite3.connect(self.gpkg) as db:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from survey_cracks.deliver.collection import JOURNAL, compact_journal, iter_journal, read_journal
+from survey_cracks.deliver.collection import JOURNAL, CollectionWriter, compact_journal, iter_journal, read_journal
 
 
 def line(name: str, value: int) -> str:
@@ -28,3 +28,12 @@ def test_compaction_keeps_the_last_lines_of_the_photos_kept(tmp_path):
     (tmp_path / JOURNAL).write_text(line("a", 1) + line("b", 2) + line("a", 3) + line("c", 4))
     compact_journal(tmp_path, {"a", "c"})
     assert (tmp_path / JOURNAL).read_text() == line("a", 3) + line("c", 4)
+
+
+def test_a_line_written_after_a_torn_one_is_kept(tmp_path):
+    (tmp_path / JOURNAL).write_text(line("a", 1) + line("b", 2)[:30])  # killed while writing b
+    writer = CollectionWriter(tmp_path)
+    writer.start({"a"})
+    writer.add("c", None, None, json.loads(line("c", 3)))
+    writer.flush()
+    assert [(name, entry["row"]["value"]) for name, entry in iter_journal(tmp_path)] == [("a", 1), ("c", 3)]
