@@ -29,6 +29,7 @@ PRODUCERS = {
                               "1920x1080:40 --shared-count 0 --rounds 3 --json bench/results/photo_throughput_scale.json",
     "photo_profile_before": "python bench/photo_profile.py --repo ../before --json bench/results/photo_profile_before.json",
     "photo_memory": "python bench/photo_memory.py",
+    "photo_memory_streamed": "python bench/photo_memory.py --counts 10000 --json bench/results/photo_memory_streamed.json",
     "photo_gil": "python bench/photo_gil.py --count 20 --rounds 3 --json bench/results/photo_gil.json",
     "photo_gil_switch": "python bench/photo_gil.py --count 20 --rounds 3 --switch 0.0001 "
                         "--json bench/results/photo_gil_switch.json",
@@ -339,7 +340,7 @@ RENDERERS: dict[str, Callable[[dict, Callable[..., str]], str]] = {
     "mask_retrain": mask_retrain,
     "finetune_mask_timing": finetune_mask_timing, "photo_throughput": photo_throughput,
     "photo_throughput_scale": photo_throughput, "photo_profile_before": photo_profile,
-    "photo_memory": photo_memory, "photo_gil": photo_gil, "photo_gil_switch": photo_gil, "engine_profile_before": engine_profile,
+    "photo_memory": photo_memory, "photo_memory_streamed": photo_memory, "photo_gil": photo_gil, "photo_gil_switch": photo_gil, "engine_profile_before": engine_profile,
     "engine_profile_after": engine_profile,
     "engine_table": engine_table, "engine_agreement": engine_agreement,
     "segment_throughput_engine": segment_throughput, "segment_throughput_windows": segment_throughput,
