@@ -29,7 +29,10 @@ PRODUCERS = {
                               "1920x1080:40 --shared-count 0 --rounds 3 --json bench/results/photo_throughput_scale.json",
     "photo_profile_before": "python bench/photo_profile.py --repo ../before --json bench/results/photo_profile_before.json",
     "photo_memory": "python bench/photo_memory.py",
+    "photo_memory_streamed": "python bench/photo_memory.py --counts 10000 --json bench/results/photo_memory_streamed.json",
     "photo_gil": "python bench/photo_gil.py --count 20 --rounds 3 --json bench/results/photo_gil.json",
+    "photo_gil_switch": "python bench/photo_gil.py --count 20 --rounds 3 --switch 0.0001 "
+                        "--json bench/results/photo_gil_switch.json",
     "finetune_mask": "flock /tmp/survey_cracks_cpu.lock python bench/finetune_mask.py",
     "mask_bridges_shipped": "flock /tmp/survey_cracks_cpu.lock python bench/mask_bridges.py",
     "mask_retrain": "flock /tmp/survey_cracks_cpu.lock python bench/mask_retrain.py --candidate runs/mask_bridges/model.safetensors",
@@ -211,7 +214,8 @@ def photo_gil(result: dict, table: Callable[..., str]) -> str:
     return "\n\n".join([
         table(["round", "network alone, ms a photo", "network beside tracing", "tracing alone", "tracing beside network"],
               rows),
-        f"`{result['command'].strip()}`: {result['photos']} photos of {result['size']}, one torch thread.",
+        f"`{result['command'].strip()}`: {result['photos']} photos of {result['size']}, one torch thread, GIL switch "
+        f"interval {result['switch_s'] * 1000:g} ms.",
     ])
 
 
@@ -342,7 +346,7 @@ RENDERERS: dict[str, Callable[[dict, Callable[..., str]], str]] = {
     "mask_retrain": mask_retrain,
     "finetune_mask_timing": finetune_mask_timing, "photo_throughput": photo_throughput,
     "photo_throughput_scale": photo_throughput, "photo_profile_before": photo_profile,
-    "photo_memory": photo_memory, "photo_gil": photo_gil, "engine_profile_before": engine_profile,
+    "photo_memory": photo_memory, "photo_memory_streamed": photo_memory, "photo_gil": photo_gil, "photo_gil_switch": photo_gil, "engine_profile_before": engine_profile,
     "engine_profile_after": engine_profile,
     "engine_table": engine_table, "engine_agreement": engine_agreement,
     "segment_throughput_engine": segment_throughput, "segment_throughput_windows": segment_throughput,

@@ -117,8 +117,14 @@ class CollectionWriter:
         self.features = 0
 
     def start(self, keep: set[str]) -> None:
-        """Ready to append: features of photos not in ``keep`` (redone now, or cut off by a kill) deleted."""
+        """Ready to append: features of photos not in ``keep`` (redone now, or cut off by a kill) deleted; a torn last
+        journal line ended, so that the next line is not appended to it (and lost with it)."""
         (self.folder / HEATMAPS).mkdir(parents=True, exist_ok=True)
+        if self.journal.is_file() and self.journal.stat().st_size:
+            with open(self.journal, "rb+") as fh:
+                fh.seek(-1, os.SEEK_END)
+                if fh.read(1) != b"\n":
+                    fh.write(b"\n")
         if not self.gpkg.is_file():
             return
         with sqlite3.connect(self.gpkg) as db:
@@ -179,19 +185,42 @@ class CollectionWriter:
 
 
 def read_journal(folder: Path) -> dict[str, dict[str, Any]]:
-    """Each finished photo's last journal line (photo name -> line); a torn last line (a kill) is skipped."""
-    done: dict[str, dict[str, Any]] = {}
+    """Each finished photo's last journal line (photo name -> line); a torn last line (a kill) is skipped.
+
+    Holds every line (about 8 KiB a photo): for a pass over the photos, `iter_journal` holds one.
+    """
+    return dict(iter_journal(folder))
+
+
+def iter_journal(folder: Path) -> Iterator[tuple[str, dict[str, Any]]]:
+    """Each finished photo's last journal line, one at a time, in the order the photos first appear.
+
+    Two passes over the file: the first keeps only where each photo's last whole line starts, so memory
+    grows with the number of photos by a name and an offset (not by their reports, ~8 KiB each).
+    """
     path = folder / JOURNAL
     if not path.is_file():
-        return done
-    with open(path) as fh:
+        return
+    last: dict[str, int] = {}
+    with open(path, "rb") as fh:
+        offset = 0
         for line in fh:
-            try:
-                entry = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            done[entry["report"]["raster"]] = entry
-    return done
+            entry = _journal_line(line)
+            if entry is not None:
+                last[entry["report"]["raster"]] = offset
+            offset += len(line)
+        for name, start in last.items():
+            fh.seek(start)
+            entry = _journal_line(fh.readline())
+            assert entry is not None  # parsed in the first pass
+            yield name, entry
+
+
+def _journal_line(line: bytes) -> dict[str, Any] | None:
+    try:
+        return json.loads(line)
+    except ValueError:  # a torn last line (a kill): not JSON, or cut inside a UTF-8 character
+        return None
 
 
 def failed_rows(folder: Path) -> list[dict[str, Any]]:
@@ -204,11 +233,14 @@ def failed_rows(folder: Path) -> list[dict[str, Any]]:
     return table.where(table.notna(), None).to_dict("records")
 
 
-def compact_journal(folder: Path, keep: dict[str, dict[str, Any]]) -> None:
-    """Rewrite the journal with ``keep``'s lines only (photos redone or gone are dropped), atomically."""
-    with atomic_write(folder / JOURNAL) as tmp:
-        tmp.write_text("".join(json.dumps(entry) + "\n" for entry in keep.values()))
+def compact_journal(folder: Path, keep: set[str]) -> None:
+    """Rewrite the journal with the last lines of the photos in ``keep`` only (photos redone or gone are dropped),
+    atomically, a line at a time."""
+    with atomic_write(folder / JOURNAL) as tmp, open(tmp, "w") as fh:
+        for name, entry in iter_journal(folder):
+            if name in keep:
+                fh.write(json.dumps(entry) + "\n")
 
 
 __all__ = ["COLLECTION", "EXIF", "FRAME_CSV", "CollectionWriter", "FramePosition", "apply_positions", "table_positions", "HEATMAPS", "JOURNAL", "PHOTO_CHANGES_CSV", "PHOTOS_CSV", "compact_journal", "failed_rows", "heatmap_name",
-           "is_collection", "photo_row", "read_journal"]
+           "is_collection", "iter_journal", "photo_row", "read_journal"]

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import sys
 import time
 import traceback
 import warnings
@@ -42,8 +43,8 @@ from survey_cracks.deliver.collection import (
     apply_positions,
     compact_journal,
     heatmap_name,
+    iter_journal,
     photo_row,
-    read_journal,
     table_positions,
 )
 from survey_cracks.deliver.console import counted
@@ -200,8 +201,17 @@ def collection_inputs(jobs: list[PhotoJob], model_sha256: str, config_hash: str)
                   config_sha256=config_hash)
 
 
+# How long a thread may hold the GIL while another waits for it (CPython's default: 5 ms). A worker's two photo
+# tasks share one GIL: the network gives it up for every operation and must take it back after each (about a
+# hundred a photo), while the other task traces in Python and keeps it up to the interval each time. Measured
+# (bench/photo_gil.py, 448 x 448, one torch thread): the network took ~90 ms a photo alone and ~150 ms beside a
+# tracing thread at 5 ms and at 0.5 ms, ~117 ms at 0.1 ms; the tracing itself is not slower.
+PHOTO_SWITCH_INTERVAL_S = 0.0001
+
+
 def photos_task(jobs: list[PhotoJob], settings: PhotoSettings) -> list[PhotoResult]:
     """Dask task: every photo of ``jobs`` computed in turn (each fails alone)."""
+    sys.setswitchinterval(PHOTO_SWITCH_INTERVAL_S)  # the worker's (process-wide); see above
     return [compute_photo(job, settings) for job in jobs]
 
 
@@ -317,15 +327,16 @@ class CollectionRun:
     inputs: Inputs
     source: str  # the survey folder as given to `run` (relative to where it ran, or absolute): report.json's
     survey_source: str  # the same folder, absolute: the manifest's (it names the survey in later runs)
-    done: dict[str, dict[str, Any]] = field(default_factory=dict)  # journal lines of up-to-date photos
+    done: set[str] = field(default_factory=set)  # photos whose journal line is up to date
     positions: dict[str, FramePosition] = field(default_factory=dict)  # from --frame-positions: win over EXIF
 
 
 def plan_collection(survey: str, out: Path, items: list[SurveyRaster], model_sha256: str, config_hash: str, force: bool) -> tuple[CollectionRun, list[str]]:
     """The collection's photos, those whose journal line is up to date set apart; unreadable photos' lines."""
     folder = out / survey / COLLECTION
-    journal = {} if force else read_journal(folder)
-    jobs, errors, done = [], [], {}
+    # only each photo's inputs are kept from its journal line (a line is ~8 KiB: 50,000 photos would be 400 MB)
+    journal = {} if force else {name: entry.get("inputs") for name, entry in iter_journal(folder)}
+    jobs, errors, done = [], [], set()
     for item in items:
         try:
             annotation = find_annotation(item.path)
@@ -335,9 +346,8 @@ def plan_collection(survey: str, out: Path, items: list[SurveyRaster], model_sha
             errors.append(f"{item.path}: cannot read it ({error.strerror or error}) — check the file and its permissions")
             continue
         job = PhotoJob(item.name, Path(item.path), Path(annotation) if annotation else None, inputs, size)
-        entry = journal.get(item.name)
-        if entry is not None and entry.get("inputs") == inputs:
-            done[item.name] = entry
+        if item.name in journal and journal[item.name] == inputs:
+            done.add(item.name)
         jobs.append(job)
     given = Path(items[0].path).parent  # report.json records the survey folder as given to `run`, as a raster's own path
     return CollectionRun(survey, folder, jobs, collection_inputs(jobs, model_sha256, config_hash), str(given),
@@ -355,7 +365,7 @@ def run_collection(plan: CollectionRun, client: Any, settings: PhotoSettings, pr
         say(f"{len(plan.done)} of {counted(len(plan.photos), 'photo')} already done")
     compact_journal_if_needed(plan)
     writer = CollectionWriter(plan.folder)
-    writer.start(set(plan.done))
+    writer.start(plan.done)
     failed: list[dict[str, Any]] = []
     empty: dict[str, gpd.GeoDataFrame] = {}
     inputs_of = {job.name: job.inputs for job in todo}
@@ -374,7 +384,7 @@ def run_collection(plan: CollectionRun, client: Any, settings: PhotoSettings, pr
         writer.add(outcome.raster, result.polygons, result.lines,
                    {"inputs": inputs_of[outcome.raster], "report": outcome.as_dict(),
                     "row": row})
-    return close_collection(writer, plan.survey, plan.source, {job.name for job in plan.photos}, set(plan.done), failed,
+    return close_collection(writer, plan.survey, plan.source, {job.name for job in plan.photos}, plan.done, failed,
                             empty, time.perf_counter() - started, positions)
 
 
@@ -385,11 +395,13 @@ def close_collection(writer: CollectionWriter, survey: str, source: str, names: 
     this run), the ``failed`` photos' rows and the ``positions`` that win over the photos' EXIF; its outcome."""
     writer.flush()
     remove_stale_heatmaps(writer.folder, names)
-    journal = read_journal(writer.folder)
-    rows = [entry["row"] | ({"action": UP_TO_DATE} if name in done else {}) for name, entry in journal.items()
-            if name in names] + failed
-    writer.finish(apply_positions(iter(sorted(rows, key=lambda r: r["photo"])), positions), empty)
-    outcome = collection_outcome(survey, source, names, journal, failed, seconds)
+    rows, reports = [], []
+    for name, entry in iter_journal(writer.folder):  # a line at a time: the reports (~8 KiB a photo) are not held
+        if name in names:
+            rows.append(entry["row"] | ({"action": UP_TO_DATE} if name in done else {}))
+            reports.append(PhotoTotals.of(RasterOutcome.from_report(entry["report"], COMPUTED)))
+    writer.finish(apply_positions(iter(sorted(rows + failed, key=lambda r: r["photo"])), positions), empty)
+    outcome = collection_outcome(survey, source, names, reports, failed, seconds)
     write_json(writer.folder / REPORT, outcome.as_dict() | {"layout": COLLECTION, "photos": len(names),
                                                             "photos_failed": len(failed)})
     return outcome
@@ -397,10 +409,9 @@ def close_collection(writer: CollectionWriter, survey: str, source: str, names: 
 
 def compact_journal_if_needed(plan: CollectionRun) -> None:
     """Journal lines of photos now out of date (changed, gone) dropped before new ones are added."""
-    journal = read_journal(plan.folder)
-    if set(journal) != set(plan.done):
+    if {name for name, _ in iter_journal(plan.folder)} != plan.done:
         plan.folder.mkdir(parents=True, exist_ok=True)
-        compact_journal(plan.folder, {name: journal[name] for name in plan.done})
+        compact_journal(plan.folder, plan.done)
 
 
 def remove_stale_heatmaps(folder: Path, names: set[str]) -> None:
@@ -412,18 +423,37 @@ def remove_stale_heatmaps(folder: Path, names: set[str]) -> None:
                 png.unlink(missing_ok=True)
 
 
-def collection_outcome(survey: str, source: str, names: set[str], journal: dict[str, dict[str, Any]],
+@dataclass(frozen=True)
+class PhotoTotals:
+    """What the collection's totals take from a photo's report (kept per photo instead of the whole report)."""
+
+    windows: int
+    windows_processed: int
+    polygons: int
+    centrelines: int
+    crack_length: float
+    max_width: float | None
+    threshold: float | None
+    measured: RasterMetrics | None
+
+    @classmethod
+    def of(cls, report: RasterOutcome) -> PhotoTotals:
+        c = report.counts
+        return cls(c.windows or 0, c.windows_processed or 0, c.polygons or 0, c.centrelines or 0, c.crack_length or 0,
+                   c.max_width, c.threshold, report.measured)
+
+
+def collection_outcome(survey: str, source: str, names: set[str], reports: list[PhotoTotals],
                        failed: list[dict[str, Any]], seconds: float) -> RasterOutcome:
     """The collection as one line of summary.csv and the survey's report: its photos' totals."""
-    reports = [RasterOutcome.from_report(entry["report"], COMPUTED) for name, entry in journal.items() if name in names]
-    counts = RasterCounts(mode="mask", windows=sum(r.counts.windows or 0 for r in reports),
-                          windows_processed=sum(r.counts.windows_processed or 0 for r in reports),
-                          polygons=sum(r.counts.polygons or 0 for r in reports),
-                          centrelines=sum(r.counts.centrelines or 0 for r in reports),
-                          crack_length=round(sum(r.counts.crack_length or 0 for r in reports), 4),
-                          max_width=max((r.counts.max_width for r in reports if r.counts.max_width is not None), default=None),
-                          threshold=reports[0].counts.threshold if reports else None, unit="px", photos=len(names))
-    measured: list[RasterMetrics] = [r.measured for r in reports if r.measured is not None]
+    counts = RasterCounts(mode="mask", windows=sum(r.windows for r in reports),
+                          windows_processed=sum(r.windows_processed for r in reports),
+                          polygons=sum(r.polygons for r in reports),
+                          centrelines=sum(r.centrelines for r in reports),
+                          crack_length=round(sum(r.crack_length for r in reports), 4),
+                          max_width=max((r.max_width for r in reports if r.max_width is not None), default=None),
+                          threshold=reports[0].threshold if reports else None, unit="px", photos=len(names))
+    measured = [r.measured for r in reports if r.measured is not None]
     if measured:
         counts.photos_annotated = len(measured)
         counts.annotation = counted(len(measured), "annotated photo")

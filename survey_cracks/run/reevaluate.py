@@ -40,8 +40,8 @@ from survey_cracks.deliver.collection import (
     failed_rows,
     heatmap_name,
     is_collection,
+    iter_journal,
     photo_row,
-    read_journal,
     table_positions,
 )
 from survey_cracks.deliver.condition import AssetRules
@@ -100,7 +100,7 @@ def reevaluate_collection(outcome: RasterOutcome, folder: Path, cwd: Path, thres
     ``settings``: the hash of the settings now in force; each photo's journal line records it, as a run at
     ``threshold`` would, so that a later run at another threshold computes the photos again.
     """
-    journal = read_journal(folder)
+    journal = [name for name, _ in iter_journal(folder)]  # the names only: the lines are read one at a time below
     missing = [name for name in journal if not (folder / heatmap_name(name)).is_file()]
     if missing:
         log(f"{outcome.survey}/{outcome.raster}: re-scoring needs each photo's heatmap and {len(missing)} of {len(journal)} "
@@ -114,7 +114,8 @@ def reevaluate_collection(outcome: RasterOutcome, folder: Path, cwd: Path, thres
     writer.start(set())
     jobs: list[PhotoJob] = []
     empty: dict[str, gpd.GeoDataFrame] = {}
-    for name, entry in tqdm(journal.items(), desc=f"{outcome.survey}/{outcome.raster}", unit="photo", disable=not progress):
+    for name, entry in tqdm(iter_journal(folder), desc=f"{outcome.survey}/{outcome.raster}", unit="photo", total=len(journal),
+                            disable=not progress):
         source = cwd / entry["report"]["source"]
         annotation = find_annotation(source) if source.is_file() else None
         photo, polygons, lines = rescore_photo(entry, folder / heatmap_name(name), source, annotation, threshold, config)
