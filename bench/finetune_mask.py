@@ -44,17 +44,19 @@ DATA = next((p for p in (ROOT.parent / "shared", ROOT.parents[1] / "shared") if 
 RESULTS = ROOT / "bench" / "results" / "finetune_mask.json"
 
 
-def finetune(survey: Path, out: Path, steps: int, val_fraction: float) -> tuple[list[str], float]:
+def finetune(survey: Path, out: Path, steps: int, val_fraction: float, base: Path) -> tuple[list[str], float]:
     """`survey-cracks finetune` as a user runs it; returns the command and its seconds."""
     command = ["survey-cracks", "finetune", str(survey), "--out", str(out), "--steps", str(steps),
                "--val-fraction", str(val_fraction), "--quiet"]
+    if base.resolve() != SHIPPED_MODEL.resolve():
+        command += ["--model", str(base)]
     started = time.perf_counter()
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     subprocess.run([sys.executable, "-m", "survey_cracks.cli.main", *command[1:]], check=True, env=env)
     return command, time.perf_counter() - started
 
 
-def procedural(work: Path, size: int, steps: int) -> dict:
+def procedural(work: Path, size: int, steps: int, base: Path) -> dict:
     adapt, held = work / "board" / "adapt", work / "board" / "held_out"
     for folder in (adapt, held):
         shutil.rmtree(folder, ignore_errors=True)
@@ -63,8 +65,8 @@ def procedural(work: Path, size: int, steps: int) -> dict:
         write_orthomosaic(folder / f"{name}.tif", size, size, seed=seed, gsd=0.002, surface="concrete",
                           annotation_path=folder / f"{name}.cracks.gpkg", label_joints=True)
     out = work / "board" / "board.safetensors"
-    command, seconds = finetune(adapt, out, steps, 0.5)
-    result = compare(SHIPPED_MODEL, out, survey_images([held], progress=False), start_threshold(run_folder(out)))
+    command, seconds = finetune(adapt, out, steps, 0.5, base)
+    result = compare(base, out, survey_images([held], progress=False), start_threshold(run_folder(out)))
     return {"command": " ".join(command), "finetune_seconds": round(seconds, 1), "mosaics": f"3 x {size}x{size} px, 2 mm",
             "made_by": f"survey_cracks.synthetic.write_orthomosaic(seed=11|12|13, gsd=0.002, label_joints=True)",
             "table": json.loads(result.to_json()), "markdown": result.markdown()}
@@ -75,7 +77,7 @@ def group(stem: str) -> str:
     return stem.rsplit("_", 1)[0] if stem.startswith("ck") else "_".join(stem.split("_")[:2])
 
 
-def real(work: Path, steps: int, adapt_groups: int, per_group: int, held_tiles: int) -> dict:
+def real(work: Path, steps: int, adapt_groups: int, per_group: int, held_tiles: int, base: Path) -> dict:
     images = sorted((DATA / "images").glob("*.jpg"))
     by_group: dict[str, list[Path]] = {}
     for image in images:
@@ -102,8 +104,8 @@ def real(work: Path, steps: int, adapt_groups: int, per_group: int, held_tiles: 
             (folder / tile.name).symlink_to(tile.resolve())
             (folder / f"{tile.stem}.mask.png").symlink_to((DATA / "masks" / f"{tile.stem}.png").resolve())
     out = work / "bridges" / "bridges.safetensors"
-    command, seconds = finetune(adapt, out, steps, 0.25)
-    result = compare(SHIPPED_MODEL, out, survey_images([held], progress=False), start_threshold(run_folder(out)))
+    command, seconds = finetune(adapt, out, steps, 0.25, base)
+    result = compare(base, out, survey_images([held], progress=False), start_threshold(run_folder(out)))
     return {"command": " ".join(command), "finetune_seconds": round(seconds, 1),
             "adaptation": f"{len(adapt_tiles)} tiles of {len(chosen)} groups ({', '.join(chosen)})",
             "held_out": f"{len(kept)} tiles of {len({group(t.stem) for t in kept})} other groups, duplicates dropped",
@@ -118,17 +120,23 @@ def main() -> None:
     parser.add_argument("--real-steps", type=int, default=300, help="fine-tuning steps on the 256 px bridge tiles")
     parser.add_argument("--held-tiles", type=int, default=300, help="held-out uavcrack_bridges tiles")
     parser.add_argument("--parts", default="procedural,real")
+    parser.add_argument("--base", type=Path, default=SHIPPED_MODEL,
+                        help="the model adapted and compared with [default: the shipped model]; for the real part it "
+                        "must be one that never saw uavcrack_bridges (the shipped model has not), or the part is not "
+                        "held out by source")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
-    results: dict = {"machine": f"{platform.machine()}, {os.cpu_count()} CPUs", "model": SHIPPED_MODEL.name,
-                     "command": "flock /tmp/survey_cracks_cpu.lock python bench/finetune_mask.py"}
+    base_arg = "" if args.base.resolve() == SHIPPED_MODEL.resolve() else f" --base {args.base}"
+    results: dict = {"machine": f"{platform.machine()}, {os.cpu_count()} CPUs", "model": args.base.name,
+                     "command": f"flock /tmp/survey_cracks_cpu.lock python bench/finetune_mask.py{base_arg}"}
     parts = args.parts.split(",")
     if "procedural" in parts:
-        results["procedural"] = procedural(args.work, args.size, args.steps)
+        results["procedural"] = procedural(args.work, args.size, args.steps, args.base)
         print(results["procedural"]["markdown"], flush=True)
     if "real" in parts:
         if DATA.is_dir():
-            results["real"] = real(args.work, args.real_steps, adapt_groups=8, per_group=6, held_tiles=args.held_tiles)
+            results["real"] = real(args.work, args.real_steps, adapt_groups=8, per_group=6, held_tiles=args.held_tiles,
+                                   base=args.base)
             print(results["real"]["markdown"], flush=True)
         else:
             print(f"skipped the real part: {DATA} not found")
