@@ -18,14 +18,17 @@ and the next run tries it again.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import sys
+import threading
 import time
 import traceback
 import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from collections.abc import Iterator
 from typing import Any, Callable
 
 import cv2
@@ -207,12 +210,38 @@ def collection_inputs(jobs: list[PhotoJob], model_sha256: str, config_hash: str)
 # (bench/photo_gil.py, 448 x 448, one torch thread): the network took ~90 ms a photo alone and ~150 ms beside a
 # tracing thread at 5 ms and at 0.5 ms, ~117 ms at 0.1 ms; the tracing itself is not slower.
 PHOTO_SWITCH_INTERVAL_S = 0.0001
+_switch_lock = threading.Lock()
+_switch_users = 0
+_switch_before = sys.getswitchinterval()
+
+
+@contextlib.contextmanager
+def photo_switch_interval() -> Iterator[None]:
+    """The short switch interval while any photo task of this process runs; the previous one after the last.
+
+    The interval is process-wide: left set, it would also govern the orthomosaic windows a worker computes
+    later (not measured at it) and the process of an in-process run. Counted, so that one of two concurrent
+    photo tasks ending does not take the interval from the other.
+    """
+    global _switch_users, _switch_before
+    with _switch_lock:
+        if _switch_users == 0:
+            _switch_before = sys.getswitchinterval()
+            sys.setswitchinterval(PHOTO_SWITCH_INTERVAL_S)
+        _switch_users += 1
+    try:
+        yield
+    finally:
+        with _switch_lock:
+            _switch_users -= 1
+            if _switch_users == 0:
+                sys.setswitchinterval(_switch_before)
 
 
 def photos_task(jobs: list[PhotoJob], settings: PhotoSettings) -> list[PhotoResult]:
-    """Dask task: every photo of ``jobs`` computed in turn (each fails alone)."""
-    sys.setswitchinterval(PHOTO_SWITCH_INTERVAL_S)  # the worker's (process-wide); see above
-    return [compute_photo(job, settings) for job in jobs]
+    """Dask task: every photo of ``jobs`` computed in turn (each fails alone), at the short switch interval."""
+    with photo_switch_interval():
+        return [compute_photo(job, settings) for job in jobs]
 
 
 def compute_photo(job: PhotoJob, settings: PhotoSettings) -> PhotoResult:

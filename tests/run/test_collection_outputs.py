@@ -276,3 +276,17 @@ def test_heatmaps_of_photos_gone_from_the_folder_are_removed(tmp_path):
         (tmp_path / HEATMAPS / f"{name}.png").write_bytes(b"png")
     remove_stale_heatmaps(tmp_path, {"kept", "v1.2"})
     assert sorted(p.name for p in (tmp_path / HEATMAPS).iterdir()) == ["kept.png", "v1.2.png"]
+
+
+def test_photo_tasks_restore_the_switch_interval_after_the_last_one_ends():
+    """The short GIL switch interval is process-wide: held while any photo task runs, given back after the last."""
+    import sys
+
+    from survey_cracks.run.collection import PHOTO_SWITCH_INTERVAL_S, photo_switch_interval
+
+    before = sys.getswitchinterval()
+    with photo_switch_interval():
+        with photo_switch_interval():  # a second, concurrent task
+            assert sys.getswitchinterval() == pytest.approx(PHOTO_SWITCH_INTERVAL_S)
+        assert sys.getswitchinterval() == pytest.approx(PHOTO_SWITCH_INTERVAL_S)  # the first still runs
+    assert sys.getswitchinterval() == pytest.approx(before)
