@@ -334,7 +334,7 @@ def test_scheduler_gives_same_results_as_local_cluster(default_run, surveys, tin
     result = invoke("run", surveys["root"], "--out", out, "--model", tiny_model,
                     "--scheduler", cluster.scheduler_address, "--workers", "1", "-q")
     assert result.exit_code == 0, result.output
-    assert f"1 workers at {cluster.scheduler_address}" in (out / "run.log").read_text()  # -q: in the log, not on the console
+    assert f"1 worker at {cluster.scheduler_address}" in (out / "run.log").read_text()  # -q: in the log, not on the console
     assert json.loads((out / "run.json").read_text())["config"]["inference"]["scheduler"] == cluster.scheduler_address
     for relative in ("bridge/deck", "road/scan"):
         with rasterio.open(out / relative / "heatmap.tif") as a, rasterio.open(reference / relative / "heatmap.tif") as b:
