@@ -13,9 +13,10 @@ The rule for shipping (the issue's): every existing source's test pixel F1@2 wit
 point (0.01) of the current model's, and the new source's test maps better: its F1@2 over
 all its test tiles higher AND more than half of its listed maps higher. The verdict is
 computed here, not written by hand. Where F1 is undefined (nothing annotated or nothing
-predicted) it counts as 0 when only one side has crack pixels and 1 when neither has. ``--min-tiles`` was 10 in the first run (2026-12-06):
-only one map of the test split has 10 tiles or more (68; its labels visibly miss cracks),
-so one map decided. From the second run on it is 3, fixed before that run: 45 maps.
+predicted) it counts as 0 when only one side has crack pixels and 1 when neither has.
+``--min-tiles`` was 10 in the first run (2026-12-06): only one map of the test split has 10
+tiles or more (68; its labels visibly miss cracks), so one map decided. From the second run
+on it is 3, fixed before that run: 45 maps.
 
     survey-cracks train-mask --config configs/mask_bridges.yaml --ship   # runs/mask_bridges/model.safetensors
     survey-cracks train-mask --config configs/mask_bridges_negatives.yaml --ship
@@ -125,7 +126,7 @@ def main() -> None:
     done = json.loads(partial.read_text()) if partial.is_file() else {}
     models = {}
     for name, path in [("current", args.current), *((p.resolve().parent.name, p) for p in args.candidate)]:
-        key = f"{file_sha256(path.resolve())}:{args.min_tiles}:{args.no_patch}"
+        key = f"{file_sha256(path.resolve())}:{shown(args.config)}:{args.min_tiles}:{args.no_patch}"  # same model, same images
         models[name] = done[key] if key in done else score(path.resolve(), images, args.min_tiles, patch_config)
         done[key] = models[name]
         partial.write_text(json.dumps(done))

@@ -35,7 +35,8 @@ PRODUCERS = {
                         "--json bench/results/photo_gil_switch.json",
     "finetune_mask": "flock /tmp/survey_cracks_cpu.lock python bench/finetune_mask.py",
     "mask_bridges_shipped": "flock /tmp/survey_cracks_cpu.lock python bench/mask_bridges.py",
-    "mask_retrain": "flock /tmp/survey_cracks_cpu.lock python bench/mask_retrain.py --candidate runs/mask_bridges/model.safetensors",
+    "mask_retrain": "flock /tmp/survey_cracks_cpu.lock python bench/mask_retrain.py --candidate "
+                    "runs/mask_bridges/model.safetensors runs/mask_bridges_negatives/model.safetensors",
     "finetune_mask_timing": "flock /tmp/survey_cracks_cpu.lock python bench/finetune_mask_timing.py",
     "engine_profile_before": "python bench/engine_profile.py --label before",
     "engine_profile_after": "python bench/engine_profile.py --label after --engine auto",
@@ -263,11 +264,11 @@ def mask_bridges_shipped(result: dict, table: Callable[..., str]) -> str:
 
 def mask_retrain(result: dict, table: Callable[..., str]) -> str:
     """bench/mask_retrain.py: the shipped model and re-trained candidates, by source and by map, with each verdict."""
-    from survey_cracks.outputs.tables import model_comparison_tables
+    from survey_cracks.outputs.tables import comparison_model_name, model_comparison_tables
 
     models = result["models"]
     tables = [table(headers, rows) for headers, rows in model_comparison_tables(result)]
-    described = "; ".join(f"{'before' if name == 'current' else name}: `{m['path']}` (sha256 {m['sha256'][:12]}…, "
+    described = "; ".join(f"{comparison_model_name(name)}: `{m['path']}` (sha256 {m['sha256'][:12]}…, "
                           f"mask threshold {m['threshold']})" for name, m in models.items())
     verdicts = "; ".join(
         f"**{name}**: existing sources within one point **{'yes' if v['existing_within_one_point'] else 'no'}**, new "

@@ -55,6 +55,11 @@ def markdown_table(headers: Sequence[str], rows: Iterable[Sequence[object]], ali
     return "\n".join(lines)
 
 
+def comparison_model_name(name: str) -> str:
+    """How a model of a `bench/mask_retrain.py` result is named in print: the current one is "before"."""
+    return "before" if name == "current" else name
+
+
 def model_comparison_tables(comparison: dict) -> list[tuple[list[str], list[list[object]]]]:
     """`bench/mask_retrain.py`'s result as tables: each test set under every model, pixel, by map, then patch level.
 
@@ -64,7 +69,7 @@ def model_comparison_tables(comparison: dict) -> list[tuple[list[str], list[list
     table of F1@2, a column per model, rather than a row per model.
     """
     models = comparison["models"]
-    labels = {name: "before" if name == "current" else f"**{name}**" for name in models}
+    labels = {name: comparison_model_name(name) if name == "current" else f"**{name}**" for name in models}
     current = models["current"]
     maps = [name for name in current["rows"] if " map " in name]
 
@@ -88,4 +93,4 @@ def model_comparison_tables(comparison: dict) -> list[tuple[list[str], list[list
     return tables
 
 
-__all__ = ["MISSING", "format_cell", "markdown_table", "model_comparison_tables"]
+__all__ = ["MISSING", "comparison_model_name", "format_cell", "markdown_table", "model_comparison_tables"]

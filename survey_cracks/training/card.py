@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from survey_cracks.models.network import SHIPPED_MODEL, file_sha256, read_meta
-from survey_cracks.outputs.tables import model_comparison_tables
+from survey_cracks.outputs.tables import comparison_model_name, model_comparison_tables
 from survey_cracks.training.loso_mask_table import loso_mask_markdown
 
 MASK_TASK = "mask decoder + patch head"  # provenance["task"] of a `train-mask` run
@@ -325,7 +325,7 @@ def _comparison_section(comparison: dict[str, Any] | None) -> list[str]:
     if not comparison:
         return []
     models = comparison["models"]
-    thresholds = ", ".join(f"{'before' if name == 'current' else name} {m['threshold']}" for name, m in models.items())
+    thresholds = ", ".join(f"{comparison_model_name(name)} {m['threshold']}" for name, m in models.items())
     lines = ["", "## Against the model it replaces (test splits, by source)", "",
              f"Each at its own mask threshold ({thresholds}) on the test split of every source of "
              f"`{comparison['config']}`; uavcrack_bridges also by bridge map (maps with enough test tiles); last, the "
