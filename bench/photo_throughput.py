@@ -18,6 +18,11 @@ Per set and round:
 Several checkouts (--repo before=PATH --repo after=PATH) run in the same rounds, so before and after are
 measured under the same conditions.
 
+--orthomosaic-mp N adds, to every round, `survey-cracks run` of each checkout on bench/segment_throughput.py's
+procedural orthomosaic of N MP (made once into --raster-dir): the issue's "orthomosaic throughput unchanged".
+Its figure is the run's MP/s and, per round, each checkout's MP/s / the first checkout's in that round; the
+checkouts' order alternates from round to round, so neither always runs first.
+
 Rule, fixed before any run: --rounds N (>= 3) rounds, each round runs every set as bare, run, bare[, run, bare]
 (interleaved, one run per checkout); a run's ratio is its photos/s / the mean of the two bare figures around it (the bare pass is ~1 s: measured
 on both sides, a moment of another process on the machine weighs less); the reported ratio is the median over the rounds,
@@ -53,6 +58,8 @@ from survey_cracks.inference.cluster import NETWORK_ENVIRONMENT  # noqa: E402  (
 os.environ.update(NETWORK_ENVIRONMENT)
 
 import torch  # noqa: E402
+import rasterio  # noqa: E402
+from segment_throughput import raster_for  # noqa: E402
 from throughput import timed_command  # noqa: E402
 from torchvision.models import resnet18  # noqa: E402
 
@@ -83,6 +90,7 @@ print(json.dumps(out))
 
 
 def make_procedural(folder: Path, width: int, height: int, count: int) -> list[Path]:
+    """``count`` procedural photos in ``folder``, a folder of this set alone (`run` is given the folder)."""
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
     for i in range(count):
@@ -91,6 +99,15 @@ def make_procedural(folder: Path, width: int, height: int, count: int) -> list[P
             rgb, _ = render_scene(height, width, seed=1000 + i, surface="asphalt" if i % 2 else "concrete")
             cv2.imwrite(str(path), np.ascontiguousarray(rgb[..., ::-1]), [cv2.IMWRITE_JPEG_QUALITY, 90])
         paths.append(path)
+    return exactly(folder, paths)
+
+
+def exactly(folder: Path, paths: list[Path]) -> list[Path]:
+    """``paths``, after checking they are all ``folder`` holds: `run FOLDER` must see the set that is counted."""
+    extra = sorted({p.name for p in folder.iterdir()} - {p.name for p in paths})
+    if extra:
+        raise SystemExit(f"{folder} holds {len(extra)} files that are not in the set (e.g. {extra[0]}): "
+                         "remove them or choose another --photo-dir")
     return paths
 
 
@@ -106,7 +123,7 @@ def shared_photos(folder: Path, count: int) -> tuple[str, list[Path]] | None:
                 if not dst.is_file():
                     shutil.copyfile(src, dst)
                 paths.append(dst)
-            return name, paths
+            return name, exactly(folder, paths)
     return None
 
 
@@ -170,6 +187,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="procedural sets WIDTHxHEIGHT:COUNT (none given: only the shared photos)")
     parser.add_argument("--shared-count", type=int, default=20, help="photos from ../shared/data (0: none)")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--orthomosaic-mp", type=int, default=0, metavar="N",
+                        help="also run each checkout on a procedural orthomosaic of N MP in every round (0: none)")
+    parser.add_argument("--raster-dir", type=Path, default=Path(tempfile.gettempdir()) / "bench_rasters",
+                        help="where that orthomosaic is made once (bench/segment_throughput.py's folder)")
     parser.add_argument("--photo-dir", type=Path, default=Path(tempfile.gettempdir()) / "survey_cracks_photo_bench")
     parser.add_argument("--json", type=Path, default=ROOT / "bench" / "results" / "photo_throughput.json")
     args = parser.parse_args(argv)
@@ -181,9 +202,10 @@ def main(argv: list[str] | None = None) -> int:
     for spec in args.sets:
         size, count = spec.split(":")
         width, height = (int(v) for v in size.split("x"))
-        sets.append((f"procedural {size}", make_procedural(args.photo_dir / size, width, height, int(count))))
+        sets.append((f"procedural {size}",
+                     make_procedural(args.photo_dir / f"{size}_{count}", width, height, int(count))))
     if args.shared_count:
-        shared = shared_photos(args.photo_dir / "shared", args.shared_count)
+        shared = shared_photos(args.photo_dir / f"shared_{args.shared_count}", args.shared_count)
         if shared is None:
             print(f"no deepcrack or uavcrack_bridges under {SHARED}: that set is skipped")
         else:
@@ -234,6 +256,8 @@ def main(argv: list[str] | None = None) -> int:
                           f"ratio {photos_per_s / bare:.3f}, peak {row['peak_rss_gib']:.2f} GiB, {row['files']} files",
                           flush=True)
                     bare_before = bare_after
+            if args.orthomosaic_mp:
+                orthomosaic_round(result, raster_for(args.orthomosaic_mp, args.raster_dir), repos, r, Path(scratch))
             for entry in result["sets"].values():
                 for mine in entry["by_repo"].values():
                     rounds = mine["rounds"]
@@ -244,7 +268,44 @@ def main(argv: list[str] | None = None) -> int:
             args.json.parent.mkdir(parents=True, exist_ok=True)
             args.json.write_text(json.dumps(result, indent=2) + "\n")
     print(table(result))
+    if "orthomosaic" in result:
+        print(orthomosaic_table(result))
     return 0
+
+
+def orthomosaic_round(result: dict, raster: Path, repos: dict[str, Path], r: int, scratch: Path) -> None:
+    """One round of `run RASTER` per checkout, in an order that alternates by round; ratios to the first label."""
+    with rasterio.open(raster) as src:
+        megapixels = src.width * src.height / 1e6
+    entry = result.setdefault("orthomosaic", {"raster": raster.name, "megapixels": round(megapixels, 1),
+                                              "by_repo": {label: {"rounds": []} for label in repos}})
+    labels = list(repos)
+    speeds = {}
+    for label in (labels if r % 2 == 0 else labels[::-1]):
+        row = run_once(raster, repos[label], scratch)
+        speeds[label] = megapixels / row["seconds"]
+        entry["by_repo"][label]["rounds"].append(row | {"megapixels_per_s": round(speeds[label], 3)})
+        print(f"round {r + 1} orthomosaic {label}: {speeds[label]:.2f} MP/s, peak {row['peak_rss_gib']:.2f} GiB",
+              flush=True)
+    for label in labels:
+        rounds = entry["by_repo"][label]["rounds"]
+        rounds[-1]["ratio_vs_first"] = round(speeds[label] / speeds[labels[0]], 4)
+        entry["by_repo"][label]["median"] = {key: round(statistics.median(x[key] for x in rounds), 4)
+                                             for key in ("megapixels_per_s", "ratio_vs_first", "peak_rss_gib")}
+
+
+def orthomosaic_table(result: dict) -> str:
+    """The orthomosaic rows (docs/hooks/bench_tables.py renders the same from the JSON)."""
+    e = result["orthomosaic"]
+    first = next(iter(e["by_repo"]))
+    lines = [f"| orthomosaic | code | run MP/s (median) | / {first} (median) | single rounds | peak RSS GiB |",
+             "|" + "---|" * 6]
+    for label, mine in e["by_repo"].items():
+        m = mine["median"]
+        singles = ", ".join(f"{x['ratio_vs_first']:.3f}" for x in mine["rounds"])
+        lines.append(f"| {e['raster']} ({e['megapixels']:.0f} MP) | {label} | {m['megapixels_per_s']:.2f} | "
+                     f"{m['ratio_vs_first']:.3f} | {singles} | {m['peak_rss_gib']:.2f} |")
+    return "\n".join(lines)
 
 
 def table(result: dict) -> str:
