@@ -24,7 +24,8 @@ PRODUCERS = {
     "edge_throughput": "python bench/edge_throughput.py",
     "install_sizes": "python bench/install_sizes.py",
     "tuning": "python bench/tuning.py",
-    "photo_throughput": "python bench/photo_throughput.py",
+    "photo_throughput": "python bench/photo_throughput.py --repo before=../main_before --repo after=. --sets "
+                        "448x448:200 640x360:200 1920x1080:20 --shared-count 200 --rounds 3 --orthomosaic-mp 100",
     "photo_throughput_scale": "python bench/photo_throughput.py --repo after=. --sets 448x448:400 640x360:400 "
                               "1920x1080:40 --shared-count 0 --rounds 3 --json bench/results/photo_throughput_scale.json",
     "photo_profile_before": "python bench/photo_profile.py --repo ../before --json bench/results/photo_profile_before.json",
@@ -193,7 +194,17 @@ def photo_throughput(result: dict, table: Callable[..., str]) -> str:
          f"checkouts {repos}; {machine['cores']} cores ({machine['cpu']}), bf16 native: {machine['bf16_native']}, "
          f"torch {machine['torch']}."),
         *([table(["photos", f"{labels[1]} / {labels[0]} photos/s (median)", "single rounds"], speedups)] if speedups else []),
+        *([photo_throughput_orthomosaic(result["orthomosaic"], labels, table)] if "orthomosaic" in result else []),
     ])
+
+
+def photo_throughput_orthomosaic(entry: dict, labels: list[str], table: Callable[..., str]) -> str:
+    """The orthomosaic rows of bench/photo_throughput.py --orthomosaic-mp: each checkout's `run` on one raster."""
+    rows = [[f"{entry['raster']} ({entry['megapixels']:.0f} MP)", label, mine["median"]["megapixels_per_s"],
+             mine["median"]["ratio_vs_first"], ", ".join(f"{x['ratio_vs_first']:.3f}" for x in mine["rounds"]),
+             mine["median"]["peak_rss_gib"]] for label, mine in entry["by_repo"].items()]
+    return table(["orthomosaic", "code", "run MP/s (median)", f"/ {labels[0]} in the same round (median)",
+                  "single rounds", "peak RSS GiB"], rows)
 
 
 def photo_profile(result: dict, table: Callable[..., str]) -> str:
