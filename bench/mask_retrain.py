@@ -22,6 +22,14 @@ on it is 3, fixed before that run: 45 maps.
     survey-cracks train-mask --config configs/mask_bridges_negatives.yaml --ship
     flock /tmp/survey_cracks_cpu.lock python bench/mask_retrain.py \
         --candidate runs/mask_bridges/model.safetensors runs/mask_bridges_negatives/model.safetensors
+    survey-cracks train-mask --config configs/mask_bridges_mined.yaml --ship   # hard-negative mining
+    flock /tmp/survey_cracks_cpu.lock python bench/mask_retrain.py --reuse bench/results/mask_retrain.json \
+        --candidate runs/mask_bridges/model.safetensors runs/mask_bridges_negatives/model.safetensors \
+        runs/mask_bridges_mined/model.safetensors
+
+``--reuse`` takes the scores of models an earlier result already holds (same sha256, same
+config, ``--min-tiles`` and patch setting) instead of scoring them again (~5 min a model on
+2 cores); the result says which were reused.
 
 Writes bench/results/mask_retrain.json.
 """
@@ -56,9 +64,11 @@ ONE_POINT = 0.01
 
 
 def shown(path: Path) -> str:
-    """A path as the repository names it (no machine's folders in published results)."""
-    path = path.resolve()
-    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else path.name
+    """A path as the repository names it (no machine's folders in published results); a link in it is kept as named."""
+    for form in (path.absolute(), path.resolve()):
+        if form.is_relative_to(ROOT):
+            return str(form.relative_to(ROOT))
+    return path.name
 
 
 def score(path: Path, images: list, min_tiles: int, patch_config: TrainConfig | None) -> dict:
@@ -106,6 +116,16 @@ def verdict(current: dict, candidate: dict) -> dict:
             "maps_improved": f"{sum(d > 0 for d in maps.values())} of {len(maps)}", "ship": kept and improved}
 
 
+def reusable(path: Path, config: str, min_tiles: int, no_patch: bool) -> dict[str, dict]:
+    """An earlier result's model scores by sha256, if it scored the same images the same way (else none)."""
+    earlier = json.loads(path.read_text())
+    tiles = earlier.get("min_tiles", int(earlier["command"].split("--min-tiles ")[1].split()[0])
+                        if "--min-tiles " in earlier["command"] else None)
+    same = (earlier["config"] == config and tiles == min_tiles
+            and earlier.get("no_patch", "--no-patch" in earlier["command"]) == no_patch)
+    return {m["sha256"]: m for m in earlier["models"].values()} if same else {}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", type=Path, default=ROOT / "configs" / "mask_bridges.yaml")
@@ -115,6 +135,8 @@ def main() -> None:
     parser.add_argument("--min-tiles", type=int, default=3, help="bridge maps with fewer test tiles are not listed")
     parser.add_argument("--no-patch", action="store_true", help="skip the patch head's figures")
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--reuse", type=Path, help="an earlier result of this script: its models' scores are taken "
+                        "where sha256, config, --min-tiles and the patch setting match")
     args = parser.parse_args()
     config = load_config(MaskTrainConfig, args.config)
     config = config.model_copy(update={"workers": os.cpu_count() or 1})
@@ -124,18 +146,23 @@ def main() -> None:
     images = [im for im in load_images(config, progress=sys.stderr.isatty(), splits=("test",)) if im.pixel_truth]
     partial = args.out.with_suffix(".partial.json")  # each model's scores as soon as known: a crash keeps them
     done = json.loads(partial.read_text()) if partial.is_file() else {}
+    reused = reusable(args.reuse, shown(args.config), args.min_tiles, args.no_patch) if args.reuse else {}
     models = {}
     for name, path in [("current", args.current), *((p.resolve().parent.name, p) for p in args.candidate)]:
         key = f"{file_sha256(path.resolve())}:{shown(args.config)}:{args.min_tiles}:{args.no_patch}"  # same model, same images
-        models[name] = done[key] if key in done else score(path.resolve(), images, args.min_tiles, patch_config)
+        sha = key.split(":")[0]
+        models[name] = done[key] if key in done else reused[sha] if sha in reused else score(
+            path.resolve(), images, args.min_tiles, patch_config)
         done[key] = models[name]
         partial.write_text(json.dumps(done))
     names = list(models)[1:]
     result = {
         "command": f"flock /tmp/survey_cracks_cpu.lock python bench/mask_retrain.py --current {shown(args.current)} "
                    f"--candidate {' '.join(shown(p) for p in args.candidate)}"
-                   f"{' --no-patch' if args.no_patch else ''} --min-tiles {args.min_tiles}",
-        "config": shown(args.config), "split": "test",
+                   f"{' --no-patch' if args.no_patch else ''} --min-tiles {args.min_tiles}"
+                   f"{f' --reuse {shown(args.reuse)}' if args.reuse else ''}",
+        "config": shown(args.config), "split": "test", "min_tiles": args.min_tiles, "no_patch": args.no_patch,
+        "reused": [name for name, m in models.items() if m["sha256"] in reused],  # scores taken from --reuse
         "rule": f"ship when every existing source's test {F1_KEY} F1 is within {ONE_POINT} of the current model's "
                 f"and {NEW_SOURCE}'s test F1 and more than half of its test maps (>= {args.min_tiles} tiles) improve",
         "models": models, "verdicts": {name: verdict(models["current"], models[name]) for name in names},

@@ -328,6 +328,20 @@ class MaskSchedule(StrictModel):
         0.0, ge=0.0, le=1.0, description="share of training crops with a straight look-alike drawn on them as a hard "
         "negative (joint, formwork board joints, marking or patch edge; training/negatives.py)"
     )
+    mined_negatives: float = Field(
+        0.0, ge=0.0, le=1.0, description="hard-negative mining (training/mining.py): the start model's false cracks on "
+        "the training images become hard negatives, and this share of the crops of an image that has any is cut "
+        "around one; 0 = no mining"
+    )
+    mining_clearance_px: int = Field(5, ge=0, description="mined pixels lie farther than this from a labelled crack")
+    mining_min_px: int = Field(16, ge=1, description="smallest connected component of false cracks that is mined")
+    mining_min_elongation: float = Field(
+        0.0, ge=0.0, description="principal-axis ratio a mined component needs (straight look-alikes only); 0 = any shape"
+    )
+    mining_sources: list[str] | None = Field(
+        None, description="sources whose training images are mined; None = all (a source with incomplete crack "
+        "labels would teach its unlabelled cracks as background)"
+    )
     patience: int | None = Field(
         None, ge=1, description="early stop after this many checkpoints without a better validation pixel F1 "
         "(the best one's weights are kept); None: train every step, keep the last"
@@ -353,6 +367,18 @@ class MaskTrainConfig(StrictModel):
     seed: int = 0
     workers: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1, description="torch threads")
     out_dir: Path = Path("runs/mask")
+
+    @model_validator(mode="after")
+    def _mining_needs_a_mask_model(self) -> "MaskTrainConfig":
+        if self.schedule.mined_negatives > 0 and not (self.init == "shipped" and self.keep_decoder):
+            # Mining runs the start model's decoder: a fresh decoder would mine noise.
+            raise ValueError("schedule.mined_negatives needs a start model with a trained decoder: "
+                             "set init: shipped and keep_decoder: true, or mined_negatives: 0")
+        unknown = set(self.schedule.mining_sources or ()) - {s.name for s in self.sources}
+        if unknown:
+            raise ValueError(f"schedule.mining_sources names {', '.join(sorted(unknown))}, not a source of this config; "
+                             f"name some of: {', '.join(s.name for s in self.sources)}")
+        return self
 
 
 M = TypeVar("M", bound=StrictModel)

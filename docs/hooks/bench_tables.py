@@ -36,8 +36,9 @@ PRODUCERS = {
                         "--json bench/results/photo_gil_switch.json",
     "finetune_mask": "flock /tmp/survey_cracks_cpu.lock python bench/finetune_mask.py",
     "mask_bridges_shipped": "flock /tmp/survey_cracks_cpu.lock python bench/mask_bridges.py",
-    "mask_retrain": "flock /tmp/survey_cracks_cpu.lock python bench/mask_retrain.py --candidate "
-                    "runs/mask_bridges/model.safetensors runs/mask_bridges_negatives/model.safetensors",
+    "mask_retrain": "flock /tmp/survey_cracks_cpu.lock python bench/mask_retrain.py --reuse bench/results/mask_retrain.json "
+                    "--candidate runs/mask_bridges/model.safetensors runs/mask_bridges_negatives/model.safetensors "
+                    "runs/mask_bridges_mined/model.safetensors",
     "finetune_mask_timing": "flock /tmp/survey_cracks_cpu.lock python bench/finetune_mask_timing.py",
     "engine_profile_before": "python bench/engine_profile.py --label before",
     "engine_profile_after": "python bench/engine_profile.py --label after --engine auto",
@@ -285,10 +286,13 @@ def mask_retrain(result: dict, table: Callable[..., str]) -> str:
         f"**{name}**: existing sources within one point **{'yes' if v['existing_within_one_point'] else 'no'}**, new "
         f"source improved **{'yes' if v['new_source_improved'] else 'no'}** (maps {v['maps_improved']}), ship "
         f"**{'yes' if v['ship'] else 'no'}**" for name, v in result["verdicts"].items())
+    reused = (f"; the scores of {', '.join(map(comparison_model_name, result['reused']))} are an earlier run's "
+              "(`--reuse`: same weights, same images)") if result.get("reused") else ""
     return "\n\n".join([
         *tables,
         (f"{described}. Test splits of `{result['config']}`. Rule: {result['rule']}. {verdicts}. "
-         f"{result['seconds']} s on {result['threads']} threads ({result['cpu']}). Command: `{result['command']}`."),
+         f"{result['seconds']} s on {result['threads']} threads ({result['cpu']}){reused}. "
+         f"Command: `{result['command']}`."),
     ])
 
 

@@ -56,6 +56,7 @@ from survey_cracks.models.network import (
 from survey_cracks.outputs import atomic_write
 from survey_cracks.tiling import ALIGN, PatchGrid
 from survey_cracks.training.card import MASK_TASK
+from survey_cracks.training.mining import MiningRule, mine
 from survey_cracks.training.negatives import draw_straight_negatives
 from survey_cracks.vectors.heatmap import BlockBlender, blend_ramp
 
@@ -152,11 +153,16 @@ def _rescale(image: MaskImage, scale: float) -> tuple[np.ndarray, np.ndarray, np
 
 
 def sample_crop(image: MaskImage, crop: int, rng: np.random.Generator, schedule_scale: tuple[float, float],
-                augment: bool, synthetic_negatives: float = 0.0) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+                augment: bool, synthetic_negatives: float = 0.0, mined_negatives: float = 0.0
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """A (crop x crop) training sample: rgb uint8, target uint8, ignore bool, hard negative bool.
 
     With probability ``synthetic_negatives`` a straight look-alike (joint, board joints,
-    marking or patch edge) is drawn on the crop as a hard negative (`negatives.py`).
+    marking or patch edge) is drawn on the crop as a hard negative (`negatives.py`). With
+    probability ``mined_negatives``, on an image with hard-negative pixels (mined, or
+    annotated `not_crack`), the crop is cut around one of them, as most crops are cut around
+    a crack: a few hundred such pixels would otherwise rarely be in a crop at all. At 0 no
+    random number is drawn for it, so the crops are those of a run without mining.
     """
     lo, hi = schedule_scale
     scale = float(np.exp(rng.uniform(np.log(lo), np.log(hi)))) if augment else 1.0
@@ -170,10 +176,11 @@ def sample_crop(image: MaskImage, crop: int, rng: np.random.Generator, schedule_
         negative = np.pad(negative, ((0, ph), (0, pw)))
         h, w = target.shape
     cracks = np.flatnonzero(target.ravel())
-    if cracks.size and rng.random() < 0.6:  # most crops hold a crack: cracks are a few % of the pixels
-        cy, cx = divmod(int(cracks[rng.integers(cracks.size)]), w)
-        top = int(np.clip(cy - rng.integers(crop // 8, crop - crop // 8), 0, h - crop))
-        left = int(np.clip(cx - rng.integers(crop // 8, crop - crop // 8), 0, w - crop))
+    hard = np.flatnonzero(negative.ravel()) if mined_negatives > 0 else cracks[:0]
+    if hard.size and rng.random() < mined_negatives:
+        top, left = _crop_around(hard, h, w, crop, rng)
+    elif cracks.size and rng.random() < 0.6:  # most crops hold a crack: cracks are a few % of the pixels
+        top, left = _crop_around(cracks, h, w, crop, rng)
     else:
         top, left = int(rng.integers(0, h - crop + 1)), int(rng.integers(0, w - crop + 1))
     box = (slice(top, top + crop), slice(left, left + crop))
@@ -190,6 +197,14 @@ def sample_crop(image: MaskImage, crop: int, rng: np.random.Generator, schedule_
         arrays[0] = photometric(np.ascontiguousarray(arrays[0]), rng)
     rgb, target, ignore, negative = (np.ascontiguousarray(a) for a in arrays)
     return rgb, target, ignore, negative
+
+
+def _crop_around(pixels: np.ndarray, h: int, w: int, crop: int, rng: np.random.Generator) -> tuple[int, int]:
+    """Top-left of a crop holding one of ``pixels`` (flat indices) at least crop/8 from its edges where the image allows."""
+    cy, cx = divmod(int(pixels[rng.integers(pixels.size)]), w)
+    top = int(np.clip(cy - rng.integers(crop // 8, crop - crop // 8), 0, h - crop))
+    left = int(np.clip(cx - rng.integers(crop // 8, crop - crop // 8), 0, w - crop))
+    return top, left
 
 
 def photometric(rgb: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -236,7 +251,7 @@ class StepSampler:
             members = self.by_source[source]
             image = members[int(rng.integers(len(members)))]
             crops.append(sample_crop(image, schedule.crop_size, rng, schedule.scale_jitter, self.config.augment,
-                                     schedule.synthetic_negatives))
+                                     schedule.synthetic_negatives, schedule.mined_negatives))
         rgbs, targets, ignores, negatives = zip(*crops)
         images = torch.from_numpy(np.stack(rgbs)).permute(0, 3, 1, 2)
         target, ignore, negative = (torch.from_numpy(np.stack(a))[:, None].float() for a in (targets, ignores, negatives))
@@ -501,6 +516,34 @@ def initial_network(config: MaskTrainConfig, log: Log) -> tuple[CrackNet, ModelM
     return net, meta, detail
 
 
+def mining_rule(config: MaskTrainConfig, meta: ModelMeta) -> MiningRule:
+    """The config's mining rule at the start model's own calibrated mask threshold (what the product would draw)."""
+    schedule = config.schedule
+    return MiningRule(threshold=float(meta.mask_threshold), clearance_px=schedule.mining_clearance_px,
+                      min_component_px=schedule.mining_min_px, min_elongation=schedule.mining_min_elongation)
+
+
+def mine_hard_negatives(config: MaskTrainConfig, net: CrackNet, meta: ModelMeta, images: list[MaskImage],
+                        progress: bool, log: Log) -> tuple[list[MaskImage], dict[str, Any]]:
+    """The start model's false cracks on the training images as hard negatives (`mining.py`), cached in the run's folder."""
+    from survey_cracks.errors import ConfigError
+
+    if not meta.has_mask:
+        raise ConfigError(config.init_path, "mined_negatives needs a start model with a mask decoder",
+                          "start from a mask model (init_path), or set schedule.mined_negatives: 0")
+    source = Path(config.init_path) if config.init_path else SHIPPED_MODEL
+    rule = mining_rule(config, meta)
+    net.eval()
+    sources = set(config.schedule.mining_sources) if config.schedule.mining_sources is not None else None
+    images, summary = mine(images, lambda rgb: probability_map(net, meta, rgb), file_sha256(source), rule,
+                           Path(config.out_dir) / "mined", sources, progress)
+    log(f"mining with {source.name} at threshold {rule.threshold}: network run on {summary.computed} training images, "
+        f"{summary.cached} from the cache")
+    for line in summary.lines():
+        log(line)
+    return images, summary.as_dict()
+
+
 def _freeze_batchnorm(model: nn.Module) -> None:
     """Trunk BatchNorm keeps its statistics: batches of 8 crops would only add noise to them."""
     for name, module in model.named_modules():
@@ -524,6 +567,9 @@ def fit_mask(config: MaskTrainConfig, resume: bool = False, progress: bool = Tru
     test = [im for im in images if im.split == "test" and im.pixel_truth]
     log(f"images: train {sum(im.split == 'train' for im in images)}, validation {len(val)}, test {len(test)}")
     net, meta, init_detail = initial_network(config, log)
+    mining = None
+    if schedule.mined_negatives > 0:
+        images, mining = mine_hard_negatives(config, net, meta, images, progress, log)
     sampler = StepSampler(images, config)
     optimizer = torch.optim.AdamW(
         [{"params": net.decoder_parameters()}, {"params": net.trunk_parameters() + net.head_parameters()}],
@@ -628,6 +674,8 @@ def fit_mask(config: MaskTrainConfig, resume: bool = False, progress: bool = Tru
             sets[f"{split}/{source}"] = mask_metrics(net, meta, chosen, threshold)
     metrics = {"mask_threshold": threshold, "patch_threshold": meta.threshold, "min_margin_px": meta.min_margin_px, "sets": sets, "history": history,
                "train_seconds": round(time.time() - started, 1), "init": init_detail, "steps": total}
+    if mining is not None:
+        metrics["mining"] = mining
     meta.provenance = {
         "init": "shipped" if config.init == "shipped" else ("imagenet" if "ImageNet" in init_detail else "scratch"),
         "init_detail": init_detail, "task": MASK_TASK, "schedule": schedule.model_dump(mode="json"),
