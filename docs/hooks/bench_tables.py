@@ -27,7 +27,9 @@ PRODUCERS = {
     "photo_throughput": "python bench/photo_throughput.py --repo before=../main_before --repo after=. --sets "
                         "448x448:200 640x360:200 1920x1080:20 --shared-count 200 --rounds 3 --orthomosaic-mp 100",
     "photo_throughput_scale": "python bench/photo_throughput.py --repo after=. --sets 448x448:400 640x360:400 "
-                              "1920x1080:40 --shared-count 0 --rounds 3 --json bench/results/photo_throughput_scale.json",
+                              "1920x1080:40 --shared-count 300 --rounds 3 --json bench/results/photo_throughput_scale.json",
+    "photo_throughput_ab488": "python bench/photo_throughput.py --repo at488=../at488 --repo head=. --sets 448x448:400 "
+                              "--shared-count 0 --rounds 3 --json bench/results/photo_throughput_ab488.json",
     "photo_profile_before": "python bench/photo_profile.py --repo ../before --json bench/results/photo_profile_before.json",
     "photo_memory": "python bench/photo_memory.py",
     "photo_memory_streamed": "python bench/photo_memory.py --counts 10000 --json bench/results/photo_memory_streamed.json",
@@ -361,7 +363,7 @@ RENDERERS: dict[str, Callable[[dict, Callable[..., str]], str]] = {
     "tuning": tuning, "finetune_mask": finetune_mask, "mask_bridges_shipped": mask_bridges_shipped,
     "mask_retrain": mask_retrain,
     "finetune_mask_timing": finetune_mask_timing, "photo_throughput": photo_throughput,
-    "photo_throughput_scale": photo_throughput, "photo_profile_before": photo_profile,
+    "photo_throughput_scale": photo_throughput, "photo_throughput_ab488": photo_throughput, "photo_profile_before": photo_profile,
     "photo_memory": photo_memory, "photo_memory_streamed": photo_memory, "photo_gil": photo_gil, "photo_gil_switch": photo_gil, "engine_profile_before": engine_profile,
     "engine_profile_after": engine_profile,
     "engine_table": engine_table, "engine_agreement": engine_agreement,
