@@ -149,8 +149,8 @@ def main() -> None:
     reused = reusable(args.reuse, shown(args.config), args.min_tiles, args.no_patch) if args.reuse else {}
     models = {}
     for name, path in [("current", args.current), *((p.resolve().parent.name, p) for p in args.candidate)]:
-        key = f"{file_sha256(path.resolve())}:{shown(args.config)}:{args.min_tiles}:{args.no_patch}"  # same model, same images
-        sha = key.split(":")[0]
+        sha = file_sha256(path.resolve())
+        key = f"{sha}:{shown(args.config)}:{args.min_tiles}:{args.no_patch}"  # same model, same images
         models[name] = done[key] if key in done else reused[sha] if sha in reused else score(
             path.resolve(), images, args.min_tiles, patch_config)
         done[key] = models[name]

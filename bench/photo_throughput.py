@@ -64,7 +64,11 @@ from throughput import timed_command  # noqa: E402
 from torchvision.models import resnet18  # noqa: E402
 
 from survey_cracks.models import hardware  # noqa: E402
+from survey_cracks.outputs.tables import markdown_table  # noqa: E402
 from survey_cracks.synthetic import render_scene  # noqa: E402
+
+sys.path.insert(0, str(ROOT / "docs" / "hooks"))  # the docs' renderer of this script's JSON: one table, not two
+from bench_tables import photo_throughput as photo_throughput_tables  # noqa: E402
 
 SHARED = Path(os.environ.get("SURVEY_CRACKS_SHARED_DATA", ROOT.parent / "shared" / "data"))  # ../shared beside the repo
 
@@ -267,9 +271,7 @@ def main(argv: list[str] | None = None) -> int:
                     mine["files_per_photo"] = round(rounds[-1]["files"] / entry["photos"], 2)
             args.json.parent.mkdir(parents=True, exist_ok=True)
             args.json.write_text(json.dumps(result, indent=2) + "\n")
-    print(table(result))
-    if "orthomosaic" in result:
-        print(orthomosaic_table(result))
+    print(photo_throughput_tables(result, markdown_table))  # the tables the docs page renders from the JSON
     return 0
 
 
@@ -292,34 +294,6 @@ def orthomosaic_round(result: dict, raster: Path, repos: dict[str, Path], r: int
         rounds[-1]["ratio_vs_first"] = round(speeds[label] / speeds[labels[0]], 4)
         entry["by_repo"][label]["median"] = {key: round(statistics.median(x[key] for x in rounds), 4)
                                              for key in ("megapixels_per_s", "ratio_vs_first", "peak_rss_gib")}
-
-
-def orthomosaic_table(result: dict) -> str:
-    """The orthomosaic rows (docs/hooks/bench_tables.py renders the same from the JSON)."""
-    e = result["orthomosaic"]
-    first = next(iter(e["by_repo"]))
-    lines = [f"| orthomosaic | code | run MP/s (median) | / {first} (median) | single rounds | peak RSS GiB |",
-             "|" + "---|" * 6]
-    for label, mine in e["by_repo"].items():
-        m = mine["median"]
-        singles = ", ".join(f"{x['ratio_vs_first']:.3f}" for x in mine["rounds"])
-        lines.append(f"| {e['raster']} ({e['megapixels']:.0f} MP) | {label} | {m['megapixels_per_s']:.2f} | "
-                     f"{m['ratio_vs_first']:.3f} | {singles} | {m['peak_rss_gib']:.2f} |")
-    return "\n".join(lines)
-
-
-def table(result: dict) -> str:
-    """The Markdown table (docs/hooks/bench_tables.py renders the same from the JSON)."""
-    lines = ["| photos | count | code | run photos/s | run MP/s | bare trunk photos/s | run / bare (median) | single rounds | "
-             "peak RSS GiB | network px / image px | files per photo |", "|" + "---|" * 11]
-    for name, e in result["sets"].items():
-        for label, mine in e["by_repo"].items():
-            m = mine["median"]
-            singles = ", ".join(f"{x['ratio_vs_bare']:.3f}" for x in mine["rounds"])
-            lines.append(f"| {name} ({e['size']}) | {e['photos']} | {label} | {m['photos_per_s']:.2f} | "
-                         f"{m['megapixels_per_s']:.2f} | {m['bare_photos_per_s']:.1f} | {m['ratio_vs_bare']:.3f} | {singles} | "
-                         f"{m['peak_rss_gib']:.2f} | {mine['network_pixel_waste']:.2f} | {mine['files_per_photo']:.1f} |")
-    return "\n".join(lines)
 
 
 if __name__ == "__main__":

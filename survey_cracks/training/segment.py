@@ -53,6 +53,7 @@ from survey_cracks.models.network import (
     normalise,
     save_checkpoint,
 )
+from survey_cracks.errors import ConfigError
 from survey_cracks.outputs import atomic_write
 from survey_cracks.tiling import ALIGN, PatchGrid
 from survey_cracks.training.card import MASK_TASK
@@ -526,8 +527,6 @@ def mining_rule(config: MaskTrainConfig, meta: ModelMeta) -> MiningRule:
 def mine_hard_negatives(config: MaskTrainConfig, net: CrackNet, meta: ModelMeta, images: list[MaskImage],
                         progress: bool, log: Log) -> tuple[list[MaskImage], dict[str, Any]]:
     """The start model's false cracks on the training images as hard negatives (`mining.py`), cached in the run's folder."""
-    from survey_cracks.errors import ConfigError
-
     if not meta.has_mask:
         raise ConfigError(config.init_path, "mined_negatives needs a start model with a mask decoder",
                           "start from a mask model (init_path), or set schedule.mined_negatives: 0")
@@ -730,8 +729,6 @@ def evaluate_mask_checkpoint(config: MaskTrainConfig, model_path: Path | None = 
     threshold = meta.mask_threshold if meta.has_mask else meta.threshold
     unknown = set(by_group) - {s.name for s in config.sources}
     if unknown:
-        from survey_cracks.errors import ConfigError
-
         raise ConfigError(None, f"by-group source {', '.join(sorted(unknown))} is not in the config",
                           f"name one of: {', '.join(s.name for s in config.sources)}")
     images = [im for im in load_images(config, progress, ("val", "test")) if im.pixel_truth]
