@@ -250,18 +250,15 @@ def _to_frame(lines: _Lines, info: RasterInfo, config: CentrelineConfig) -> gpd.
     max_px = lines.peak[order]
     if config.simplify_px > 0 and len(geoms):
         geoms = simplify(geoms, config.simplify_px)
-    frame = gpd.GeoDataFrame({"id": np.arange(1, len(geoms) + 1, dtype=np.int64)},
-                             geometry=_to_map(geoms, info), crs=info.crs)
-    length, unit = _length(frame, info)
+    on_map = _to_map(geoms, info)
+    length, unit = _length(on_map, info)
     # Widths are across the line: scaled by the turned line's length, which differs where
     # ground pixels are not square (a geographic CRS).
-    across = _length(gpd.GeoDataFrame(geometry=_to_map(_turned(geoms), info), crs=info.crs), info)[0]
+    across = _length(_to_map(_turned(geoms), info), info)[0]
     scale = across / np.maximum(shapely.length(geoms), 1e-12)
-    frame["length"] = np.round(length, 4)
-    frame["mean_width"] = np.round(mean_px * scale, 4)
-    frame["max_width"] = np.round(max_px * scale, 4)
-    frame["unit"] = unit
-    return frame[COLUMNS]
+    return gpd.GeoDataFrame({"id": np.arange(1, len(geoms) + 1, dtype=np.int64), "length": np.round(length, 4),
+                             "mean_width": np.round(mean_px * scale, 4), "max_width": np.round(max_px * scale, 4),
+                             "unit": unit}, geometry=on_map, crs=info.crs)
 
 
 def _to_map(geoms: np.ndarray, info: RasterInfo) -> np.ndarray:
@@ -285,10 +282,11 @@ def _turned(geoms: np.ndarray) -> np.ndarray:
     return shapely.linestrings(first + np.stack([-d[:, 1], d[:, 0]], 1), indices=index)
 
 
-def _length(frame: gpd.GeoDataFrame, info: RasterInfo) -> tuple[np.ndarray, str]:
-    """Line lengths in metres when georeferenced, else pixels, with their unit, as `measure` decides."""
-    _, half, unit = measure(frame, info)  # a line has no area: measure's rectangle length is half of it
-    return (2 * half if unit == "m" else shapely.length(frame.geometry.values)), unit
+def _length(lines: np.ndarray, info: RasterInfo) -> tuple[np.ndarray, str]:
+    """Lengths of lines in map coordinates, in metres when georeferenced, else pixels, with their unit, as `measure`
+    decides."""
+    _, half, unit = measure(lines, info, info.crs)  # a line has no area: measure's rectangle length is half of it
+    return (2 * half if unit == "m" else shapely.length(lines)), unit
 
 
 def attach_centrelines(
@@ -303,30 +301,35 @@ def attach_centrelines(
     """
     if polygons.crs != lines.crs:
         raise ValueError(f"polygons ({polygons.crs}) and lines ({lines.crs}) are in different CRSs")
-    polygons, lines = polygons.copy(), lines.copy()
-    poly_i, line_i = shapely.STRtree(lines.geometry.values).query(polygons.geometry.values, predicate="intersects")
-    inside = _length_inside(polygons.geometry.values[poly_i], lines.geometry.values[line_i])
+    # In numpy, the frames built once each: pandas' groupby and column assignments took half of a
+    # 448 x 448 photo's tracing time (bench/photo_profile.py)
+    shapes, strokes = np.asarray(polygons.geometry.values), np.asarray(lines.geometry.values)
+    poly_i, line_i = shapely.STRtree(strokes).query(shapes, predicate="intersects")
     # Map-unit lengths to the lines' unit (metres on a geographic CRS), line by line.
-    per_unit = lines["length"].to_numpy() / np.maximum(shapely.length(lines.geometry.values), 1e-300)
-    pairs = pd.DataFrame({"poly": poly_i, "line": line_i, "inside": inside * per_unit[line_i],
-                          "mean": lines["mean_width"].to_numpy()[line_i], "max": lines["max_width"].to_numpy()[line_i]})
-    pairs = pairs[pairs["inside"] > 0].assign(weighted=lambda p: p["inside"] * p["mean"])
-    per_poly = pairs.groupby("poly").agg(
-        length=("inside", "sum"), weighted=("weighted", "sum"), max_width=("max", "max")
-    )
-    position = np.arange(len(polygons))
-    length = per_poly["length"].reindex(position)
+    per_unit = lines["length"].to_numpy() / np.maximum(shapely.length(strokes), 1e-300)
+    inside = _length_inside(shapes[poly_i], strokes[line_i]) * per_unit[line_i]
+    met = inside > 0
+    poly_i, line_i, inside = poly_i[met], line_i[met], inside[met]
+    count = len(polygons)
+    reached = np.bincount(poly_i, minlength=count) > 0
+    length = np.bincount(poly_i, weights=inside, minlength=count)
+    weighted = np.bincount(poly_i, weights=np.nan_to_num(inside * lines["mean_width"].to_numpy()[line_i]), minlength=count)
+    widest = np.full(count, np.nan)
+    np.fmax.at(widest, poly_i, lines["max_width"].to_numpy()[line_i])
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean_width = np.where(reached, weighted / length, np.nan)
     # A speck too small to keep a centreline keeps vectorize's area/perimeter estimate.
-    polygons["length"] = np.round(np.where(length.isna(), polygons["length"].to_numpy(), length.to_numpy()), 4)
-    polygons["mean_width"] = np.round((per_poly["weighted"].reindex(position) / length).to_numpy(), 4)
-    polygons["max_width"] = per_poly["max_width"].reindex(position).to_numpy()
-    best = pairs.sort_values("inside", ascending=False, kind="stable").drop_duplicates("line")
-    crack = pd.Series(pd.NA, index=np.arange(len(lines)), dtype="Int64")
-    crack[best["line"].to_numpy()] = polygons["id"].to_numpy()[best["poly"].to_numpy()]
-    lines["crack_id"] = crack.array
-    columns = [c for c in polygons.columns if c not in ("mean_width", "max_width", "unit", "geometry")]
-    polygons = polygons[[*columns, "mean_width", "max_width", "unit", "geometry"]]
-    return polygons, lines[[*lines.columns.drop(["crack_id", "geometry"]), "crack_id", "geometry"]]
+    measured = {c: polygons[c].to_numpy() for c in polygons.columns if c not in ("mean_width", "max_width", "unit", "geometry")}
+    measured["length"] = np.round(np.where(reached, length, measured["length"]), 4)
+    measured |= {"mean_width": np.round(mean_width, 4), "max_width": widest, "unit": polygons["unit"].to_numpy()}
+    # Each line's polygon: the pair with most of its length (the first such pair on a tie).
+    order = np.lexsort((np.arange(len(inside)), -inside))
+    lines_met, first = np.unique(line_i[order], return_index=True)
+    crack = pd.array(np.full(len(lines), pd.NA), dtype="Int64")
+    crack[lines_met] = polygons["id"].to_numpy()[poly_i[order][first]]
+    labelled = {c: lines[c].to_numpy() for c in lines.columns if c not in ("crack_id", "geometry")} | {"crack_id": crack}
+    return (gpd.GeoDataFrame(measured, geometry=shapes, crs=polygons.crs, index=polygons.index),
+            gpd.GeoDataFrame(labelled, geometry=strokes, crs=lines.crs, index=lines.index))
 
 
 def _length_inside(polygons: np.ndarray, lines: np.ndarray) -> np.ndarray:
