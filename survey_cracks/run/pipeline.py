@@ -737,8 +737,12 @@ def collect_outcomes(out: Path, run: RunContext) -> list[RasterOutcome]:
             continue
         status = record.status if record.status != "running" or action == RUNNING else "interrupted"
         error = record.error or ("outputs missing" if record.status == "ok" else None)
-        outcomes.append(RasterOutcome(survey=record.survey, raster=record.raster, source=record.source, status=status,
-                                      error=error, seconds=record.seconds, action=action, reason=reason))
+        outcome = RasterOutcome(survey=record.survey, raster=record.raster, source=record.source, status=status,
+                                error=error, seconds=record.seconds, action=action, reason=reason)
+        if record.raster == COLLECTION and report_path.is_file():
+            # a collection with failed photos is still a collection of its photos (counted as such, not as "1 raster")
+            outcome.counts = RasterCounts.from_dict(json.loads(report_path.read_text()).get("counts") or {})
+        outcomes.append(outcome)
     return outcomes
 
 

@@ -133,6 +133,8 @@ def test_a_corrupt_photo_among_good_ones_fails_alone_with_one_line(tmp_path, clu
     assert code == 1, output
     lines = [line for line in output.splitlines() if "broken.jpg" in line]
     assert len(lines) == 1 and " — " in lines[0], output  # one line: the file, what is wrong, what to do
+    # a collection with a failed photo is still counted as its photos, not as "1 raster"
+    assert "(4 photos in 1 collection; 0 computed, 0 up to date, 1 failed)" in output, output
     folder = out / "road" / COLLECTION
     table = pd.read_csv(folder / PHOTOS_CSV)
     assert sorted(table.photo) == ["broken", "frame_0000", "frame_0001", "frame_0002"]
