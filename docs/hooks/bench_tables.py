@@ -30,7 +30,16 @@ PRODUCERS = {
                               "1920x1080:40 --shared-count 300 --rounds 3 --json bench/results/photo_throughput_scale.json",
     "photo_throughput_ab488": "python bench/photo_throughput.py --repo at488=../at488 --repo head=. --sets 448x448:400 "
                               "--shared-count 0 --rounds 3 --json bench/results/photo_throughput_ab488.json",
+    "photo_throughput_tracing": "python bench/photo_throughput.py --repo head=../wt/head84 --repo after=. --sets "
+                                "448x448:400 640x360:400 1920x1080:40 --shared-count 300 --rounds 3 --orthomosaic-mp 100 "
+                                "--json bench/results/photo_throughput_tracing.json",
+    "photo_throughput_recheck": "python bench/photo_throughput.py --repo after=. --sets 448x448:400 640x360:400 "
+                                "--shared-count 0 --rounds 3 --json bench/results/photo_throughput_recheck.json",
+    "photo_throughput_before_after": "python bench/photo_throughput.py --repo before=../main_before --repo after=. --sets "
+                                     "448x448:200 640x360:200 1920x1080:20 --shared-count 200 --rounds 3 "
+                                     "--json bench/results/photo_throughput_before_after.json",
     "photo_profile_before": "python bench/photo_profile.py --repo ../before --json bench/results/photo_profile_before.json",
+    "photo_batch": "python bench/photo_batch.py",
     "photo_memory": "python bench/photo_memory.py",
     "photo_memory_streamed": "python bench/photo_memory.py --counts 10000 --json bench/results/photo_memory_streamed.json",
     "photo_gil": "python bench/photo_gil.py --count 20 --rounds 3 --json bench/results/photo_gil.json",
@@ -234,6 +243,18 @@ def photo_gil(result: dict, table: Callable[..., str]) -> str:
     ])
 
 
+def photo_batch(result: dict, table: Callable[..., str]) -> str:
+    """bench/photo_batch.py: the product's graph in batches of equal-shaped photos, two task threads."""
+    rows = [[size, batch, row["median_ms"], ", ".join(str(x) for x in row["rounds"])]
+            for size, entry in result["sizes"].items() for batch, row in entry.items()]
+    machine = result["machine"]
+    return "\n\n".join([
+        table(["window", "photos a batch", "ms a photo, both threads (median)", "single rounds"], rows),
+        f"`{result['command'].strip()}`: {result['threads']} threads of one torch thread each, {result['rounds']} "
+        f"interleaved rounds; {machine['cores']} cores ({machine['cpu']}), {machine['compute']}.",
+    ])
+
+
 def photo_memory(result: dict, table: Callable[..., str]) -> str:
     """bench/photo_memory.py: peak RSS of a collection run against its number of photos."""
     rows = [[f"{r['photos']:,}", r["peak_rss_gib"], r["seconds"], r["photos_per_s"], r["photos_ok"], r["files_per_photo"]]
@@ -364,6 +385,8 @@ RENDERERS: dict[str, Callable[[dict, Callable[..., str]], str]] = {
     "mask_retrain": mask_retrain,
     "finetune_mask_timing": finetune_mask_timing, "photo_throughput": photo_throughput,
     "photo_throughput_scale": photo_throughput, "photo_throughput_ab488": photo_throughput, "photo_profile_before": photo_profile,
+    "photo_throughput_tracing": photo_throughput, "photo_throughput_before_after": photo_throughput,
+    "photo_batch": photo_batch, "photo_throughput_recheck": photo_throughput,
     "photo_memory": photo_memory, "photo_memory_streamed": photo_memory, "photo_gil": photo_gil, "photo_gil_switch": photo_gil, "engine_profile_before": engine_profile,
     "engine_profile_after": engine_profile,
     "engine_table": engine_table, "engine_agreement": engine_agreement,
