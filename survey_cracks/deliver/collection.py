@@ -153,7 +153,8 @@ class CollectionWriter:
             for name, frames in self.frames.items():
                 if frames:
                     frame = pd.concat([f for _, f in frames], ignore_index=True)
-                    frame.insert(0, "photo", np.repeat(np.array([p for p, _ in frames], dtype=object), [len(f) for _, f in frames]))
+                    names = np.array([photo for photo, _ in frames], dtype=object)
+                    frame.insert(0, "photo", np.repeat(names, [len(f) for _, f in frames]))
                     pyogrio.write_dataframe(frame, self.gpkg, layer=name, driver="GPKG", append=self.gpkg.is_file()
                                             and name in pyogrio.list_layers(self.gpkg)[:, 0], geometry_type=LAYERS[name],
                                             promote_to_multi=LAYERS[name].startswith("Multi"))

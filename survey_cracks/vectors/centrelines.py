@@ -301,8 +301,8 @@ def attach_centrelines(
     """
     if polygons.crs != lines.crs:
         raise ValueError(f"polygons ({polygons.crs}) and lines ({lines.crs}) are in different CRSs")
-    # In numpy, the frames built once each: pandas' groupby and column assignments took half of a
-    # 448 x 448 photo's tracing time (bench/photo_profile.py)
+    # In numpy, the frames built once each: pandas' groupby and column assignments were about half of a
+    # 448 x 448 photo's tracing time (cProfile on the bench's photos)
     shapes, strokes = np.asarray(polygons.geometry.values), np.asarray(lines.geometry.values)
     poly_i, line_i = shapely.STRtree(strokes).query(shapes, predicate="intersects")
     # Map-unit lengths to the lines' unit (metres on a geographic CRS), line by line.
