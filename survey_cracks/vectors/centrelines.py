@@ -285,7 +285,7 @@ def _turned(geoms: np.ndarray) -> np.ndarray:
 def _length(lines: np.ndarray, info: RasterInfo) -> tuple[np.ndarray, str]:
     """Lengths of lines in map coordinates, in metres when georeferenced, else pixels, with their unit, as `measure`
     decides."""
-    _, half, unit = measure(lines, info, info.crs)  # a line has no area: measure's rectangle length is half of it
+    _, half, unit = measure(lines, info)  # a line has no area: measure's rectangle length is half of it
     return (2 * half if unit == "m" else shapely.length(lines)), unit
 
 

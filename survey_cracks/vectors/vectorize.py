@@ -9,7 +9,6 @@ cracks, never with the raster size.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import geopandas as gpd
 import numpy as np
@@ -167,7 +166,7 @@ def _to_frame(regions: list[_Region], info: RasterInfo, config: VectorizeConfig)
         geoms = simplify(geoms, config.simplify_px)
     t = info.transform
     geoms = shapely.transform(np.asarray(geoms, dtype=object), lambda xy: xy @ np.array([[t.a, t.d], [t.b, t.e]]) + [t.c, t.f])
-    area, length, unit = measure(geoms, info, info.crs)
+    area, length, unit = measure(geoms, info)
     # Built once with every column: each column set on a GeoDataFrame afterwards costs a copy and
     # checks (a photo's vectors are built in ~20 ms, half of it in pandas, before this)
     return gpd.GeoDataFrame(
@@ -184,16 +183,16 @@ def _to_frame(regions: list[_Region], info: RasterInfo, config: VectorizeConfig)
     )
 
 
-def measure(geoms: np.ndarray, info: RasterInfo, crs: Any) -> tuple[np.ndarray, np.ndarray, str]:
-    """Area and a length estimate of geometries in map coordinates, in metres when georeferenced, else pixels.
+def measure(geoms: np.ndarray, info: RasterInfo) -> tuple[np.ndarray, np.ndarray, str]:
+    """Area and a length estimate of geometries in the raster's map coordinates, in metres when georeferenced, else pixels.
 
     The length treats each polygon as a rectangle of the same area and perimeter
-    (L = (P + sqrt(P^2 - 16 A)) / 4): the long side for a thin crack. ``crs``: the geometries' (None: none).
+    (L = (P + sqrt(P^2 - 16 A)) / 4): the long side for a thin crack.
     """
     if not len(geoms):
         return np.zeros(0), np.zeros(0), "m" if info.georeferenced else "px"
-    if info.georeferenced and crs is not None:
-        metric = gpd.GeoSeries(geoms, crs=crs)
+    if info.georeferenced and info.crs is not None:
+        metric = gpd.GeoSeries(geoms, crs=info.crs)
         if not metric.crs.is_projected:
             metric = metric.to_crs(metric.estimate_utm_crs())
         factor = metric.crs.axis_info[0].unit_conversion_factor if metric.crs.axis_info else 1.0
