@@ -328,6 +328,10 @@ class MaskSchedule(StrictModel):
         0.0, ge=0.0, le=1.0, description="share of training crops with a straight look-alike drawn on them as a hard "
         "negative (joint, formwork board joints, marking or patch edge; training/negatives.py)"
     )
+    faint_cracks: float = Field(
+        0.0, ge=0.0, le=1.0, description="share of training crops whose cracks are faded toward their surroundings, "
+        "label kept (faint hairlines are most of the misses; training/faint_cracks.py)"
+    )
     mined_negatives: float = Field(
         0.0, ge=0.0, le=1.0, description="hard-negative mining (training/mining.py): the start model's false cracks on "
         "the training images become hard negatives, and this share of the crops of an image that has any is cut "

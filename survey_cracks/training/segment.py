@@ -57,6 +57,7 @@ from survey_cracks.errors import ConfigError
 from survey_cracks.outputs import atomic_write
 from survey_cracks.tiling import ALIGN, PatchGrid
 from survey_cracks.training.card import MASK_TASK
+from survey_cracks.training.faint_cracks import fade_cracks
 from survey_cracks.training.mining import MiningRule, mine
 from survey_cracks.training.negatives import draw_straight_negatives
 from survey_cracks.vectors.heatmap import BlockBlender, blend_ramp
@@ -154,16 +155,18 @@ def _rescale(image: MaskImage, scale: float) -> tuple[np.ndarray, np.ndarray, np
 
 
 def sample_crop(image: MaskImage, crop: int, rng: np.random.Generator, schedule_scale: tuple[float, float],
-                augment: bool, synthetic_negatives: float = 0.0, mined_negatives: float = 0.0
-                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+                augment: bool, synthetic_negatives: float = 0.0, mined_negatives: float = 0.0,
+                faint_cracks: float = 0.0) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """A (crop x crop) training sample: rgb uint8, target uint8, ignore bool, hard negative bool.
 
     With probability ``synthetic_negatives`` a straight look-alike (joint, board joints,
     marking or patch edge) is drawn on the crop as a hard negative (`negatives.py`). With
     probability ``mined_negatives``, on an image with hard-negative pixels (mined, or
     annotated `not_crack`), the crop is cut around one of them, as most crops are cut around
-    a crack: a few hundred such pixels would otherwise rarely be in a crop at all. At 0 no
-    random number is drawn for it, so the crops are those of a run without mining.
+    a crack: a few hundred such pixels would otherwise rarely be in a crop at all. With
+    probability ``faint_cracks`` the crop's cracks are faded toward their surroundings
+    (`faint_cracks.py`), label kept. At 0 no random number is drawn for either, so the
+    crops are those of a run without them.
     """
     lo, hi = schedule_scale
     scale = float(np.exp(rng.uniform(np.log(lo), np.log(hi)))) if augment else 1.0
@@ -195,6 +198,8 @@ def sample_crop(image: MaskImage, crop: int, rng: np.random.Generator, schedule_
         if synthetic_negatives > 0 and rng.random() < synthetic_negatives:
             arrays[0], drawn = draw_straight_negatives(np.ascontiguousarray(arrays[0]), arrays[1], rng)
             arrays[3] = (arrays[3] | drawn) & ~arrays[2]
+        if faint_cracks > 0 and rng.random() < faint_cracks:
+            arrays[0] = fade_cracks(np.ascontiguousarray(arrays[0]), arrays[1], rng)
         arrays[0] = photometric(np.ascontiguousarray(arrays[0]), rng)
     rgb, target, ignore, negative = (np.ascontiguousarray(a) for a in arrays)
     return rgb, target, ignore, negative
@@ -252,7 +257,8 @@ class StepSampler:
             members = self.by_source[source]
             image = members[int(rng.integers(len(members)))]
             crops.append(sample_crop(image, schedule.crop_size, rng, schedule.scale_jitter, self.config.augment,
-                                     schedule.synthetic_negatives, schedule.mined_negatives))
+                                     schedule.synthetic_negatives, schedule.mined_negatives,
+                                     schedule.faint_cracks))
         rgbs, targets, ignores, negatives = zip(*crops)
         images = torch.from_numpy(np.stack(rgbs)).permute(0, 3, 1, 2)
         target, ignore, negative = (torch.from_numpy(np.stack(a))[:, None].float() for a in (targets, ignores, negatives))
