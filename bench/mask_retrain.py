@@ -160,7 +160,8 @@ def main() -> None:
         "command": f"flock /tmp/survey_cracks_cpu.lock python bench/mask_retrain.py --current {shown(args.current)} "
                    f"--candidate {' '.join(shown(p) for p in args.candidate)}"
                    f"{' --no-patch' if args.no_patch else ''} --min-tiles {args.min_tiles}"
-                   f"{f' --reuse {shown(args.reuse)}' if args.reuse else ''}",
+                   f"{f' --reuse {shown(args.reuse)}' if args.reuse else ''}"
+                   f"{f' --out {shown(args.out)}' if args.out.resolve() != RESULTS else ''}",
         "config": shown(args.config), "split": "test", "min_tiles": args.min_tiles, "no_patch": args.no_patch,
         "reused": [name for name, m in models.items() if m["sha256"] in reused],  # scores taken from --reuse
         "rule": f"ship when every existing source's test {F1_KEY} F1 is within {ONE_POINT} of the current model's "
