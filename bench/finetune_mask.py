@@ -4,8 +4,9 @@
     formwork and panel joints, sealed joints, saw cuts, beside real-looking cracks), three
     mosaics at 2 mm. The user's annotation marks the cracks, and the joints as
     ``label = not_crack``. Fine-tune on two (one trains, one validates), score the third.
-(b) real, held out by source: ../shared/data/uavcrack_bridges, which the shipped model never
-    saw. Grouped as its README prescribes (`ck…` tiles by bridge map = the name up to its last
+(b) real, held out by source: ../shared/data/uavcrack_bridges, adapting a model that never saw it
+    (``--real-base``, by default crack_resnet18_mask_v1, the mask model shipped before that source
+    was added; the shipped model has trained on it since, and is refused here). Grouped as its README prescribes (`ck…` tiles by bridge map = the name up to its last
     `_`; dated and `IMG_` tiles by photo = the first two `_` fields). A few tiles of a few
     groups become the user's survey (symlinks + X.mask.png), the held-out tiles are other
     groups of the same source, byte-identical duplicates of anything on the adaptation side
@@ -16,6 +17,10 @@ Each part runs the CLI exactly as a user would and scores both models with
 5 px, centrelines at 5 px, cell AP over 64 px cells). Writes bench/results/finetune_mask.json.
 
     flock /tmp/survey_cracks_cpu.lock python bench/finetune_mask.py [--work runs/finetune_mask]
+
+bench/results/finetune_mask.json was made when crack_resnet18_mask_v1 was the shipped model
+(sha256 fb65974ac408): ``--base survey_cracks/weights/crack_resnet18_mask_v1.safetensors`` gives
+its procedural part again.
 """
 
 from __future__ import annotations
@@ -34,7 +39,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from survey_cracks.models.network import SHIPPED_MODEL  # noqa: E402
+from survey_cracks.models.network import SHIPPED_MODEL, read_meta  # noqa: E402
 from survey_cracks.synthetic import write_orthomosaic  # noqa: E402
 from survey_cracks.training.adapt import compare, run_folder, start_threshold, survey_images  # noqa: E402
 
@@ -42,6 +47,9 @@ from survey_cracks.training.adapt import compare, run_folder, start_threshold, s
 DATA = next((p for p in (ROOT.parent / "shared", ROOT.parents[1] / "shared") if p.is_dir()), ROOT.parent / "shared") \
     / "data" / "uavcrack_bridges"
 RESULTS = ROOT / "bench" / "results" / "finetune_mask.json"
+# The mask model shipped before uavcrack_bridges was added to training: the real part adapts it, as the
+# shipped model has trained on that source since and would not be held out by source.
+BEFORE_BRIDGES = ROOT / "survey_cracks" / "weights" / "crack_resnet18_mask_v1.safetensors"
 
 
 def finetune(survey: Path, out: Path, steps: int, val_fraction: float, base: Path) -> tuple[list[str], float]:
@@ -121,13 +129,19 @@ def main() -> None:
     parser.add_argument("--held-tiles", type=int, default=300, help="held-out uavcrack_bridges tiles")
     parser.add_argument("--parts", default="procedural,real")
     parser.add_argument("--base", type=Path, default=SHIPPED_MODEL,
-                        help="the model adapted and compared with [default: the shipped model]; for the real part it "
-                        "must be one that never saw uavcrack_bridges (the shipped model has not), or the part is not "
-                        "held out by source")
+                        help="the model the procedural part adapts and compares with [default: the shipped model]")
+    parser.add_argument("--real-base", type=Path, default=BEFORE_BRIDGES,
+                        help="the model the real part adapts: one that never trained on uavcrack_bridges, or the part "
+                        "is not held out by source [default: the mask model shipped before it]")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
+    if "real" in args.parts.split(",") and "uavcrack_bridges" in read_meta(args.real_base).trained_on:
+        parser.error(f"--real-base {args.real_base} trained on uavcrack_bridges: the real part would not be held out "
+                     f"by source (the default, {BEFORE_BRIDGES.relative_to(ROOT)}, never saw it)")
     base_arg = "" if args.base.resolve() == SHIPPED_MODEL.resolve() else f" --base {args.base}"
+    base_arg += "" if args.real_base.resolve() == BEFORE_BRIDGES.resolve() else f" --real-base {args.real_base}"
     results: dict = {"machine": f"{platform.machine()}, {os.cpu_count()} CPUs", "model": args.base.name,
+                     "real_model": args.real_base.name,
                      "command": f"flock /tmp/survey_cracks_cpu.lock python bench/finetune_mask.py{base_arg}"}
     parts = args.parts.split(",")
     if "procedural" in parts:
@@ -136,7 +150,7 @@ def main() -> None:
     if "real" in parts:
         if DATA.is_dir():
             results["real"] = real(args.work, args.real_steps, adapt_groups=8, per_group=6, held_tiles=args.held_tiles,
-                                   base=args.base)
+                                   base=args.real_base)
             print(results["real"]["markdown"], flush=True)
         else:
             print(f"skipped the real part: {DATA} not found")

@@ -129,7 +129,9 @@ def reusable(path: Path, config: str, min_tiles: int, no_patch: bool) -> dict[st
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", type=Path, default=ROOT / "configs" / "mask_bridges.yaml")
-    parser.add_argument("--current", type=Path, default=SHIPPED_MODEL, help="the model shipped now")
+    parser.add_argument("--current", type=Path, default=None,
+                        help="the model the candidates would replace [default: the config's init_path, the model they "
+                        "started from, else the shipped model]")
     parser.add_argument("--candidate", type=Path, nargs="+", required=True,
                         help="the re-trained model(s); each is named by its run folder (runs/NAME/model.safetensors)")
     parser.add_argument("--min-tiles", type=int, default=3, help="bridge maps with fewer test tiles are not listed")
@@ -139,6 +141,7 @@ def main() -> None:
                         "where sha256, config, --min-tiles and the patch setting match")
     args = parser.parse_args()
     config = load_config(MaskTrainConfig, args.config)
+    args.current = args.current or (Path(config.init_path) if config.init_path else SHIPPED_MODEL)
     config = config.model_copy(update={"workers": os.cpu_count() or 1})
     torch.set_num_threads(config.workers)
     patch_config = None if args.no_patch else load_config(TrainConfig, ROOT / "configs" / "train.yaml")

@@ -353,6 +353,9 @@ def evaluate_mask(config_path: Path, model_path: Path | None, out: Path | None, 
     except SurveyCracksError as error:
         _fail(error)
         return
+    for source in figures.get("not_held_out", []):
+        click.echo(f"warning: the model trained on {source}, which {config_path} holds out whole: its test/{source} "
+                   "figures include training images (configs/mask_bridges.yaml splits it by map)", err=True)
     text = json.dumps(figures, indent=1)
     if out:
         out.write_text(text + "\n")

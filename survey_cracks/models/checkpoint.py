@@ -54,6 +54,17 @@ class ModelMeta:
     def has_mask(self) -> bool:
         return "mask" in self.heads
 
+    @property
+    def trained_on(self) -> frozenset[str]:
+        """Names of the sources this checkpoint's own training run drew training images from (its provenance).
+
+        A source listed with ``role: test`` was only scored, so it is not among them. Nor are
+        the sources of the model the run started from: a benchmark that must be held out by
+        source checks the start model too (the shipped model's card names it).
+        """
+        return frozenset(s["name"] for s in self.provenance.get("sources", [])
+                         if isinstance(s, dict) and "name" in s and s.get("role") != "test")
+
     def to_json(self) -> str:
         return json.dumps({"format": FORMAT, **asdict(self)}, sort_keys=True)
 

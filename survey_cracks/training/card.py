@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -218,7 +219,7 @@ def _mask_card(run_dir: Path, metrics: dict[str, Any], checkpoint: Path, meta: A
         f"- **Architecture**: torchvision ResNet18 trunk; patch head ({list(meta.classes)}, {meta.patch_size} px patches, "
         f"usable densely every 32 px); crack-mask decoder: torchvision FeaturePyramidNetwork over the stem and "
         f"layer1-layer4 ({meta.decoder_channels} channels), a 3x3 + 1x1 head at stride 2, bilinear to full resolution",
-        f"- **Initialisation**: {prov.get('init_detail')}",
+        f"- **Initialisation**: {prov.get('init_detail')}{_kept_in_repository(str(prov.get('init_detail', '')))}",
         f"- **Thresholds**: mask {meta.mask_threshold} (best pixel F1 at 2 px on the validation images; `run` uses it in "
         f"mask mode), patch {meta.threshold} (best F1 of the patch head on the validation images' patches, labelled by "
         f"the classifier's rule, after the joint phase; used in patch and dense mode)",
@@ -320,6 +321,21 @@ def _kept(schedule: dict[str, Any], history: list[dict[str, Any]]) -> str:
     return f"the weights of step {best['step']} are kept (the best validation pixel F1@2, {best['val']['f1']})"
 
 
+def _kept_in_repository(init_detail: str) -> str:
+    """Where the start model is kept now, found by the sha256 prefix the provenance recorded.
+
+    A re-shipped model's start is the model shipped before it, whose file was renamed when
+    the new one took its name (`weights/crack_resnet18_mask_v1.safetensors`).
+    """
+    found = re.search(r"sha256 ([0-9a-f]{12})", init_detail)
+    if not found:
+        return ""
+    for path in sorted(SHIPPED_MODEL.parent.glob("*.safetensors")):
+        if path != SHIPPED_MODEL and file_sha256(path).startswith(found.group(1)):
+            return f"; kept in the repository as `survey_cracks/weights/{path.name}`"
+    return ""
+
+
 def _comparison_section(comparison: dict[str, Any] | None) -> list[str]:
     """`bench/mask_retrain.py`'s figures: this model (and any other candidate) against the one it replaces."""
     if not comparison:
@@ -329,7 +345,8 @@ def _comparison_section(comparison: dict[str, Any] | None) -> list[str]:
     lines = ["", "## Against the model it replaces (test splits, by source)", "",
              f"Each at its own mask threshold ({thresholds}) on the test split of every source of "
              f"`{comparison['config']}`; uavcrack_bridges also by bridge map (maps with enough test tiles); last, the "
-             f"patch head on the classifier's held-out patches (`configs/train.yaml`). Rule fixed before the run: "
+             f"patch head on the classifier's held-out patches (`configs/train.yaml`). Rule (`bench/mask_retrain.py`; "
+             f"the Shipped model page of the docs gives its history): "
              f"{comparison['rule']}. Command: `{comparison['command']}`.", ""]
     lines += [f"- **{name}**: existing sources within one point: **{v['existing_within_one_point']}**; new source "
               f"improved: **{v['new_source_improved']}** (maps improved: {v['maps_improved']}); ship: **{v['ship']}**"

@@ -752,4 +752,16 @@ def evaluate_mask_checkpoint(config: MaskTrainConfig, model_path: Path | None = 
     out = {"model": str(path), "sha256": file_sha256(path), "heads": list(meta.heads), "threshold": threshold, "sets": sets}
     if by_group:
         out["groups"] = groups
+    seen = trained_on_test_sources(config, meta)
+    if seen:
+        out["not_held_out"] = seen
     return out
+
+
+def trained_on_test_sources(config: MaskTrainConfig, meta: ModelMeta) -> list[str]:
+    """Sources the config holds out whole (``role: test``) that the model trained on (its provenance).
+
+    configs/mask.yaml keeps uavcrack_bridges as a test source, while the shipped model trained on
+    its training maps (configs/mask_bridges.yaml): that config's figures for it are not held out.
+    """
+    return sorted(s.name for s in config.sources if s.role == "test" and s.name in meta.trained_on)
