@@ -19,7 +19,10 @@ import numpy as np
 import pytest
 import rasterio
 
+from survey_cracks.models.checkpoint import SHIPPED_MODEL, read_meta
 from survey_cracks.vectors.heatmap import NODATA, read_probability
+
+SHIPPED_THRESHOLD = read_meta(SHIPPED_MODEL).mask_threshold  # what `run` uses in mask mode without --threshold
 
 pytestmark = pytest.mark.slow  # the tests run in file order: the last two change OUT (evaluate, a rerun)
 REPO = Path(__file__).resolve().parents[2]
@@ -69,7 +72,7 @@ def test_heatmap_band_crack_mask_and_heatmaps_vrt(console_run):
     with rasterio.open(folder / "heatmap.tif") as heat, rasterio.open(folder / "crack_mask.tif") as crack:
         assert heat.descriptions == ("crack probability",) and heat.units == ("probability (0-1)",)
         threshold = float(crack.tags(1)["threshold"])
-        assert threshold == pytest.approx(0.1) and crack.tags(ns="IMAGE_STRUCTURE")["LAYOUT"] == "COG"
+        assert threshold == pytest.approx(SHIPPED_THRESHOLD) and crack.tags(ns="IMAGE_STRUCTURE")["LAYOUT"] == "COG"
         probability, mask = read_probability(heat), crack.read(1)
     inside = ~np.isnan(probability)
     assert (mask[~inside] == NODATA).all() and np.array_equal(mask[inside] == 1, probability[inside] >= threshold)
@@ -136,10 +139,10 @@ def test_report_html_has_a_colour_legend_the_metric_levels_explained_and_rounded
 def test_best_threshold_on_the_annotations_is_named_with_the_command_that_applies_it(console_run):
     proc, out = console_run
     survey = json.loads((out / "bridge_deck" / "report.json").read_text())["threshold"]
-    assert survey["metric"] == "pixel_2px f1" and survey["in_use"] == pytest.approx(0.1)
+    assert survey["metric"] == "pixel_2px f1" and survey["in_use"] == pytest.approx(SHIPPED_THRESHOLD)
     assert 0 <= survey["best"] <= 1 and survey["best_f1"] >= survey["in_use_f1"]
     line = next(line for line in proc.stdout.splitlines() if line.startswith("bridge_deck: best pixel@2px F1"))
-    assert f"at threshold {survey['best']:.2f}; in use 0.10" in line
+    assert f"at threshold {survey['best']:.2f}; in use {SHIPPED_THRESHOLD:.2f}" in line
     if survey["command"]:  # the best differs from the one in use: the exact command, on the console and in the report
         exact = f"survey-cracks evaluate {out} --threshold {survey['best']:.2f}"
         assert survey["command"] == f"survey-cracks evaluate OUT --threshold {survey['best']:.2f}"  # true wherever OUT moves

@@ -47,9 +47,13 @@ def test_photo_sized_windows_give_the_probabilities_the_padded_windows_gave(tmp_
     ours, theirs = _levels(info, sized, spec), _levels(info, padded, spec)
     difference = np.abs(ours - theirs)
     # Beyond the margin from the photo's edges the padded window's reflected frame cannot reach: the same
-    # up to bf16 rounding (levels are 1/250 of probability). Within it the reflection was made-up context
-    # (it moves a few edge pixels' scores); the crack mask at the model's threshold still agrees almost everywhere.
+    # up to bf16 rounding and the last of the context (levels are 1/250 of probability; the margin is where the
+    # centre moves < 0.01 on validation images). Within it the reflection was made-up context (it moves a few
+    # edge pixels' scores); the crack mask at the model's threshold still agrees almost everywhere. Measured on
+    # the 256 px core: 10 levels at most with the mask model shipped before bridges, 12 on one pixel of 22,016
+    # with today's, 10 pixels beyond 4 levels.
     inner = difference[margin:-margin or None, margin:-margin or None]
-    assert inner.size and inner.max() <= 10 and inner.mean() < 0.05, np.bincount(inner.ravel())
+    assert inner.size and inner.mean() < 0.05, np.bincount(inner.ravel())
+    assert np.mean(inner > 4) < 0.001 and inner.max() <= 16, np.bincount(inner.ravel())
     level = int(to_levels(np.array([read_meta(SHIPPED_MODEL).mask_threshold]))[0])
     assert np.mean((ours >= level) != (theirs >= level)) < 0.005

@@ -23,6 +23,28 @@ def test_shipped_model_is_packaged_with_its_metadata():
     assert file_sha256(SHIPPED_MODEL) in card
 
 
+def test_the_shipped_model_trained_on_bridges_and_names_the_model_it_replaced():
+    meta = read_meta(SHIPPED_MODEL)
+    assert "uavcrack_bridges" in meta.trained_on and "deepcrack_test" not in meta.trained_on  # a test source is scored only
+    before = SHIPPED_MODEL.with_name("crack_resnet18_mask_v1.safetensors")
+    assert "uavcrack_bridges" not in read_meta(before).trained_on
+    assert file_sha256(before)[:12] in meta.provenance["init_detail"]  # fine-tuned from it
+    card = (SHIPPED_MODEL.parents[2] / "MODEL_CARD.md").read_text()
+    assert f"kept in the repository as `survey_cracks/weights/{before.name}`" in card
+
+
+def test_evaluating_on_a_config_that_holds_out_a_source_the_model_trained_on_says_so():
+    from survey_cracks.config import MaskTrainConfig, load_config
+    from survey_cracks.training.segment import trained_on_test_sources
+
+    root = SHIPPED_MODEL.parents[2] / "configs"
+    whole = load_config(MaskTrainConfig, root / "mask.yaml")  # uavcrack_bridges: role test, every tile
+    by_map = load_config(MaskTrainConfig, root / "mask_bridges.yaml")  # split by map, as the model trained
+    assert trained_on_test_sources(whole, read_meta(SHIPPED_MODEL)) == ["uavcrack_bridges"]
+    assert trained_on_test_sources(by_map, read_meta(SHIPPED_MODEL)) == []
+    assert trained_on_test_sources(whole, read_meta(SHIPPED_MODEL.with_name("crack_resnet18_mask_v1.safetensors"))) == []
+
+
 def test_run_uses_the_shipped_model_without_model_flag(tmp_path):
     from pathlib import Path
 
