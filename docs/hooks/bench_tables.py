@@ -50,6 +50,13 @@ PRODUCERS = {
     "mask_retrain": "flock /tmp/survey_cracks_cpu.lock python bench/mask_retrain.py --reuse bench/results/mask_retrain.json "
                     "--candidate runs/mask_bridges/model.safetensors runs/mask_bridges_negatives/model.safetensors "
                     "runs/mask_bridges_mined/model.safetensors",
+    "mask_retrain_more": "flock /tmp/survey_cracks_cpu.lock python bench/mask_retrain.py --reuse bench/results/mask_retrain_faint.json "
+                         "--candidate runs/mask_bridges/model.safetensors runs/mask_bridges_faint/model.safetensors "
+                         "runs/mask_bridges_weighted/model.safetensors --out bench/results/mask_retrain_more.json",
+    "joints_check": "flock /tmp/survey_cracks_cpu.lock python bench/joints_check.py --model "
+                    "survey_cracks/weights/crack_resnet18_mask_v1.safetensors survey_cracks/weights/crack_resnet18.safetensors "
+                    "runs/mask_bridges_negatives/model.safetensors runs/mask_bridges_faint/model.safetensors "
+                    "runs/mask_bridges_weighted/model.safetensors",
     "finetune_mask_timing": "flock /tmp/survey_cracks_cpu.lock python bench/finetune_mask_timing.py",
     "engine_profile_before": "python bench/engine_profile.py --label before",
     "engine_profile_after": "python bench/engine_profile.py --label after --engine auto",
@@ -319,6 +326,22 @@ def mask_retrain(result: dict, table: Callable[..., str]) -> str:
     ])
 
 
+def joints_check(result: dict, table: Callable[..., str]) -> str:
+    """bench/joints_check.py: each mask model on procedural mosaics whose joints are labelled not_crack."""
+    rows = []
+    for name, m in result["models"].items():
+        f = m["figures"]
+        p2, p5, c = f["pixel@2px"], f["pixel@5px"], f["centreline@5px"]
+        rows.append([f"`{name}` ({m['sha256'][:12]}…)", m["threshold"], p2["precision"], p2["recall"], p2["f1"],
+                     f"**{p5['precision']}**", p5["recall"], p5["f1"], c["quality"], f.get("cell_ap@64px")])
+    return "\n\n".join([
+        table(["model", "threshold", "pixel P@2", "R@2", "F1@2", "**P@5**", "R@5", "F1@5", "centreline quality@5",
+               "cell AP (64 px)"], rows),
+        f"{result['mosaics']}. {result['seconds']} s ({result['cpu']}, {result['threads']} threads). "
+        f"Command: `{result['command']}`.",
+    ])
+
+
 def finetune_mask_timing(result: dict, table: Callable[..., str]) -> str:
     """bench/finetune_mask_timing.py: one line, the practical target of a mask fine-tune on three 7 MP mosaics."""
     verdict = ("within the 20 min target" if result["within_20_min"] else
@@ -382,7 +405,7 @@ def loso_mask(result: dict, table: Callable[..., str]) -> str:
 RENDERERS: dict[str, Callable[[dict, Callable[..., str]], str]] = {
     "edge_throughput": edge_throughput, "install_sizes": install_sizes, "segment_throughput": segment_throughput,
     "tuning": tuning, "finetune_mask": finetune_mask, "mask_bridges_shipped": mask_bridges_shipped,
-    "mask_retrain": mask_retrain,
+    "mask_retrain": mask_retrain, "mask_retrain_more": mask_retrain, "joints_check": joints_check,
     "finetune_mask_timing": finetune_mask_timing, "photo_throughput": photo_throughput,
     "photo_throughput_scale": photo_throughput, "photo_throughput_ab488": photo_throughput, "photo_profile_before": photo_profile,
     "photo_throughput_tracing": photo_throughput, "photo_throughput_before_after": photo_throughput,
