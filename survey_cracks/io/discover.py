@@ -126,7 +126,9 @@ def find_rasters(
     errors: list[RasterError] = []
 
     def add(folder: Source, path: Source) -> None:
-        found.setdefault(path.resolve(), (folder.resolve(), path))  # the same file given twice is one raster
+        # Absolute (links kept as named): the workers of an external cluster (--scheduler) open the file from
+        # their own working folder. The same file given twice is one raster.
+        found.setdefault(path.resolve(), (folder.resolve(), path.absolute() if isinstance(path, Path) else path))
 
     for given in inputs:
         item = as_source(given)

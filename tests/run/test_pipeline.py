@@ -50,6 +50,18 @@ def test_discovery_of_files_surveys_and_folders_of_surveys(tmp_path):
     assert [(r.survey, r.name) for r in found] == [("a", "x")] and "not found" in errors[0].message
 
 
+def test_rasters_given_by_relative_path_are_opened_by_absolute_path(tmp_path, monkeypatch):
+    """The workers of an external cluster (--scheduler) have their own working folder."""
+    (tmp_path / "a").mkdir()
+    for name in ("x.tif", "scan.png"):
+        (tmp_path / "a" / name).write_bytes(b"")  # discovery does not open them
+    monkeypatch.chdir(tmp_path)
+    for given in ("a", "a/x.tif"):
+        found, _ = find_rasters([given])
+        assert found and all(r.path.is_absolute() and r.path.parent == tmp_path / "a" for r in found), given
+    assert {r.survey for r in find_rasters(["a"])[0]} == {"a"}  # named as before
+
+
 def test_geographic_crs_pixels_are_measured_in_metres_on_the_ellipsoid(tmp_path):
     # 1e-7 degree pixels at the equator: 0.01113 m east-west, 0.01106 m north-south
     raster = write_geotiff(tmp_path / "r.tif", np.zeros((300, 300, 3), np.uint8) + 80, crs="EPSG:4326",
