@@ -277,14 +277,17 @@ def finetune_mask(result: dict, table: Callable[..., str]) -> str:
     """bench/finetune_mask.py: before / after a mask fine-tune, on a procedural structure and a real held-out source."""
     parts = []
     for key, title in (("procedural", "Procedural board-formed concrete (joints labelled `not_crack`)"),
-                       ("real", "uavcrack_bridges, held out by source (the shipped model never saw it)")):
+                       ("real", "uavcrack_bridges, held out by source (adapting a model that never saw it)")):
         part = result.get(key)
         if not part:
             continue
         where = (f"{part['mosaics']}; fine-tuned on two, scored on the third" if key == "procedural"
                  else f"adapted on {part['adaptation']}; scored on {part['held_out']}")
         parts += [f"**{title}**: {where}. `{part['command']}` took {part['finetune_seconds']} s.", part["markdown"].strip()]
-    parts.append(f"Each model at its own calibrated mask threshold; {result['machine']}. Command: `{result['command']}`.")
+    models = (f"; the procedural part adapts {result['model']}, the real part {result['real_model']}"
+              if result.get("real_model") else "")
+    parts.append(f"Each model at its own calibrated mask threshold; {result['machine']}{models}. "
+                 f"Command: `{result['command']}`.")
     return "\n\n".join(parts)
 
 
