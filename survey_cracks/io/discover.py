@@ -43,6 +43,15 @@ class SurveyRaster:
     def source(self) -> str:
         return str(self.path.resolve())
 
+    @property
+    def location(self) -> Source:
+        """Where any process opens it: a local path made absolute (links kept as named), a URL as it is.
+
+        ``path`` stays as given, for the records; the workers of an external cluster
+        (``--scheduler``) have their own working folder, so what is sent to them is this.
+        """
+        return self.path.absolute() if isinstance(self.path, Path) else self.path
+
 
 def is_survey_raster(path: Source) -> bool:
     if path.name.startswith(".") or path.suffix.lower() not in RASTER_SUFFIXES:
@@ -126,9 +135,7 @@ def find_rasters(
     errors: list[RasterError] = []
 
     def add(folder: Source, path: Source) -> None:
-        # Absolute (links kept as named): the workers of an external cluster (--scheduler) open the file from
-        # their own working folder. The same file given twice is one raster.
-        found.setdefault(path.resolve(), (folder.resolve(), path.absolute() if isinstance(path, Path) else path))
+        found.setdefault(path.resolve(), (folder.resolve(), path))  # the same file given twice is one raster
 
     for given in inputs:
         item = as_source(given)

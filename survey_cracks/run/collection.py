@@ -374,7 +374,7 @@ def plan_collection(survey: str, out: Path, items: list[SurveyRaster], model_sha
         except OSError as error:
             errors.append(f"{item.path}: cannot read it ({error.strerror or error}) — check the file and its permissions")
             continue
-        job = PhotoJob(item.name, Path(item.path), Path(annotation) if annotation else None, inputs, size)
+        job = PhotoJob(item.name, Path(item.location), Path(annotation).absolute() if annotation else None, inputs, size)
         if item.name in journal and journal[item.name] == inputs:
             done.add(item.name)
         jobs.append(job)

@@ -462,7 +462,8 @@ def compute_collection(plan: CollectionRun, out: Path, client: Any, spec: ModelS
                           status="running", inputs=plan.inputs, started_at=now())
     save_record(out, record)
     run.actions[key] = (RUNNING, reason)
-    settings = PhotoSettings(spec, run.config, run.threshold, run.margin, plan.survey, plan.folder, heatmaps)
+    # absolute: the workers write the heatmaps, and those of an external cluster have their own working folder
+    settings = PhotoSettings(spec, run.config, run.threshold, run.margin, plan.survey, plan.folder.absolute(), heatmaps)
     outcome = run_collection(plan, client, settings, progress,
                              lambda line: events(f"{plan.survey}/{COLLECTION}: {line}", survey=plan.survey),
                              lambda line: events.error(line, survey=plan.survey, raster=COLLECTION))
@@ -506,7 +507,7 @@ def process_raster(job: RasterTodo, out: Path, client: Any, spec: ModelSpec, run
     interrupted = True
     try:
         # read: the raster, and its annotation now (a bad one fails before the inference, not after)
-        info = inspect_raster(item.path)
+        info = inspect_raster(item.location)  # its path travels to the workers
         outcome.info = raster_summary(info)
         truth, outcome.annotation_error = optional_truth(item.path, info, config.evaluate, job.annotation)
         plan = window_plan(info, config, run.margin, job.inputs, run.meta.patch_size, run.window) if mode == "mask" else None

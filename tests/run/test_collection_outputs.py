@@ -122,6 +122,19 @@ def test_a_collection_records_its_folder_as_given_and_counts_one_photo_in_the_si
     assert "(1 photo in 1 collection; 1 computed" in output and "summary.csv covers 1 photo in 1 collection" in output, output
 
 
+def test_relative_photo_and_out_paths_reach_the_workers_of_a_cluster_started_elsewhere(tmp_path, cluster, monkeypatch):
+    """An external --scheduler's workers have their own working folder (this module's cluster was started in
+    another one): photos given by a relative path are read, and heatmaps written, where `run` was started."""
+    write_survey(tmp_path / "road", 2)
+    monkeypatch.chdir(tmp_path)
+    run(Path("road"), Path("out"), cluster)
+    table = photos(tmp_path / "out")
+    assert len(table) == 2 and (table["status"] == "ok").all(), table[["status", "error"]]
+    assert sorted(p.name for p in (tmp_path / "out" / "road" / COLLECTION / HEATMAPS).iterdir()) == sorted(
+        Path(h).name for h in table["heatmap"])
+    assert json.loads((tmp_path / "out" / "road" / COLLECTION / "report.json").read_text())["source"] == "road"
+
+
 def test_evaluate_says_in_one_line_that_a_collection_without_heatmaps_cannot_be_rescored(tmp_path, cluster):
     survey = tmp_path / "road"
     write_survey(survey, 2)

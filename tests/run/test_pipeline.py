@@ -50,16 +50,16 @@ def test_discovery_of_files_surveys_and_folders_of_surveys(tmp_path):
     assert [(r.survey, r.name) for r in found] == [("a", "x")] and "not found" in errors[0].message
 
 
-def test_rasters_given_by_relative_path_are_opened_by_absolute_path(tmp_path, monkeypatch):
-    """The workers of an external cluster (--scheduler) have their own working folder."""
+def test_rasters_given_by_relative_path_keep_it_and_are_opened_by_absolute_path(tmp_path, monkeypatch):
+    """Records keep the path as given; the workers of an external cluster (--scheduler) have their own working folder."""
     (tmp_path / "a").mkdir()
     for name in ("x.tif", "scan.png"):
         (tmp_path / "a" / name).write_bytes(b"")  # discovery does not open them
     monkeypatch.chdir(tmp_path)
     for given in ("a", "a/x.tif"):
         found, _ = find_rasters([given])
-        assert found and all(r.path.is_absolute() and r.path.parent == tmp_path / "a" for r in found), given
-    assert {r.survey for r in find_rasters(["a"])[0]} == {"a"}  # named as before
+        assert found and all(not r.path.is_absolute() and r.location == tmp_path / "a" / r.path.name for r in found), given
+    assert {r.survey for r in find_rasters(["a"])[0]} == {"a"}
 
 
 def test_geographic_crs_pixels_are_measured_in_metres_on_the_ellipsoid(tmp_path):
@@ -76,3 +76,15 @@ def test_projected_pixels_in_feet_are_converted_to_metres(tmp_path):
     raster = write_geotiff(tmp_path / "r.tif", np.zeros((64, 64, 3), np.uint8) + 80, crs="EPSG:2263",
                            transform=from_origin(1000000.0, 200000.0, 0.1, 0.1))
     assert inspect_raster(raster).pixel_size == pytest.approx(0.1 * 0.3048006, rel=1e-6)
+
+
+def test_a_raster_given_by_relative_path_is_read_by_the_workers_of_a_cluster_started_elsewhere(tmp_path, cluster,
+                                                                                                monkeypatch):
+    """An external --scheduler's workers have their own working folder (the module's cluster was started in another)."""
+    (tmp_path / "site").mkdir()
+    write_geotiff(tmp_path / "site" / "r.tif", np.random.default_rng(0).integers(60, 200, (300, 300, 3), dtype=np.uint8))
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(cli, ["run", "site", "--out", "out", "--scheduler", cluster.scheduler_address, "--quiet"])
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "out" / "site" / "r" / "report.json").read_text())
+    assert report["status"] == "ok" and report["source"] == "site/r.tif"  # recorded as given
