@@ -155,7 +155,8 @@ def main() -> None:
         else:
             print(f"skipped the real part: {DATA} not found")
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    # paths inside the repository as the repository names them: no machine's folders in published results
+    args.out.write_text(json.dumps(results, indent=2).replace(f"{ROOT}/", "") + "\n")
     print(f"wrote {args.out}")
 
 
