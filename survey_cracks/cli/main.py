@@ -355,7 +355,8 @@ def evaluate_mask(config_path: Path, model_path: Path | None, out: Path | None, 
         return
     for source in figures.get("not_held_out", []):
         click.echo(f"warning: the model trained on {source}, which {config_path} holds out whole: its test/{source} "
-                   "figures include training images (configs/mask_bridges.yaml splits it by map)", err=True)
+                   "figures include training images; score it with a config that splits it as the model's training did "
+                   "(for the shipped model and uavcrack_bridges: configs/mask_bridges.yaml)", err=True)
     text = json.dumps(figures, indent=1)
     if out:
         out.write_text(text + "\n")

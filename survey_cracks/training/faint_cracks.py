@@ -5,8 +5,8 @@ Most of the shipped model's misses on real structures are faint 1–2 px hairlin
 blended toward an estimate of the surface under them (OpenCV's inpainting of the crack and
 a 2 px rim, on the crop's own texture), by a random share of their contrast; the label is
 kept, so the model is shown cracks as faint as the ones it misses. The blend never removes
-more than ``max_fade`` of the contrast: a crack that can no longer be seen would teach the
-model to draw cracks where there are none.
+more than the upper end of ``FADE`` (65 %) of the contrast: a crack that can no longer be
+seen would teach the model to draw cracks where there are none.
 """
 
 from __future__ import annotations
