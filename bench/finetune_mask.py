@@ -42,14 +42,12 @@ sys.path.insert(0, str(ROOT))
 from survey_cracks.models.network import SHIPPED_MODEL, read_meta  # noqa: E402
 from survey_cracks.synthetic import write_orthomosaic  # noqa: E402
 from survey_cracks.training.adapt import compare, run_folder, start_threshold, survey_images  # noqa: E402
+from repository import BEFORE_BRIDGES  # noqa: E402
 
 # ../shared beside the repository (a worktree sits one level deeper, under ../wt/)
 DATA = next((p for p in (ROOT.parent / "shared", ROOT.parents[1] / "shared") if p.is_dir()), ROOT.parent / "shared") \
     / "data" / "uavcrack_bridges"
 RESULTS = ROOT / "bench" / "results" / "finetune_mask.json"
-# The mask model shipped before uavcrack_bridges was added to training: the real part adapts it, as the
-# shipped model has trained on that source since and would not be held out by source.
-BEFORE_BRIDGES = ROOT / "survey_cracks" / "weights" / "crack_resnet18_mask_v1.safetensors"
 
 
 def finetune(survey: Path, out: Path, steps: int, val_fraction: float, base: Path) -> tuple[list[str], float]:

@@ -36,15 +36,10 @@ sys.path.insert(0, str(ROOT))
 from survey_cracks.models.network import SHIPPED_MODEL  # noqa: E402
 from survey_cracks.synthetic import write_orthomosaic  # noqa: E402
 from survey_cracks.training.adapt import held_out_figures, survey_images  # noqa: E402
+from repository import shown  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "joints_check.json"
 SEEDS = (11, 12, 13)  # bench/finetune_mask.py's board_a, board_b, board_c
-
-
-def shown(path: Path) -> str:
-    """A path relative to the repository where it is inside it (no machine's folders in published results)."""
-    path = path.absolute()
-    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
 
 
 def main() -> None:

@@ -38,13 +38,12 @@ from survey_cracks.config import MaskTrainConfig, load_config  # noqa: E402
 from survey_cracks.models.checkpoint import file_sha256  # noqa: E402
 from survey_cracks.models.network import load_checkpoint  # noqa: E402
 from survey_cracks.training.segment import image_counts, load_images, summarise  # noqa: E402
+from repository import BEFORE_BRIDGES  # noqa: E402
 
 # ../shared beside the repository (a worktree sits one level deeper, under ../wt/)
 SHARED = next((p for p in (ROOT.parent / "shared", ROOT.parents[1] / "shared") if p.is_dir()), ROOT.parent / "shared")
 RESULTS = ROOT / "bench" / "results" / "mask_bridges_shipped.json"
 SOURCE = "uavcrack_bridges"
-# The mask model shipped before this source was added: the shipped model has trained on it since.
-BEFORE_BRIDGES = ROOT / "survey_cracks" / "weights" / "crack_resnet18_mask_v1.safetensors"
 TOLERANCES = (0, 2, 5)
 
 

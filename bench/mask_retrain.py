@@ -55,20 +55,13 @@ from survey_cracks.models.checkpoint import SHIPPED_MODEL, file_sha256  # noqa: 
 from survey_cracks.models.network import load_checkpoint  # noqa: E402
 from survey_cracks.training.segment import image_counts, load_images, summarise  # noqa: E402
 from survey_cracks.training.train import evaluate_checkpoint  # noqa: E402
+from repository import shown  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "mask_retrain.json"
 NEW_SOURCE = "uavcrack_bridges"
 TOLERANCES = (0, 2, 5)
 F1_KEY = "pixel@2px"
 ONE_POINT = 0.01
-
-
-def shown(path: Path) -> str:
-    """A path as the repository names it (no machine's folders in published results); a link in it is kept as named."""
-    for form in (path.absolute(), path.resolve()):
-        if form.is_relative_to(ROOT):
-            return str(form.relative_to(ROOT))
-    return path.name
 
 
 def score(path: Path, images: list, min_tiles: int, patch_config: TrainConfig | None) -> dict:
