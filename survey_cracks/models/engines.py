@@ -22,7 +22,7 @@ import numpy as np
 
 from survey_cracks.errors import ConfigError, ModelFileError
 from survey_cracks.models import hardware
-from survey_cracks.models.checkpoint import SHIPPED_MODEL, ModelMeta, file_sha256
+from survey_cracks.models.checkpoint import SHIPPED_MODEL, ModelMeta, file_sha256, read_meta
 
 if TYPE_CHECKING:
     from survey_cracks.models.engine_choice import EngineChoice
@@ -89,7 +89,8 @@ def measured_choice(model_path: Path | None = None, threads: int = 1, remeasure:
 
     path = Path(model_path) if model_path is not None else SHIPPED_MODEL
     spec = ModelSpec(str(path), file_sha256(path), device="cpu", threads=threads)
-    return choose_engine(path, spec.sha256, threads, lambda name, prec: _build(path, spec, name, prec), remeasure=remeasure)
+    return choose_engine(path, spec.sha256, threads, lambda name, prec: _build(path, spec, name, prec), remeasure=remeasure,
+                         mask_threshold=read_meta(path).mask_threshold)
 
 
 def measured_here(spec: ModelSpec) -> bool:

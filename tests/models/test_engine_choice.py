@@ -31,13 +31,15 @@ def _installed(engine: str) -> bool:
 @pytest.mark.slow
 @pytest.mark.parametrize("engine,precision", [c for c in CANDIDATES if c[0] != "torch"])
 def test_each_installed_engine_gives_the_reference_levels_within_one_level(engine, precision, cache):
-    """On validation images (real ones with ../shared): levels within one step of eager PyTorch at the same
-    precision on >= 99.9 % of the pixels."""
+    """On validation images (real ones with ../shared): levels within one step of the reference's (eager PyTorch
+    at the same precision; fp32 for int8) on >= 99.9 % of the pixels."""
     module = {"inductor": "torch._inductor"}.get(engine, engine)
     if not _installed(module):
         pytest.skip(f"{engine} is not installed")
     sha256 = file_sha256(SHIPPED_MODEL)
-    reference = load_engine(ModelSpec(str(SHIPPED_MODEL), sha256, device="cpu", precision=precision, engine="torch"))
+    reference_engine, reference_precision = engine_choice.reference(precision)
+    reference = load_engine(ModelSpec(str(SHIPPED_MODEL), sha256, device="cpu", precision=reference_precision,
+                                      engine=reference_engine))
     tried = load_engine(ModelSpec(str(SHIPPED_MODEL), sha256, device="cpu", precision=precision, engine=engine))
     assert tried.compute == f"cpu {precision} {engine}"
     close = total = 0
@@ -52,6 +54,10 @@ def test_each_installed_engine_gives_the_reference_levels_within_one_level(engin
         # with today's (AMD EPYC, 2026-12-07). Auto never runs it, and on request it stays within a level on all
         # but ~0.12 % of the pixels.
         assert (engine, precision) in NOT_FOR_AUTO and close / total >= 0.998
+    elif precision == "int8":
+        # Calibrated static int8 is a quantisation, not a runtime: 98.37 % of 12 validation images' pixels within a
+        # level of fp32 (AMD EPYC, 2026-12-07), so `auto` measures it and refuses it (test below: the rule).
+        assert reference_precision == "fp32" and close / total >= 0.97
     else:
         assert close / total >= AGREEMENT
 
@@ -109,7 +115,7 @@ def test_start_up_counts_spread_over_a_worker_s_windows():
 def test_the_cached_choice_is_measured_again_when_the_model_the_cpu_or_the_libraries_change(cache, monkeypatch):
     measured = []
 
-    def fake_measure(key, build, measure_s, window_px):
+    def fake_measure(key, build, measure_s, window_px, mask_threshold=0.5):
         measured.append(key)
         return EngineChoice("onnxruntime", "fp32", key, [Trial("onnxruntime", "fp32", True, 10.0, 1.0, 1.0)])
 
@@ -153,7 +159,7 @@ def test_info_engines_prints_the_cached_table(cache, monkeypatch):
 
     from survey_cracks.cli.main import cli
 
-    def fake_measure(key, build, measure_s, window_px):
+    def fake_measure(key, build, measure_s, window_px, mask_threshold=0.5):
         return EngineChoice("openvino", "fp32", key, [Trial("torch", "fp32", True, 700.0, 2.1, 1.0, 0.5),
                                                       Trial("openvino", "fp32", True, 400.0, 3.7, 0.9999, 3.0),
                                                       Trial("openvino", "bf16", False, note="ImportError: absent")])
@@ -171,7 +177,7 @@ def test_auto_loads_the_measured_choice_and_says_it(cache, monkeypatch):
     monkeypatch.setenv("SURVEY_CRACKS_MEASURE_ENGINES", "1")
     monkeypatch.setattr("survey_cracks.models.engines._ENGINES", {})
     monkeypatch.setattr(hardware, "cpu_has_native_bf16", lambda: True)  # the heuristic alone would say cpu bf16 torch
-    monkeypatch.setattr(engine_choice, "measure", lambda key, build, measure_s, window_px: EngineChoice(
+    monkeypatch.setattr(engine_choice, "measure", lambda key, build, measure_s, window_px, mask_threshold: EngineChoice(
         "torch", "fp32", key, [Trial("torch", "fp32", True, 500.0, 3.0, 1.0)]))
     from survey_cracks.inference.dispatch import warm
 
@@ -201,3 +207,45 @@ def test_openvino_is_measured_and_listed_but_not_chosen_by_auto(cache):
     assert (choice.engine, choice.precision) == ("torch", "bf16")
     openvino_row = next(line for line in engine_choice.choice_table(choice).splitlines() if line.startswith("| openvino | bf16"))
     assert "not by auto" in openvino_row
+
+
+def test_an_engine_whose_levels_agree_but_whose_pixel_f1_moves_is_refused(cache, monkeypatch):
+    """Equal outputs are both: levels within one step on >= 99.9 % of the pixels and pixel F1 within 0.002. An
+    int8 engine that drops 40 px of a 216 px crack moves 0.06 % of the pixels, and F1 by ~0.1: refused."""
+    import time
+
+    from survey_cracks.models import verify
+    from survey_cracks.models.engine_choice import F1_CHANGE
+
+    truth = np.zeros((256, 256), dtype=bool)
+    truth[128, 20:236] = True
+    monkeypatch.setattr(verify, "validation_images",
+                        lambda count=None: ([verify.LabelledImage("line", np.zeros((256, 256, 3), np.uint8), truth)], "a line"))
+
+    class Line:
+        def __init__(self, seconds: float, erased: int) -> None:
+            self.seconds, self.erased = seconds, erased
+
+        def segment(self, window):
+            time.sleep(self.seconds)
+            levels = np.zeros(window.shape[:2], dtype=np.uint8)
+            if levels.shape == truth.shape:
+                levels[truth] = 250
+                levels[128, 20 : 20 + self.erased] = 0
+            return levels, None
+
+    fakes = {("torch", "fp32"): Line(0.02, 0), ("torch", "bf16"): Line(0.015, 0), ("onnxruntime", "int8"): Line(0.001, 40)}
+
+    def build(engine, precision):
+        if (engine, precision) not in fakes:
+            raise ImportError(f"no {engine}")
+        return fakes[(engine, precision)]
+
+    choice = measure({"k": 3}, build, measure_s=0.05, window_px=256, mask_threshold=0.5)
+    trials = {(t.engine, t.precision): t for t in choice.trials}
+    int8 = trials[("onnxruntime", "int8")]
+    assert int8.agreement >= AGREEMENT and int8.f1_change < -F1_CHANGE and not int8.agrees
+    assert trials[("torch", "fp32")].pixel_f1 == 1.0 and trials[("torch", "bf16")].f1_change == 0.0
+    assert (choice.engine, choice.precision) == ("torch", "bf16")
+    row = next(line for line in engine_choice.choice_table(choice).splitlines() if line.startswith("| onnxruntime | int8"))
+    assert "pixel F1 moved" in row
