@@ -62,10 +62,14 @@ PRODUCERS = {
     "engine_profile_after": "python bench/engine_profile.py --label after --engine auto",
     "engine_table": "python bench/engine_table.py",
     "engine_agreement": "python bench/engine_agreement.py",
+    "margin_check": "flock /tmp/survey_cracks_cpu.lock python bench/margin_check.py",
     "segment_throughput_engine": "python bench/segment_throughput.py --sizes 100 --modes mask --patch-sizes "
                                  "--json bench/results/segment_throughput_engine.json",
     "segment_throughput_windows": "python bench/segment_throughput.py --sizes 100 --modes mask --patch-sizes --windows "
                                   "1024 auto --json bench/results/segment_throughput_windows.json",
+    "segment_throughput_windows_large": "python bench/segment_throughput.py --sizes 100 --modes mask --patch-sizes "
+                                        "--repeats 1 --windows 1024 1536 2048 "
+                                        "--json bench/results/segment_throughput_windows_large.json",
     "segment_throughput_windows_400": "python bench/segment_throughput.py --sizes 400 --modes mask --patch-sizes "
                                       "--windows auto --repeats 1 --json bench/results/segment_throughput_windows_400.json",
     "segment_throughput_400": "flock /tmp/survey_cracks_cpu.lock python bench/segment_throughput.py --sizes 100 400 "
@@ -398,6 +402,18 @@ def engine_agreement(result: dict, table: Callable[..., str]) -> str:
     ])
 
 
+def margin_check(result: dict, table: Callable[..., str]) -> str:
+    """bench/margin_check.py: each margin's centre levels against the whole image's, judged by the equal-outputs rule."""
+    rows = [[f"{r['margin_px']} px", f"{r['within_one']:.3%}", str(r["max_levels"]), f"{r['pixels']:,}",
+             f"{r['network_px_per_core_px_at_1024']:.3f}", "meets" if r["meets"] else "fails"] for r in result["rows"]]
+    return "\n\n".join([
+        table(["margin", "pixels within one level of the whole image's", "largest move (levels)", "pixels",
+               "network px per kept px (1024 px core)", f"rule (≥ {result['agreement_needed']:.1%})"], rows),
+        (f"`{result['command']}`: {result['images']}, {result['cores']} cores of {result['core_px']} px, "
+         f"`{result['engine']}` on {result['cpu']}; the model's stored margin is {result['stored_margin_px']} px."),
+    ])
+
+
 def loso_mask(result: dict, table: Callable[..., str]) -> str:
     """bench/loso_mask.py: the mask model's leave-one-source-out table, by the renderer the card and CLI use."""
     from survey_cracks.training.loso_mask_table import loso_mask_markdown  # on the path since _markdown_table
@@ -415,8 +431,9 @@ RENDERERS: dict[str, Callable[[dict, Callable[..., str]], str]] = {
     "photo_batch": photo_batch, "photo_throughput_recheck": photo_throughput,
     "photo_memory": photo_memory, "photo_memory_streamed": photo_memory, "photo_gil": photo_gil, "photo_gil_switch": photo_gil, "engine_profile_before": engine_profile,
     "engine_profile_after": engine_profile,
-    "engine_table": engine_table, "engine_agreement": engine_agreement,
+    "engine_table": engine_table, "engine_agreement": engine_agreement, "margin_check": margin_check,
     "segment_throughput_engine": segment_throughput, "segment_throughput_windows": segment_throughput,
+    "segment_throughput_windows_large": segment_throughput,
     "segment_throughput_windows_400": segment_throughput, "segment_throughput_400": segment_throughput,
     "loso_mask": loso_mask,
 }
