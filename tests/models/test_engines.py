@@ -89,3 +89,27 @@ def test_local_workers_leave_glibc_malloc_adaptive_ask_for_huge_pages_and_cap_th
     assert seen["GDAL_CACHEMAX"] == "48"
     assert "MALLOC_TRIM_THRESHOLD_" not in seen
     assert seen["THP_MEM_ALLOC_ENABLE"] == "1"  # PyTorch's large blocks on transparent huge pages
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device here (runs where one is)")
+def test_cuda_fp16_gives_the_cpu_fp32_levels_within_one_level():
+    """What `auto` runs on a GPU (fp16 autocast) against the model's own fp32 arithmetic on the CPU, on real
+    validation images when ../shared is there: within one level on >= 99.9 % of the pixels, the rule for CPU engines."""
+    from survey_cracks.edge.runtime import pad_to_stride
+    from survey_cracks.models.checkpoint import SHIPPED_MODEL, file_sha256
+    from survey_cracks.models.engine_choice import AGREEMENT
+    from survey_cracks.models.engines import ModelSpec, load_engine
+    from survey_cracks.models.verify import validation_images
+
+    sha256 = file_sha256(SHIPPED_MODEL)
+    gpu = load_engine(ModelSpec(str(SHIPPED_MODEL), sha256, device="auto"))
+    cpu = load_engine(ModelSpec(str(SHIPPED_MODEL), sha256, device="cpu", precision="fp32", engine="torch"))
+    assert gpu.compute == "cuda fp16 torch"
+    close = total = 0
+    for image in validation_images(4)[0]:
+        rgb = pad_to_stride(image.rgb, 128)
+        got, want = gpu.segment(rgb)[0], cpu.segment(rgb)[0]
+        assert got.dtype == np.uint8 and got.shape == want.shape
+        close += int(np.count_nonzero(np.abs(got.astype(int) - want.astype(int)) <= 1))
+        total += want.size
+    assert close / total >= AGREEMENT
