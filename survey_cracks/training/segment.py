@@ -37,7 +37,7 @@ from torch import nn
 from torch.nn import functional as F
 from tqdm import tqdm
 
-from survey_cracks.config import DataSource, MaskTrainConfig
+from survey_cracks.config import MaskTrainConfig
 from survey_cracks.evaluation.metrics import average_precision, choose_threshold
 from survey_cracks.evaluation.pixel_metrics import centreline_counts, centreline_scores, pixel_scores, tolerant_counts
 from survey_cracks.io.raster import RasterInfo, inspect_raster, open_raster, read_window
@@ -88,37 +88,29 @@ def load_images(config: MaskTrainConfig, progress: bool = True, splits: tuple[st
     out: list[MaskImage] = []
     items = [(source, item) for source in config.sources for item in list_items(source, config.seed)
              if splits is None or item.split in splits]
-    with tqdm(items, desc="reading images", unit="img", disable=not progress, leave=False) as bar:  # closed on an error too
-        for source, item in bar:
-            image = _mask_image(source, item)
-            if image is not None:
-                out.append(image)
+    for source, item in tqdm(items, desc="reading images", unit="img", disable=not progress, leave=False):
+        if item.whole_label == 1:
+            continue  # crack / no-crack only: nothing to say per pixel
+        info = inspect_raster(item.path)
+        with open_raster(item.path) as src:
+            rgb, _ = read_window(src, info, Window(0, 0, info.width, info.height))
+        target = np.zeros((info.height, info.width), np.uint8)
+        ignore = np.zeros((info.height, info.width), bool)
+        negative = None
+        if item.survey:
+            rgb, target, ignore, negative = _survey_targets(item, info, rgb)
+        elif item.mask is not None:
+            mask = cv2.imread(str(item.mask), cv2.IMREAD_GRAYSCALE)
+            if mask is None or mask.shape != target.shape:
+                from survey_cracks.errors import DataSourceError
+
+                raise DataSourceError(item.mask, "mask unreadable or not the image's size", "masks must match their image")
+            target = (mask > 127).astype(np.uint8)
+        for x0, y0, x1, y1 in item.boxes or ():
+            ignore[max(0, int(math.floor(y0))) : int(math.ceil(y1)), max(0, int(math.floor(x0))) : int(math.ceil(x1))] = True
+        out.append(MaskImage(item.source, item.name if item.part else item.path.name, item.split, rgb, target, ignore,
+                             item.mask is not None or item.survey, negative, group_of(item.path.stem, source)))
     return out
-
-
-def _mask_image(source: DataSource, item: ImageItem) -> MaskImage | None:
-    """One listed item as a training image with its targets (None for a crack / no-crack item)."""
-    if item.whole_label == 1:
-        return None  # crack / no-crack only: nothing to say per pixel
-    info = inspect_raster(item.path)
-    with open_raster(item.path) as src:
-        rgb, _ = read_window(src, info, Window(0, 0, info.width, info.height))
-    target = np.zeros((info.height, info.width), np.uint8)
-    ignore = np.zeros((info.height, info.width), bool)
-    negative = None
-    if item.survey:
-        rgb, target, ignore, negative = _survey_targets(item, info, rgb)
-    elif item.mask is not None:
-        mask = cv2.imread(str(item.mask), cv2.IMREAD_GRAYSCALE)
-        if mask is None or mask.shape != target.shape:
-            from survey_cracks.errors import DataSourceError
-
-            raise DataSourceError(item.mask, "mask unreadable or not the image's size", "masks must match their image")
-        target = (mask > 127).astype(np.uint8)
-    for x0, y0, x1, y1 in item.boxes or ():
-        ignore[max(0, int(math.floor(y0))) : int(math.ceil(y1)), max(0, int(math.floor(x0))) : int(math.ceil(x1))] = True
-    return MaskImage(item.source, item.name if item.part else item.path.name, item.split, rgb, target, ignore,
-                     item.mask is not None or item.survey, negative, group_of(item.path.stem, source))
 
 
 def _survey_targets(item: ImageItem, info: RasterInfo, rgb: np.ndarray

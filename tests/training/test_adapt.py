@@ -131,16 +131,3 @@ def test_ignored_pixels_leave_mask_metrics_unchanged(tiny_mask_model):
               for t in (target, wrong)]
     assert scores[0] == scores[1]
 
-
-def test_a_bad_annotation_stops_the_reading_with_its_progress_bar_cleared(tiny_mask_model, survey, tmp_path, capsys):
-    """The error is the last thing on the terminal: the "reading images" bar does not stay on its line."""
-    from survey_cracks.errors import SurveyCracksError
-    from survey_cracks.training.adapt import adapt_config
-    from survey_cracks.training.segment import load_images
-
-    Image.fromarray(np.zeros((10, 10), np.uint8)).save(survey / "tile1.mask.png")  # not the image's size
-    with pytest.raises(SurveyCracksError) as caught:
-        load_images(adapt_config([survey], tmp_path / "m.safetensors", tiny_mask_model, 0.34), progress=True)
-    assert "tile1" in str(caught.value)
-    err = capsys.readouterr().err
-    assert "reading images" in err and err.rsplit("\r", 1)[-1].strip() == ""
