@@ -50,7 +50,9 @@ CANDIDATES: tuple[tuple[str, str], ...] = (
 )
 # Runtimes whose first load writes what every later process reads (the ONNX export, int8 calibration, OpenVINO's
 # compiled blobs): the start-up that counts is a later load's, so they are loaded once untimed before it is timed.
-# Inductor's first call is traced again in every process, so its first load is the one timed.
+# Inductor's first call is traced again in every process, so its first load is the one timed. Loading them again
+# takes a tenth of a second, so they are not kept between the timing rounds: each holds 0.3-0.5 GB after a window
+# (its own arena), and all candidates kept at once took the measuring worker to 3.1 GiB.
 LOADED_FROM_DISK = frozenset({"onnxruntime", "openvino"})
 LIBRARIES = ("torch", "onnxruntime", "openvino", "numpy")
 # Measured in the table, never chosen by ``auto``: a window alone on one thread is not how a run uses it. With the
@@ -207,12 +209,19 @@ def measure(key: dict, build: Builder, measure_s: float = MEASURE_S, window_px: 
             expected[(engine_name, precision)] = (levels, f1)
         their_levels, their_f1 = expected.get(reference(precision), ([], None))
         change = None if f1 is None or their_f1 is None else round(f1 - their_f1, 4)
-        loaded.append((engine_name, precision, engine, start_s, _agreement(levels, their_levels), f1, change))
+        kept = None if engine_name in LOADED_FROM_DISK else engine  # loaded again for each round (see LOADED_FROM_DISK)
+        del engine
+        loaded.append((engine_name, precision, kept, start_s, _agreement(levels, their_levels), f1, change))
     # Interleaved rounds, so a change in the machine's load touches every candidate alike; the median window counts.
     times: list[list[float]] = [[] for _ in loaded]
     for _ in range(ROUNDS):
-        for seconds, (_, _, engine, *_) in zip(times, loaded):
+        for seconds, (engine_name, precision, kept, *_) in zip(times, loaded):
+            engine = kept
+            if engine is None:
+                engine = build(engine_name, precision)
+                engine.segment(window)  # type: ignore[attr-defined]  (untimed: its session and arena set up again)
             seconds.extend(_window_seconds(engine, window, measure_s / ROUNDS))
+            del engine
     trials = [Trial(name, precision, True, round(float(np.median(t)) * 1000, 1),
                     round(window_px * window_px / float(np.median(t)) / 1e6, 3), agreement, f1, change, round(start_s, 2))
               for t, (name, precision, _, start_s, agreement, f1, change) in zip(times, loaded)] + absent
