@@ -130,4 +130,3 @@ def test_ignored_pixels_leave_mask_metrics_unchanged(tiny_mask_model):
     scores = [mask_metrics(model, meta, [MaskImage("s", "a", "val", rgb, t, ignore, True)], 0.5, cell=32)
               for t in (target, wrong)]
     assert scores[0] == scores[1]
-
