@@ -387,7 +387,8 @@ def engine_table(result: dict, table: Callable[..., str]) -> str:
         (f"`{result['command']}` at {result['measured_at']}: {result['window_px']}² windows, "
          f"{result['key']['threads']} thread(s) on {result['key']['cpu']} ({result['cores']} cores), {libraries}. "
          f"Agreement: the share of the validation images' pixels within one level of eager torch's at the same "
-         f"precision (the reference); {result['agreement_needed']:.1%} needed."),
+         f"precision (fp32 for int8: the reference); {result['agreement_needed']:.1%} needed, and pixel F1@2 within "
+         f"0.002 of the reference's."),
     ])
 
 
@@ -396,7 +397,8 @@ def engine_agreement(result: dict, table: Callable[..., str]) -> str:
     rows = [[r["engine"], r["precision"], f"{r['vs_torch_same_precision']:.4%}", f"{r['vs_torch_fp32']:.4%}"]
             for r in result["rows"]]
     return "\n\n".join([
-        table(["engine", "precision", "within one level of torch at that precision", "within one level of torch fp32"],
+        table(["engine", "precision", "within one level of the reference (torch at that precision; fp32 for int8)",
+               "within one level of torch fp32"],
               rows),
         f"`{result['command']}`: {result['images']}, {result['pixels']:,} pixels; {result['cpu']}.",
     ])

@@ -211,7 +211,8 @@ def measure(key: dict, build: Builder, measure_s: float = MEASURE_S, window_px: 
         change = None if f1 is None or their_f1 is None else round(f1 - their_f1, 4)
         kept = None if engine_name in LOADED_FROM_DISK else engine  # loaded again for each round (see LOADED_FROM_DISK)
         del engine
-        loaded.append((engine_name, precision, kept, start_s, _agreement(levels, their_levels), f1, change))
+        agreement = level_agreement(levels, their_levels)
+        loaded.append((engine_name, precision, kept, start_s, None if agreement is None else round(agreement, 6), f1, change))
     # Interleaved rounds, so a change in the machine's load touches every candidate alike; the median window counts.
     times: list[list[float]] = [[] for _ in loaded]
     for _ in range(ROUNDS):
@@ -236,20 +237,21 @@ def _padded(rgb: np.ndarray) -> np.ndarray:
     return pad_to_stride(rgb, 128)
 
 
-def _agreement(levels: list[np.ndarray], reference: list[np.ndarray]) -> float | None:
-    """Share of pixels within one level of the reference's (the mask's; None without a decoder or a reference)."""
+def level_agreement(levels: list[np.ndarray], reference: list[np.ndarray]) -> float | None:
+    """Share of pixels within one level of the reference's, over images alike in shape (the mask's levels; None
+    without a decoder or a reference): the measure of `AGREEMENT`, also what the engine tests and bench check."""
     if not reference or any(x is None for x in levels + reference):
         return None
     close = sum(int(np.count_nonzero(np.abs(a.astype(np.int16) - b.astype(np.int16)) <= 1)) for a, b in zip(levels, reference))
-    return round(close / sum(r.size for r in reference), 6)
+    return close / sum(r.size for r in reference)
 
 
 def _pixel_f1(levels: list[np.ndarray], truths: list[np.ndarray], threshold: float) -> float | None:
     """Pixel F1 at `verify.TOLERANCE_PX` over the images at the model's mask threshold, the levels read as a run
     reads them (`heatmap.probability_of`; padded images cut back to their annotation); None without a decoder or
     without annotated cracks."""
-    from survey_cracks.evaluation.pixel_metrics import pixel_scores, tolerant_counts
-    from survey_cracks.models.verify import TOLERANCE_PX
+    from survey_cracks.evaluation.pixel_metrics import tolerant_counts
+    from survey_cracks.models.verify import TOLERANCE_PX, pixel_f1_of
     from survey_cracks.vectors.heatmap import probability_of
 
     if any(level is None for level in levels):
@@ -257,10 +259,7 @@ def _pixel_f1(levels: list[np.ndarray], truths: list[np.ndarray], threshold: flo
     counts = np.zeros(4, np.int64)
     for level, truth in zip(levels, truths):
         counts += tolerant_counts(probability_of(level[: truth.shape[0], : truth.shape[1]]) >= threshold, truth, TOLERANCE_PX)
-    scores = pixel_scores(counts)
-    if not scores["annotated_px"]:
-        return None
-    return float(scores["f1"] or 0.0)  # cracks annotated, none predicted: 0
+    return pixel_f1_of(counts)
 
 
 def _window_seconds(engine: object, window: np.ndarray, measure_s: float) -> list[float]:
@@ -310,4 +309,4 @@ def _fmt(value: float | None, spec: str) -> str:
 
 
 __all__ = ["AGREEMENT", "CANDIDATES", "F1_CHANGE", "NOT_FOR_AUTO", "EngineChoice", "Trial", "cached_choice", "choice_key", "choice_table",
-           "choose_engine", "library_versions", "measure", "reference"]
+           "choose_engine", "level_agreement", "library_versions", "measure", "reference"]

@@ -122,6 +122,15 @@ def patch_labels(truth: np.ndarray, patch: int, min_center_px: int | None = None
     return dense_patch_labels(target, torch.zeros_like(target), patch, rule)[0].numpy()
 
 
+def pixel_f1_of(counts: np.ndarray) -> float | None:
+    """Pixel F1 from summed (tp, fp, fn, tp_truth): 0 where cracks are annotated and none predicted, None where
+    none are annotated."""
+    scores = pixel_scores(counts)
+    if scores["f1"] is None and scores["annotated_px"]:
+        return 0.0  # cracks annotated, none predicted
+    return scores["f1"]  # type: ignore[return-value]
+
+
 class _Tally:
     """Counts of one model over the images: pixel (tp, fp, fn, tp_truth) and patch scores with labels."""
 
@@ -131,12 +140,7 @@ class _Tally:
         self.patch_labels: list[np.ndarray] = []
 
     def pixel_f1(self, has_mask: bool) -> float | None:
-        if not has_mask:
-            return None
-        scores = pixel_scores(self.pixels)
-        if scores["f1"] is None and scores["annotated_px"]:
-            return 0.0  # cracks annotated, none predicted
-        return scores["f1"]  # type: ignore[return-value]
+        return pixel_f1_of(self.pixels) if has_mask else None
 
     def patch_f1(self, threshold: float) -> float | None:
         scores, labels = np.concatenate(self.patch_scores), np.concatenate(self.patch_labels)
@@ -209,5 +213,5 @@ def check_export(exported: Callable[[np.ndarray], Maps], reference: Callable[[np
     )
 
 
-__all__ = ["ExportCheck", "F1_LOSS_POINTS", "LabelledImage", "PARITY_TOLERANCE", "check_export", "model_f1",
+__all__ = ["ExportCheck", "F1_LOSS_POINTS", "LabelledImage", "PARITY_TOLERANCE", "check_export", "model_f1", "pixel_f1_of",
            "patch_labels", "validation_images"]
