@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from survey_cracks.models import hardware  # noqa: E402
 from survey_cracks.models.checkpoint import SHIPPED_MODEL, file_sha256, read_meta  # noqa: E402
-from survey_cracks.models.engine_choice import AGREEMENT  # noqa: E402
+from survey_cracks.models.engine_choice import AGREEMENT, level_agreement  # noqa: E402
 from survey_cracks.models.engines import ModelSpec, load_engine  # noqa: E402
 from survey_cracks.models.network import TRUNK_STRIDE  # noqa: E402
 from survey_cracks.models.verify import validation_images  # noqa: E402
@@ -53,26 +53,27 @@ def main() -> None:
     engine = load_engine(ModelSpec(str(args.model), sha256, device="cpu", threads=args.threads))
     images, origin = validation_images(None)
     widest = max(args.margins)
-    tallies = {m: {"within_one": 0, "pixels": 0, "max_levels": 0} for m in args.margins}
-    cores = 0
+    centres: dict[int, list[np.ndarray]] = {m: [] for m in args.margins}  # each core's levels at each margin
+    references: list[np.ndarray] = []  # the same pixels from the whole image
     for image in images:
         h, w = (n // TRUNK_STRIDE * TRUNK_STRIDE for n in image.truth.shape)
-        whole = engine.segment(np.ascontiguousarray(image.rgb[:h, :w]))[0].astype(np.int16)
+        whole = engine.segment(np.ascontiguousarray(image.rgb[:h, :w]))[0]
         for top in range(widest, h - CORE - widest + 1, STEP):
             for left in range(widest, w - CORE - widest + 1, STEP):
                 top, left = top // TRUNK_STRIDE * TRUNK_STRIDE, left // TRUNK_STRIDE * TRUNK_STRIDE
-                reference = whole[top : top + CORE, left : left + CORE]
-                cores += 1
-                for margin, tally in tallies.items():
+                references.append(whole[top : top + CORE, left : left + CORE])
+                for margin, levels in centres.items():
                     crop = np.ascontiguousarray(image.rgb[top - margin : top + CORE + margin, left - margin : left + CORE + margin])
-                    got = engine.segment(crop)[0].astype(np.int16)[margin : margin + CORE, margin : margin + CORE]
-                    moved = np.abs(got - reference)
-                    tally["within_one"] += int(np.count_nonzero(moved <= 1))
-                    tally["pixels"] += moved.size
-                    tally["max_levels"] = max(tally["max_levels"], int(moved.max()))
-    rows = [{"margin_px": m, "within_one": round(t["within_one"] / t["pixels"], 6), "max_levels": t["max_levels"],
-             "pixels": t["pixels"], "meets": t["within_one"] / t["pixels"] >= AGREEMENT,
-             "network_px_per_core_px_at_1024": round(((1024 + 2 * m) / 1024) ** 2, 3)} for m, t in tallies.items()]
+                    levels.append(engine.segment(crop)[0][margin : margin + CORE, margin : margin + CORE])
+    rows = []
+    for margin, levels in centres.items():
+        within_one = level_agreement(levels, references)
+        assert within_one is not None  # the model has a decoder and there are cores
+        rows.append({"margin_px": margin, "within_one": round(within_one, 6),
+                     "max_levels": max(int(np.abs(a.astype(np.int16) - b.astype(np.int16)).max()) for a, b in zip(levels, references)),
+                     "pixels": sum(r.size for r in references), "meets": within_one >= AGREEMENT,
+                     "network_px_per_core_px_at_1024": round(((1024 + 2 * margin) / 1024) ** 2, 3)})
+    cores = len(references)
     result = {"command": "python bench/margin_check.py" + (f" --model {shown(args.model)}" if args.model != SHIPPED_MODEL else ""),
               "model": shown(args.model), "sha256": sha256, "stored_margin_px": read_meta(args.model).min_margin_px,
               "engine": engine.compute, "images": origin, "cores": cores, "core_px": CORE, "agreement_needed": AGREEMENT,
